@@ -1,0 +1,273 @@
+"""One worker batch: from deliveries to a Settlement, retries and metrics (see ``worker``).
+
+Pure bookkeeping plus the calls into pipelines, the ledger and sinks; no broker I/O here.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import traceback as tb
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from integration_bus.connector import LookupSink, Sink
+from integration_bus.envelope import Envelope, loads, new_id
+from integration_bus.errors import BusError, PermanentError
+from integration_bus.metrics import Metrics
+from integration_bus.route import Route
+from integration_bus.store import Claim, ClaimOutcome, DeadLetter, Settlement, Store, utcnow
+from integration_bus.store.records import JournalEntry
+from integration_bus.topology import route_of_queue
+from integration_bus.transport import Delivery
+
+__all__ = ["Batch", "Item", "Outcome"]
+
+log = structlog.get_logger("integration_bus.worker")
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    FILTERED = "filtered"
+    RETRY = "retried"
+    DEAD = "dead_lettered"
+
+
+@dataclass
+class Item:
+    """One delivery on its way through a route."""
+
+    delivery: Delivery
+    route: Route
+    envelope: Envelope | None = None
+    outputs: list[Envelope] = field(default_factory=list)
+    error: BaseException | None = None
+    step: str | None = None
+    sink: str | None = None
+    outcome: Outcome | None = None
+
+    @property
+    def owner(self) -> str:
+        assert self.envelope is not None
+        return f"{self.envelope.id}#{self.envelope.attempt}"
+
+    def fail(self, error: BaseException, *, step: str | None = None,
+             sink: str | None = None) -> None:
+        # A permanent failure outranks a transient one: it decides the message's fate.
+        if self.error is None or (isinstance(error, PermanentError)
+                                  and not isinstance(self.error, PermanentError)):
+            self.error, self.step, self.sink = error, step, sink
+
+
+class Batch:
+    """Deliveries of one fetch. Build with :meth:`build`, then run the steps in order."""
+
+    def __init__(self, items: list[Item], archived: list[Delivery], *, claim_lease: timedelta,
+                 metrics: Metrics) -> None:
+        self.items = items
+        self.archived = archived
+        self.claim_lease = claim_lease
+        self.metrics = metrics
+        self.settlement = Settlement()
+        self._sink_results: list[tuple[Item, Sink, Envelope, str]] = []
+
+    @classmethod
+    def build(cls, deliveries: Sequence[Delivery], routes: Mapping[str, Route], *,
+              archived: list[Delivery], claim_lease: timedelta, metrics: Metrics) -> Batch:
+        """Decode every delivery and run its route's pipeline (no I/O)."""
+        items = []
+        for delivery in deliveries:
+            item = Item(delivery=delivery, route=routes[delivery.queue])
+            try:
+                item.envelope = Envelope.from_json(delivery.body)
+            except BusError as exc:
+                item.fail(exc.with_context(route=item.route.name), step="decode")
+            else:
+                _run_pipeline(item)
+            items.append(item)
+        return cls(items, archived, claim_lease=claim_lease, metrics=metrics)
+
+    # -- claim and deliver ---------------------------------------------------------------------
+    def claim_and_deliver(self, store: Store) -> None:
+        self._sink_results.clear()
+        work = [(item, sink, out) for item in self.items if item.error is None
+                for sink in item.route.sinks for out in item.outputs]
+        claims = [Claim(sink.name, out.idempotency_key, item.owner, item.envelope.id,  # type: ignore[union-attr]
+                        item.delivery.redelivered) for item, sink, out in work]
+        outcomes = store.claim(claims, lease=self.claim_lease) if claims else []
+        for (item, sink, out), outcome in zip(work, outcomes, strict=True):
+            self._sink_results.append((item, sink, out, self._deliver(item, sink, out, outcome)))
+        self._decide()
+        self._build_settlement()
+
+    def _deliver(self, item: Item, sink: Sink, out: Envelope, claim: ClaimOutcome) -> str:
+        if claim is ClaimOutcome.DONE:
+            return "duplicate"
+        if claim is ClaimOutcome.BUSY:
+            item.fail(_Busy(f"another copy of {out.idempotency_key!r} is being delivered to "
+                            f"{sink.name}"), sink=sink.name)
+            return "busy"
+        started = time.perf_counter()
+        try:
+            if claim is ClaimOutcome.IN_DOUBT and isinstance(sink, LookupSink) \
+                    and sink.lookup(out):
+                return "recovered"
+            sink.deliver(out)
+            return "delivered"
+        except Exception as exc:  # a sink's unexpected exception counts as transient
+            item.fail(exc, sink=sink.name)
+            log.info("sink.failed", route=item.route.name, sink=sink.name,
+                     envelope_id=out.id, error=f"{type(exc).__name__}: {exc}")
+            return "failed"
+        finally:
+            self.metrics.sink_latency.labels(item.route.name, sink.name).observe(
+                time.perf_counter() - started)
+
+    def _decide(self) -> None:
+        for item in self.items:
+            if item.error is None:
+                item.outcome = Outcome.DELIVERED if item.outputs else Outcome.FILTERED
+            elif isinstance(item.error, PermanentError) or item.envelope is None:
+                item.outcome = Outcome.DEAD
+            elif item.envelope.attempt + 1 >= item.route.retry.max_attempts:
+                item.outcome = Outcome.DEAD
+            else:
+                item.outcome = Outcome.RETRY
+
+    # -- settlement ------------------------------------------------------------------------------
+    def _build_settlement(self) -> None:
+        now = utcnow()
+        s = self.settlement = Settlement()
+        for item in self.items:
+            env = item.envelope
+            if env is not None:
+                s.journal.append(JournalEntry(
+                    env.id, "received", now, route=item.route.name, attempt=env.attempt,
+                    mapping_version=item.route.pipeline.version,
+                    detail={"type": env.type, "redelivered": item.delivery.redelivered,
+                            "delivery_count": item.delivery.delivery_count}))
+        for item, sink, out, result in self._sink_results:
+            env = item.envelope
+            assert env is not None
+            key = (sink.name, out.idempotency_key, item.owner)
+            if result in ("delivered", "recovered", "duplicate"):
+                s.journal.append(JournalEntry(
+                    env.id, "duplicate" if result == "duplicate" else "delivered", now,
+                    route=item.route.name, sink=sink.name, attempt=env.attempt,
+                    detail={"output_id": out.id, "key": out.idempotency_key,
+                            **({"recovered": True} if result == "recovered" else {})}))
+                if result != "duplicate":
+                    s.done.append(key)
+            elif result == "failed":
+                s.failed.append(key)
+        for item in self.items:
+            self._settle_item(item, now)
+        for delivery in self.archived:
+            s.dead.append(_archived_letter(delivery, now))
+
+    def _settle_item(self, item: Item, now: Any) -> None:
+        env, s = item.envelope, self.settlement
+        if item.outcome in (Outcome.DELIVERED, Outcome.FILTERED):
+            if item.outcome is Outcome.FILTERED:
+                s.journal.append(JournalEntry(env.id, "filtered", now,  # type: ignore[union-attr]
+                                              route=item.route.name, attempt=env.attempt))  # type: ignore[union-attr]
+            return
+        error = item.error
+        assert error is not None
+        detail = {"error_type": _type_name(error), "message": _message(error),
+                  "step": item.step, "sink": item.sink}
+        if item.outcome is Outcome.RETRY:
+            assert env is not None
+            detail["delay_ms"] = item.route.retry.delay_ms(env.attempt)
+            s.journal.append(JournalEntry(env.id, "retried", now, route=item.route.name,
+                                          sink=item.sink, attempt=env.attempt, detail=detail))
+            return
+        envelope = env.to_dict() if env is not None else _raw_envelope(item.delivery)
+        exhausted = not isinstance(error, PermanentError) and env is not None
+        message = _message(error)
+        if exhausted:
+            message = f"gave up after {env.attempt + 1} attempt(s): {message}"  # type: ignore[union-attr]
+        s.journal.append(JournalEntry(envelope["id"], "dead_lettered", now,
+                                      route=item.route.name, sink=item.sink,
+                                      attempt=env.attempt if env else 0, detail=detail))
+        s.dead.append(DeadLetter(
+            id=new_id(), envelope=envelope, route=item.route.name, reason="error",
+            error_type=_type_name(error), message=message, failed_at=now, step=item.step,
+            sink=item.sink, traceback="".join(tb.format_exception(error)),
+            source_ref=(env.headers.get("source_ref") if env else None),
+            attempts=[{"attempt": env.attempt if env else 0, "at": now.isoformat(),
+                       "sink": item.sink, "step": item.step, "error_type": _type_name(error),
+                       "message": _message(error)}]))
+
+    # -- after the settlement is stored ------------------------------------------------------------
+    def retries(self) -> dict[tuple[str, int], list[Envelope]]:
+        out: dict[tuple[str, int], list[Envelope]] = {}
+        for item in self.items:
+            if item.outcome is Outcome.RETRY and item.envelope is not None:
+                delay = item.route.retry.delay_ms(item.envelope.attempt)
+                out.setdefault((item.route.name, delay), []).append(item.envelope.next_attempt())
+        return out
+
+    def count_settled(self) -> None:
+        m = self.metrics
+        for item in self.items:
+            m.route_messages.labels(item.route.name, "received").inc()
+            if item.outcome is not None:
+                m.route_messages.labels(item.route.name, item.outcome.value).inc()
+        for item, sink, _out, result in self._sink_results:
+            m.sink_deliveries.labels(item.route.name, sink.name, result).inc()
+        for _ in self.archived:
+            m.route_messages.labels("", "dead_lettered").inc()
+
+
+class _Busy(BusError):
+    """Transient by design (not a TransientError subclass to keep it private)."""
+
+
+def _run_pipeline(item: Item) -> None:
+    envelope = item.envelope
+    assert envelope is not None
+    try:
+        item.outputs = item.route.pipeline(envelope)
+    except BusError as exc:
+        exc.with_context(route=item.route.name, envelope_id=envelope.id)
+        item.fail(exc, step=str(exc.context.get("step") or item.route.pipeline.name))
+    except Exception as exc:  # a pipeline bug: retry, then dead-letter with the traceback
+        item.fail(exc, step=item.route.pipeline.name)
+
+
+def _type_name(error: BaseException) -> str:
+    return error.error_type if isinstance(error, BusError) else type(error).__name__
+
+
+def _message(error: BaseException) -> str:
+    return error.message if isinstance(error, BusError) else str(error) or type(error).__name__
+
+
+def _raw_envelope(delivery: Delivery) -> dict[str, Any]:
+    message_id = getattr(delivery.raw, "properties", {}).get("message_id")
+    return {"id": message_id or new_id(), "raw": delivery.body.decode("utf-8", "replace")}
+
+
+def _archived_letter(delivery: Delivery, now: Any) -> DeadLetter:
+    """A message the broker dead-lettered (delivery limit, expiry): archived with its reason."""
+    headers = delivery.headers
+    reason = str(headers.get("x-first-death-reason") or "rejected")
+    queue = str(headers.get("x-first-death-queue") or "")
+    try:
+        envelope: dict[str, Any] = loads(delivery.body)
+        Envelope.from_dict(envelope)
+    except Exception:
+        envelope = _raw_envelope(delivery)
+    deaths = headers.get("x-death") or []
+    count = deaths[0].get("count") if deaths else None
+    return DeadLetter(
+        id=new_id(), envelope=envelope, route=route_of_queue(queue), reason=reason,
+        error_type="DeliveryLimitExceeded" if reason == "delivery_limit" else "BrokerDeadLetter",
+        message=f"the broker dead-lettered the message from {queue or 'a queue'}: {reason}"
+                + (f" (x-death count {count})" if count else ""),
+        failed_at=now, source_ref=(envelope.get("headers") or {}).get("source_ref"))

@@ -1,0 +1,91 @@
+"""The ``bus`` command. Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import structlog
+
+from integration_bus.errors import BusError, ConfigError
+
+__all__ = ["cli", "config_dir_option", "handle_errors", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def config_dir_option(func: F) -> F:
+    return click.option(
+        "--config-dir", type=click.Path(file_okay=False, path_type=Path), default="config",
+        envvar="BUS_CONFIG_DIR", show_default=True, show_envvar=True,
+        help="directory holding bus.yaml (its parent holds mappings/, schemas/, var/)")(func)
+
+
+def handle_errors(func: F) -> F:
+    """Turn bus errors into a clear message and the documented exit code."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except BusError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FAILURE)
+    return wrapper  # type: ignore[return-value]
+
+
+def configure_logging(level: str, json_logs: bool) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")
+    renderer: Any = (structlog.processors.JSONRenderer() if json_logs
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars,
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+@click.group()
+@click.option("--log-level", default="warning", envvar="BUS_LOG_LEVEL", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.option("--log-json", is_flag=True, envvar="BUS_LOG_JSON", help="log as JSON lines")
+@click.version_option(package_name="integration-bus")
+def cli(log_level: str, log_json: bool) -> None:
+    """integration-bus: keep POS, ERP and web shops in step over RabbitMQ."""
+    configure_logging(log_level, log_json)
+
+
+def _register() -> None:
+    from integration_bus.cli import ops, running
+
+    for command in (running.run_command, running.worker_command, running.demo_command,
+                    ops.send_command, ops.status_command, ops.trace_command, ops.lint_command):
+        cli.add_command(command)
+    try:
+        from integration_bus.cli import mapping
+    except ImportError:  # the mapping engine is optional until installed
+        return
+    cli.add_command(mapping.mapping_group)
+    cli.add_command(mapping.test_command)
+    cli.add_command(mapping.schema_command)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="bus")

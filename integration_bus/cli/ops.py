@@ -1,0 +1,142 @@
+"""``bus send``, ``bus status``, ``bus trace``, ``bus lint``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from integration_bus.cli import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
+from integration_bus.cli.summary import route_rows, route_table
+from integration_bus.envelope import Envelope
+from integration_bus.errors import ConfigError, EnvelopeError, UnroutableError
+from integration_bus.registry import Registry
+from integration_bus.runtime import Bus
+from integration_bus.settings import load_config
+from integration_bus.topology import INGRESS_EXCHANGE
+
+
+@click.command("send")
+@config_dir_option
+@click.option("--type", "message_type", required=True, help="message type, e.g. order.created")
+@click.option("--key", "idempotency_key", help="idempotency key (default: the envelope id)")
+@click.argument("file", type=click.File("rb"), default="-")
+@handle_errors
+def send_command(config_dir: Path, message_type: str, idempotency_key: str | None,
+                 file: IO[bytes]) -> None:
+    """Publish one JSON document (FILE or stdin) as the payload of a new envelope.
+
+    Exits 1 if no route takes the type. On RabbitMQ it returns once the broker confirmed; in
+    embedded mode the envelope goes to the store's outbox for the running bus to publish.
+    """
+    raw = file.read()
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"not JSON: {exc}", file=getattr(file, "name", "-")) from exc
+    envelope = Envelope.create(message_type, payload, source="cli",
+                               idempotency_key=idempotency_key)
+    with Bus.from_config_dir(config_dir) as bus:
+        if bus.transport.embedded:
+            if not bus.topology.routes_for(message_type):
+                raise UnroutableError(f"no route takes message type {message_type!r}",
+                                      hint="routes take: " + ", ".join(
+                                          p for r in bus.topology.routes for p in r.patterns))
+            bus.store.outbox_add([(INGRESS_EXCHANGE, message_type, envelope)], reason="send")
+            click.echo(f"{envelope.id} queued in the outbox (embedded mode: a running "
+                       "`bus run` publishes it)")
+            return
+        publisher = bus.publisher()
+        try:
+            publisher.publish(envelope)
+        finally:
+            publisher.close()
+    click.echo(f"{envelope.id} published and confirmed")
+
+
+@click.command("status")
+@config_dir_option
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def status_command(config_dir: Path, as_json: bool) -> None:
+    """Per route: queue depth, consumers, in retry, dead letters, journal counts."""
+    with Bus.from_config_dir(config_dir) as bus:
+        rows = route_rows(bus)
+        mode = "embedded" if bus.transport.embedded else "rabbitmq"
+    if as_json:
+        click.echo(json.dumps({"mode": mode, "routes": rows}, indent=2))
+        return
+    Console().print(route_table(rows, title=f"routes ({mode})"))
+    if mode == "embedded":
+        click.echo("embedded mode: queue depths live inside the running `bus run` process; "
+                   "journal and dead-letter counts are shown.")
+
+
+@click.command("trace")
+@config_dir_option
+@click.argument("envelope_id")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def trace_command(config_dir: Path, envelope_id: str, as_json: bool) -> None:
+    """An envelope's journal: received, delivered, retried, dead-lettered, duplicate..."""
+    with Bus.from_config_dir(config_dir) as bus:
+        events = bus.store.journal_for(envelope_id)
+        dead = [d for d in bus.store.dead_letters(limit=100_000)
+                if d["envelope_id"] == envelope_id]
+    if not events and not dead:
+        click.echo(f"no journal entries for {envelope_id}", err=True)
+        sys.exit(EXIT_FAILURE)
+    if as_json:
+        click.echo(json.dumps({"events": events, "dead_letters": dead}, default=str, indent=2))
+        return
+    table = Table(title=f"journal of {envelope_id}")
+    for column in ("at", "event", "route", "sink", "attempt", "detail"):
+        table.add_column(column)
+    for event in events:
+        table.add_row(str(event["at"]), event["event"], event["route"] or "",
+                      event["sink"] or "", str(event["attempt"]),
+                      json.dumps(event["detail"], default=str) if event["detail"] else "")
+    console = Console()
+    console.print(table)
+    for letter in dead:
+        console.print(f"dead letter {letter['id']}: {letter['error_type']}: {letter['message']}")
+
+
+@click.command("lint")
+@config_dir_option
+@handle_errors
+def lint_command(config_dir: Path) -> None:
+    """Check bus.yaml (and the mappings it names) without touching broker or store."""
+    registry = Registry.from_entry_points()
+    try:
+        config = load_config(config_dir, registry)
+        bus = Bus(config, registry=registry)
+        bus.pipelines()
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+    warnings = _warnings(bus)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"{config.file}: ok ({len(config.settings.routes)} routes, "
+               f"{len(config.sources)} sources, {len(config.sinks)} sinks"
+               f"{f', {len(warnings)} warning(s)' if warnings else ''})")
+
+
+def _warnings(bus: Bus) -> list[str]:
+    out = []
+    used = {s for r in bus.config.settings.routes.values() for s in r.to}
+    out += [f"sink {name!r} is not used by any route" for name in bus.config.sinks
+            if name not in used]
+    for name, instance in bus.config.sources.items():
+        message_type: Any = getattr(instance.config, "type", None)
+        if isinstance(message_type, str) and not bus.topology.routes_for(message_type):
+            out.append(f"source {name!r} publishes {message_type!r}, which no route takes "
+                       "(its messages would be dead-lettered as unroutable)")
+    return out

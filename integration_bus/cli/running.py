@@ -1,0 +1,123 @@
+"""``bus run``, ``bus worker`` and ``bus demo``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from integration_bus.cli import config_dir_option, handle_errors
+from integration_bus.cli.summary import demo_summary, print_summary
+from integration_bus.runtime import Bus
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM: in-flight work finishes, then the command exits 0."""
+    stop = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@click.command("run")
+@config_dir_option
+@click.option("--routes", help="comma-separated routes to work (default: all)")
+@click.option("--sources", help="comma-separated sources to run (default: all)")
+@click.option("--no-sources", is_flag=True, help="run no sources (workers and relay only)")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+@handle_errors
+def run_command(config_dir: Path, routes: str | None, sources: str | None, no_sources: bool,
+                workers: int, metrics_port: int | None) -> None:
+    """Run all sources and routes of a config in one process until Ctrl-C / SIGTERM."""
+    with Bus.from_config_dir(config_dir) as bus, _stop_on_signals() as stop:
+        if metrics_port:
+            bus.metrics.serve(metrics_port)
+        mode = "embedded" if bus.transport.embedded else "rabbitmq"
+        click.echo(f"bus running ({mode}); Ctrl-C stops after in-flight messages", err=True)
+        chosen_sources = [] if no_sources else _split(sources)
+        runner = threading.Thread(target=bus.run, args=(stop,), daemon=True,
+                                  kwargs={"routes": _split(routes), "sources": chosen_sources,
+                                          "workers": workers})
+        runner.start()
+        while runner.is_alive():
+            runner.join(0.5)
+
+
+@click.command("worker")
+@config_dir_option
+@click.option("--routes", help="comma-separated routes to work (default: all)")
+@click.option("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+@handle_errors
+def worker_command(config_dir: Path, routes: str | None, metrics_port: int | None) -> None:
+    """Consume route queues (and archive broker dead letters) until SIGTERM."""
+    with Bus.from_config_dir(config_dir) as bus, _stop_on_signals() as stop:
+        if metrics_port:
+            bus.metrics.serve(metrics_port)
+        bus.worker(_split(routes)).run(stop)
+
+
+@click.command("demo")
+@config_dir_option
+@click.option("--duration", type=float, help="stop after N seconds (default: when idle)")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.option("--keep", is_flag=True, help="keep the previous demo state under var/demo")
+@handle_errors
+def demo_command(config_dir: Path, duration: float | None, as_json: bool, keep: bool) -> None:
+    """Run the config on the embedded defaults with a fresh state, then print a summary."""
+    root = Path(config_dir).resolve().parent
+    state = root / "var" / "demo"
+    if not keep and state.exists():
+        shutil.rmtree(state)
+    environ = {**os.environ, "BUS_VAR_DIR": str(state), "BUS_BROKER_URL": "",
+               "BUS_STORE_URL": f"sqlite:///{state / 'bus.db'}"}
+    with Bus.from_config_dir(config_dir, environ=environ) as bus, _stop_on_signals() as stop:
+        started = time.monotonic()
+        workers = []
+        runner = threading.Thread(target=bus.run, args=(stop,), daemon=True,
+                                  kwargs={"on_worker": workers.append})
+        runner.start()
+        while runner.is_alive():
+            runner.join(0.25)
+            elapsed = time.monotonic() - started
+            if duration is not None and elapsed >= duration:
+                stop.set()
+            elif duration is None and elapsed > 1.0 and _idle(bus, workers):
+                stop.set()
+        summary = demo_summary(bus, time.monotonic() - started)
+    print_summary(summary, as_json=as_json)
+
+
+def _idle(bus: Bus, workers: list[object]) -> bool:
+    """Sources done, queues empty, nothing waiting for a retry."""
+    sources_done = not any(t.name.startswith("source:") and t.is_alive()
+                           for t in threading.enumerate())
+    if not sources_done:
+        return False
+    queued = 0
+    for route in bus.topology.routes:
+        stats = bus.transport.queue_stats(route.queue)
+        queued += stats.messages if stats else 0
+    return (queued == 0 and bus.transport.retry_waiting() == 0
+            and not bus.store.outbox_pending(1))

@@ -1,0 +1,81 @@
+"""Summaries shown by ``bus demo`` and ``bus status`` (rich tables or JSON)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from integration_bus.errors import BrokerUnavailable
+from integration_bus.runtime import Bus
+
+_FATES = ("received", "delivered", "filtered", "dead_lettered", "retried", "duplicate")
+
+
+def route_rows(bus: Bus) -> list[dict[str, Any]]:
+    """One row per route: queue depth and consumers (from the broker), journal fates, dead
+    letters waiting in the store."""
+    summary = bus.store.route_summary()
+    dead = bus.store.dead_letter_counts()
+    waiting = bus.store.waiting_retry()
+    rows = []
+    for binding in bus.topology.routes:
+        try:
+            stats = bus.transport.queue_stats(binding.queue)
+        except BrokerUnavailable:
+            stats = None
+        fates = summary.get(binding.route, {})
+        row: dict[str, Any] = {
+            "route": binding.route,
+            "queue": binding.queue,
+            "queued": stats.messages if stats else None,
+            "consumers": (stats.consumers if stats and not bus.transport.embedded else None),
+            "in_retry": waiting.get(binding.route, 0),
+            "dead_letters": dead.get(binding.route, 0),
+        }
+        row.update({fate: fates.get(fate, 0) for fate in _FATES})
+        rows.append(row)
+    return rows
+
+
+def demo_summary(bus: Bus, elapsed: float) -> dict[str, Any]:
+    rows = route_rows(bus)
+    for row in rows:
+        settled = row["delivered"] + row["filtered"] + row["dead_lettered"] + row["in_retry"]
+        row["balanced"] = settled == row["received"] and not row["queued"]
+    rejected = bus.store.dead_letter_counts().get("", 0)
+    return {
+        "mode": "embedded" if bus.transport.embedded else "rabbitmq",
+        "seconds": round(elapsed, 2),
+        "routes": rows,
+        "rejected_at_sources": rejected,
+        "dead_letters_total": sum(bus.store.dead_letter_counts().values()),
+        "nothing_lost": all(row["balanced"] for row in rows),
+    }
+
+
+def print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    console = Console()
+    console.print(route_table(summary["routes"], title=f"bus demo ({summary['mode']}, "
+                                                        f"{summary['seconds']} s)"))
+    console.print(f"input rejected at sources (dead-lettered): {summary['rejected_at_sources']}")
+    console.print(f"dead letters in the store: {summary['dead_letters_total']}")
+    verdict = "yes" if summary["nothing_lost"] else "NO - see the table"
+    console.print(f"every message accounted for: {verdict}")
+
+
+def route_table(rows: list[dict[str, Any]], *, title: str) -> Table:
+    table = Table(title=title)
+    columns = ["route", "queued", "consumers", "received", "delivered", "filtered", "retried",
+               "in_retry", "dead_letters", "duplicate"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "route" else "right")
+    for row in rows:
+        table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
+    return table

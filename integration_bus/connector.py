@@ -1,0 +1,149 @@
+"""The public API for connector plugins: what a plugin implements and what the runtime hands it.
+
+A connector package imports only this module (and what it re-exports). A plugin registers under
+the entry-point group ``integration_bus.connectors`` a :class:`ConnectorPlugin`: its name, the
+pydantic config model of its source and/or sink (the spec that drives validation, ``bus lint``
+and the generated JSON Schema), and constructors.
+
+Lifecycle: the runtime validates config at start-up (constructors validate; run loops don't),
+builds sources/sinks with a :class:`ConnectorContext`, calls ``open()``, uses them, and calls
+``close()`` (idempotent) at shutdown.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from integration_bus.envelope import Envelope, check_type
+from integration_bus.errors import (
+    BusError,
+    ConfigError,
+    PermanentError,
+    TransientError,
+    UnroutableError,
+)
+from integration_bus.durations import Millis
+
+__all__ = [
+    "BusError",
+    "ConfigError",
+    "ConnectorContext",
+    "ConnectorPlugin",
+    "CursorStore",
+    "Envelope",
+    "LookupSink",
+    "Millis",
+    "PermanentError",
+    "Publisher",
+    "Sink",
+    "Source",
+    "TransientError",
+    "UnroutableError",
+    "check_type",
+]
+
+
+class Publisher(Protocol):
+    """Publishes envelopes to ``bus.ingress`` (routing key = type): persistent, mandatory,
+    publisher-confirmed. Thread-confined: one per thread, from ``ConnectorContext.open_publisher``.
+    """
+
+    def publish(self, envelope: Envelope) -> None:
+        """Return once the broker confirmed and routed it; else raise (UnroutableError,
+        PublishNacked, BrokerUnavailable)."""
+
+    def publish_many(self, envelopes: Sequence[Envelope]) -> list[BusError | None]:
+        """Publish with a window of unconfirmed messages; one outcome per envelope, in order
+        (None = confirmed and routed). Never reports success for an unconfirmed message."""
+
+    def close(self) -> None: ...
+
+
+class CursorStore(Protocol):
+    """Durable per-source state (file offsets, poll cursors); survives restarts."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def set(self, key: str, value: str) -> None: ...
+
+
+class Source(Protocol):
+    """Brings envelopes in. ``run`` loops until ``stop`` is set (or the input is exhausted and the
+    source is not following it), publishing through ``publisher`` and acknowledging its own
+    system (cursor, file move, HTTP answer) only after the publish was confirmed."""
+
+    name: str
+
+    def run(self, publisher: Publisher, stop: threading.Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Delivers an envelope to a system. Raises TransientError (retry later) or PermanentError
+    (dead-letter now); any other exception counts as transient. Receives each idempotency key at
+    most once under normal operation; after a crash it may see a key again (see LookupSink)."""
+
+    name: str
+
+    def deliver(self, envelope: Envelope) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class LookupSink(Sink, Protocol):
+    """A sink that can tell whether an envelope's effect already happened at the target (by its
+    idempotency key / external reference). The runtime asks before re-sending a delivery that a
+    crash left in doubt."""
+
+    def lookup(self, envelope: Envelope) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    """What the runtime hands a plugin instance.
+
+    ``reject(raw, error, source_ref)`` puts input that cannot become an envelope (a bad line, an
+    unroutable record) into the dead-letter store with its error and where it came from
+    (e.g. ``{"file": ..., "line": ...}``), so nothing is dropped silently.
+    """
+
+    instance: str
+    root: Path
+    cursors: CursorStore
+    open_publisher: Callable[[], Publisher]
+    log: Any  # a structlog BoundLogger bound to the instance
+    reject: Callable[[bytes | str, BusError, dict[str, Any]], None]
+    clock: Callable[[], float] = time.time
+
+    def resolve(self, path: str | Path) -> Path:
+        """A config path relative to the project dir (the config dir's parent)."""
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self.root / candidate
+
+
+@dataclass(frozen=True)
+class ConnectorPlugin:
+    """A connector: a name, its config specs and its constructors."""
+
+    name: str
+    summary: str
+    source_config: type[BaseModel] | None = None
+    sink_config: type[BaseModel] | None = None
+    create_source: Callable[[Any, ConnectorContext], Source] | None = None
+    create_sink: Callable[[Any, ConnectorContext], Sink] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.source_config is None) != (self.create_source is None):
+            raise ValueError(f"connector {self.name}: source_config and create_source go together")
+        if (self.sink_config is None) != (self.create_sink is None):
+            raise ValueError(f"connector {self.name}: sink_config and create_sink go together")

@@ -1,0 +1,208 @@
+"""The Envelope: one message on the bus, immutable, with its lineage.
+
+Wire form: the whole envelope as one JSON object (UTF-8), so a message read off any queue or out
+of the dead-letter store is self-describing. Decimals are written as strings (money is never a
+float on the bus).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from ulid import ULID
+
+from integration_bus.errors import EnvelopeError
+
+__all__ = ["Envelope", "new_id", "dumps", "loads"]
+
+# A type is a routing key: dot-separated words, each lower-case letters, digits, '_' or '-'.
+_TYPE_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+_FIELDS = (
+    "id", "type", "source", "correlation_id", "causation_id", "idempotency_key", "schema",
+    "headers", "payload", "created_at", "attempt", "replay_of",
+)
+
+
+def new_id() -> str:
+    """A new envelope id: a ULID (sortable by creation time)."""
+    return str(ULID())
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON-encode with Decimals as strings (the one encoder the bus uses)."""
+    return orjson.dumps(obj, default=_default)
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
+
+
+def check_type(message_type: str) -> str:
+    if not isinstance(message_type, str) or not _TYPE_RE.match(message_type):
+        raise EnvelopeError(
+            f"invalid message type {message_type!r}",
+            field="type",
+            hint="use dot-separated lower-case words, e.g. 'order.created'",
+        )
+    return message_type
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One message. Build new ones with :meth:`create`; make the next one with :meth:`derive`."""
+
+    id: str
+    type: str
+    source: str
+    correlation_id: str
+    idempotency_key: str
+    payload: Any
+    created_at: datetime
+    causation_id: str | None = None
+    schema: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    attempt: int = 0
+    replay_of: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        type: str,
+        payload: Any,
+        *,
+        source: str,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        schema: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Envelope:
+        """A fresh envelope entering the bus. Without an idempotency key, the id is used."""
+        envelope_id = new_id()
+        return cls(
+            id=envelope_id,
+            type=check_type(type),
+            source=source,
+            correlation_id=correlation_id or envelope_id,
+            idempotency_key=idempotency_key or envelope_id,
+            payload=payload,
+            created_at=datetime.now(UTC),
+            schema=schema,
+            headers=dict(headers or {}),
+        )
+
+    def derive(
+        self,
+        type: str | None = None,
+        payload: Any = dataclasses.MISSING,
+        *,
+        source: str | None = None,
+        idempotency_key: str | None = None,
+        schema: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Envelope:
+        """The next envelope in a flow: new id, same correlation, caused by this one.
+
+        The idempotency key is derived deterministically from this one and the new type unless
+        given, so re-deriving after a crash yields the same key (and the ledger can dedupe).
+        """
+        new_type = check_type(type) if type is not None else self.type
+        return Envelope(
+            id=new_id(),
+            type=new_type,
+            source=source or self.source,
+            correlation_id=self.correlation_id,
+            causation_id=self.id,
+            idempotency_key=idempotency_key or f"{self.idempotency_key}>{new_type}",
+            payload=self.payload if payload is dataclasses.MISSING else payload,
+            created_at=datetime.now(UTC),
+            schema=schema if schema is not None else (self.schema if type is None else None),
+            headers=dict(self.headers if headers is None else headers),
+        )
+
+    def next_attempt(self) -> Envelope:
+        """The same envelope, one attempt further (used by retries)."""
+        return dataclasses.replace(self, attempt=self.attempt + 1)
+
+    def replayed(self) -> Envelope:
+        """A copy for replay: new id, same idempotency key (the ledger still guards effects)."""
+        return dataclasses.replace(self, id=new_id(), attempt=0, replay_of=self.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "idempotency_key": self.idempotency_key,
+            "schema": self.schema,
+            "headers": dict(self.headers),
+            "payload": self.payload,
+            "created_at": self.created_at.isoformat(),
+            "attempt": self.attempt,
+            "replay_of": self.replay_of,
+        }
+
+    def to_json(self) -> bytes:
+        return dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Envelope:
+        """Rebuild an envelope; raises EnvelopeError naming the offending field."""
+        if not isinstance(data, Mapping):
+            raise EnvelopeError("an envelope must be a JSON object")
+        unknown = set(data) - set(_FIELDS)
+        if unknown:
+            raise EnvelopeError(f"unknown envelope field(s): {', '.join(sorted(unknown))}")
+        try:
+            for name in ("id", "type", "source", "correlation_id", "idempotency_key"):
+                if not isinstance(data.get(name), str) or not data[name]:
+                    raise EnvelopeError(f"missing or empty {name!r}", field=name)
+            if "payload" not in data:
+                raise EnvelopeError("missing 'payload'", field="payload")
+            attempt = data.get("attempt", 0)
+            if not isinstance(attempt, int) or attempt < 0:
+                raise EnvelopeError("attempt must be a non-negative integer", field="attempt")
+            headers = data.get("headers") or {}
+            if not isinstance(headers, Mapping):
+                raise EnvelopeError("headers must be an object", field="headers")
+            created = data.get("created_at")
+            if not isinstance(created, str):
+                raise EnvelopeError("created_at must be an ISO-8601 string", field="created_at")
+            return cls(
+                id=data["id"],
+                type=check_type(data["type"]),
+                source=data["source"],
+                correlation_id=data["correlation_id"],
+                causation_id=data.get("causation_id"),
+                idempotency_key=data["idempotency_key"],
+                schema=data.get("schema"),
+                headers=headers,
+                payload=data["payload"],
+                created_at=datetime.fromisoformat(created),
+                attempt=attempt,
+                replay_of=data.get("replay_of"),
+            )
+        except ValueError as exc:
+            raise EnvelopeError(f"invalid envelope: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Envelope:
+        try:
+            raw = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise EnvelopeError(f"not JSON: {exc}") from exc
+        return cls.from_dict(raw)

@@ -1,0 +1,156 @@
+"""The one exception tree of integration-bus.
+
+Errors are classified by **what the runtime should do** with them::
+
+    BusError                      root; carries context (route, step, envelope id, file:line, field)
+    ├── ConfigError               fail at start-up; names file:line:col, field and a hint
+    ├── TransientError            retry with backoff (timeouts, 5xx, connection loss)
+    │   ├── StoreUnavailable      the SQL store cannot be reached: the worker pauses consuming
+    │   ├── BrokerUnavailable     the broker connection is down or was lost mid-operation
+    │   └── PublishNacked         the broker refused to take responsibility for a message
+    └── PermanentError            dead-letter now (schema violation, mapping error, business fault)
+        ├── UnroutableError       a mandatory publish matched no queue
+        ├── EnvelopeError         bytes that are not a valid envelope
+        └── MappingError          a pipeline step failed on this input
+
+Third-party exceptions are translated into this tree at exactly one boundary (the transport, the
+store, a connector's client) with ``raise X(...) from exc`` so the cause is kept.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "BrokerUnavailable",
+    "BusError",
+    "ConfigError",
+    "EnvelopeError",
+    "MappingError",
+    "PermanentError",
+    "PublishNacked",
+    "StoreUnavailable",
+    "TransientError",
+    "UnroutableError",
+    "did_you_mean",
+]
+
+# Order in which context is printed; anything else follows alphabetically.
+_CONTEXT_ORDER = ("route", "step", "sink", "envelope_id", "field")
+
+
+class BusError(Exception):
+    """Root of every error the bus raises on purpose.
+
+    ``message`` is the human sentence; ``context`` holds the facts that locate the problem
+    (route, step, envelope_id, file, line, column, field, hint, ...). ``str()`` renders both.
+    """
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context: dict[str, Any] = {k: v for k, v in context.items() if v is not None}
+
+    def with_context(self, **context: Any) -> BusError:
+        """Add context that was not known where the error was raised (keeps existing keys)."""
+        for key, value in context.items():
+            if value is not None:
+                self.context.setdefault(key, value)
+        return self
+
+    @property
+    def error_type(self) -> str:
+        return type(self).__name__
+
+    def __str__(self) -> str:
+        ctx = dict(self.context)
+        hint = ctx.pop("hint", None)
+        location = _location(ctx)
+        parts = [f"{location}: " if location else "", self.message]
+        extra = [f"{k}={ctx.pop(k)}" for k in _CONTEXT_ORDER if k in ctx]
+        extra += [f"{k}={v}" for k, v in sorted(ctx.items())]
+        if extra:
+            parts.append(f" ({', '.join(extra)})")
+        if hint:
+            parts.append(f"\n  hint: {hint}")
+        return "".join(parts)
+
+
+def _location(ctx: dict[str, Any]) -> str:
+    file = ctx.pop("file", None)
+    line = ctx.pop("line", None)
+    column = ctx.pop("column", None)
+    if file is None:
+        return ""
+    out = str(file)
+    if line is not None:
+        out += f":{line}"
+        if column is not None:
+            out += f":{column}"
+    return out
+
+
+class ConfigError(BusError):
+    """The configuration is wrong: raised at load or start-up, never at message time.
+
+    Rendered as ``file:line:col: field: problem`` plus a hint when one is known.
+    """
+
+    def __str__(self) -> str:
+        ctx = dict(self.context)
+        hint = ctx.pop("hint", None)
+        field = ctx.pop("field", None)
+        location = _location(ctx)
+        head = f"{location}: " if location else ""
+        if field:
+            head += f"{field}: "
+        text = head + self.message
+        rest = [f"{k}={v}" for k, v in sorted(ctx.items())]
+        if rest:
+            text += f" ({', '.join(rest)})"
+        if hint:
+            text += f"\n  hint: {hint}"
+        return text
+
+
+class TransientError(BusError):
+    """Worth retrying later: the same message may well succeed."""
+
+
+class StoreUnavailable(TransientError):
+    """The SQL store (journal, ledger, dead letters) cannot be reached."""
+
+
+class BrokerUnavailable(TransientError):
+    """The broker connection is down, or was lost before an operation completed."""
+
+
+class PublishNacked(TransientError):
+    """The broker nacked a publish: it did not take responsibility for the message."""
+
+
+class PermanentError(BusError):
+    """Retrying cannot help: the message goes to the dead-letter store at once."""
+
+
+class UnroutableError(PermanentError):
+    """A mandatory publish matched no queue: no route takes this message type."""
+
+
+class EnvelopeError(PermanentError):
+    """Bytes or a mapping that do not form a valid envelope."""
+
+
+class MappingError(PermanentError):
+    """A pipeline step could not turn this input into output (context names step and field)."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A hint for an unknown name: the closest choice, or the list of choices."""
+    options = sorted(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"one of: {', '.join(options)}" if options else "none are defined"

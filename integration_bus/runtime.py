@@ -1,0 +1,235 @@
+"""The Bus: owns configuration, registry, transport, store and metrics, and runs them.
+
+Nothing here is global: a test builds its own Bus. Lifecycle: ``Bus.from_config_dir(...)`` →
+``open()`` (store migrated, topology declared) → ``worker()`` / ``run(stop)`` → ``close()``.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from integration_bus.connector import ConnectorContext, Sink, Source
+from integration_bus.envelope import new_id
+from integration_bus.errors import BusError, ConfigError
+from integration_bus.metrics import Metrics
+from integration_bus.pipeline import IdentityPipeline, Pipeline
+from integration_bus.registry import Registry
+from integration_bus.relay import OutboxRelay
+from integration_bus.route import Route
+from integration_bus.settings import Config, load_config
+from integration_bus.store import DeadLetter, JournalEntry, Settlement, SourceCursors, Store, utcnow
+from integration_bus.topology import RouteBinding, Topology
+from integration_bus.transport import (
+    EmbeddedBroker,
+    Transport,
+    TransportPublisher,
+    open_transport,
+)
+from integration_bus.worker import Worker, WorkerOptions
+
+__all__ = ["Bus"]
+
+log = structlog.get_logger("integration_bus")
+
+
+class Bus:
+    """One configured bus. ``close()`` is idempotent."""
+
+    def __init__(self, config: Config, *, registry: Registry,
+                 pipelines: Mapping[str, Pipeline] | None = None,
+                 embedded: EmbeddedBroker | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.metrics = Metrics()
+        self.topology = _topology(config)
+        self.transport: Transport = open_transport(config.settings.broker, embedded)
+        self._pipelines = dict(pipelines) if pipelines is not None else None
+        self._store: Store | None = None
+        self._closed = False
+
+    @classmethod
+    def from_config_dir(cls, config_dir: Path, *, environ: Mapping[str, str] | None = None,
+                        registry: Registry | None = None) -> Bus:
+        registry = registry or Registry.from_entry_points()
+        return cls(load_config(config_dir, registry, environ), registry=registry)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            settings = self.config.settings.store
+            self._store = Store.open(settings.url, root=self.config.root,
+                                     pool_size=settings.pool_size)
+        return self._store
+
+    def open(self) -> Bus:
+        """Migrate the store and declare the topology (both idempotent)."""
+        self.pipelines()
+        _ = self.store
+        self.transport.declare(self.topology)
+        return self
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.transport.close()
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> Bus:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- building blocks -------------------------------------------------------------------------
+    def pipelines(self) -> dict[str, Pipeline]:
+        """Compiled mappings by name (loaded once, only if a route names one)."""
+        if self._pipelines is None:
+            wanted = {r.pipeline for r in self.config.settings.routes.values() if r.pipeline}
+            self._pipelines = {}
+            if wanted:
+                from integration_bus.mapping import load_mappings
+
+                self._pipelines = dict(load_mappings(self.config.mappings_dir,
+                                                     self.config.schemas_dir))
+            for route_name, route in self.config.settings.routes.items():
+                if route.pipeline and route.pipeline not in self._pipelines:
+                    raise ConfigError(f"route {route_name!r} names pipeline "
+                                      f"{route.pipeline!r}, which is not in "
+                                      f"{self.config.mappings_dir}", file=str(self.config.file),
+                                      field=f"routes.{route_name}.pipeline")
+        return self._pipelines
+
+    def context(self, instance: str) -> ConnectorContext:
+        return ConnectorContext(
+            instance=instance, root=self.config.root,
+            cursors=SourceCursors(self.store, instance),
+            open_publisher=self.publisher,
+            log=log.bind(connector=instance),
+            reject=lambda raw, error, ref: self.reject(instance, raw, error, ref))
+
+    def publisher(self) -> TransportPublisher:
+        """A new publisher (own connection; use it from one thread)."""
+        return self.transport.publisher()
+
+    def sink(self, name: str) -> Sink:
+        instance = self.config.sinks[name]
+        plugin = self.registry.get(instance.connector)
+        assert plugin.create_sink is not None
+        return plugin.create_sink(instance.config, self.context(name))
+
+    def source(self, name: str) -> Source:
+        instance = self.config.sources[name]
+        plugin = self.registry.get(instance.connector)
+        assert plugin.create_source is not None
+        return plugin.create_source(instance.config, self.context(name))
+
+    def routes(self, names: Sequence[str] | None = None) -> list[Route]:
+        """Routes with fresh sink instances (one set per worker: sinks are thread-confined)."""
+        settings = self.config.settings.routes
+        chosen = list(settings) if not names else list(names)
+        unknown = [n for n in chosen if n not in settings]
+        if unknown:
+            raise ConfigError(f"no route named {unknown[0]!r}",
+                              hint=f"routes are: {', '.join(settings)}")
+        pipelines = self.pipelines()
+        sinks: dict[str, Sink] = {}
+        out = []
+        for name in chosen:
+            route = settings[name]
+            for sink_name in route.to:
+                if sink_name not in sinks:
+                    sinks[sink_name] = self.sink(sink_name)
+            out.append(Route(name=name,
+                             pipeline=pipelines[route.pipeline] if route.pipeline
+                             else IdentityPipeline(),
+                             sinks=tuple(sinks[s] for s in route.to), retry=route.retry))
+        return out
+
+    def worker(self, routes: Sequence[str] | None = None, *,
+               options: WorkerOptions | None = None, **kwargs: Any) -> Worker:
+        broker = self.config.settings.broker
+        options = options or WorkerOptions(batch_size=broker.batch_size, prefetch=broker.prefetch)
+        return Worker(self.transport, self.store, self.routes(routes), self.topology,
+                      metrics=self.metrics, options=options, **kwargs)
+
+    def reject(self, instance: str, raw: bytes | str, error: BusError,
+               source_ref: dict[str, Any]) -> None:
+        """Input a source could not publish goes to the dead-letter store, never nowhere."""
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        now = utcnow()
+        envelope_id = new_id()
+        letter = DeadLetter(
+            id=new_id(), envelope={"id": envelope_id, "source": instance, "raw": text},
+            route=None, reason="rejected", error_type=error.error_type, message=str(error),
+            failed_at=now, step=f"source:{instance}", source_ref=source_ref,
+            traceback="".join(traceback.format_exception(error)))
+        self.store.settle(Settlement(journal=[JournalEntry(envelope_id, "rejected", now,
+                                                           detail={"source": instance,
+                                                                   **source_ref})],
+                                     dead=[letter]))
+        log.warning("source.rejected", source=instance, error=str(error), **source_ref)
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, *, routes: Sequence[str] | None = None,
+            sources: Sequence[str] | None = None, workers: int = 1,
+            on_worker: Callable[[Worker], None] | None = None) -> None:
+        """Run sources, workers and the outbox relay in threads until ``stop`` is set."""
+        threads = []
+        for name in (self.config.sources if sources is None else sources):
+            source = self.source(name)
+            threads.append(self._thread(f"source:{name}",
+                                        lambda s=source: self._run_source(s, stop), stop))
+        for index in range(workers):
+            worker = self.worker(routes)
+            if on_worker is not None:
+                on_worker(worker)
+            threads.append(self._thread(f"worker:{index}", lambda w=worker: w.run(stop), stop))
+        relay = OutboxRelay(self.store, self.publisher)
+        threads.append(self._thread("relay", lambda: relay.run(stop), stop))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _run_source(self, source: Source, stop: threading.Event) -> None:
+        publisher = self.publisher()
+        try:
+            source.run(publisher, stop)
+        finally:
+            publisher.close()
+            source.close()
+
+    @staticmethod
+    def _thread(name: str, target: Callable[[], None],
+                stop: threading.Event) -> threading.Thread:
+        """A thread that restarts ``target`` (with backoff) if it crashes, until ``stop``."""
+        def supervised() -> None:
+            delay = 1.0
+            while not stop.is_set():
+                try:
+                    target()
+                    return
+                except Exception as exc:  # a bug in a source/worker must not stop the bus
+                    log.error("thread.crashed", thread=name, restart_in=delay,
+                              error=f"{type(exc).__name__}: {exc}",
+                              traceback=traceback.format_exc())
+                    stop.wait(delay)
+                    delay = min(delay * 2, 30.0)
+        return threading.Thread(target=supervised, name=name, daemon=True)
+
+
+def _topology(config: Config) -> Topology:
+    routes = tuple(RouteBinding(route=name, patterns=tuple(r.from_),
+                                delivery_limit=r.delivery_limit)
+                   for name, r in config.settings.routes.items())
+    return Topology(routes=routes, retry_tiers_ms=tuple(config.settings.broker.retry_tiers))
+

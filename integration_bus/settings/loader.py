@@ -1,0 +1,208 @@
+"""Load ``config/bus.yaml`` into validated settings, or say exactly what is wrong and where.
+
+Every problem becomes a ``ConfigError`` reading ``file:line:col: field: problem`` with a hint
+(did-you-mean for unknown keys and names). All problems are collected, so ``bus lint`` shows
+them at once; :func:`load_config` raises :class:`ConfigErrors` holding them.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from integration_bus.errors import ConfigError, did_you_mean
+from integration_bus.registry import Registry
+from integration_bus.settings.interpolate import interpolate
+from integration_bus.settings.models import BusSettings, ConnectorInstance
+from integration_bus.settings.yamlsource import Located, Path_, load_yaml
+
+__all__ = ["CONFIG_FILE", "Config", "ConfigErrors", "Instance", "load_config"]
+
+CONFIG_FILE = "bus.yaml"
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration problems, each a ConfigError with its own location."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__(f"{len(errors)} configuration problem(s)")
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A configured source or sink: its plugin name and the plugin-validated config."""
+
+    name: str
+    connector: str
+    config: BaseModel
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded, validated configuration."""
+
+    file: Path
+    root: Path  # project dir: relative paths in the config resolve against it
+    settings: BusSettings
+    sources: dict[str, Instance] = field(default_factory=dict)
+    sinks: dict[str, Instance] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.settings.broker.url is None
+
+    @property
+    def mappings_dir(self) -> Path:
+        return self.root / "mappings"
+
+    @property
+    def schemas_dir(self) -> Path:
+        return self.root / "schemas"
+
+    def resolve(self, path: str | Path) -> Path:
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self.root / candidate
+
+
+def load_config(config_dir: Path, registry: Registry,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Load ``<config_dir>/bus.yaml``; raises ConfigErrors (all problems) or ConfigError."""
+    file = Path(config_dir) / CONFIG_FILE
+    located = load_yaml(file)
+    interpolate(located, os.environ if environ is None else environ)
+    if located.data is None:
+        located.data = {}
+    if not isinstance(located.data, dict):
+        raise located.error((), "the top level must be a mapping (broker, store, sources, "
+                                "sinks, routes)")
+    errors: list[ConfigError] = []
+    try:
+        settings = BusSettings.model_validate(located.data)
+    except ValidationError as exc:
+        errors.extend(_translate(exc, located, BusSettings, ()))
+        raise ConfigErrors(errors) from None
+    root = Path(config_dir).resolve().parent
+    config = Config(file=file, root=root, settings=settings)
+    for section, target in (("sources", config.sources), ("sinks", config.sinks)):
+        for name, instance in getattr(settings, section).items():
+            built = _instance(section, name, instance, registry, located, errors)
+            if built is not None:
+                target[name] = built
+    _check_routes(settings, located, errors)
+    if errors:
+        raise ConfigErrors(errors)
+    return config
+
+
+def _instance(section: str, name: str, instance: ConnectorInstance, registry: Registry,
+              located: Located, errors: list[ConfigError]) -> Instance | None:
+    path: Path_ = (section, name)
+    if instance.connector not in registry:
+        errors.append(located.error((*path, "connector"),
+                                    f"unknown connector {instance.connector!r}",
+                                    hint=did_you_mean(instance.connector, registry.names())))
+        return None
+    plugin = registry.get(instance.connector)
+    model = plugin.source_config if section == "sources" else plugin.sink_config
+    if model is None:
+        role = "source" if section == "sources" else "sink"
+        errors.append(located.error((*path, "connector"),
+                                    f"connector {plugin.name!r} has no {role}",
+                                    hint=f"{plugin.name}: {plugin.summary}"))
+        return None
+    options = dict(instance.model_extra or {})
+    try:
+        config = model.model_validate(options)
+    except ValidationError as exc:
+        errors.extend(_translate(exc, located, model, path))
+        return None
+    return Instance(name=name, connector=plugin.name, config=config)
+
+
+def _check_routes(settings: BusSettings, located: Located, errors: list[ConfigError]) -> None:
+    if not settings.routes:
+        errors.append(located.error(("routes",), "no routes are defined",
+                                    hint="add a route: routes: {NAME: {from: [TYPE], to: [SINK]}}"))
+    for route_name, route in settings.routes.items():
+        for index, sink in enumerate(route.to):
+            if sink in settings.sinks:
+                continue
+            hint = (f"{sink!r} is a source; a route delivers to sinks"
+                    if sink in settings.sources else did_you_mean(sink, settings.sinks))
+            errors.append(located.error(("routes", route_name, "to", index),
+                                        f"no sink named {sink!r}", hint=hint))
+
+
+def _translate(exc: ValidationError, located: Located, model: type[BaseModel],
+               prefix: Path_) -> list[ConfigError]:
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc: Path_ = tuple(err["loc"])
+        path = (*prefix, *loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            known = _fields_at(model, loc[:-1])
+            out.append(located.error(path, f"unknown key {loc[-1]!r}", value=False,
+                                     hint=did_you_mean(str(loc[-1]), known)))
+        elif kind == "missing":
+            out.append(located.error(path[:-1] if path else path,
+                                     f"missing required key {loc[-1]!r}", value=False))
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            out.append(located.error(path, message, hint=_hint_for(kind)))
+    return out
+
+
+def _hint_for(kind: str) -> str | None:
+    return {
+        "int_parsing": "write a whole number",
+        "int_type": "write a whole number",
+        "bool_parsing": "write true or false",
+        "list_type": "write a YAML list: [a, b] or one '- item' per line",
+        "dict_type": "write a mapping of key: value lines",
+        "model_type": "write a mapping of key: value lines",
+        "string_type": "quote the value",
+        "string_pattern_mismatch": "names are lower-case letters, digits, '_' and '-'",
+    }.get(kind)
+
+
+def _fields_at(model: Any, loc: Path_) -> list[str]:
+    """The key names a model accepts at ``loc`` (for did-you-mean on unknown keys)."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part)) or next(
+                (f for f in current.model_fields.values() if f.alias == part), None)
+            if info is None:
+                return []
+            current = info.annotation
+        elif typing.get_origin(current) in (dict, list):
+            current = typing.get_args(current)[-1]
+        else:
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+    return annotation

@@ -1,0 +1,113 @@
+"""The shape of ``config/bus.yaml`` as pydantic models (also the source of its JSON Schema).
+
+Connector instances are validated twice: here only ``connector`` (the plugin name) is known; the
+plugin's own config model validates the rest (see ``settings.loader``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from integration_bus.durations import Millis, parse_millis
+
+__all__ = [
+    "BrokerSettings",
+    "BusSettings",
+    "ConnectorInstance",
+    "Millis",
+    "RetryPolicy",
+    "RouteSettings",
+    "StoreSettings",
+    "parse_millis",
+]
+
+_NAME = r"^[a-z][a-z0-9_-]*$"
+_PATTERN = re.compile(r"^(?:[a-z0-9_-]+|\*|#)(?:\.(?:[a-z0-9_-]+|\*|#))*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class BrokerSettings(_Model):
+    """Where messages travel. No ``url`` (or an empty one) means embedded mode."""
+
+    url: str | None = Field(None, description="amqp://user:pass@host:5672/vhost; empty = embedded")
+    prefetch: int = Field(200, ge=1, le=65535, description="unacked messages per consumer")
+    batch_size: int = Field(100, ge=1, description="messages a worker settles per store commit")
+    heartbeat: int = Field(30, ge=0, description="AMQP heartbeat in seconds (0 disables)")
+    confirm_window: int = Field(512, ge=1, description="unconfirmed publishes in flight")
+    connect_timeout: Millis = 10_000
+    retry_tiers: list[Millis] = Field(
+        default_factory=lambda: [1000, 5000, 30_000, 120_000, 600_000],
+        min_length=1, description="fixed delays of the retry tier queues")
+
+    @field_validator("url")
+    @classmethod
+    def _empty_is_embedded(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("retry_tiers")
+    @classmethod
+    def _positive_tiers(cls, value: list[int]) -> list[int]:
+        if any(v <= 0 for v in value):
+            raise ValueError("retry tiers must be longer than 0 ms")
+        return sorted(set(value))
+
+
+class StoreSettings(_Model):
+    url: str = Field("sqlite:///var/bus.db",
+                     description="SQLAlchemy URL; relative SQLite paths are under the project dir")
+    pool_size: int = Field(5, ge=1)
+
+
+class RetryPolicy(_Model):
+    """Exponential backoff over the broker's retry tiers, then the dead-letter store."""
+
+    max_attempts: int = Field(5, ge=1, le=100, description="deliveries before dead-lettering")
+    initial_delay: Millis = 1000
+    multiplier: float = Field(2.0, ge=1.0, le=10.0)
+    max_delay: Millis = 600_000
+
+    def delay_ms(self, attempt: int) -> int:
+        """Delay before attempt ``attempt + 1`` (attempt counts from 0)."""
+        return int(min(self.initial_delay * self.multiplier ** attempt, self.max_delay))
+
+
+class RouteSettings(_Model):
+    from_: list[str] = Field(alias="from", min_length=1,
+                             description="message type patterns (AMQP topic syntax)")
+    pipeline: str | None = Field(None, description="mapping name; none = pass through")
+    to: list[str] = Field(min_length=1, description="sink names")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    delivery_limit: int = Field(10, ge=1, le=1000,
+                                description="broker-side cap on deliveries (worker crashes)")
+
+    @field_validator("from_")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not _PATTERN.match(pattern):
+                raise ValueError(f"{pattern!r} is not a type pattern "
+                                 "(dot-separated words, '*' for one word, '#' for any)")
+        return value
+
+
+class ConnectorInstance(BaseModel):
+    """A source or sink: ``connector`` names the plugin; the rest is the plugin's config."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    connector: str
+
+
+class BusSettings(_Model):
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    sources: dict[Annotated[str, Field(pattern=_NAME)], ConnectorInstance] = Field(
+        default_factory=dict)
+    sinks: dict[Annotated[str, Field(pattern=_NAME)], ConnectorInstance] = Field(
+        default_factory=dict)
+    routes: dict[Annotated[str, Field(pattern=_NAME)], RouteSettings] = Field(default_factory=dict)

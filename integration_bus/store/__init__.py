@@ -1,0 +1,34 @@
+"""Persistence: journal, idempotency ledger, dead letters, outbox, cursors (SQLAlchemy 2)."""
+
+from integration_bus.store.database import Database
+from integration_bus.store.ledger import Claim, ClaimOutcome
+from integration_bus.store.records import DeadLetter, JournalEntry, fingerprint
+from integration_bus.store.store import OutboxRow, Settlement, Store, utcnow
+
+__all__ = [
+    "Claim",
+    "ClaimOutcome",
+    "Database",
+    "DeadLetter",
+    "JournalEntry",
+    "OutboxRow",
+    "Settlement",
+    "SourceCursors",
+    "Store",
+    "fingerprint",
+    "utcnow",
+]
+
+
+class SourceCursors:
+    """A source's view of the cursor table: its keys live under its own name."""
+
+    def __init__(self, store: Store, source: str) -> None:
+        self._store = store
+        self._prefix = f"{source}:"
+
+    def get(self, key: str) -> str | None:
+        return self._store.cursor_get(self._prefix + key)
+
+    def set(self, key: str, value: str) -> None:
+        self._store.cursor_set(self._prefix + key, value)

@@ -1,0 +1,127 @@
+"""Engine, transactions and migrations; the one place SQL driver errors become bus errors.
+
+SQLite (WAL, ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of
+failing on a lock upgrade) by default; PostgreSQL through psycopg 3 in production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, create_engine, event, make_url, text
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from integration_bus.envelope import dumps
+from integration_bus.errors import ConfigError, StoreUnavailable
+
+__all__ = ["Database"]
+
+_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class Database:
+    """An SQLAlchemy engine plus the bus's conventions. ``close()`` is idempotent."""
+
+    def __init__(self, url: str, *, root: Path | None = None, pool_size: int = 5) -> None:
+        self.url = _resolve(url, root)
+        self.dialect = self.url.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(f"unsupported store {self.dialect!r}", field="store.url",
+                              hint="use sqlite:///var/bus.db or postgresql+psycopg://...")
+        options: dict[str, Any] = {
+            "json_serializer": lambda obj: dumps(obj).decode(),
+            "json_deserializer": orjson.loads,
+        }
+        if self.dialect == "postgresql":
+            options.update(pool_pre_ping=True, pool_size=pool_size, pool_recycle=1800,
+                           connect_args={"connect_timeout": 5})
+        self.engine: Engine = create_engine(self.url, **options)
+        if self.dialect == "sqlite":
+            _sqlite_conventions(self.engine)
+        self._closed = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction; commit on success. Unreachable/locked database → StoreUnavailable."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"store unavailable: {_first_line(exc)}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailable(f"store connection lost: {_first_line(exc)}") from exc
+            raise
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless a trivial query succeeds."""
+        with self.begin() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (serialised across processes)."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        with self.begin() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+        with self.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7406128)"))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.engine.dispose()
+
+
+def _resolve(url: str, root: Path | None) -> URL:
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigError(f"not a database URL: {exc}", field="store.url") from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if not path.is_absolute() and root is not None:
+            path = root / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        parsed = parsed.set(database=str(path))
+    return parsed
+
+
+def _sqlite_conventions(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__

@@ -1,0 +1,94 @@
+"""The SQL tables (SQLAlchemy Core). Changes go through an Alembic migration in ``migrations/``."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants a 64-bit identity.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+Stamp = DateTime(timezone=True)
+
+journal = Table(
+    "journal", metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("envelope_id", String(64), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("route", String(128)),
+    Column("sink", String(128)),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("at", Stamp, nullable=False),
+    Column("mapping_version", String(80)),
+    Column("detail", Json),
+    Index("ix_journal_envelope", "envelope_id"),
+    Index("ix_journal_route_event", "route", "event"),
+)
+
+ledger = Table(
+    "idempotency_ledger", metadata,
+    Column("sink", String(128), primary_key=True),
+    Column("idempotency_key", String(512), primary_key=True),
+    Column("state", String(16), nullable=False),  # pending | done | failed
+    Column("owner", String(160), nullable=False),  # "<envelope id>#<attempt>" holding the claim
+    Column("envelope_id", String(64), nullable=False),
+    Column("claimed_at", Stamp, nullable=False),
+    Column("done_at", Stamp),
+)
+
+dead_letters = Table(
+    "dead_letters", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("envelope_id", String(64), nullable=False, unique=True),
+    Column("route", String(128)),
+    Column("step", String(128)),
+    Column("sink", String(128)),
+    Column("reason", String(32), nullable=False),  # error | delivery_limit | expired | rejected
+    Column("error_type", String(128), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("traceback", Text),
+    Column("fingerprint", String(64), nullable=False),
+    Column("attempts", Json, nullable=False),
+    Column("envelope", Json, nullable=False),
+    Column("source_ref", Json),
+    Column("status", String(16), nullable=False, server_default="new"),
+    Column("first_failed_at", Stamp, nullable=False),
+    Column("last_failed_at", Stamp, nullable=False),
+    Column("created_at", Stamp, nullable=False),
+    Index("ix_dead_letters_route_status", "route", "status"),
+    Index("ix_dead_letters_fingerprint", "fingerprint"),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("envelope_id", String(64), nullable=False),
+    Column("exchange", String(128), nullable=False),
+    Column("routing_key", String(255), nullable=False),
+    Column("envelope", Json, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("created_at", Stamp, nullable=False),
+    Column("published_at", Stamp),
+    Column("error", Text),
+    Index("ix_outbox_unpublished", "published_at", "id"),
+)
+
+cursors = Table(
+    "cursors", metadata,
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Stamp, nullable=False),
+)

@@ -1,0 +1,245 @@
+"""The Store: journal, idempotency ledger, dead letters, outbox and cursors behind one object.
+
+Every method is one transaction and raises StoreUnavailable when the database cannot be reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from integration_bus.envelope import Envelope
+from integration_bus.store import ledger as ledger_ops
+from integration_bus.store.database import Database
+from integration_bus.store.ledger import Claim, ClaimOutcome
+from integration_bus.store.records import DeadLetter, JournalEntry
+from integration_bus.store.schema import cursors, dead_letters, journal, outbox
+
+__all__ = ["OutboxRow", "Settlement", "Store"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Settlement:
+    """What a worker batch changes, written in one transaction before its messages are acked."""
+
+    journal: list[JournalEntry] = field(default_factory=list)
+    done: list[tuple[str, str, str]] = field(default_factory=list)  # (sink, key, owner)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.journal or self.done or self.failed or self.dead)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    exchange: str
+    routing_key: str
+    envelope: Envelope
+
+
+class Store:
+    """Owns a Database. Build with :meth:`open`; ``close()`` is idempotent."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @classmethod
+    def open(cls, url: str, *, root: Path | None = None, migrate: bool = True,
+             pool_size: int = 5) -> Store:
+        store = cls(Database(url, root=root, pool_size=pool_size))
+        if migrate:
+            store.db.migrate()
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    def ping(self) -> None:
+        self.db.ping()
+
+    # -- ledger ------------------------------------------------------------------------------
+    def claim(self, claims: Sequence[Claim], *, lease: timedelta) -> list[ClaimOutcome]:
+        with self.db.begin() as conn:
+            return ledger_ops.claim_many(conn, claims, now=utcnow(), lease=lease)
+
+    def ledger_state(self, sink: str, key: str) -> str | None:
+        with self.db.begin() as conn:
+            row = conn.execute(select(ledger_ops.ledger.c.state).where(
+                ledger_ops.ledger.c.sink == sink,
+                ledger_ops.ledger.c.idempotency_key == key)).first()
+        return row.state if row else None
+
+    # -- settle a batch --------------------------------------------------------------------------
+    def settle(self, batch: Settlement) -> None:
+        """Journal + ledger outcomes + dead letters of a batch, atomically."""
+        now = utcnow()
+        with self.db.begin() as conn:
+            if batch.journal:
+                conn.execute(insert(journal), [e.row() for e in batch.journal])
+            ledger_ops.complete(conn, batch.done, now=now)
+            ledger_ops.release(conn, batch.failed, now=now)
+            for letter in batch.dead:
+                history = self._attempt_history(conn, letter.envelope["id"])
+                stmt = self._insert(dead_letters).values(**letter.row(history))
+                conn.execute(stmt.on_conflict_do_nothing(index_elements=["envelope_id"]))
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(table)
+
+    @staticmethod
+    def _attempt_history(conn: Any, envelope_id: str) -> list[dict[str, Any]]:
+        rows = conn.execute(
+            select(journal.c.attempt, journal.c.at, journal.c.detail, journal.c.sink)
+            .where(journal.c.envelope_id == envelope_id, journal.c.event == "retried")
+            .order_by(journal.c.id)).all()
+        return [{"attempt": r.attempt, "at": _iso(r.at), "sink": r.sink, **(r.detail or {})}
+                for r in rows]
+
+    # -- journal -------------------------------------------------------------------------------
+    def journal_for(self, envelope_id: str) -> list[dict[str, Any]]:
+        """An envelope's journal, oldest first, plus the events of envelopes it caused."""
+        with self.db.begin() as conn:
+            rows = conn.execute(select(journal).where(journal.c.envelope_id == envelope_id)
+                                .order_by(journal.c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def count_events(self, event: str, route: str | None = None) -> int:
+        where = [journal.c.event == event]
+        if route is not None:
+            where.append(journal.c.route == route)
+        with self.db.begin() as conn:
+            return int(conn.execute(select(func.count()).where(*where)).scalar_one())
+
+    def route_counts(self) -> dict[str, dict[str, int]]:
+        """Per route, how many journal events of each kind."""
+        with self.db.begin() as conn:
+            rows = conn.execute(select(journal.c.route, journal.c.event, func.count())
+                                .where(journal.c.route.is_not(None))
+                                .group_by(journal.c.route, journal.c.event)).all()
+        out: dict[str, dict[str, int]] = {}
+        for route, event, count in rows:
+            out.setdefault(route, {})[event] = int(count)
+        return out
+
+    def route_summary(self) -> dict[str, dict[str, int]]:
+        """Per route, distinct envelopes by fate: received, delivered, filtered, dead_lettered,
+        retried (ever), duplicate (sink deliveries suppressed by the ledger)."""
+        events = ("received", "filtered", "dead_lettered", "retried", "duplicate")
+        with self.db.begin() as conn:
+            rows = conn.execute(
+                select(journal.c.route, journal.c.event,
+                       func.count(journal.c.envelope_id.distinct()))
+                .where(journal.c.route.is_not(None), journal.c.event.in_(events))
+                .group_by(journal.c.route, journal.c.event)).all()
+            dead = select(journal.c.envelope_id).where(journal.c.event == "dead_lettered")
+            delivered = conn.execute(
+                select(journal.c.route, func.count(journal.c.envelope_id.distinct()))
+                .where(journal.c.event.in_(("delivered", "duplicate")),
+                       journal.c.envelope_id.not_in(dead))
+                .group_by(journal.c.route)).all()
+        out: dict[str, dict[str, int]] = {}
+        for route, event, count in rows:
+            out.setdefault(route, {})[event] = int(count)
+        for route, count in delivered:
+            out.setdefault(route, {})["delivered"] = int(count)
+        return out
+
+    def waiting_retry(self) -> dict[str, int]:
+        """Per route, envelopes whose latest journal event is 'retried' (waiting in a tier)."""
+        later = journal.alias("later")
+        newer = select(later.c.id).where(later.c.envelope_id == journal.c.envelope_id,
+                                         later.c.id > journal.c.id).exists()
+        with self.db.begin() as conn:
+            rows = conn.execute(select(journal.c.route, func.count())
+                                .where(journal.c.event == "retried", ~newer)
+                                .group_by(journal.c.route)).all()
+        return {route: int(n) for route, n in rows}
+
+    # -- dead letters --------------------------------------------------------------------------
+    def dead_letters(self, *, route: str | None = None, status: str | None = None,
+                     limit: int = 1000) -> list[dict[str, Any]]:
+        where = []
+        if route is not None:
+            where.append(dead_letters.c.route == route)
+        if status is not None:
+            where.append(dead_letters.c.status == status)
+        with self.db.begin() as conn:
+            rows = conn.execute(select(dead_letters).where(and_(True, *where))
+                                .order_by(dead_letters.c.created_at).limit(limit)).mappings()
+            return [dict(r) for r in rows]
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        with self.db.begin() as conn:
+            rows = conn.execute(select(dead_letters.c.route, func.count())
+                                .where(dead_letters.c.status == "new")
+                                .group_by(dead_letters.c.route)).all()
+        return {route or "": int(n) for route, n in rows}
+
+    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        self.settle(Settlement(dead=list(letters)))
+
+    # -- outbox --------------------------------------------------------------------------------
+    def outbox_add(self, items: Sequence[tuple[str, str, Envelope]], *, reason: str) -> None:
+        """Queue (exchange, routing key, envelope) for the relay; one transaction."""
+        now = utcnow()
+        with self.db.begin() as conn:
+            conn.execute(insert(outbox), [
+                {"envelope_id": env.id, "exchange": exchange, "routing_key": key,
+                 "envelope": env.to_dict(), "reason": reason, "created_at": now}
+                for exchange, key, env in items])
+
+    def outbox_pending(self, limit: int = 500) -> list[OutboxRow]:
+        with self.db.begin() as conn:
+            rows = conn.execute(select(outbox.c.id, outbox.c.exchange, outbox.c.routing_key,
+                                       outbox.c.envelope)
+                                .where(outbox.c.published_at.is_(None))
+                                .order_by(outbox.c.id).limit(limit)).all()
+        return [OutboxRow(r.id, r.exchange, r.routing_key, Envelope.from_dict(r.envelope))
+                for r in rows]
+
+    def outbox_done(self, ids: Sequence[int], *, error: str | None = None) -> None:
+        if not ids:
+            return
+        with self.db.begin() as conn:
+            conn.execute(update(outbox).where(outbox.c.id.in_(list(ids)))
+                         .values(published_at=utcnow(), error=error))
+
+    def outbox_purge(self, older_than: timedelta) -> int:
+        with self.db.begin() as conn:
+            result = conn.execute(delete(outbox).where(
+                outbox.c.published_at.is_not(None),
+                outbox.c.published_at < utcnow() - older_than))
+        return int(result.rowcount or 0)
+
+    # -- cursors -------------------------------------------------------------------------------
+    def cursor_get(self, key: str) -> str | None:
+        with self.db.begin() as conn:
+            row = conn.execute(select(cursors.c.value).where(cursors.c.key == key)).first()
+        return row.value if row else None
+
+    def cursor_set(self, key: str, value: str) -> None:
+        stmt = self._insert(cursors).values(key=key, value=value, updated_at=utcnow())
+        stmt = stmt.on_conflict_do_update(index_elements=["key"],
+                                          set_={"value": value, "updated_at": utcnow()})
+        with self.db.begin() as conn:
+            conn.execute(stmt)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()

@@ -1,0 +1,399 @@
+"""RabbitMQ through kombu (py-amqp): declaration, windowed-confirm publishing, consuming.
+
+This module is the boundary where kombu/py-amqp exceptions become bus errors.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from kombu import Connection, Consumer, Exchange, Queue, binding
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from integration_bus.envelope import Envelope
+from integration_bus.errors import (
+    BrokerUnavailable,
+    BusError,
+    ConfigError,
+    PublishNacked,
+    UnroutableError,
+)
+from integration_bus.topology import (
+    ATTEMPT_HEADER,
+    DEAD_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    INGRESS_EXCHANGE,
+    REQUEUE_EXCHANGE,
+    RETRY_EXCHANGE,
+    RETRY_TIER_HEADER,
+    Topology,
+    format_delay,
+    retry_queue,
+)
+from integration_bus.transport.base import Delivery, Outgoing, QueueStats
+
+__all__ = ["AmqpConsumer", "AmqpPublisher", "AmqpTransport"]
+
+CONFIRM_TIMEOUT = 30.0  # seconds a publish may wait for its confirm before it counts as failed
+_PRECONDITION_FAILED = 406
+_NOT_FOUND = 404
+
+
+class AmqpTransport:
+    """RabbitMQ at ``url``. Every publisher and consumer opens its own connection."""
+
+    embedded = False
+
+    def __init__(self, url: str, *, heartbeat: int = 30, connect_timeout: float = 10.0,
+                 confirm_window: int = 512) -> None:
+        self.url = url
+        self.heartbeat = heartbeat
+        self.connect_timeout = connect_timeout
+        self.confirm_window = confirm_window
+        self.topology: Topology | None = None
+        probe = Connection(url)
+        #: every kombu/py-amqp error that means "the connection or channel is gone"
+        self.errors: tuple[type[BaseException], ...] = (
+            *probe.connection_errors, *probe.channel_errors, OSError)
+
+    def connect(self) -> Connection:
+        """A connected kombu Connection; BrokerUnavailable if the broker cannot be reached."""
+        conn = Connection(self.url, heartbeat=self.heartbeat,
+                          connect_timeout=self.connect_timeout)
+        try:
+            conn.connect()
+        except (*conn.connection_errors, KombuOperationalError, OSError) as exc:
+            conn.release()
+            raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc
+        return conn
+
+    def declare(self, topology: Topology) -> None:
+        self.topology = topology
+        conn = self.connect()
+        try:
+            channel = conn.channel()
+            ingress = Exchange(INGRESS_EXCHANGE, "topic", durable=True)
+            dead = Exchange(DEAD_EXCHANGE, "fanout", durable=True)
+            retry = Exchange(RETRY_EXCHANGE, "headers", durable=True)
+            requeue = Exchange(REQUEUE_EXCHANGE, "direct", durable=True)
+            queues = [Queue(DEAD_LETTER_QUEUE, exchange=dead, routing_key="", durable=True,
+                            queue_arguments=topology.dead_letter_queue_arguments())]
+            for route in topology.routes:
+                bindings = [binding(ingress, routing_key=p) for p in route.patterns]
+                bindings.append(binding(requeue, routing_key=route.route))
+                queues.append(Queue(route.queue, bindings=bindings, durable=True,
+                                    queue_arguments=route.queue_arguments()))
+            for tier_ms in topology.retry_tiers_ms:
+                label = format_delay(tier_ms)
+                queues.append(Queue(
+                    retry_queue(tier_ms), durable=True,
+                    bindings=[binding(retry, arguments={"x-match": "all",
+                                                        RETRY_TIER_HEADER: label})],
+                    queue_arguments=topology.retry_queue_arguments(tier_ms)))
+            for exchange in (ingress, dead, retry, requeue):
+                exchange(channel).declare()
+            for queue in queues:
+                try:
+                    queue(channel).declare()
+                except conn.channel_errors as exc:
+                    if getattr(exc, "reply_code", None) == _PRECONDITION_FAILED:
+                        raise ConfigError(
+                            f"queue {queue.name} exists on the broker with other arguments: "
+                            f"{exc}", field="routes",
+                            hint="drain and delete the queue (rabbitmqctl delete_queue), or "
+                                 "keep the old delivery_limit/retry tiers") from exc
+                    raise
+        except self.errors as exc:
+            raise BrokerUnavailable(f"declaring the topology failed: {exc}") from exc
+        finally:
+            conn.release()
+
+    def publisher(self) -> AmqpPublisher:
+        return AmqpPublisher(self)
+
+    def consumer(self, queues: Sequence[str], prefetch: int) -> AmqpConsumer:
+        return AmqpConsumer(self, queues, prefetch)
+
+    def queue_stats(self, queue: str) -> QueueStats | None:
+        conn = self.connect()
+        try:
+            channel = conn.channel()
+            try:
+                _, messages, consumers = channel.queue_declare(queue, passive=True)
+            except conn.channel_errors as exc:
+                if getattr(exc, "reply_code", None) == _NOT_FOUND:
+                    return None
+                raise
+            return QueueStats(messages=messages, consumers=consumers)
+        except self.errors as exc:
+            raise BrokerUnavailable(f"queue stats failed: {exc}") from exc
+        finally:
+            conn.release()
+
+    def retry_waiting(self) -> int:
+        tiers = self.topology.retry_tiers_ms if self.topology else ()
+        stats = [self.queue_stats(retry_queue(ms)) for ms in tiers]
+        return sum(s.messages for s in stats if s is not None)
+
+    def close(self) -> None:
+        """Nothing to release: connections belong to publishers and consumers."""
+
+
+class AmqpPublisher:
+    """Windowed publisher confirms on one channel (py-amqp ``confirm_select`` + callbacks).
+
+    Up to ``confirm_window`` messages are unconfirmed at a time. Outcomes are settled by the
+    broker's basic.ack/nack; a basic.return (mandatory, unroutable) arriving before the ack
+    turns that message's outcome into UnroutableError.
+    """
+
+    def __init__(self, transport: AmqpTransport) -> None:
+        self._transport = transport
+        self._conn: Connection | None = None
+        self._channel: Any = None
+        self._seq = 0
+        self._pending: dict[int, int] = {}  # publish seq -> index in current send()
+        self._pending_ids: dict[str, list[int]] = {}  # message id -> seqs (for returns)
+        self._returned: set[int] = set()
+        self._outcomes: list[BusError | None | object] = []
+
+    # -- connection ----------------------------------------------------------------------------
+    def _ensure(self) -> None:
+        if self._channel is not None:
+            try:
+                self._conn.heartbeat_check()  # type: ignore[union-attr]
+                return
+            except self._transport.errors:
+                self._reset()
+        conn = self._transport.connect()
+        try:
+            channel = conn.channel()
+            channel.confirm_select()
+        except self._transport.errors as exc:
+            conn.release()
+            raise BrokerUnavailable(f"cannot open a confirm channel: {exc}") from exc
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        channel.events["basic_return"].add(self._on_return)
+        self._conn, self._channel, self._seq = conn, channel, 0
+
+    def _reset(self) -> None:
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception:  # already broken; nothing to save
+                pass
+
+    # -- broker callbacks ------------------------------------------------------------------------
+    def _settle(self, tag: int, multiple: bool, error: BusError | None) -> None:
+        seqs = [s for s in self._pending if s <= tag] if multiple else [tag]
+        for seq in seqs:
+            index = self._pending.pop(seq, None)
+            if index is None:
+                continue
+            returned = seq in self._returned
+            self._returned.discard(seq)
+            if returned and error is None:
+                self._outcomes[index] = self._unroutable(index)
+            else:
+                self._outcomes[index] = error
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, None)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, PublishNacked("the broker nacked the publish"))
+
+    def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
+        message_id = message.properties.get("message_id")
+        for seq in self._pending_ids.get(message_id, ()):
+            if seq in self._pending and seq not in self._returned:
+                self._returned.add(seq)
+                return
+
+    def _unroutable(self, index: int) -> UnroutableError:
+        msg = self._batch[index]
+        return UnroutableError(
+            f"no queue takes message type {msg.routing_key!r} on {msg.exchange}",
+            envelope_id=msg.envelope.id,
+            hint="add a route whose 'from' matches this type, or fix the type")
+
+    # -- publishing ------------------------------------------------------------------------------
+    def send(self, messages: Sequence[Outgoing]) -> list[BusError | None]:
+        unsettled = object()
+        self._batch = list(messages)
+        self._outcomes = [unsettled] * len(messages)
+        self._pending.clear()
+        self._pending_ids.clear()
+        self._returned.clear()
+        try:
+            self._ensure()
+            window = self._transport.confirm_window
+            for index, message in enumerate(messages):
+                while len(self._pending) >= window:
+                    self._wait_one()
+                self._publish(index, message)
+            while self._pending:
+                self._wait_one()
+        except BusError as exc:
+            self._fail_unsettled(unsettled, exc)
+        except self._transport.errors as exc:
+            self._fail_unsettled(unsettled, BrokerUnavailable(f"broker connection lost: {exc}"))
+        outcomes = self._outcomes
+        self._outcomes = []
+        return outcomes  # type: ignore[return-value]
+
+    def _fail_unsettled(self, unsettled: object, error: BusError) -> None:
+        for index, outcome in enumerate(self._outcomes):
+            if outcome is unsettled:
+                self._outcomes[index] = error
+        self._pending.clear()
+        self._reset()  # sequence numbers are unknown now: start a fresh channel
+
+    def _publish(self, index: int, message: Outgoing) -> None:
+        envelope = message.envelope
+        headers = {ATTEMPT_HEADER: envelope.attempt, **message.headers}
+        body = envelope.to_json()
+        props = {"delivery_mode": 2, "message_id": envelope.id, "type": envelope.type,
+                 "correlation_id": envelope.correlation_id, "timestamp": int(time.time())}
+        amqp_message = self._channel.prepare_message(body, content_type="application/json",
+                                                     content_encoding="utf-8", headers=headers,
+                                                     properties=props)
+        self._seq += 1
+        self._pending[self._seq] = index
+        self._pending_ids.setdefault(envelope.id, []).append(self._seq)
+        self._channel.basic_publish(amqp_message, exchange=message.exchange,
+                                    routing_key=message.routing_key, mandatory=True)
+
+    def _wait_one(self) -> None:
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
+        before = len(self._pending)
+        while len(self._pending) == before:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BrokerUnavailable(f"no publisher confirm within {CONFIRM_TIMEOUT:.0f} s")
+            try:
+                self._conn.drain_events(timeout=min(remaining, 1.0))  # type: ignore[union-attr]
+            except socket.timeout:
+                self._conn.heartbeat_check()  # type: ignore[union-attr]
+
+    def publish(self, envelope: Envelope) -> None:
+        (outcome,) = self.send([Outgoing.ingress(envelope)])
+        if outcome is not None:
+            raise outcome
+
+    def publish_many(self, envelopes: Sequence[Envelope]) -> list[BusError | None]:
+        return self.send([Outgoing.ingress(e) for e in envelopes])
+
+    def retry_later(self, route: str, envelopes: Sequence[Envelope],
+                    delay_ms: int) -> list[BusError | None]:
+        label = format_delay(delay_ms)
+        return self.send([Outgoing(RETRY_EXCHANGE, route, e, {RETRY_TIER_HEADER: label})
+                          for e in envelopes])
+
+    def close(self) -> None:
+        self._reset()
+
+
+class AmqpConsumer:
+    """Consumes several queues on one channel; deliveries are buffered, then handed out in
+    batches by :meth:`fetch` (so no handler ever runs inside a broker callback)."""
+
+    def __init__(self, transport: AmqpTransport, queues: Sequence[str], prefetch: int) -> None:
+        self._errors = transport.errors
+        self._queues = list(queues)
+        self._conn = transport.connect()
+        self._buffer: deque[Delivery] = deque()
+        self._consumers: list[Consumer] = []
+        try:
+            self._channel = self._conn.channel()
+            self._consume(prefetch)
+        except self._errors as exc:
+            self._conn.release()
+            raise BrokerUnavailable(f"cannot consume {', '.join(queues)}: {exc}") from exc
+
+    def _consume(self, prefetch: int) -> None:
+        for name in self._queues:
+            consumer = Consumer(self._channel, queues=[Queue(name, no_declare=True)],
+                                on_message=self._receiver(name), auto_declare=False,
+                                prefetch_count=prefetch)
+            consumer.consume()
+            self._consumers.append(consumer)
+
+    def _receiver(self, queue: str) -> Any:
+        def receive(message: Any) -> None:
+            headers = message.headers or {}
+            self._buffer.append(Delivery(
+                body=message.body, queue=queue,
+                redelivered=bool(message.delivery_info.get("redelivered")),
+                delivery_count=int(headers.get("x-delivery-count") or 0),
+                headers=headers, tag=message.delivery_tag, raw=message))
+        return receive
+
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        try:
+            while not self._buffer:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._conn.heartbeat_check()
+                    return []
+                try:
+                    self._conn.drain_events(timeout=min(remaining, 1.0))
+                except socket.timeout:
+                    self._conn.heartbeat_check()
+            while len(self._buffer) < max_count:
+                try:
+                    self._conn.drain_events(timeout=0)
+                except socket.timeout:
+                    break
+        except self._errors as exc:
+            raise BrokerUnavailable(f"consumer connection lost: {exc}") from exc
+        count = min(max_count, len(self._buffer))
+        return [self._buffer.popleft() for _ in range(count)]
+
+    def keepalive(self, timeout: float) -> None:
+        """Serve the connection (heartbeats) for ``timeout`` s without handing anything out."""
+        try:
+            try:
+                self._conn.drain_events(timeout=max(timeout, 0.01))
+            except socket.timeout:
+                pass
+            self._conn.heartbeat_check()
+        except self._errors as exc:
+            raise BrokerUnavailable(f"consumer connection lost: {exc}") from exc
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        try:
+            # Everything up to the highest tag was handled in order: one multiple-ack settles it.
+            last = max(deliveries, key=lambda d: d.tag)
+            last.raw.ack(multiple=True)
+        except self._errors as exc:
+            raise BrokerUnavailable(f"ack failed, the broker will redeliver: {exc}") from exc
+
+    def set_prefetch(self, count: int) -> None:
+        # basic.qos (per consumer) only applies to consumers started after it: cancel and
+        # consume again. Unacked deliveries stay valid on the channel meanwhile.
+        try:
+            for consumer in self._consumers:
+                consumer.cancel()
+            self._consumers.clear()
+            self._consume(count)
+        except self._errors as exc:
+            raise BrokerUnavailable(f"cannot change prefetch: {exc}") from exc
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.release()
+        except Exception:  # closing a broken connection
+            pass

@@ -1,0 +1,122 @@
+"""A real Sink for tests: records every delivery and fails on cue.
+
+The ``probe`` connector delivers into a :class:`Target` shared with the test. It is a genuine
+plugin (config model, constructor, registry) so the runtime treats it like any other sink.
+Payload fields steer it: ``fail_times`` (raise TransientError that many times per key before
+succeeding), ``permanent`` (raise PermanentError), ``boom`` (raise a plain exception).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pydantic import BaseModel, ConfigDict
+
+from integration_bus.connector import (
+    ConnectorContext,
+    ConnectorPlugin,
+    Envelope,
+    PermanentError,
+    TransientError,
+)
+from integration_bus.registry import Registry
+
+
+class Target:
+    """What the sink's 'external system' saw: deliveries and every attempt, by key."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.effects: dict[str, int] = defaultdict(int)
+        self.attempts: dict[str, list[float]] = defaultdict(list)
+        self.envelopes: list[Envelope] = []
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.effects)
+
+    def duplicates(self) -> dict[str, int]:
+        with self.lock:
+            return {k: n for k, n in self.effects.items() if n > 1}
+
+
+class ProbeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    target: str = "default"
+
+
+class ProbeSink:
+    def __init__(self, config: ProbeConfig, context: ConnectorContext, target: Target) -> None:
+        self.name = context.instance
+        self._target = target
+
+    def deliver(self, envelope: Envelope) -> None:
+        payload = envelope.payload if isinstance(envelope.payload, dict) else {}
+        key = envelope.idempotency_key
+        with self._target.lock:
+            self._target.attempts[key].append(time.monotonic())
+            tries = len(self._target.attempts[key])
+        if payload.get("permanent"):
+            raise PermanentError("the target refused the document: invalid store code",
+                                 field="store")
+        if payload.get("boom"):
+            raise RuntimeError("unexpected failure in the target client")
+        if tries <= int(payload.get("fail_times", 0)):
+            raise TransientError(f"target timed out (try {tries})")
+        with self._target.lock:
+            self._target.effects[key] += 1
+            self._target.envelopes.append(envelope)
+
+    def close(self) -> None:
+        pass
+
+
+def probe_plugin(target: Target) -> ConnectorPlugin:
+    return ConnectorPlugin(name="probe", summary="test sink recording deliveries",
+                           sink_config=ProbeConfig,
+                           create_sink=lambda cfg, ctx: ProbeSink(cfg, ctx, target))
+
+
+def registry_with(*plugins: ConnectorPlugin) -> Registry:
+    registry = Registry.from_entry_points()
+    for plugin in plugins:
+        registry.add(plugin)
+    return registry
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02,
+             message: str = "condition") -> None:
+    """Poll ``condition`` until true; fail with ``message`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+@contextmanager
+def running(target: Callable[[threading.Event], None]) -> Iterator[threading.Event]:
+    """Run ``target(stop)`` in a thread; on exit set stop and join (re-raising its error)."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            target(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), "worker did not stop within 30 s"
+    if errors:
+        raise errors[0]
