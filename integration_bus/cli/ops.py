@@ -9,11 +9,10 @@ from typing import IO, Any
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 
 from integration_bus.cli import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
-from integration_bus.cli.summary import route_rows, route_table
+from integration_bus.cli.summary import console, route_rows, route_table
 from integration_bus.envelope import Envelope
 from integration_bus.errors import ConfigError, EnvelopeError, UnroutableError
 from integration_bus.registry import Registry
@@ -72,7 +71,7 @@ def status_command(config_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"mode": mode, "routes": rows}, indent=2))
         return
-    Console().print(route_table(rows, title=f"routes ({mode})"))
+    console().print(route_table(rows, title=f"routes ({mode})"))
     if mode == "embedded":
         click.echo("embedded mode: queue depths live inside the running `bus run` process; "
                    "journal and dead-letter counts are shown.")
@@ -102,10 +101,10 @@ def trace_command(config_dir: Path, envelope_id: str, as_json: bool) -> None:
         table.add_row(str(event["at"]), event["event"], event["route"] or "",
                       event["sink"] or "", str(event["attempt"]),
                       json.dumps(event["detail"], default=str) if event["detail"] else "")
-    console = Console()
-    console.print(table)
+    out = console()
+    out.print(table)
     for letter in dead:
-        console.print(f"dead letter {letter['id']}: {letter['error_type']}: {letter['message']}")
+        out.print(f"dead letter {letter['id']}: {letter['error_type']}: {letter['message']}")
 
 
 @click.command("lint")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -57,17 +58,22 @@ def demo_summary(bus: Bus, elapsed: float) -> dict[str, Any]:
     }
 
 
+def console() -> Console:
+    """A console that does not squeeze tables to 80 columns when output is not a terminal."""
+    return Console(width=None if sys.stdout.isatty() else 140)
+
+
 def print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    console = Console()
-    console.print(route_table(summary["routes"], title=f"bus demo ({summary['mode']}, "
+    out = console()
+    out.print(route_table(summary["routes"], title=f"bus demo ({summary['mode']}, "
                                                         f"{summary['seconds']} s)"))
-    console.print(f"input rejected at sources (dead-lettered): {summary['rejected_at_sources']}")
-    console.print(f"dead letters in the store: {summary['dead_letters_total']}")
+    out.print(f"input rejected at sources (dead-lettered): {summary['rejected_at_sources']}")
+    out.print(f"dead letters in the store: {summary['dead_letters_total']}")
     verdict = "yes" if summary["nothing_lost"] else "NO - see the table"
-    console.print(f"every message accounted for: {verdict}")
+    out.print(f"every message accounted for: {verdict}")
 
 
 def route_table(rows: list[dict[str, Any]], *, title: str) -> Table:
@@ -75,7 +81,8 @@ def route_table(rows: list[dict[str, Any]], *, title: str) -> Table:
     columns = ["route", "queued", "consumers", "received", "delivered", "filtered", "retried",
                "in_retry", "dead_letters", "duplicate"]
     for column in columns:
-        table.add_column(column, justify="left" if column == "route" else "right")
+        table.add_column(column, justify="left" if column == "route" else "right",
+                         no_wrap=True)
     for row in rows:
         table.add_row(*("-" if row.get(c) is None else str(row.get(c)) for c in columns))
     return table

@@ -8,6 +8,7 @@ them at once; :func:`load_config` raises :class:`ConfigErrors` holding them.
 from __future__ import annotations
 
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -15,17 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from integration_bus.errors import ConfigError, did_you_mean
 from integration_bus.registry import Registry
 from integration_bus.settings.interpolate import interpolate
-from integration_bus.settings.models import BusSettings, ConnectorInstance
+from integration_bus.settings.models import (
+    NAME_PATTERN,
+    BusSettings,
+    ConnectorInstance,
+    RouteSettings,
+)
 from integration_bus.settings.yamlsource import Located, Path_, load_yaml
 
 __all__ = ["CONFIG_FILE", "Config", "ConfigErrors", "Instance", "load_config"]
 
 CONFIG_FILE = "bus.yaml"
+_NAME_RE = re.compile(NAME_PATTERN)
 
 
 class ConfigErrors(ConfigError):
@@ -87,22 +94,58 @@ def load_config(config_dir: Path, registry: Registry,
         raise located.error((), "the top level must be a mapping (broker, store, sources, "
                                 "sinks, routes)")
     errors: list[ConfigError] = []
-    try:
-        settings = BusSettings.model_validate(located.data)
-    except ValidationError as exc:
-        errors.extend(_translate(exc, located, BusSettings, ()))
-        raise ConfigErrors(errors) from None
+    settings = _validate_sections(located, errors)
     root = Path(config_dir).resolve().parent
-    config = Config(file=file, root=root, settings=settings)
-    for section, target in (("sources", config.sources), ("sinks", config.sinks)):
-        for name, instance in getattr(settings, section).items():
-            built = _instance(section, name, instance, registry, located, errors)
-            if built is not None:
-                target[name] = built
-    _check_routes(settings, located, errors)
+    config = Config(file=file, root=root, settings=settings or BusSettings())
+    if settings is not None:
+        for section, target in (("sources", config.sources), ("sinks", config.sinks)):
+            for name, instance in getattr(settings, section).items():
+                built = _instance(section, name, instance, registry, located, errors)
+                if built is not None:
+                    target[name] = built
+        _check_routes(settings, located, errors)
     if errors:
         raise ConfigErrors(errors)
     return config
+
+
+def _validate_sections(located: Located, errors: list[ConfigError]) -> BusSettings | None:
+    """Validate section by section (so one bad route does not hide another), then the whole."""
+    data: dict[str, Any] = located.data
+    before = len(errors)
+    for key, value in data.items():
+        info = BusSettings.model_fields.get(key)
+        if info is None:
+            errors.append(located.error((key,), f"unknown key {key!r}", value=False,
+                                        hint=did_you_mean(str(key), BusSettings.model_fields)))
+            continue
+        if key in ("sources", "sinks", "routes") and isinstance(value, dict):
+            item_model = ConnectorInstance if key != "routes" else RouteSettings
+            for name, item in value.items():
+                _collect(item_model, item, (key, name), located, errors)
+                if not isinstance(name, str) or not _NAME_RE.match(name):
+                    errors.append(located.error((key, name), f"invalid name {name!r}",
+                                                value=False, hint=_hint_for(
+                                                    "string_pattern_mismatch")))
+        else:
+            _collect(info.annotation, value, (key,), located, errors)
+    unknown = {e.context.get("field") for e in errors[before:] if e.message.startswith("unknown key")}
+    if len(errors) - before > len(unknown):
+        return None
+    try:  # unknown top-level keys are reported; the rest is still checked further
+        return BusSettings.model_validate({k: v for k, v in data.items() if k not in unknown})
+    except ValidationError as exc:  # anything the section checks could not see
+        errors.extend(_translate(exc, located, BusSettings, ()))
+        return None
+
+
+def _collect(model: Any, value: Any, path: Path_, located: Located,
+             errors: list[ConfigError]) -> None:
+    adapter = TypeAdapter(model)
+    try:
+        adapter.validate_python(value)
+    except ValidationError as exc:
+        errors.extend(_translate(exc, located, _unwrap(model), path))
 
 
 def _instance(section: str, name: str, instance: ConnectorInstance, registry: Registry,

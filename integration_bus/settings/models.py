@@ -24,7 +24,7 @@ __all__ = [
     "parse_millis",
 ]
 
-_NAME = r"^[a-z][a-z0-9_-]*$"
+NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
 _PATTERN = re.compile(r"^(?:[a-z0-9_-]+|\*|#)(?:\.(?:[a-z0-9_-]+|\*|#))*$")
 
 
@@ -106,8 +106,8 @@ class ConnectorInstance(BaseModel):
 class BusSettings(_Model):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
-    sources: dict[Annotated[str, Field(pattern=_NAME)], ConnectorInstance] = Field(
+    sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(
         default_factory=dict)
-    sinks: dict[Annotated[str, Field(pattern=_NAME)], ConnectorInstance] = Field(
+    sinks: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(
         default_factory=dict)
-    routes: dict[Annotated[str, Field(pattern=_NAME)], RouteSettings] = Field(default_factory=dict)
+    routes: dict[Annotated[str, Field(pattern=NAME_PATTERN)], RouteSettings] = Field(default_factory=dict)

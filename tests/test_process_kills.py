@@ -1,0 +1,171 @@
+"""Guarantees under process death (DESIGN §3.1-3.3), against the real RabbitMQ."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+from integration_bus.envelope import Envelope
+from integration_bus.registry import Registry
+from integration_bus.runtime import Bus
+from integration_bus.store import Store
+from tests.conftest import write_config
+from tests.support.crashing_worker import PLUGIN as CRASHER
+from tests.support.probe import registry_with, wait_for
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class WorkerProcess:
+    """A worker in its own process, killed and restarted at will."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.args, self.log = args, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=out, stderr=out,
+                                         env={**os.environ, "BUS_LOG_LEVEL": "info"})
+        self.starts += 1
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def died(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def sink_lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines(keepends=True)
+            if line.endswith(b"\n")]
+
+
+def config_for(tmp_path: Path, url: str, connector: str, delivery_limit: int) -> Path:
+    return write_config(tmp_path, f"""
+        broker: {{url: "{url}", prefetch: 200, batch_size: 100}}
+        store: {{url: sqlite:///var/bus.db}}
+        sinks:
+          out: {{connector: {connector}, path: var/out.jsonl}}
+        routes:
+          orders:
+            from: [order.created]
+            to: [out]
+            delivery_limit: {delivery_limit}
+        """)
+
+
+def publish_in_background(config_dir: Path, envelopes: list[Envelope],
+                          registry: Registry | None = None) -> threading.Thread:
+    def body() -> None:
+        with Bus.from_config_dir(config_dir, environ={}, registry=registry) as bus:
+            publisher = bus.publisher()
+            for start in range(0, len(envelopes), 250):
+                assert publisher.publish_many(envelopes[start:start + 250]) == [None] * len(
+                    envelopes[start:start + 250])
+            publisher.close()
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_worker_killed_five_times_loses_and_doubles_nothing(tmp_path: Path,
+                                                            rabbitmq_url: str) -> None:
+    # Given 5,000 messages flowing to a route whose worker runs in its own process
+    config_dir = config_for(tmp_path, rabbitmq_url, "jsonl", delivery_limit=10)
+    Bus.from_config_dir(config_dir, environ={}).open().close()  # declare before publishing
+    envelopes = [Envelope.create("order.created", {"n": i}, source="test") for i in range(5000)]
+    publisher = publish_in_background(config_dir, envelopes)
+    out = tmp_path / "var" / "out.jsonl"
+    worker = WorkerProcess([sys.executable, "-m", "integration_bus", "worker",
+                            "--config-dir", str(config_dir)], tmp_path / "worker.log")
+    rng = random.Random(20261127)
+    try:
+        worker.start()
+        # When it is killed with SIGKILL five times mid-flow, restarted each time
+        for _ in range(5):
+            goal = len(sink_lines(out)) + rng.randint(200, 600)
+            wait_for(lambda g=goal: len(sink_lines(out)) >= g, timeout=60,
+                     message=f"{goal} deliveries")
+            worker.kill9()
+            worker.start()
+        publisher.join(60)
+        wait_for(lambda: len({line["idempotency_key"] for line in sink_lines(out)}) >= 5000,
+                 timeout=120, message="all 5000 delivered")
+        assert worker.stop() == 0  # SIGTERM: finish in-flight, ack, exit 0
+    finally:
+        worker.cleanup()
+    # Then all 5,000 were delivered, none twice, none dead-lettered
+    lines = sink_lines(out)
+    keys = [line["idempotency_key"] for line in lines]
+    assert len(keys) == 5000 and set(keys) == {e.idempotency_key for e in envelopes}
+    store = Store.open(f"sqlite:///{tmp_path / 'var' / 'bus.db'}")
+    try:
+        assert store.dead_letters() == []
+        assert store.count_events("delivered", route="orders") == 5000
+    finally:
+        store.close()
+    assert worker.starts == 6
+
+
+def test_message_that_kills_the_worker_ends_as_delivery_limit_dead_letter(
+        tmp_path: Path, rabbitmq_url: str) -> None:
+    # Given a poison message among 300 that kills the worker process whenever it is handled
+    config_dir = config_for(tmp_path, rabbitmq_url, "crasher", delivery_limit=3)
+    registry = registry_with(CRASHER)
+    Bus.from_config_dir(config_dir, environ={}, registry=registry).open().close()
+    envelopes = [Envelope.create("order.created", {"n": i, "poison": i == 100}, source="test")
+                 for i in range(300)]
+    poison = envelopes[100]
+    publish_in_background(config_dir, envelopes, registry).join(60)
+    out = tmp_path / "var" / "out.jsonl"
+    store = Store.open(f"sqlite:///{tmp_path / 'var' / 'bus.db'}")
+    worker = WorkerProcess([sys.executable, "-m", "tests.support.crashing_worker",
+                            str(config_dir)], tmp_path / "worker.log")
+
+    def settled() -> bool:
+        if worker.died():
+            worker.start()  # a supervisor (systemd, k8s) restarts crashed workers
+        return len(store.dead_letters()) >= 1 and len(sink_lines(out)) >= 299
+
+    try:
+        worker.start()
+        # When the worker keeps dying on it and being restarted
+        wait_for(settled, timeout=120, message="poison archived and the rest delivered")
+        assert worker.stop() == 0
+    finally:
+        worker.cleanup()
+    # Then the broker's delivery limit moved it to the dead-letter table, and only it
+    (letter,) = store.dead_letters()
+    store.close()
+    assert letter["envelope_id"] == poison.id
+    assert letter["reason"] == "delivery_limit" and letter["route"] == "orders"
+    assert letter["error_type"] == "DeliveryLimitExceeded"
+    keys = [line["idempotency_key"] for line in sink_lines(out)]
+    assert len(keys) == 299 and poison.idempotency_key not in keys
+    assert worker.starts >= 4  # it really died on every delivery up to the limit
