@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from integration_bus.connector import LookupSink, Sink
+from integration_bus.connector import BatchSink, LookupSink, Sink
 from integration_bus.envelope import Envelope, loads, new_id
 from integration_bus.errors import BusError, PermanentError
 from integration_bus.metrics import Metrics
@@ -93,39 +93,63 @@ class Batch:
 
     # -- claim and deliver ---------------------------------------------------------------------
     def claim_and_deliver(self, store: Store) -> None:
-        self._sink_results.clear()
         work = [(item, sink, out) for item in self.items if item.error is None
                 for sink in item.route.sinks for out in item.outputs]
         claims = [Claim(sink.name, out.idempotency_key, item.owner, item.envelope.id,  # type: ignore[union-attr]
                         item.delivery.redelivered) for item, sink, out in work]
         outcomes = store.claim(claims, lease=self.claim_lease) if claims else []
-        for (item, sink, out), outcome in zip(work, outcomes, strict=True):
-            self._sink_results.append((item, sink, out, self._deliver(item, sink, out, outcome)))
+        results: list[str] = []
+        to_send: dict[int, list[int]] = {}  # id(sink) -> indexes into work
+        for index, ((item, sink, out), claim) in enumerate(zip(work, outcomes, strict=True)):
+            results.append(self._triage(item, sink, out, claim))
+            if results[-1] == "send":
+                to_send.setdefault(id(sink), []).append(index)
+        for indexes in to_send.values():
+            self._send(work, indexes, results)
+        self._sink_results = [(item, sink, out, result)
+                              for (item, sink, out), result in zip(work, results, strict=True)]
         self._decide()
         self._build_settlement()
 
-    def _deliver(self, item: Item, sink: Sink, out: Envelope, claim: ClaimOutcome) -> str:
+    def _triage(self, item: Item, sink: Sink, out: Envelope, claim: ClaimOutcome) -> str:
         if claim is ClaimOutcome.DONE:
             return "duplicate"
         if claim is ClaimOutcome.BUSY:
             item.fail(_Busy(f"another copy of {out.idempotency_key!r} is being delivered to "
                             f"{sink.name}"), sink=sink.name)
             return "busy"
+        if claim is ClaimOutcome.IN_DOUBT and isinstance(sink, LookupSink):
+            try:
+                if sink.lookup(out):
+                    return "recovered"
+            except Exception as exc:
+                item.fail(exc, sink=sink.name)
+                return "failed"
+        return "send"
+
+    def _send(self, work: list[tuple[Item, Sink, Envelope]], indexes: list[int],
+              results: list[str]) -> None:
+        sink = work[indexes[0]][1]
+        envelopes = [work[i][2] for i in indexes]
         started = time.perf_counter()
-        try:
-            if claim is ClaimOutcome.IN_DOUBT and isinstance(sink, LookupSink) \
-                    and sink.lookup(out):
-                return "recovered"
-            sink.deliver(out)
-            return "delivered"
-        except Exception as exc:  # a sink's unexpected exception counts as transient
-            item.fail(exc, sink=sink.name)
+        if isinstance(sink, BatchSink):
+            try:
+                errors = sink.deliver_many(envelopes)
+            except Exception as exc:  # the whole batch failed the same way
+                errors = [exc] * len(envelopes)
+        else:
+            errors = [_deliver_one(sink, e) for e in envelopes]
+        per_envelope = (time.perf_counter() - started) / len(envelopes)
+        for i, error in zip(indexes, errors, strict=True):
+            item = work[i][0]
+            self.metrics.sink_latency.labels(item.route.name, sink.name).observe(per_envelope)
+            if error is None:
+                results[i] = "delivered"
+                continue
+            results[i] = "failed"
+            item.fail(error, sink=sink.name)
             log.info("sink.failed", route=item.route.name, sink=sink.name,
-                     envelope_id=out.id, error=f"{type(exc).__name__}: {exc}")
-            return "failed"
-        finally:
-            self.metrics.sink_latency.labels(item.route.name, sink.name).observe(
-                time.perf_counter() - started)
+                     envelope_id=work[i][2].id, error=f"{type(error).__name__}: {error}")
 
     def _decide(self) -> None:
         for item in self.items:
@@ -222,6 +246,14 @@ class Batch:
             m.sink_deliveries.labels(item.route.name, sink.name, result).inc()
         for _ in self.archived:
             m.route_messages.labels("", "dead_lettered").inc()
+
+
+def _deliver_one(sink: Sink, envelope: Envelope) -> BaseException | None:
+    try:
+        sink.deliver(envelope)
+        return None
+    except Exception as exc:  # a sink's unexpected exception counts as transient
+        return exc
 
 
 class _Busy(BusError):

@@ -32,6 +32,7 @@ from integration_bus.errors import (
 from integration_bus.durations import Millis
 
 __all__ = [
+    "BatchSink",
     "BusError",
     "ConfigError",
     "ConnectorContext",
@@ -106,6 +107,15 @@ class LookupSink(Sink, Protocol):
     crash left in doubt."""
 
     def lookup(self, envelope: Envelope) -> bool: ...
+
+
+@runtime_checkable
+class BatchSink(Sink, Protocol):
+    """A sink that delivers a batch at once (e.g. with windowed publisher confirms). The runtime
+    hands it every envelope of a worker batch bound for it; one outcome per envelope, in order
+    (None = delivered, else the exception, classified as for ``deliver``)."""
+
+    def deliver_many(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]: ...
 
 
 @dataclass(frozen=True)
