@@ -1,5 +1,5 @@
-"""Hub throughput: a pass-through route on RabbitMQ whose sink republishes (``bus`` sink), journal on
-(SQLite), against a raw pika loop doing the same work on the same broker in the same run:
+"""Hub throughput: a pass-through route on RabbitMQ whose sink republishes (``bus`` sink), journal
+on (SQLite), against a raw pika loop doing the same work on the same broker in the same run:
 consume → publish to another queue (confirmed) → ack.
 
     python bench/hub.py [--quick] [--messages N] [--rounds R] [--url amqp://...]
@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 import uuid
@@ -60,12 +59,11 @@ def pika_baseline(url: str, messages: int) -> float:
     out = out_conn.channel()
     out.confirm_delivery()
     channel.basic_qos(prefetch_count=PREFETCH)
-    done = 0
     started = time.perf_counter()
-    for method, properties, data in channel.consume("pika.in", auto_ack=False):
+    for done, (method, properties, data) in enumerate(
+            channel.consume("pika.in", auto_ack=False), start=1):
         out.basic_publish("", "pika.out", data, properties, mandatory=True)  # waits for confirm
         channel.basic_ack(method.delivery_tag)
-        done += 1
         if done == messages:
             break
     elapsed = time.perf_counter() - started
@@ -77,7 +75,7 @@ def pika_baseline(url: str, messages: int) -> float:
     return messages / elapsed
 
 
-# -- ours: the bus worker in a child process ---------------------------------------------------------
+# -- ours: the bus worker in a child process --------------------------------------------------
 CONFIG = """
 broker:
   url: "{url}"

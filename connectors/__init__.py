@@ -1,1 +1,1 @@
-"""Built-in connector plugins (registered through the ``integration_bus.connectors`` entry points)."""
+"""Built-in connector plugins (registered through ``integration_bus.connectors`` entry points)."""

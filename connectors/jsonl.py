@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -86,7 +85,8 @@ class JsonlSource:
 
     def _cursor(self) -> dict[str, Any]:
         raw = self._context.cursors.get(str(self._path))
-        cursor = orjson.loads(raw) if raw else {"offset": 0, "line": 0, "inode": None}
+        cursor: dict[str, Any] = (orjson.loads(raw) if raw
+                                  else {"offset": 0, "line": 0, "inode": None})
         try:
             stat = self._path.stat()
         except FileNotFoundError:

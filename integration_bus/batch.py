@@ -155,9 +155,8 @@ class Batch:
         for item in self.items:
             if item.error is None:
                 item.outcome = Outcome.DELIVERED if item.outputs else Outcome.FILTERED
-            elif isinstance(item.error, PermanentError) or item.envelope is None:
-                item.outcome = Outcome.DEAD
-            elif item.envelope.attempt + 1 >= item.route.retry.max_attempts:
+            elif (isinstance(item.error, PermanentError) or item.envelope is None
+                  or item.envelope.attempt + 1 >= item.route.retry.max_attempts):
                 item.outcome = Outcome.DEAD
             else:
                 item.outcome = Outcome.RETRY
@@ -202,8 +201,8 @@ class Batch:
             return
         error = item.error
         assert error is not None
-        detail = {"error_type": _type_name(error), "message": _message(error),
-                  "step": item.step, "sink": item.sink}
+        detail: dict[str, Any] = {"error_type": _type_name(error), "message": _message(error),
+                                  "step": item.step, "sink": item.sink}
         if item.outcome is Outcome.RETRY:
             assert env is not None
             detail["delay_ms"] = item.route.retry.delay_ms(env.attempt)

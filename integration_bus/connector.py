@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from integration_bus.durations import Millis
 from integration_bus.envelope import Envelope, check_type
 from integration_bus.errors import (
     BusError,
@@ -29,7 +30,6 @@ from integration_bus.errors import (
     TransientError,
     UnroutableError,
 )
-from integration_bus.durations import Millis
 
 __all__ = [
     "BatchSink",

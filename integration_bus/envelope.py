@@ -20,7 +20,7 @@ from ulid import ULID
 
 from integration_bus.errors import EnvelopeError
 
-__all__ = ["Envelope", "new_id", "dumps", "loads"]
+__all__ = ["Envelope", "dumps", "loads", "new_id"]
 
 # A type is a routing key: dot-separated words, each lower-case letters, digits, '_' or '-'.
 _TYPE_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")

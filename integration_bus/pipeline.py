@@ -1,7 +1,7 @@
-"""The pipeline contract a route calls: one envelope in, 0..n envelopes out.
+"""The pipeline contract of a route: one envelope in, 0..n out.
 
-A compiled mapping (see ``integration_bus.mapping``) satisfies :class:`Pipeline`; until a route names
-one, :class:`IdentityPipeline` passes the envelope through unchanged.
+A compiled mapping (see ``integration_bus.mapping``) satisfies :class:`Pipeline`; a route that
+names no mapping uses :class:`IdentityPipeline`, which passes the envelope through unchanged.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Nothing here is global: a test builds its own Bus. Lifecycle: ``Bus.from_config_
 
 from __future__ import annotations
 
+import functools
 import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -185,14 +186,15 @@ class Bus:
         """Run sources, workers and the outbox relay in threads until ``stop`` is set."""
         threads = []
         for name in (self.config.sources if sources is None else sources):
-            source = self.source(name)
             threads.append(self._thread(f"source:{name}",
-                                        lambda s=source: self._run_source(s, stop), stop))
+                                        functools.partial(self._run_source, self.source(name),
+                                                          stop), stop))
         for index in range(workers):
             worker = self.worker(routes)
             if on_worker is not None:
                 on_worker(worker)
-            threads.append(self._thread(f"worker:{index}", lambda w=worker: w.run(stop), stop))
+            threads.append(self._thread(f"worker:{index}", functools.partial(worker.run, stop),
+                                        stop))
         relay = OutboxRelay(self.store, self.publisher)
         threads.append(self._thread("relay", lambda: relay.run(stop), stop))
         for thread in threads:

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from integration_bus.batch import Batch, Item, Outcome
+from integration_bus.batch import Batch
 from integration_bus.errors import BrokerUnavailable, StoreUnavailable
 from integration_bus.metrics import Metrics
 from integration_bus.route import Route
@@ -147,10 +147,12 @@ class Worker:
 
     # -- one batch -------------------------------------------------------------------------------
     def _handle(self, deliveries: list[Delivery], stop: threading.Event) -> None:
-        if self._cautious:
-            if any(not d.redelivered for d in deliveries):
-                self._cautious = False
-                self._consumer.set_prefetch(self.options.prefetch)  # type: ignore[union-attr]
+        if self._cautious and any(not d.redelivered for d in deliveries):
+            # Past the redelivered backlog of a crash: back to the full prefetch. (Until now
+            # only one message at a time was out, so a poison message that kills the process
+            # burns only its own delivery count.)
+            self._cautious = False
+            self._consumer.set_prefetch(self.options.prefetch)  # type: ignore[union-attr]
         archived = [d for d in deliveries if d.queue == DEAD_LETTER_QUEUE]
         batch = Batch.build([d for d in deliveries if d.queue != DEAD_LETTER_QUEUE], self.routes,
                             archived=archived, claim_lease=self.options.claim_lease,

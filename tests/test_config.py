@@ -42,7 +42,8 @@ MISTAKES = [
     ("missing env var", "  url: \"\"\n", "  url: ${BROKER_URL_NOT_SET}\n",
      ":2:8: broker.url: environment variable BROKER_URL_NOT_SET is not set",
      "${BROKER_URL_NOT_SET:-default}"),
-    ("unknown connector", "    connector: jsonl\n    path: var", "    connector: jsnol\n    path: var",
+    ("unknown connector", "    connector: jsonl\n    path: var",
+     "    connector: jsnol\n    path: var",
      ":10:16: sinks.out.connector: unknown connector 'jsnol'", "did you mean 'jsonl'?"),
     ("route to a missing sink", "    to: [out]", "    to: [otu]",
      ":15:10: routes.orders.to[0]: no sink named 'otu'", "did you mean 'out'?"),
@@ -85,7 +86,7 @@ def test_typical_mistake_names_file_line_and_hint(tmp_path: Path, registry: Regi
     text = str(caught.value)
     assert f"{config_dir / 'bus.yaml'}{where}" in text
     if hint:
-        assert f"hint: " in text and hint in text
+        assert "hint: " in text and hint in text
 
 
 def test_all_problems_are_reported_together(tmp_path: Path, registry: Registry) -> None:

@@ -94,16 +94,15 @@ def demo_command(config_dir: Path, duration: float | None, as_json: bool, keep: 
                "BUS_STORE_URL": f"sqlite:///{state / 'bus.db'}"}
     with Bus.from_config_dir(config_dir, environ=environ) as bus, _stop_on_signals() as stop:
         started = time.monotonic()
-        workers = []
+        workers: list[object] = []
         runner = threading.Thread(target=bus.run, args=(stop,), daemon=True,
                                   kwargs={"on_worker": workers.append})
         runner.start()
         while runner.is_alive():
             runner.join(0.25)
             elapsed = time.monotonic() - started
-            if duration is not None and elapsed >= duration:
-                stop.set()
-            elif duration is None and elapsed > 1.0 and _idle(bus, workers):
+            timed_out = duration is not None and elapsed >= duration
+            if timed_out or (duration is None and elapsed > 1.0 and _idle(bus, workers)):
                 stop.set()
         summary = demo_summary(bus, time.monotonic() - started)
     print_summary(summary, as_json=as_json)

@@ -129,7 +129,8 @@ def _validate_sections(located: Located, errors: list[ConfigError]) -> BusSettin
                                                     "string_pattern_mismatch")))
         else:
             _collect(info.annotation, value, (key,), located, errors)
-    unknown = {e.context.get("field") for e in errors[before:] if e.message.startswith("unknown key")}
+    unknown = {e.context.get("field") for e in errors[before:]
+               if e.message.startswith("unknown key")}
     if len(errors) - before > len(unknown):
         return None
     try:  # unknown top-level keys are reported; the rest is still checked further

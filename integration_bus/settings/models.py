@@ -110,4 +110,5 @@ class BusSettings(_Model):
         default_factory=dict)
     sinks: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(
         default_factory=dict)
-    routes: dict[Annotated[str, Field(pattern=NAME_PATTERN)], RouteSettings] = Field(default_factory=dict)
+    routes: dict[Annotated[str, Field(pattern=NAME_PATTERN)], RouteSettings] = Field(
+        default_factory=dict)

@@ -1,4 +1,4 @@
-"""Rows the runtime writes: journal entries and dead letters, plus how a failure is fingerprinted."""
+"""Rows the runtime writes: journal entries and dead letters; how failures are fingerprinted."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from integration_bus.store import ledger as ledger_ops
 from integration_bus.store.database import Database
 from integration_bus.store.ledger import Claim, ClaimOutcome
 from integration_bus.store.records import DeadLetter, JournalEntry
-from integration_bus.store.schema import cursors, dead_letters, journal, outbox
+from integration_bus.store.schema import cursors, dead_letters, journal, ledger, outbox
 
 __all__ = ["OutboxRow", "Settlement", "Store"]
 
@@ -76,9 +76,8 @@ class Store:
 
     def ledger_state(self, sink: str, key: str) -> str | None:
         with self.db.begin() as conn:
-            row = conn.execute(select(ledger_ops.ledger.c.state).where(
-                ledger_ops.ledger.c.sink == sink,
-                ledger_ops.ledger.c.idempotency_key == key)).first()
+            row = conn.execute(select(ledger.c.state).where(
+                ledger.c.sink == sink, ledger.c.idempotency_key == key)).first()
         return row.state if row else None
 
     # -- settle a batch --------------------------------------------------------------------------

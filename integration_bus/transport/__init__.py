@@ -1,4 +1,4 @@
-"""Transports: RabbitMQ (``amqp``) and the embedded in-process broker (``memory``), both on kombu."""
+"""Transports: RabbitMQ (``amqp``) and the embedded in-process broker (``memory``), on kombu."""
 
 from __future__ import annotations
 

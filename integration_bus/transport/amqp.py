@@ -5,7 +5,6 @@ This module is the boundary where kombu/py-amqp exceptions become bus errors.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -159,7 +158,7 @@ class AmqpPublisher:
         self._pending: dict[int, int] = {}  # publish seq -> index in current send()
         self._pending_ids: dict[str, list[int]] = {}  # message id -> seqs (for returns)
         self._returned: set[int] = set()
-        self._outcomes: list[BusError | None | object] = []
+        self._outcomes: list[BusError | object | None] = []
 
     # -- connection ----------------------------------------------------------------------------
     def _ensure(self) -> None:
@@ -279,7 +278,7 @@ class AmqpPublisher:
                 raise BrokerUnavailable(f"no publisher confirm within {CONFIRM_TIMEOUT:.0f} s")
             try:
                 self._conn.drain_events(timeout=min(remaining, 1.0))  # type: ignore[union-attr]
-            except socket.timeout:
+            except TimeoutError:
                 self._conn.heartbeat_check()  # type: ignore[union-attr]
 
     def publish(self, envelope: Envelope) -> None:
@@ -345,12 +344,12 @@ class AmqpConsumer:
                     return []
                 try:
                     self._conn.drain_events(timeout=min(remaining, 1.0))
-                except socket.timeout:
+                except TimeoutError:
                     self._conn.heartbeat_check()
             while len(self._buffer) < max_count:
                 try:
                     self._conn.drain_events(timeout=0)
-                except socket.timeout:
+                except TimeoutError:
                     break
         except self._errors as exc:
             raise BrokerUnavailable(f"consumer connection lost: {exc}") from exc
@@ -362,7 +361,7 @@ class AmqpConsumer:
         try:
             try:
                 self._conn.drain_events(timeout=max(timeout, 0.01))
-            except socket.timeout:
+            except TimeoutError:
                 pass
             self._conn.heartbeat_check()
         except self._errors as exc:

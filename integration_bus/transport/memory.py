@@ -37,11 +37,11 @@ class EmbeddedBroker:
     """The in-process broker: its own kombu memory transport class and the retry delay heap."""
 
     def __init__(self) -> None:
-        class _Channel(memory.Channel):
+        class _Channel(memory.Channel):  # type: ignore[misc]
             events: Any = defaultdict(set)
             queues: Any = {}
 
-        class _Transport(memory.Transport):
+        class _Transport(memory.Transport):  # type: ignore[misc]
             Channel = _Channel
             global_state = virtual.BrokerState()
 
