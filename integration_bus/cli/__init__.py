@@ -70,18 +70,12 @@ def cli(log_level: str, log_json: bool) -> None:
 
 
 def _register() -> None:
-    from integration_bus.cli import ops, running
+    from integration_bus.cli import mapping, ops, running
 
     for command in (running.run_command, running.worker_command, running.demo_command,
-                    ops.send_command, ops.status_command, ops.trace_command, ops.lint_command):
+                    ops.send_command, ops.status_command, ops.trace_command, ops.lint_command,
+                    mapping.mapping_group, mapping.test_command, mapping.schema_command):
         cli.add_command(command)
-    try:
-        from integration_bus.cli import mapping
-    except ImportError:  # the mapping engine is optional until installed
-        return
-    cli.add_command(mapping.mapping_group)
-    cli.add_command(mapping.test_command)
-    cli.add_command(mapping.schema_command)
 
 
 _register()

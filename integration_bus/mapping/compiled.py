@@ -1,0 +1,179 @@
+""":class:`CompiledMapping`: a loaded mapping file, callable as a route's ``Pipeline``.
+
+The steps are chained once at load into nested closures, so running a document is a straight call
+chain with no per-step dispatch. A split step calls the rest of the chain once per item; a filter
+that says no simply does not call it. Outputs are conformed to the output schema (and validated
+against it) before envelopes are made.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from integration_bus.envelope import Envelope
+from integration_bus.errors import MappingError
+from integration_bus.mapping.conform import plain_json
+from integration_bus.mapping.runtime import Ctx
+from integration_bus.mapping.steps import Step
+from integration_bus.mapping.validation import LoadedSchema
+from integration_bus.mapping.values import DECIMAL_CONTEXT
+
+__all__ = ["CompiledMapping", "MappingInfo"]
+
+Link = Callable[[Any, Ctx, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class MappingInfo:
+    """What a mapping file declares."""
+
+    name: str
+    file: str
+    version: str
+    description: str | None
+    input_types: tuple[str, ...]
+    output_type: str
+    input_schema: LoadedSchema | None
+    validate_input: bool
+    output_schema: LoadedSchema | None
+    uses_meta: bool
+
+
+class CompiledMapping:
+    """A compiled mapping; satisfies :class:`integration_bus.pipeline.Pipeline`.
+
+    Calling it with an envelope returns the output envelopes (none when filtered, several when
+    split) or raises MappingError naming step, field, input path and envelope id. It holds no
+    mutable state, so one instance may serve many threads.
+    """
+
+    def __init__(self, info: MappingInfo, steps: Sequence[Step]) -> None:
+        self.info = info
+        self.name = info.name
+        self.version = info.version
+        self.steps = tuple(steps)
+        self._splits = any(step.items is not None for step in steps)
+        self._chain = _chain(self.steps, _terminal(info.output_schema))
+
+    def __repr__(self) -> str:
+        return f"<CompiledMapping {self.name} {self.version} ({self.info.file})>"
+
+    def __call__(self, envelope: Envelope) -> list[Envelope]:
+        info = self.info
+        if info.input_types and envelope.type not in info.input_types:
+            raise MappingError(f"mapping {self.name} takes {', '.join(info.input_types)}, "
+                               f"not {envelope.type}", step="input", envelope_id=envelope.id)
+        meta = _meta(envelope) if info.uses_meta else None
+        try:
+            results = self.run(envelope.payload, meta)
+        except MappingError as exc:
+            exc.with_context(envelope_id=envelope.id, mapping=self.name)
+            raise
+        schema = info.output_schema.ref if info.output_schema is not None else None
+        if not self._splits:
+            return [envelope.derive(type=info.output_type, payload=payload, schema=schema)
+                    for _, payload in results]
+        return [envelope.derive(type=info.output_type, payload=payload, schema=schema,
+                                idempotency_key=f"{envelope.idempotency_key}/{suffix}")
+                for suffix, payload in results]
+
+    def run(self, payload: Any, meta: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
+        """Map one payload; returns ``(split suffix, output payload)`` pairs.
+
+        The suffix is "" without a split step, else the item indexes joined by "/".
+        """
+        ctx = Ctx(payload, meta)
+        with decimal.localcontext(DECIMAL_CONTEXT):
+            if self.info.input_schema is not None and self.info.validate_input:
+                try:
+                    self.info.input_schema.validate(payload)
+                except MappingError as exc:
+                    exc.with_context(step="input")
+                    raise
+            self._chain(payload, ctx, "")
+        return ctx.out
+
+
+def _meta(envelope: Envelope) -> dict[str, Any]:
+    return {
+        "id": envelope.id, "type": envelope.type, "source": envelope.source,
+        "correlation_id": envelope.correlation_id, "causation_id": envelope.causation_id,
+        "idempotency_key": envelope.idempotency_key, "schema": envelope.schema,
+        "headers": dict(envelope.headers), "attempt": envelope.attempt,
+        "created_at": envelope.created_at.isoformat(),
+    }
+
+
+def _terminal(schema: LoadedSchema | None) -> Link:
+    if schema is None:
+        def emit(doc: Any, ctx: Ctx, suffix: str) -> None:
+            ctx.out.append((suffix, plain_json(doc)))
+
+        return emit
+    conform, validate = schema.conform, schema.validate
+
+    def emit_checked(doc: Any, ctx: Ctx, suffix: str) -> None:
+        output = conform(doc)
+        try:
+            validate(output)
+        except MappingError as exc:
+            exc.with_context(step="output")
+            raise
+        ctx.out.append((suffix, output))
+
+    return emit_checked
+
+
+def _chain(steps: Sequence[Step], terminal: Link) -> Link:
+    link = terminal
+    for step in reversed(steps):
+        link = _link(step, link)
+    return link
+
+
+def _link(step: Step, nxt: Link) -> Link:
+    label = step.label
+    if step.apply is not None:
+        apply = step.apply
+
+        def run_apply(doc: Any, ctx: Ctx, suffix: str) -> None:
+            ctx.doc = doc
+            try:
+                result = apply(doc, ctx)
+            except MappingError as exc:
+                exc.with_context(step=label)
+                raise
+            nxt(result, ctx, suffix)
+
+        return run_apply
+    if step.test is not None:
+        test = step.test
+
+        def run_filter(doc: Any, ctx: Ctx, suffix: str) -> None:
+            ctx.doc = doc
+            try:
+                keep = test(doc, ctx)
+            except MappingError as exc:
+                exc.with_context(step=label)
+                raise
+            if keep:
+                nxt(doc, ctx, suffix)
+
+        return run_filter
+    items = step.items
+    assert items is not None
+
+    def run_split(doc: Any, ctx: Ctx, suffix: str) -> None:
+        ctx.doc = doc
+        try:
+            parts = items(doc, ctx)
+        except MappingError as exc:
+            exc.with_context(step=label)
+            raise
+        for index, part in enumerate(parts):
+            nxt(part, ctx, f"{suffix}/{index}" if suffix else str(index))
+
+    return run_split

@@ -1,0 +1,314 @@
+"""Expression compiler: syntax tree -> nested Python closures ``fn(cur, ctx)``.
+
+Everything that can be decided at load is decided here: function names and arities, literal
+arguments (through each function's bind hook), variables, and field names against known shapes.
+The closures only read JSON values through :mod:`.runtime`'s primitives and call registered
+functions — there is no ``eval``, no attribute access and no way to reach Python objects.
+Run-time problems raise :class:`MappingError`; standard exceptions escaping a function are
+translated at the one call boundary below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from integration_bus.errors import MappingError
+from integration_bus.mapping import nodes as n
+from integration_bus.mapping.functions import UNKNOWN, BindContext, BindError, FunctionRegistry
+from integration_bus.mapping.grammar import ExpressionError, Parser
+from integration_bus.mapping.ops import binary_op, unary_op
+from integration_bus.mapping.runtime import VARIABLES, Ctx, Fn, get_field, get_path
+from integration_bus.mapping.shapes import ANY, ListShape, ObjectShape, Shape
+from integration_bus.mapping.suggest import did_you_mean
+from integration_bus.mapping.values import truthy
+
+__all__ = ["CompiledExpr", "ExprCompiler", "Scope", "primary_path", "render_path"]
+
+_FAILURES = (TypeError, ValueError, ArithmeticError, LookupError)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Shapes visible to an expression: the current scope, ``$`` and ``$input``."""
+
+    cur: Shape = ANY
+    doc: Shape = ANY
+    input: Shape = ANY
+    in_loop: bool = False
+
+    def enter(self, item: Shape) -> Scope:
+        return Scope(item, self.doc, self.input, True)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledExpr:
+    """A compiled expression with what errors need: its text and its main input path."""
+
+    fn: Fn
+    text: str
+    node: n.Node
+    path: str | None
+    relative: bool
+    shape: Shape
+
+
+class ExprCompiler:
+    """Compiles expression text against one function registry and bind context."""
+
+    def __init__(self, registry: FunctionRegistry, bind: BindContext,
+                 parser: Parser | None = None) -> None:
+        self.registry = registry
+        self.bind = bind
+        self.parser = parser or Parser()
+
+    def compile(self, text: str, scope: Scope) -> CompiledExpr:
+        """Parse and compile; raises ExpressionError (a ConfigError with an offset)."""
+        node = self.parser.parse(text)
+        fn = self.node(node, scope)
+        path, relative = primary_path(node)
+        shape = self._shape(node, scope) if isinstance(node, n.Path) else ANY
+        return CompiledExpr(fn, text, node, path, relative, shape)
+
+    def node(self, node: n.Node, scope: Scope) -> Fn:
+        if isinstance(node, n.Lit):
+            value = node.value
+            return lambda cur, ctx: value
+        if isinstance(node, n.ListLit):
+            items = tuple(self.node(item, scope) for item in node.items)
+            return lambda cur, ctx: [f(cur, ctx) for f in items]
+        if isinstance(node, n.Var):
+            return self._var(node, scope)
+        if isinstance(node, n.Path):
+            self._shape(node, scope)
+            return self._path(node, scope)
+        if isinstance(node, n.Unary):
+            return unary_op(node.op, self.node(node.operand, scope))
+        if isinstance(node, n.Binary):
+            return binary_op(node.op, self.node(node.left, scope), self.node(node.right, scope))
+        if isinstance(node, n.Logic):
+            return _logic(node.op, self.node(node.left, scope), self.node(node.right, scope))
+        if isinstance(node, n.Cond):
+            return _cond(self.node(node.test, scope), self.node(node.then, scope),
+                         self.node(node.other, scope))
+        return self._call(node, scope)
+
+    def _var(self, node: n.Var, scope: Scope) -> Fn:
+        name = node.name
+        if name not in VARIABLES:
+            raise ExpressionError(f"unknown variable {name}", node.pos,
+                                  hint=did_you_mean(name, VARIABLES) or
+                                  "variables: " + ", ".join(VARIABLES))
+        if name == "$index" and not scope.in_loop:
+            raise ExpressionError("$index is only defined inside $each or split", node.pos)
+        if name == "$":
+            return lambda cur, ctx: ctx.doc
+        if name == "$this":
+            return lambda cur, ctx: cur
+        if name == "$index":
+            return lambda cur, ctx: ctx.index
+        if name == "$input":
+            return lambda cur, ctx: ctx.input
+        return lambda cur, ctx: ctx.meta
+
+    def _path(self, node: n.Path, scope: Scope) -> Fn:
+        segments = node.segments
+        base = None if node.base is None else self.node(node.base, scope)
+        if all(type(s) is n.Field for s in segments):
+            names = tuple(s.name for s in segments)  # type: ignore[union-attr]
+            if base is None and len(names) == 1:
+                (a,) = names
+
+                def field1(cur: Any, ctx: Ctx) -> Any:
+                    if type(cur) is dict:
+                        return cur.get(a)
+                    return get_field(cur, a)
+
+                return field1
+            if base is None and len(names) == 2:
+                a, b = names
+
+                def field2(cur: Any, ctx: Ctx) -> Any:
+                    inner = cur.get(a) if type(cur) is dict else get_field(cur, a)
+                    if type(inner) is dict:
+                        return inner.get(b)
+                    return get_field(inner, b)
+
+                return field2
+            source = base
+
+            def fields(cur: Any, ctx: Ctx) -> Any:
+                value = cur if source is None else source(cur, ctx)
+                for name in names:
+                    value = value.get(name) if type(value) is dict else get_field(value, name)
+                return value
+
+            return fields
+        source = base
+        return lambda cur, ctx: get_path(cur if source is None else source(cur, ctx), segments)
+
+    def _shape(self, node: n.Path, scope: Scope) -> Shape:
+        """Walk the path through known shapes; unknown fields of closed objects are errors."""
+        if node.base is None:
+            shape = scope.cur
+        elif isinstance(node.base, n.Var) and node.base.name in ("$", "$input"):
+            shape = scope.doc if node.base.name == "$" else scope.input
+        else:
+            return ANY
+        for segment in node.segments:
+            if isinstance(shape, ObjectShape) and isinstance(segment, n.Field):
+                if segment.name in shape.fields:
+                    shape = shape.fields[segment.name]
+                    continue
+                if shape.closed:
+                    hint = did_you_mean(segment.name, shape.fields) or _fields_hint(shape)
+                    if len(node.segments) == 1 and node.base is None:
+                        hint += (f"; to write the text {segment.name}, quote it inside the "
+                                 f"expression: \"'{segment.name}'\"")
+                    raise ExpressionError(f"unknown field {segment.name!r}", node.pos, hint=hint)
+                return ANY
+            if isinstance(shape, ListShape) and isinstance(segment, n.Field):
+                raise ExpressionError(f"{segment.name!r} is read from a list", node.pos,
+                                      hint="use [*] for every item or [0] for the first")
+            if isinstance(shape, ListShape):
+                shape = shape.item
+                if isinstance(segment, n.Wild):
+                    return ANY  # a projection; its items are not tracked further
+                continue
+            if isinstance(shape, ObjectShape):
+                raise ExpressionError("an object is indexed like a list", node.pos,
+                                      hint="read a field with .name")
+            return ANY
+        return shape
+
+    def _call(self, node: n.Call, scope: Scope) -> Fn:
+        spec = self.registry.get(node.name)
+        if spec is None:
+            raise ExpressionError(f"unknown function {node.name!r}", node.pos,
+                                  hint=did_you_mean(node.name, self.registry.names()) or
+                                  "see docs/mapping-language.md for the function list")
+        if not spec.accepts(len(node.args)):
+            given = len(node.args) - 1 if node.piped else len(node.args)
+            raise ExpressionError(f"{node.name}() does not take {given} argument(s)", node.pos,
+                                  hint=f"usage: {spec.signature}")
+        args = tuple(self.node(arg, scope) for arg in node.args)
+        impl = spec.impl
+        if spec.bind is not None:
+            literals = tuple(a.value if isinstance(a, n.Lit) else UNKNOWN for a in node.args)
+            try:
+                impl = spec.bind(self.bind, literals)
+            except BindError as exc:
+                arg = node.args[exc.arg] if exc.arg < len(node.args) else node
+                raise ExpressionError(f"{node.name}(): {exc.message}", arg.pos,
+                                      hint=exc.hint or f"usage: {spec.signature}") from exc
+        return _call_fn(node.name, impl, args, spec.null_passes)
+
+
+def _fields_hint(shape: ObjectShape) -> str:
+    names = sorted(shape.fields)
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return f"known fields: {shown}" if names else "this object has no fields"
+
+
+def _fail(name: str, exc: Exception) -> MappingError:
+    error = MappingError(f"{name}(): {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _call_fn(name: str, impl: Any, args: tuple[Fn, ...], null_passes: bool) -> Fn:
+    if len(args) == 1:
+        (a,) = args
+
+        def call1(cur: Any, ctx: Ctx) -> Any:
+            value = a(cur, ctx)
+            if value is None and null_passes:
+                return None
+            try:
+                return impl(value)
+            except MappingError:
+                raise
+            except _FAILURES as exc:
+                raise _fail(name, exc) from exc
+
+        return call1
+    if len(args) == 2:
+        a, b = args
+
+        def call2(cur: Any, ctx: Ctx) -> Any:
+            value = a(cur, ctx)
+            if value is None and null_passes:
+                return None
+            try:
+                return impl(value, b(cur, ctx))
+            except MappingError:
+                raise
+            except _FAILURES as exc:
+                raise _fail(name, exc) from exc
+
+        return call2
+    first, rest = args[0], args[1:]
+
+    def calln(cur: Any, ctx: Ctx) -> Any:
+        value = first(cur, ctx)
+        if value is None and null_passes:
+            return None
+        try:
+            return impl(value, *[f(cur, ctx) for f in rest])
+        except MappingError:
+            raise
+        except _FAILURES as exc:
+            raise _fail(name, exc) from exc
+
+    return calln
+
+
+def _logic(op: str, left: Fn, right: Fn) -> Fn:
+    if op == "and":
+        return lambda cur, ctx: truthy(left(cur, ctx)) and truthy(right(cur, ctx))
+    return lambda cur, ctx: truthy(left(cur, ctx)) or truthy(right(cur, ctx))
+
+
+def _cond(test: Fn, then: Fn, other: Fn) -> Fn:
+    return lambda cur, ctx: then(cur, ctx) if truthy(test(cur, ctx)) else other(cur, ctx)
+
+
+def render_path(node: n.Path) -> str:
+    """Text of a path as the author wrote it (``line_items[*].sku``), without ``$``/``$this``."""
+    parts: list[str] = []
+    for segment in node.segments:
+        if isinstance(segment, n.Field):
+            parts.append(f".{segment.name}")
+        elif isinstance(segment, n.Index):
+            parts.append(f"[{segment.index}]")
+        else:
+            parts.append("[*]")
+    return "".join(parts).lstrip(".")
+
+
+def primary_path(node: n.Node) -> tuple[str | None, bool]:
+    """The first input path an expression reads (left-most), and whether it is scope-relative."""
+    stack: list[n.Node] = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, n.Path) and (current.base is None or isinstance(current.base, n.Var)):
+            base = current.base
+            relative = base is None or base.name == "$this"
+            if isinstance(base, n.Var) and base.name in ("$index", "$meta"):
+                continue
+            return render_path(current) or None, relative
+        children: list[n.Node] = []
+        if isinstance(current, n.Call):
+            children = list(current.args)
+        elif isinstance(current, n.Binary | n.Logic):
+            children = [current.left, current.right]
+        elif isinstance(current, n.Unary):
+            children = [current.operand]
+        elif isinstance(current, n.Cond):
+            children = [current.test, current.then, current.other]
+        elif isinstance(current, n.ListLit):
+            children = list(current.items)
+        elif isinstance(current, n.Path) and current.base is not None:
+            children = [current.base]
+        stack.extend(reversed(children))
+    return None, True
