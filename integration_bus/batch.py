@@ -49,6 +49,7 @@ class Item:
     step: str | None = None
     sink: str | None = None
     outcome: Outcome | None = None
+    mapping_version: str | None = None
 
     @property
     def owner(self) -> str:
@@ -170,7 +171,7 @@ class Batch:
             if env is not None:
                 s.journal.append(JournalEntry(
                     env.id, "received", now, route=item.route.name, attempt=env.attempt,
-                    mapping_version=item.route.pipeline.version,
+                    mapping_version=item.mapping_version,
                     detail={"type": env.type, "redelivered": item.delivery.redelivered,
                             "delivery_count": item.delivery.delivery_count}))
         for item, sink, out, result in self._sink_results:
@@ -262,8 +263,11 @@ class _Busy(BusError):
 def _run_pipeline(item: Item) -> None:
     envelope = item.envelope
     assert envelope is not None
+    # A reloadable pipeline may be swapped meanwhile: run and record the very same version.
+    pipeline = getattr(item.route.pipeline, "current", item.route.pipeline)
+    item.mapping_version = pipeline.version
     try:
-        item.outputs = item.route.pipeline(envelope)
+        item.outputs = pipeline(envelope)
     except BusError as exc:
         exc.with_context(route=item.route.name, envelope_id=envelope.id)
         item.fail(exc, step=str(exc.context.get("step") or item.route.pipeline.name))

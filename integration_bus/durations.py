@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 __all__ = ["Millis", "parse_millis"]
 
@@ -27,4 +27,7 @@ def parse_millis(value: Any) -> int:
 
 
 #: A duration field in a config model, held as whole milliseconds.
-Millis = Annotated[int, BeforeValidator(parse_millis), Field(ge=0)]
+Millis = Annotated[int, BeforeValidator(parse_millis), Field(ge=0), WithJsonSchema({
+    "anyOf": [{"type": "number", "minimum": 0},
+              {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"}],
+    "description": "a duration: seconds, or a string like '250ms', '5s', '2m', '1h'"})]

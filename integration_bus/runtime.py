@@ -22,6 +22,7 @@ from integration_bus.metrics import Metrics
 from integration_bus.pipeline import IdentityPipeline, Pipeline
 from integration_bus.registry import Registry
 from integration_bus.relay import OutboxRelay
+from integration_bus.reload import MappingReloader, ReloadablePipeline
 from integration_bus.route import Route
 from integration_bus.settings import Config, load_config
 from integration_bus.store import DeadLetter, JournalEntry, Settlement, SourceCursors, Store, utcnow
@@ -97,10 +98,8 @@ class Bus:
             wanted = {r.pipeline for r in self.config.settings.routes.values() if r.pipeline}
             self._pipelines = {}
             if wanted:
-                from integration_bus.mapping import load_mappings
-
-                self._pipelines = dict(load_mappings(self.config.mappings_dir,
-                                                     self.config.schemas_dir))
+                self._pipelines = {name: ReloadablePipeline(mapping)
+                                   for name, mapping in self._load_mappings().items()}
             for route_name, route in self.config.settings.routes.items():
                 if route.pipeline and route.pipeline not in self._pipelines:
                     raise ConfigError(f"route {route_name!r} names pipeline "
@@ -108,6 +107,19 @@ class Bus:
                                       f"{self.config.mappings_dir}", file=str(self.config.file),
                                       field=f"routes.{route_name}.pipeline")
         return self._pipelines
+
+    def _load_mappings(self) -> Mapping[str, Pipeline]:
+        from integration_bus.mapping import load_mappings
+
+        return load_mappings(self.config.mappings_dir, self.config.schemas_dir)
+
+    def reloader(self) -> MappingReloader | None:
+        """A reloader for the mappings routes use (None when no route names one)."""
+        proxies = {n: p for n, p in self.pipelines().items() if isinstance(p, ReloadablePipeline)}
+        if not proxies:
+            return None
+        return MappingReloader(proxies, [self.config.mappings_dir, self.config.schemas_dir],
+                               self._load_mappings)
 
     def context(self, instance: str) -> ConnectorContext:
         return ConnectorContext(
@@ -196,7 +208,10 @@ class Bus:
             threads.append(self._thread(f"worker:{index}", functools.partial(worker.run, stop),
                                         stop))
         relay = OutboxRelay(self.store, self.publisher)
-        threads.append(self._thread("relay", lambda: relay.run(stop), stop))
+        threads.append(self._thread("relay", functools.partial(relay.run, stop), stop))
+        reloader = self.reloader()
+        if reloader is not None:
+            threads.append(self._thread("reload", functools.partial(reloader.run, stop), stop))
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -140,3 +140,22 @@ def test_lint_warns_about_unroutable_sources(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["lint", "--config-dir", str(config_dir)])
     assert result.exit_code == 0
     assert "source 'orders_in' publishes 'order.new', which no route takes" in result.output
+
+
+def test_exported_schema_validates_the_shipped_config(tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+
+    from integration_bus.settings.yamlsource import load_yaml
+
+    result = CliRunner().invoke(cli, ["schema", "export", str(tmp_path / "schemas")])
+    assert result.exit_code == 0, result.output
+    schema = json.loads((tmp_path / "schemas" / "bus.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    shipped = load_yaml(Path(__file__).resolve().parent.parent / "config" / "bus.yaml").data
+    assert list(validator.iter_errors(shipped)) == []
+    shipped["sinks"]["ops_log"]["levle"] = "debug"  # a typo in a connector's own config
+    assert list(validator.iter_errors(shipped))
+    for name in ("mapping.schema.json", "mapping-test.schema.json"):
+        assert (tmp_path / "schemas" / name).exists()

@@ -74,7 +74,7 @@ def _register() -> None:
 
     for command in (running.run_command, running.worker_command, running.demo_command,
                     ops.send_command, ops.status_command, ops.trace_command, ops.lint_command,
-                    mapping.mapping_group, mapping.test_command, mapping.schema_command):
+                    mapping.mapping_group, mapping.test_command, ops.schema_group):
         cli.add_command(command)
 
 

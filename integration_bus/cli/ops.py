@@ -139,3 +139,22 @@ def _warnings(bus: Bus) -> list[str]:
             out.append(f"source {name!r} publishes {message_type!r}, which no route takes "
                        "(its messages would be dead-lettered as unroutable)")
     return out
+
+
+@click.group("schema")
+def schema_group() -> None:
+    """JSON Schemas of the file formats (bus.yaml, mappings, sidecar tests), for editors."""
+
+
+@schema_group.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@handle_errors
+def schema_export_command(directory: Path) -> None:
+    """Write bus.schema.json, mapping.schema.json and mapping-test.schema.json into DIRECTORY."""
+    from integration_bus.cli.mapping import export_schemas
+    from integration_bus.settings.schema import bus_config_schema
+
+    registry = Registry.from_entry_points()
+    for path in export_schemas(directory,
+                               extra={"bus.schema.json": lambda: bus_config_schema(registry)}):
+        click.echo(f"wrote {path}")
