@@ -125,6 +125,8 @@ class ConnectorContext:
     ``reject(raw, error, source_ref)`` puts input that cannot become an envelope (a bad line, an
     unroutable record) into the dead-letter store with its error and where it came from
     (e.g. ``{"file": ..., "line": ...}``), so nothing is dropped silently.
+    ``record(event, detail)`` writes a journal event about the connector itself (a late file,
+    a quarantined batch), visible in ``bus trace`` and the journal.
     """
 
     instance: str
@@ -133,6 +135,8 @@ class ConnectorContext:
     open_publisher: Callable[[], Publisher]
     log: Any  # a structlog BoundLogger bound to the instance
     reject: Callable[[bytes | str, BusError, dict[str, Any]], None]
+    record: Callable[[str, dict[str, Any]], None]
+    metrics: Any  # integration_bus.metrics.Metrics; plugins add collectors to .registry
     clock: Callable[[], float] = time.time
 
     def resolve(self, path: str | Path) -> Path:

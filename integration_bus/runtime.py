@@ -127,7 +127,9 @@ class Bus:
             cursors=SourceCursors(self.store, instance),
             open_publisher=self.publisher,
             log=log.bind(connector=instance),
-            reject=lambda raw, error, ref: self.reject(instance, raw, error, ref))
+            reject=lambda raw, error, ref: self.reject(instance, raw, error, ref),
+            record=lambda event, detail: self.record(instance, event, detail),
+            metrics=self.metrics)
 
     def publisher(self) -> TransportPublisher:
         """A new publisher (own connection; use it from one thread)."""
@@ -190,6 +192,14 @@ class Bus:
                                                                    **source_ref})],
                                      dead=[letter]))
         log.warning("source.rejected", source=instance, error=str(error), **source_ref)
+
+    def record(self, instance: str, event: str, detail: dict[str, Any]) -> str:
+        """A journal event about a connector (not about one envelope); returns its id."""
+        event_id = new_id()
+        self.store.settle(Settlement(journal=[JournalEntry(
+            event_id, event, utcnow(), detail={"connector": instance, **detail})]))
+        log.info(event, connector=instance, **detail)
+        return event_id
 
     # -- running ---------------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, routes: Sequence[str] | None = None,

@@ -136,3 +136,45 @@ def test_bus_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         code = proc.wait(30)
         log.close()
     assert code == 0, (tmp_path / "run.log").read_text()
+
+
+def test_bus_run_serves_prometheus_metrics(tmp_path: Path) -> None:
+    import urllib.request
+
+    from tests.support.services import free_port
+
+    config_dir = write_config(tmp_path, """
+        store: {url: sqlite:///var/bus.db}
+        sources:
+          feed: {connector: jsonl, path: in.jsonl, type: order.created}
+        sinks:
+          out: {connector: jsonl, path: var/out.jsonl}
+        routes:
+          orders: {from: [order.*], to: [out]}
+        """)
+    (tmp_path / "in.jsonl").write_text("".join(f'{{"n": {i}}}\n' for i in range(7)))
+    port = free_port()
+    log = (tmp_path / "run.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "integration_bus", "run", "--config-dir",
+                             str(config_dir), "--metrics-port", str(port)], cwd=REPO,
+                            stdout=log, stderr=log, env={**os.environ, "BUS_BROKER_URL": ""})
+
+    def scrape() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                return str(r.read().decode())
+        except OSError:
+            return ""
+
+    try:
+        wanted = 'bus_route_messages_total{outcome="delivered",route="orders"} 7.0'
+        wait_for(lambda: wanted in scrape(), timeout=30, message="delivered counter at 7")
+        text = scrape()
+        assert 'bus_sink_deliveries_total{outcome="delivered",route="orders",sink="out"} 7.0' \
+            in text
+        assert 'bus_sink_delivery_seconds_count{route="orders",sink="out"} 7.0' in text
+        assert "bus_worker_paused 0.0" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        log.close()
