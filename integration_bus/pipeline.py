@@ -24,8 +24,11 @@ class Pipeline(Protocol):
     deduplicated downstream carry idempotency keys derived deterministically from the input's.
     """
 
-    name: str
-    version: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
 
     def __call__(self, envelope: Envelope) -> list[Envelope]: ...
 

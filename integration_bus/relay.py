@@ -1,18 +1,21 @@
 """The outbox relay: publishes rows the store committed (replays, sends from the CLI).
 
-A row is marked published only after the broker confirmed and routed it; a crash in between
-re-publishes the same envelope (same id and idempotency key) and the ledger absorbs it. An
-unroutable row is marked with its error and kept, so it is visible instead of retried forever.
+Rows are claimed first, so concurrent relays do not publish the same row. A row is marked
+published only after the broker confirmed and routed it; a crash in between re-publishes the same
+envelope (same id and idempotency key) and the ledger absorbs it. An unroutable row is settled
+with its error and kept, visible instead of retried forever.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 
 import structlog
 
-from integration_bus.errors import BusError, StoreUnavailable, UnroutableError
+from integration_bus.envelope import new_id
+from integration_bus.errors import BusError, UnroutableError
 from integration_bus.store import Store
 from integration_bus.transport import Outgoing, TransportPublisher
 
@@ -22,13 +25,21 @@ log = structlog.get_logger("integration_bus.relay")
 
 
 class OutboxRelay:
+    """Publishes outbox rows. ``rate`` caps messages per second (None: as fast as confirms go).
+    ``dead_letter_ids`` limits it to the rows of those dead letters (a CLI replay)."""
+
     def __init__(self, store: Store, open_publisher: Callable[[], TransportPublisher], *,
-                 batch: int = 500, idle_interval: float = 0.5) -> None:
+                 batch: int = 500, idle_interval: float = 0.5, rate: float | None = None,
+                 dead_letter_ids: Sequence[str] | None = None) -> None:
         self._store = store
         self._open_publisher = open_publisher
-        self._batch = batch
+        self._batch = max(1, min(batch, int(rate))) if rate else batch
         self._idle = idle_interval
+        self._rate = rate
+        self._only = list(dead_letter_ids) if dead_letter_ids is not None else None
         self._publisher: TransportPublisher | None = None
+        self.name = f"relay-{new_id()}"
+        self.published = 0
 
     def run(self, stop: threading.Event) -> None:
         backoff = self._idle
@@ -37,33 +48,60 @@ class OutboxRelay:
                 try:
                     moved = self.relay_once()
                     backoff = self._idle
-                except (StoreUnavailable, BusError) as exc:
+                except BusError as exc:
                     log.warning("relay.waiting", error=str(exc))
                     moved = 0
                     backoff = min(backoff * 2, 10.0)
                 if not moved:
                     stop.wait(backoff)
         finally:
-            if self._publisher is not None:
-                self._publisher.close()
+            self.close()
 
     def relay_once(self) -> int:
-        """Publish one batch of pending rows; returns how many were settled."""
-        rows = self._store.outbox_pending(self._batch)
+        """Publish one batch of claimed rows; returns how many were settled."""
+        started = time.monotonic()
+        rows = self._store.outbox_claim(self.name, limit=self._batch,
+                                        dead_letter_ids=self._only)
         if not rows:
             return 0
         if self._publisher is None:
             self._publisher = self._open_publisher()
         outcomes = self._publisher.send([Outgoing(r.exchange, r.routing_key, r.envelope)
                                          for r in rows])
-        published = [r.id for r, outcome in zip(rows, outcomes, strict=True) if outcome is None]
+        published = [r for r, outcome in zip(rows, outcomes, strict=True) if outcome is None]
+        unroutable = [(r, o) for r, o in zip(rows, outcomes, strict=True)
+                      if isinstance(o, UnroutableError)]
+        failed = [(r, o) for r, o in zip(rows, outcomes, strict=True)
+                  if o is not None and not isinstance(o, UnroutableError)]
         self._store.outbox_done(published)
-        for row, outcome in zip(rows, outcomes, strict=True):
-            if isinstance(outcome, UnroutableError):
-                log.error("relay.unroutable", envelope_id=row.envelope.id, error=str(outcome))
-                self._store.outbox_done([row.id], error=str(outcome))
-        failed = next((o for o in outcomes if o is not None
-                       and not isinstance(o, UnroutableError)), None)
-        if failed is not None:
-            raise failed
+        for row, error in unroutable:
+            log.error("relay.unroutable", envelope_id=row.envelope.id, error=str(error))
+            self._store.outbox_done([row], error=str(error))
+        self.published += len(published)
+        if failed:
+            self._store.outbox_release([r for r, _ in failed])
+            raise failed[0][1]
+        self._pace(len(rows), started)
         return len(rows)
+
+    def drain(self, progress: Callable[[int], None] | None = None) -> int:
+        """Relay until no claimable row is left (a CLI replay); returns how many published."""
+        try:
+            while moved := self.relay_once():
+                if progress is not None:
+                    progress(moved)
+        finally:
+            self.close()
+        return self.published
+
+    def _pace(self, count: int, started: float) -> None:
+        if self._rate:
+            spare = count / self._rate - (time.monotonic() - started)
+            if spare > 0:
+                threading.Event().wait(spare)
+
+    def close(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.close()
+

@@ -193,13 +193,11 @@ class Bus:
                                      dead=[letter]))
         log.warning("source.rejected", source=instance, error=str(error), **source_ref)
 
-    def record(self, instance: str, event: str, detail: dict[str, Any]) -> str:
-        """A journal event about a connector (not about one envelope); returns its id."""
-        event_id = new_id()
+    def record(self, instance: str, event: str, detail: dict[str, Any]) -> None:
+        """A journal event about a connector (not about one envelope)."""
         self.store.settle(Settlement(journal=[JournalEntry(
-            event_id, event, utcnow(), detail={"connector": instance, **detail})]))
-        log.info(event, connector=instance, **detail)
-        return event_id
+            new_id(), event, utcnow(), detail={"connector": instance, **detail})]))
+        log.info("connector.event", connector=instance, journal_event=event, **detail)
 
     # -- running ---------------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, routes: Sequence[str] | None = None,

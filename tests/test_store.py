@@ -13,6 +13,7 @@ from integration_bus.store import (
     ClaimOutcome,
     DeadLetter,
     JournalEntry,
+    OutboxItem,
     Settlement,
     Store,
     fingerprint,
@@ -117,11 +118,14 @@ def test_settlement_writes_dead_letter_with_attempt_history(store: Store) -> Non
 
 def test_outbox_and_cursors(store: Store) -> None:
     envelope = Envelope.create("order.created", {"n": 1}, source="cli")
-    store.outbox_add([("bus.ingress", "order.created", envelope)], reason="send")
-    (row,) = store.outbox_pending()
+    store.outbox_add([OutboxItem("bus.ingress", "order.created", envelope)], reason="send")
+    (row,) = store.outbox_claim("relay-a")
     assert row.envelope == envelope and row.routing_key == "order.created"
-    store.outbox_done([row.id])
-    assert store.outbox_pending() == []
+    assert store.outbox_claim("relay-b") == []  # claimed by relay-a
+    store.outbox_release([row])
+    (again,) = store.outbox_claim("relay-b")
+    store.outbox_done([again])
+    assert store.outbox_claim("relay-c") == [] and store.outbox_waiting() == 0
     assert store.cursor_get("jsonl:orders") is None
     store.cursor_set("jsonl:orders", "41")
     store.cursor_set("jsonl:orders", "42")

@@ -70,11 +70,12 @@ def cli(log_level: str, log_json: bool) -> None:
 
 
 def _register() -> None:
-    from integration_bus.cli import mapping, ops, running
+    from integration_bus.cli import dlq, mapping, ops, running
 
     for command in (running.run_command, running.worker_command, running.demo_command,
                     ops.send_command, ops.status_command, ops.trace_command, ops.lint_command,
-                    mapping.mapping_group, mapping.test_command, ops.schema_group):
+                    mapping.mapping_group, mapping.test_command, ops.schema_group,
+                    dlq.dlq_group):
         cli.add_command(command)
 
 

@@ -18,6 +18,7 @@ from integration_bus.errors import ConfigError, EnvelopeError, UnroutableError
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
+from integration_bus.store import OutboxItem
 from integration_bus.topology import INGRESS_EXCHANGE
 
 
@@ -47,7 +48,8 @@ def send_command(config_dir: Path, message_type: str, idempotency_key: str | Non
                 raise UnroutableError(f"no route takes message type {message_type!r}",
                                       hint="routes take: " + ", ".join(
                                           p for r in bus.topology.routes for p in r.patterns))
-            bus.store.outbox_add([(INGRESS_EXCHANGE, message_type, envelope)], reason="send")
+            bus.store.outbox_add([OutboxItem(INGRESS_EXCHANGE, message_type, envelope)],
+                                 reason="send")
             click.echo(f"{envelope.id} queued in the outbox (embedded mode: a running "
                        "`bus run` publishes it)")
             return

@@ -119,4 +119,4 @@ def _idle(bus: Bus, workers: list[object]) -> bool:
         stats = bus.transport.queue_stats(route.queue)
         queued += stats.messages if stats else 0
     return (queued == 0 and bus.transport.retry_waiting() == 0
-            and not bus.store.outbox_pending(1))
+            and bus.store.outbox_waiting() == 0)

@@ -17,6 +17,7 @@ __all__ = [
     "BrokerSettings",
     "BusSettings",
     "ConnectorInstance",
+    "DeadLetterSettings",
     "Millis",
     "RetryPolicy",
     "RouteSettings",
@@ -103,9 +104,22 @@ class ConnectorInstance(BaseModel):
     connector: str
 
 
+class DeadLetterSettings(_Model):
+    """The dead-letter console: what to mask, how long to keep."""
+
+    redact: list[str] = Field(
+        default_factory=list,
+        description="payload paths masked in list/show/export: 'customer.email', "
+                    "'lines[*].card', '**.phone' (any depth)")
+    retention: Millis | None = Field(
+        None, description="bus dlq purge (and the scheduled purge) removes replayed and "
+                          "discarded dead letters older than this, e.g. '30d'")
+
+
 class BusSettings(_Model):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
     sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(
         default_factory=dict)
     sinks: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(

@@ -2,8 +2,9 @@
 
 from integration_bus.store.database import Database
 from integration_bus.store.ledger import Claim, ClaimOutcome
+from integration_bus.store.outbox import OutboxItem, OutboxRow
 from integration_bus.store.records import DeadLetter, JournalEntry, fingerprint
-from integration_bus.store.store import OutboxRow, Settlement, Store, utcnow
+from integration_bus.store.store import Settlement, Store, utcnow
 
 __all__ = [
     "Claim",
@@ -11,6 +12,7 @@ __all__ = [
     "Database",
     "DeadLetter",
     "JournalEntry",
+    "OutboxItem",
     "OutboxRow",
     "Settlement",
     "SourceCursors",

@@ -66,6 +66,7 @@ class DeadLetter:
             "envelope": self.envelope,
             "source_ref": self.source_ref,
             "status": "new",
+            "source": self.envelope.get("source"),
             "first_failed_at": datetime.fromisoformat(first) if first else self.failed_at,
             "last_failed_at": self.failed_at,
             "created_at": self.failed_at,

@@ -64,12 +64,19 @@ dead_letters = Table(
     Column("attempts", Json, nullable=False),
     Column("envelope", Json, nullable=False),
     Column("source_ref", Json),
-    Column("status", String(16), nullable=False, server_default="new"),
-    Column("first_failed_at", Stamp, nullable=False),
+    Column("status", String(16), nullable=False, server_default="new"),  # new | replaying |
+    Column("first_failed_at", Stamp, nullable=False),                   # replayed | discarded
     Column("last_failed_at", Stamp, nullable=False),
     Column("created_at", Stamp, nullable=False),
+    Column("source", String(128)),
+    Column("edited_payload", Json),  # an operator's fix; the original stays in `envelope`
+    Column("status_reason", Text),
+    Column("replays", Integer, nullable=False, server_default="0"),
+    Column("updated_at", Stamp),
     Index("ix_dead_letters_route_status", "route", "status"),
     Index("ix_dead_letters_fingerprint", "fingerprint"),
+    Index("ix_dead_letters_source", "source"),
+    Index("ix_dead_letters_last_failed", "last_failed_at"),
 )
 
 outbox = Table(
@@ -83,7 +90,24 @@ outbox = Table(
     Column("created_at", Stamp, nullable=False),
     Column("published_at", Stamp),
     Column("error", Text),
+    Column("dead_letter_id", String(32)),  # set for replays: published -> status 'replayed'
+    Column("claimed_by", String(64)),  # a relay publishing it now (others skip it meanwhile)
+    Column("claimed_at", Stamp),
     Index("ix_outbox_unpublished", "published_at", "id"),
+    Index("ix_outbox_dead_letter", "dead_letter_id"),
+)
+
+dlq_audit = Table(
+    "dlq_audit", metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("at", Stamp, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("count", Integer, nullable=False, server_default="0"),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Json),
+    Index("ix_dlq_audit_at", "at"),
 )
 
 cursors = Table(

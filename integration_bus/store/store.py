@@ -11,17 +11,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from integration_bus.envelope import Envelope
 from integration_bus.store import ledger as ledger_ops
+from integration_bus.store import outbox as outbox_ops
 from integration_bus.store.database import Database
 from integration_bus.store.ledger import Claim, ClaimOutcome
+from integration_bus.store.outbox import OutboxItem, OutboxRow
 from integration_bus.store.records import DeadLetter, JournalEntry
 from integration_bus.store.schema import cursors, dead_letters, journal, ledger, outbox
 
-__all__ = ["OutboxRow", "Settlement", "Store"]
+__all__ = ["Settlement", "Store"]
 
 
 def utcnow() -> datetime:
@@ -39,14 +40,6 @@ class Settlement:
 
     def __bool__(self) -> bool:
         return bool(self.journal or self.done or self.failed or self.dead)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    id: int
-    exchange: str
-    routing_key: str
-    envelope: Envelope
 
 
 class Store:
@@ -190,30 +183,31 @@ class Store:
         self.settle(Settlement(dead=list(letters)))
 
     # -- outbox --------------------------------------------------------------------------------
-    def outbox_add(self, items: Sequence[tuple[str, str, Envelope]], *, reason: str) -> None:
-        """Queue (exchange, routing key, envelope) for the relay; one transaction."""
-        now = utcnow()
+    def outbox_add(self, items: Sequence[OutboxItem], *, reason: str) -> None:
+        """Queue envelopes for the relay, in one transaction."""
         with self.db.begin() as conn:
-            conn.execute(insert(outbox), [
-                {"envelope_id": env.id, "exchange": exchange, "routing_key": key,
-                 "envelope": env.to_dict(), "reason": reason, "created_at": now}
-                for exchange, key, env in items])
+            outbox_ops.add(conn, items, reason=reason, now=utcnow())
 
-    def outbox_pending(self, limit: int = 500) -> list[OutboxRow]:
+    def outbox_claim(self, relay: str, *, limit: int = 500,
+                     lease: timedelta = timedelta(seconds=60),
+                     dead_letter_ids: Sequence[str] | None = None) -> list[OutboxRow]:
         with self.db.begin() as conn:
-            rows = conn.execute(select(outbox.c.id, outbox.c.exchange, outbox.c.routing_key,
-                                       outbox.c.envelope)
-                                .where(outbox.c.published_at.is_(None))
-                                .order_by(outbox.c.id).limit(limit)).all()
-        return [OutboxRow(r.id, r.exchange, r.routing_key, Envelope.from_dict(r.envelope))
-                for r in rows]
+            return outbox_ops.claim(conn, relay, limit=limit, now=utcnow(), lease=lease,
+                                    dead_letter_ids=dead_letter_ids)
 
-    def outbox_done(self, ids: Sequence[int], *, error: str | None = None) -> None:
-        if not ids:
-            return
+    def outbox_done(self, rows: Sequence[OutboxRow], *, error: str | None = None) -> None:
         with self.db.begin() as conn:
-            conn.execute(update(outbox).where(outbox.c.id.in_(list(ids)))
-                         .values(published_at=utcnow(), error=error))
+            outbox_ops.done(conn, rows, now=utcnow(), error=error)
+
+    def outbox_release(self, rows: Sequence[OutboxRow]) -> None:
+        with self.db.begin() as conn:
+            outbox_ops.release(conn, rows)
+
+    def outbox_waiting(self) -> int:
+        """Rows not yet published (claimed or not)."""
+        with self.db.begin() as conn:
+            return int(conn.execute(select(func.count()).where(
+                outbox.c.published_at.is_(None))).scalar_one())
 
     def outbox_purge(self, older_than: timedelta) -> int:
         with self.db.begin() as conn:

@@ -64,7 +64,7 @@ class AmqpTransport:
         conn = Connection(self.url, heartbeat=self.heartbeat,
                           connect_timeout=self.connect_timeout)
         try:
-            conn.connect()
+            conn.ensure_connection(max_retries=0)  # fail at once; callers own the backoff
         except (*conn.connection_errors, KombuOperationalError, OSError) as exc:
             conn.release()
             raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc

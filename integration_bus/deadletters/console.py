@@ -1,0 +1,253 @@
+"""The dead-letter console API: what ``bus dlq`` (and later a web console) calls.
+
+Every action is audited in the same transaction as its effect: who (actor), when, what (the
+selection or ids, the diff of an edit, the reason), how many, and the outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import getpass
+import json
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from integration_bus.deadletters import query
+from integration_bus.deadletters.query import Selection
+from integration_bus.deadletters.redact import Redactor
+from integration_bus.deadletters.replay import Preview, ReplayOutcome, enqueue_chunk, preview
+from integration_bus.envelope import Envelope
+from integration_bus.errors import BusError, ConfigError, EnvelopeError
+from integration_bus.runtime import Bus
+from integration_bus.store import utcnow
+from integration_bus.store.schema import dead_letters as table
+from integration_bus.store.schema import dlq_audit, journal, outbox
+
+__all__ = ["DeadLetterConsole", "EditRefused"]
+
+CHUNK = 500
+
+
+class EditRefused(BusError):
+    """An edit that does not fit the route's input schema (nothing was stored or sent)."""
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def payload_diff(before: Any, after: Any, *, label: str = "payload") -> str:
+    return "".join(difflib.unified_diff(pretty(before).splitlines(True),
+                                        pretty(after).splitlines(True),
+                                        f"{label} (failed)", f"{label} (to send)"))
+
+
+class DeadLetterConsole:
+    """Reads and acts on the dead-letter store of one bus, as ``actor``."""
+
+    def __init__(self, bus: Bus, *, actor: str | None = None) -> None:
+        self.bus = bus
+        self.db = bus.store.db
+        self.actor = actor or getpass.getuser()
+        self.redactor = Redactor(bus.config.settings.dead_letters.redact)
+        self.routes = {n: list(r.to) for n, r in bus.config.settings.routes.items()}
+
+    # -- audit ---------------------------------------------------------------------------------
+    def _audit(self, conn: Connection, action: str, target: str, *, count: int = 0,
+               outcome: str = "ok", detail: dict[str, Any] | None = None) -> None:
+        conn.execute(insert(dlq_audit).values(at=utcnow(), actor=self.actor, action=action,
+                                              target=target, count=count, outcome=outcome,
+                                              detail=detail))
+
+    def audit_log(self, *, limit: int = 100, action: str | None = None) -> list[dict[str, Any]]:
+        with self.db.begin() as conn:
+            q = select(dlq_audit).order_by(dlq_audit.c.id.desc()).limit(limit)
+            if action:
+                q = q.where(dlq_audit.c.action == action)
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    # -- reading -------------------------------------------------------------------------------
+    def _view(self, row: dict[str, Any], unmask: bool) -> dict[str, Any]:
+        if unmask or not self.redactor:
+            return row
+        envelope = dict(row["envelope"])
+        if "payload" in envelope:
+            envelope["payload"] = self.redactor.apply(envelope["payload"])
+        return {**row, "envelope": envelope,
+                "edited_payload": self.redactor.apply(row["edited_payload"])
+                if row.get("edited_payload") is not None else None}
+
+    def _unmasked(self, conn: Connection, what: str, count: int) -> None:
+        self._audit(conn, "unmask", what, count=count)
+
+    def find(self, selection: Selection, *, limit: int = 50, offset: int = 0,
+             unmask: bool = False) -> tuple[list[dict[str, Any]], int]:
+        with self.db.begin() as conn:
+            rows = query.fetch(conn, selection, limit=limit, offset=offset)
+            total = query.count(conn, selection)
+            if unmask:
+                self._unmasked(conn, f"list {selection.describe()}", len(rows))
+        return [self._view(r, unmask) for r in rows], total
+
+    def groups(self, selection: Selection) -> list[dict[str, Any]]:
+        with self.db.begin() as conn:
+            return query.groups(conn, selection)
+
+    def show(self, ident: str, *, unmask: bool = False) -> dict[str, Any]:
+        with self.db.begin() as conn:
+            row = query.one(conn, ident)
+            if row is None:
+                raise BusError(f"no dead letter {ident!r}", hint="bus dlq list shows the ids")
+            replays = [dict(r) for r in conn.execute(
+                select(outbox.c.envelope_id, outbox.c.routing_key, outbox.c.created_at,
+                       outbox.c.published_at, outbox.c.error)
+                .where(outbox.c.dead_letter_id == row["id"]).order_by(outbox.c.id)).mappings()]
+            for replay in replays:
+                last = conn.execute(select(journal.c.event, journal.c.at)
+                                    .where(journal.c.envelope_id == replay["envelope_id"])
+                                    .order_by(journal.c.id.desc()).limit(1)).first()
+                replay["outcome"] = last.event if last else (
+                    "published" if replay["published_at"] else "waiting in outbox")
+            if unmask:
+                self._unmasked(conn, f"show {row['id']}", 1)
+        return {**self._view(row, unmask), "replay_history": replays}
+
+    # -- replay ----------------------------------------------------------------------------------
+    def _chunks(self, selection: Selection) -> Iterator[list[str]]:
+        with self.db.begin() as conn:
+            ids = [r["id"] for r in query.fetch(conn, selection, newest_first=False)]
+        for start in range(0, len(ids), CHUNK):
+            yield ids[start:start + CHUNK]
+
+    def replay(self, selection: Selection, *, to_route: str | None = None,
+               force: bool = False, progress: Callable[[int], None] | None = None
+               ) -> ReplayOutcome:
+        """Enqueue replays of the ``new`` dead letters selected (outbox + status, audited)."""
+        if to_route is not None and to_route not in self.routes:
+            raise ConfigError(f"no route named {to_route!r}",
+                              hint=f"routes are: {', '.join(self.routes)}")
+        selection = dataclasses.replace(selection, statuses=("new",))
+        pipelines = self.bus.pipelines()
+        outcome = ReplayOutcome()
+        for ids in self._chunks(selection):
+            with self.db.begin() as conn:
+                rows = query.fetch(conn, Selection(ids=tuple(ids), statuses=("new",)),
+                                   newest_first=False)
+                before = len(outcome.queued)
+                enqueue_chunk(conn, rows, routes=self.routes, pipelines=pipelines,
+                              to_route=to_route, force=force, outcome=outcome)
+                self._audit(conn, "replay", selection.describe(),
+                            count=len(outcome.queued) - before,
+                            detail={"to_route": to_route, "force": force,
+                                    "dead_letter_ids": outcome.queued[before:],
+                                    "skipped": [s for s in outcome.skipped if s[0] in ids]})
+            if progress is not None:
+                progress(len(ids))
+        return outcome
+
+    def preview(self, selection: Selection, *, to_route: str | None = None,
+                limit: int = 20) -> tuple[list[Preview], int]:
+        """What a replay would do now, without sending anything (audited as a dry run)."""
+        pipelines = self.bus.pipelines()
+        with self.db.begin() as conn:
+            rows = query.fetch(conn, selection, limit=limit, newest_first=False)
+            total = query.count(conn, selection)
+            previews = []
+            for row in rows:
+                original = row["envelope"].get("payload")
+                edited = row.get("edited_payload")
+                diff = payload_diff(original, edited) if edited is not None else ""
+                previews.append(preview(conn, row, routes=self.routes, pipelines=pipelines,
+                                        to_route=to_route, diff=diff))
+            self._audit(conn, "replay-dry-run", selection.describe(), count=total,
+                        detail={"to_route": to_route})
+        return previews, total
+
+    # -- edit, discard, restore, purge --------------------------------------------------------
+    def edit(self, ident: str, payload: Any) -> str:
+        """Store a fixed payload for a ``new`` dead letter after validating it against the
+        route's input schema; returns the diff. EditRefused (audited) if it does not fit."""
+        with self.db.begin() as conn:
+            row = query.one(conn, ident)
+            if row is None or row["status"] != "new":
+                raise BusError(f"no new dead letter {ident!r} to edit",
+                               hint="only dead letters waiting (status new) can be edited")
+            before = row["edited_payload"] if row["edited_payload"] is not None else \
+                row["envelope"].get("payload")
+            diff = payload_diff(before, payload)
+        try:
+            checked = self._validate(row, payload)
+        except BusError as exc:
+            with self.db.begin() as conn:
+                self._audit(conn, "edit", row["id"], count=0, outcome="refused",
+                            detail={"error": str(exc), "diff": diff})
+            raise EditRefused(f"the edit does not fit: {exc}", envelope_id=row["envelope_id"],
+                              **{k: v for k, v in exc.context.items()
+                                 if k in ("field", "hint")}) from exc
+        with self.db.begin() as conn:
+            conn.execute(update(table).where(table.c.id == row["id"])
+                         .values(edited_payload=payload, updated_at=utcnow()))
+            self._audit(conn, "edit", row["id"], count=1,
+                        detail={"diff": diff, "validated_against": checked})
+        return diff
+
+    def _validate(self, row: dict[str, Any], payload: Any) -> str | None:
+        try:
+            envelope = Envelope.from_dict(row["envelope"])
+        except EnvelopeError:
+            return None
+        schema_ref = envelope.schema
+        if schema_ref is None and row.get("route"):
+            pipeline = self.bus.pipelines().get(
+                self.bus.config.settings.routes[row["route"]].pipeline or "")
+            info = getattr(getattr(pipeline, "current", pipeline), "info", None)
+            if info is not None and info.input_schema is not None:
+                info.input_schema.validate(payload)
+                return str(info.input_schema.ref)
+            return None
+        if schema_ref is None:
+            return None
+        from integration_bus.mapping.validation import SchemaStore
+
+        SchemaStore(self.bus.config.schemas_dir).get(schema_ref).validate(payload)
+        return schema_ref
+
+    def _set_status(self, selection: Selection, status: str, reason: str, action: str) -> int:
+        with self.db.begin() as conn:
+            ids = [r["id"] for r in query.fetch(conn, selection)]
+            if ids:
+                conn.execute(update(table).where(table.c.id.in_(ids))
+                             .values(status=status, status_reason=reason, updated_at=utcnow()))
+            self._audit(conn, action, selection.describe(), count=len(ids),
+                        detail={"reason": reason, "ids": ids})
+        return len(ids)
+
+    def discard(self, selection: Selection, reason: str) -> int:
+        return self._set_status(dataclasses.replace(selection, statuses=("new",)),
+                                "discarded", reason, "discard")
+
+    def restore(self, selection: Selection, reason: str) -> int:
+        return self._set_status(
+            dataclasses.replace(selection, statuses=("discarded", "replayed")),
+            "new", reason, "restore")
+
+    def purge(self, older_than: timedelta, *, include_new: bool = False) -> int:
+        statuses = ("replayed", "discarded", *(("new",) if include_new else ()))
+        with self.db.begin() as conn:
+            result = conn.execute(delete(table).where(
+                table.c.status.in_(statuses), table.c.last_failed_at < utcnow() - older_than))
+            purged = int(result.rowcount or 0)
+            self._audit(conn, "purge", f"older_than={older_than} status={','.join(statuses)}",
+                        count=purged)
+        return purged
+
+    def rows_for_export(self, selection: Selection, *, unmask: bool) -> list[dict[str, Any]]:
+        with self.db.begin() as conn:
+            rows = query.fetch(conn, selection, newest_first=False)
+            self._audit(conn, "export", selection.describe(), count=len(rows),
+                        detail={"unmasked": unmask})
+        return [self._view(r, unmask) for r in rows]

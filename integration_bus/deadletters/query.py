@@ -1,0 +1,113 @@
+"""Finding dead letters: a :class:`Selection` (ids, or filters, or a group) turned into SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, String, and_, cast, func, or_, select
+
+from integration_bus.store.schema import dead_letters
+
+__all__ = ["STATUSES", "Selection", "count", "fetch", "groups", "one"]
+
+STATUSES = ("new", "replaying", "replayed", "discarded")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which dead letters an action is about. Empty filters match everything of ``statuses``.
+
+    ``ids`` match a dead letter's id or its envelope id; ``group`` is a fingerprint (or a
+    prefix of one, as shown by ``bus dlq groups``); ``text`` is searched in the error message
+    and in the envelope (payload included).
+    """
+
+    ids: tuple[str, ...] = ()
+    route: str | None = None
+    error_type: str | None = None
+    step: str | None = None
+    source: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+    group: str | None = None
+    statuses: tuple[str, ...] = field(default=("new",))
+
+    def describe(self) -> str:
+        parts = [f"ids={','.join(self.ids)}"] if self.ids else []
+        for name in ("route", "error_type", "step", "source", "since", "until", "text", "group"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={value}")
+        parts.append(f"status={','.join(self.statuses)}")
+        return " ".join(parts)
+
+    def where(self) -> ColumnElement[bool]:
+        c = dead_letters.c
+        clauses: list[ColumnElement[bool]] = []
+        if self.ids:
+            clauses.append(or_(c.id.in_(self.ids), c.envelope_id.in_(self.ids)))
+        for column, value in ((c.route, self.route), (c.error_type, self.error_type),
+                              (c.source, self.source)):
+            if value is not None:
+                clauses.append(column == value)
+        if self.step is not None:
+            clauses.append(or_(c.step == self.step, c.sink == self.step))
+        if self.since is not None:
+            clauses.append(c.last_failed_at >= self.since)
+        if self.until is not None:
+            clauses.append(c.last_failed_at < self.until)
+        if self.group is not None:
+            clauses.append(c.fingerprint.like(f"{_escape(self.group)}%", escape="\\"))
+        if self.text:
+            pattern = f"%{_escape(self.text.lower())}%"
+            clauses.append(or_(func.lower(c.message).like(pattern, escape="\\"),
+                               func.lower(cast(c.envelope, String)).like(pattern, escape="\\")))
+        if self.statuses:
+            clauses.append(c.status.in_(self.statuses))
+        return and_(True, *clauses)
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def fetch(conn: Connection, selection: Selection, *, limit: int | None = None,
+          offset: int = 0, newest_first: bool = True) -> list[dict[str, Any]]:
+    order = dead_letters.c.last_failed_at.desc() if newest_first else dead_letters.c.created_at
+    query = select(dead_letters).where(selection.where()).order_by(order, dead_letters.c.id)
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def count(conn: Connection, selection: Selection) -> int:
+    return int(conn.execute(select(func.count()).where(selection.where())).scalar_one())
+
+
+def one(conn: Connection, ident: str) -> dict[str, Any] | None:
+    """A dead letter by id or envelope id (any status)."""
+    row = conn.execute(select(dead_letters).where(
+        or_(dead_letters.c.id == ident, dead_letters.c.envelope_id == ident))).mappings().first()
+    return dict(row) if row else None
+
+
+def groups(conn: Connection, selection: Selection) -> list[dict[str, Any]]:
+    """Failures grouped by fingerprint (error type + normalised message + route + step)."""
+    c = dead_letters.c
+    rows = conn.execute(
+        select(c.fingerprint, func.min(c.error_type), func.min(c.route), func.min(c.step),
+               func.min(c.sink), func.min(c.message), func.count(),
+               func.min(c.first_failed_at), func.max(c.last_failed_at))
+        .where(selection.where()).group_by(c.fingerprint)
+        .order_by(func.count().desc(), c.fingerprint)).all()
+    return [{"group": r[0], "error_type": r[1], "route": r[2], "step": r[3], "sink": r[4],
+             "example": r[5], "count": int(r[6]), "first_seen": r[7], "last_seen": r[8]}
+            for r in rows]
+
+
+def ids_of(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return [str(r["id"]) for r in rows]
