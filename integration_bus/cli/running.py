@@ -120,3 +120,17 @@ def _idle(bus: Bus, workers: list[object]) -> bool:
         queued += stats.messages if stats else 0
     return (queued == 0 and bus.transport.retry_waiting() == 0
             and bus.store.outbox_waiting() == 0)
+
+
+@click.command("scheduler")
+@config_dir_option
+@handle_errors
+def scheduler_command(config_dir: Path) -> None:
+    """Run the scheduled jobs (celery beat + worker): retention purge of dead letters."""
+    from integration_bus.scheduler import make_celery
+
+    app = make_celery(config_dir)
+    (Path(config_dir).resolve().parent / "var").mkdir(exist_ok=True)
+    click.echo(f"scheduler running: {', '.join(app.conf.beat_schedule) or 'no jobs configured'}",
+               err=True)
+    app.Worker(beat=True, pool="solo", concurrency=1, loglevel="WARNING", quiet=True).start()

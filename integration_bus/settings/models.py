@@ -112,8 +112,10 @@ class DeadLetterSettings(_Model):
         description="payload paths masked in list/show/export: 'customer.email', "
                     "'lines[*].card', '**.phone' (any depth)")
     retention: Millis | None = Field(
-        None, description="bus dlq purge (and the scheduled purge) removes replayed and "
-                          "discarded dead letters older than this, e.g. '30d'")
+        None, description="the scheduled purge (bus scheduler) removes replayed and discarded "
+                          "dead letters older than this, e.g. '30d'; none = keep them")
+    purge_every: Millis = Field(3_600_000, gt=0,
+                                description="how often the scheduled purge runs")
 
 
 class BusSettings(_Model):
