@@ -130,6 +130,7 @@ class Worker:
         # count against their delivery limit).
         if self._consumer is not None:
             try:
+                self._consumer.stop_consuming()
                 while True:
                     rest = self._consumer.fetch(self.options.batch_size, 0)
                     if not rest:

@@ -169,3 +169,37 @@ def test_message_that_kills_the_worker_ends_as_delivery_limit_dead_letter(
     keys = [line["idempotency_key"] for line in sink_lines(out)]
     assert len(keys) == 299 and poison.idempotency_key not in keys
     assert worker.starts >= 4  # it really died on every delivery up to the limit
+
+
+def test_sigterm_hands_back_nothing_so_no_delivery_count_is_burnt(tmp_path: Path,
+                                                                   rabbitmq_url: str) -> None:
+    # Given a worker busy with a backlog, stopped with SIGTERM and started again
+    config_dir = config_for(tmp_path, rabbitmq_url, "jsonl", delivery_limit=10)
+    Bus.from_config_dir(config_dir, environ={}).open().close()
+    envelopes = [Envelope.create("order.created", {"n": i}, source="test") for i in range(3000)]
+    publish_in_background(config_dir, envelopes).join(60)
+    out = tmp_path / "var" / "out.jsonl"
+    worker = WorkerProcess([sys.executable, "-m", "integration_bus", "worker",
+                            "--config-dir", str(config_dir)], tmp_path / "worker.log")
+    try:
+        worker.start()
+        wait_for(lambda: len(sink_lines(out)) >= 500, timeout=60)
+        assert worker.stop() == 0
+        worker.start()
+        wait_for(lambda: len(sink_lines(out)) >= 3000, timeout=60)
+        assert worker.stop() == 0
+    finally:
+        worker.cleanup()
+    # Then the prefetched messages were handled, not returned: nothing was ever redelivered
+    store = Store.open(f"sqlite:///{tmp_path / 'var' / 'bus.db'}")
+    try:
+        from integration_bus.store.schema import journal
+
+        with store.db.begin() as conn:
+            details = [r.detail for r in conn.execute(
+                journal.select().where(journal.c.event == "received"))]
+    finally:
+        store.close()
+    assert len(details) == 3000
+    assert not any(d["redelivered"] for d in details)
+    assert len(sink_lines(out)) == 3000

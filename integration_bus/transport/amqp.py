@@ -356,6 +356,18 @@ class AmqpConsumer:
         count = min(max_count, len(self._buffer))
         return [self._buffer.popleft() for _ in range(count)]
 
+    def stop_consuming(self) -> None:
+        """basic.cancel every consumer and wait for cancel-ok: deliveries already under way land
+        in the buffer (fetch them); after this the broker sends no more. Handling them instead
+        of closing with them unacked keeps their delivery counts (quorum queues count returns).
+        """
+        try:
+            for consumer in self._consumers:
+                consumer.cancel()
+            self._consumers.clear()
+        except self._errors as exc:
+            raise BrokerUnavailable(f"cancel failed: {exc}") from exc
+
     def keepalive(self, timeout: float) -> None:
         """Serve the connection (heartbeats) for ``timeout`` s without handing anything out."""
         try:

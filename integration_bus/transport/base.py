@@ -78,6 +78,9 @@ class Consumer(Protocol):
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         """Wait up to ``timeout`` s for at least one delivery; return up to ``max_count``."""
 
+    def stop_consuming(self) -> None:
+        """Ask the broker to stop delivering; deliveries already sent stay fetchable."""
+
     def keepalive(self, timeout: float) -> None:
         """Serve heartbeats for ``timeout`` s (while paused) without handing deliveries out."""
 

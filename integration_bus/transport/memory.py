@@ -226,6 +226,11 @@ class MemoryConsumer:
         batch, self._buffer = self._buffer[:max_count], self._buffer[max_count:]
         return batch
 
+    def stop_consuming(self) -> None:
+        for consumer in self._consumers:
+            consumer.cancel()
+        self._consumers.clear()
+
     def keepalive(self, timeout: float) -> None:
         """Nothing to keep alive in-process; just let the time pass."""
         threading.Event().wait(timeout)
