@@ -40,6 +40,7 @@ __all__ = [
     "CursorStore",
     "Envelope",
     "LookupSink",
+    "PollingSource",
     "Millis",
     "PermanentError",
     "Publisher",
@@ -75,6 +76,7 @@ class CursorStore(Protocol):
     def set(self, key: str, value: str) -> None: ...
 
 
+@runtime_checkable
 class Source(Protocol):
     """Brings envelopes in. ``run`` loops until ``stop`` is set (or the input is exhausted and the
     source is not following it), publishing through ``publisher`` and acknowledging its own
@@ -83,6 +85,27 @@ class Source(Protocol):
     name: str
 
     def run(self, publisher: Publisher, stop: threading.Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class PollingSource(Protocol):
+    """A source that asks its system for news on a schedule (ERP stock changes, shop orders).
+
+    ``poll()`` does one round: fetch what changed since the cursor and hand it to
+    ``ConnectorContext.stage(envelopes, cursor=(key, value))``, which commits the envelopes to
+    the outbox together with the new cursor in one transaction (the relay then publishes them
+    with confirms): a crash can neither lose what was fetched nor advance the cursor past it.
+    The runtime runs at most one poll per source at a time (a lease in the store), every
+    ``interval_ms`` — in ``bus run`` and, with celery beat, in ``bus scheduler``.
+    Returns how many envelopes it staged.
+    """
+
+    name: str
+    interval_ms: int
+
+    def poll(self) -> int: ...
 
     def close(self) -> None: ...
 
@@ -127,6 +150,8 @@ class ConnectorContext:
     (e.g. ``{"file": ..., "line": ...}``), so nothing is dropped silently.
     ``record(event, detail)`` writes a journal event about the connector itself (a late file,
     a quarantined batch), visible in ``bus trace`` and the journal.
+    ``stage(envelopes, cursor=(key, value))`` commits envelopes to the outbox (published to
+    ``bus.ingress`` by the relay, with confirms) and, in the same transaction, sets the cursor.
     """
 
     instance: str
@@ -136,6 +161,7 @@ class ConnectorContext:
     log: Any  # a structlog BoundLogger bound to the instance
     reject: Callable[[bytes | str, BusError, dict[str, Any]], None]
     record: Callable[[str, dict[str, Any]], None]
+    stage: Callable[[Sequence[Envelope], tuple[str, str] | None], None]
     metrics: Any  # integration_bus.metrics.Metrics; plugins add collectors to .registry
     clock: Callable[[], float] = time.time
 
@@ -153,7 +179,7 @@ class ConnectorPlugin:
     summary: str
     source_config: type[BaseModel] | None = None
     sink_config: type[BaseModel] | None = None
-    create_source: Callable[[Any, ConnectorContext], Source] | None = None
+    create_source: Callable[[Any, ConnectorContext], Source | PollingSource] | None = None
     create_sink: Callable[[Any, ConnectorContext], Sink] | None = None
 
     def __post_init__(self) -> None:

@@ -7,16 +7,19 @@ Nothing here is global: a test builds its own Bus. Lifecycle: ``Bus.from_config_
 from __future__ import annotations
 
 import functools
+import os
+import socket
 import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from integration_bus.connector import ConnectorContext, Sink, Source
-from integration_bus.envelope import new_id
+from integration_bus.connector import ConnectorContext, PollingSource, Sink, Source
+from integration_bus.envelope import Envelope, new_id
 from integration_bus.errors import BusError, ConfigError
 from integration_bus.metrics import Metrics
 from integration_bus.pipeline import IdentityPipeline, Pipeline
@@ -25,8 +28,16 @@ from integration_bus.relay import OutboxRelay
 from integration_bus.reload import MappingReloader, ReloadablePipeline
 from integration_bus.route import Route
 from integration_bus.settings import Config, load_config
-from integration_bus.store import DeadLetter, JournalEntry, Settlement, SourceCursors, Store, utcnow
-from integration_bus.topology import RouteBinding, Topology
+from integration_bus.store import (
+    DeadLetter,
+    JournalEntry,
+    OutboxItem,
+    Settlement,
+    SourceCursors,
+    Store,
+    utcnow,
+)
+from integration_bus.topology import INGRESS_EXCHANGE, RouteBinding, Topology
 from integration_bus.transport import (
     EmbeddedBroker,
     Transport,
@@ -129,6 +140,7 @@ class Bus:
             log=log.bind(connector=instance),
             reject=lambda raw, error, ref: self.reject(instance, raw, error, ref),
             record=lambda event, detail: self.record(instance, event, detail),
+            stage=lambda envelopes, cursor: self.stage(instance, envelopes, cursor),
             metrics=self.metrics)
 
     def publisher(self) -> TransportPublisher:
@@ -141,7 +153,7 @@ class Bus:
         assert plugin.create_sink is not None
         return plugin.create_sink(instance.config, self.context(name))
 
-    def source(self, name: str) -> Source:
+    def source(self, name: str) -> Source | PollingSource:
         instance = self.config.sources[name]
         plugin = self.registry.get(instance.connector)
         assert plugin.create_source is not None
@@ -199,6 +211,52 @@ class Bus:
             new_id(), event, utcnow(), detail={"connector": instance, **detail})]))
         log.info("connector.event", connector=instance, journal_event=event, **detail)
 
+    def stage(self, instance: str, envelopes: Sequence[Envelope],
+              cursor: tuple[str, str] | None) -> None:
+        """Envelopes to the outbox and a source's cursor, atomically (see PollingSource)."""
+        self.store.stage([OutboxItem(INGRESS_EXCHANGE, e.type, e) for e in envelopes],
+                         reason=f"source:{instance}",
+                         cursor=(f"{instance}:{cursor[0]}", cursor[1]) if cursor else None)
+
+    def poll(self, name: str, source: PollingSource | None = None, *,
+             lease: timedelta = timedelta(minutes=10)) -> int | None:
+        """One poll of a polling source, unless another poll of it is in flight (None then)."""
+        owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        if not self.store.try_lease(f"poll:{name}", owner, lease):
+            log.info("source.poll_skipped", source=name, reason="a poll is in flight")
+            return None
+        own = source is None
+        polling = source or self.source(name)
+        try:
+            if not isinstance(polling, PollingSource):
+                raise ConfigError(f"source {name!r} is not a polling source")
+            return polling.poll()
+        finally:
+            self.store.release_lease(f"poll:{name}", owner)
+            if own:
+                polling.close()
+
+    def polling_sources(self) -> dict[str, PollingSource]:
+        found: dict[str, PollingSource] = {}
+        for name in self.config.sources:
+            source = self.source(name)
+            if isinstance(source, Source):
+                source.close()
+            else:
+                found[name] = source
+        return found
+
+    def _run_polls(self, name: str, source: PollingSource, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    self.poll(name, source)
+                except BusError as exc:  # the system is down: try again next round
+                    log.warning("source.poll_failed", source=name, error=str(exc))
+                stop.wait(source.interval_ms / 1000)
+        finally:
+            source.close()
+
     # -- running ---------------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, routes: Sequence[str] | None = None,
             sources: Sequence[str] | None = None, workers: int = 1,
@@ -206,9 +264,12 @@ class Bus:
         """Run sources, workers and the outbox relay in threads until ``stop`` is set."""
         threads = []
         for name in (self.config.sources if sources is None else sources):
-            threads.append(self._thread(f"source:{name}",
-                                        functools.partial(self._run_source, self.source(name),
-                                                          stop), stop))
+            source = self.source(name)
+            if isinstance(source, Source):
+                target = functools.partial(self._run_source, source, stop)
+            else:
+                target = functools.partial(self._run_polls, name, source, stop)
+            threads.append(self._thread(f"source:{name}", target, stop))
         for index in range(workers):
             worker = self.worker(routes)
             if on_worker is not None:

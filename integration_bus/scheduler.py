@@ -1,5 +1,5 @@
-"""Scheduled jobs on celery (beat + a worker): retention purges now; polling sources and
-reconciliation later. celery is not the message router: it only runs these jobs.
+"""Scheduled jobs on celery (beat + a worker): polling sources and retention purges (later:
+reconciliation). celery is not the message router: it only runs these jobs.
 
 The celery app is built per configuration (never at import): its broker is the bus's RabbitMQ
 (its own ``bus.jobs`` exchange and queue), or kombu's in-process memory transport in embedded
@@ -8,7 +8,8 @@ mode, where beat and the worker share the ``bus scheduler`` process.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,21 +22,39 @@ from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import Config, load_config
 
-__all__ = ["PURGE_TASK", "make_celery"]
+__all__ = ["POLL_TASK", "PURGE_TASK", "Scheduler", "make_scheduler"]
 
 PURGE_TASK = "integration_bus.purge_dead_letters"
+POLL_TASK = "integration_bus.poll_source"
 JOBS = "bus.jobs"
 
 
-def make_celery(config_dir: Path, *, environ: Mapping[str, str] | None = None) -> Celery:
-    config = load_config(config_dir, Registry.from_entry_points(), environ)
+@dataclass(frozen=True)
+class Scheduler:
+    """The celery app with its jobs, and the Bus they run against (opened on first use)."""
+
+    app: Celery
+    bus: Callable[[], Bus]
+
+
+def make_scheduler(config_dir: Path, *, environ: Mapping[str, str] | None = None,
+                   registry: Registry | None = None) -> Scheduler:
+    registry = registry or Registry.from_entry_points()
+    config = load_config(config_dir, registry, environ)
+    buses: dict[str, Bus] = {}  # one Bus per worker process, opened on first use
+
+    def bus() -> Bus:
+        if "bus" not in buses:
+            buses["bus"] = Bus(config, registry=registry).open()
+        return buses["bus"]
+
     app = Celery("integration_bus", broker=config.settings.broker.url or "memory://",
                  set_as_current=False)
     app.conf.update(
         task_queues=[Queue(JOBS, Exchange(JOBS, "direct", durable=True), routing_key=JOBS)],
         task_default_queue=JOBS, task_default_exchange=JOBS, task_default_routing_key=JOBS,
         task_acks_late=True, worker_prefetch_multiplier=1, timezone="UTC",
-        worker_hijack_root_logger=False, beat_schedule=_schedule(config),
+        worker_hijack_root_logger=False, beat_schedule=_schedule(config, bus()),
         beat_schedule_filename=str(config.root / "var" / "celerybeat-schedule"),
         broker_connection_retry_on_startup=True,
     )
@@ -43,16 +62,24 @@ def make_celery(config_dir: Path, *, environ: Mapping[str, str] | None = None) -
     @app.task(name=PURGE_TASK)  # type: ignore[untyped-decorator]
     def purge_dead_letters(older_than_ms: int) -> int:
         """Remove replayed and discarded dead letters older than the retention (audited)."""
-        with Bus.from_config_dir(config_dir, environ=environ) as bus:
-            return DeadLetterConsole(bus, actor="scheduler").purge(
-                timedelta(milliseconds=older_than_ms))
+        return DeadLetterConsole(bus(), actor="scheduler").purge(
+            timedelta(milliseconds=older_than_ms))
 
-    return app
+    @app.task(name=POLL_TASK)  # type: ignore[untyped-decorator]
+    def poll_source(name: str) -> int | None:
+        """One poll of a polling source (skipped while another poll of it is in flight)."""
+        return bus().poll(name)
+
+    return Scheduler(app=app, bus=bus)
 
 
-def _schedule(config: Config) -> dict[str, Any]:
+def _schedule(config: Config, bus: Bus) -> dict[str, Any]:
     settings = config.settings.dead_letters
     schedule: dict[str, Any] = {}
+    for name, source in bus.polling_sources().items():
+        schedule[f"poll-{name}"] = {"task": POLL_TASK, "args": (name,),
+                                    "schedule": timedelta(milliseconds=source.interval_ms)}
+        source.close()
     if settings.retention is not None:
         schedule["purge-dead-letters"] = {
             "task": PURGE_TASK, "schedule": timedelta(milliseconds=settings.purge_every),

@@ -15,6 +15,7 @@ import click
 
 from integration_bus.cli import config_dir_option, handle_errors
 from integration_bus.cli.summary import demo_summary, print_summary
+from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
 
 
@@ -127,10 +128,20 @@ def _idle(bus: Bus, workers: list[object]) -> bool:
 @handle_errors
 def scheduler_command(config_dir: Path) -> None:
     """Run the scheduled jobs (celery beat + worker): retention purge of dead letters."""
-    from integration_bus.scheduler import make_celery
+    from integration_bus.scheduler import make_scheduler
 
-    app = make_celery(config_dir)
+    scheduler = make_scheduler(config_dir)
+    app = scheduler.app
     (Path(config_dir).resolve().parent / "var").mkdir(exist_ok=True)
     click.echo(f"scheduler running: {', '.join(app.conf.beat_schedule) or 'no jobs configured'}",
                err=True)
-    app.Worker(beat=True, pool="solo", concurrency=1, loglevel="WARNING", quiet=True).start()
+    bus = scheduler.bus()
+    stop = threading.Event()
+    if not bus.transport.embedded:  # embedded: the running `bus run` relays the outbox
+        relay = OutboxRelay(bus.store, bus.publisher)
+        threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True).start()
+    try:
+        app.Worker(beat=True, pool="solo", concurrency=1, loglevel="WARNING", quiet=True).start()
+    finally:
+        stop.set()
+        bus.close()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy import and_, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from integration_bus.store import ledger as ledger_ops
@@ -216,6 +216,36 @@ class Store:
                 outbox.c.published_at < utcnow() - older_than))
         return int(result.rowcount or 0)
 
+    def stage(self, items: Sequence[OutboxItem], *, reason: str,
+              cursor: tuple[str, str] | None = None) -> None:
+        """Outbox rows and a cursor update in one transaction (polling sources)."""
+        with self.db.begin() as conn:
+            outbox_ops.add(conn, items, reason=reason, now=utcnow())
+            if cursor is not None:
+                conn.execute(self._upsert_cursor(*cursor))
+
+    def try_lease(self, name: str, owner: str, lease: timedelta) -> bool:
+        """Take (or renew) the lease ``name`` for ``owner`` unless someone else holds a live one.
+        Leases live in the cursor table under ``lease:``; ``release_lease`` gives it back."""
+        now = utcnow()
+        key = f"lease:{name}"
+        value = f"{owner}|{(now + lease).isoformat()}"
+        with self.db.begin() as conn:
+            if self.db.dialect == "postgresql":  # serialise check-and-set across processes
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+            row = conn.execute(select(cursors.c.value).where(cursors.c.key == key)).first()
+            if row is not None:
+                holder, _, until = row.value.partition("|")
+                if holder != owner and datetime.fromisoformat(until) > now:
+                    return False
+            conn.execute(self._upsert_cursor(key, value))
+        return True
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self.db.begin() as conn:
+            conn.execute(delete(cursors).where(cursors.c.key == f"lease:{name}",
+                                               cursors.c.value.like(f"{owner}|%")))
+
     # -- cursors -------------------------------------------------------------------------------
     def cursor_get(self, key: str) -> str | None:
         with self.db.begin() as conn:
@@ -223,11 +253,13 @@ class Store:
         return row.value if row else None
 
     def cursor_set(self, key: str, value: str) -> None:
-        stmt = self._insert(cursors).values(key=key, value=value, updated_at=utcnow())
-        stmt = stmt.on_conflict_do_update(index_elements=["key"],
-                                          set_={"value": value, "updated_at": utcnow()})
         with self.db.begin() as conn:
-            conn.execute(stmt)
+            conn.execute(self._upsert_cursor(key, value))
+
+    def _upsert_cursor(self, key: str, value: str) -> Any:
+        stmt = self._insert(cursors).values(key=key, value=value, updated_at=utcnow())
+        return stmt.on_conflict_do_update(index_elements=["key"],
+                                          set_={"value": value, "updated_at": utcnow()})
 
 
 def _iso(moment: datetime | None) -> str | None:
