@@ -40,7 +40,7 @@ def test_polled_changes_arrive_once_even_if_the_bus_dies_after_a_poll(
     upstream.add(250)
     # Given a poll that staged its envelopes and moved its cursor, then the process died
     # before anything was published (no relay ran)
-    config_dir, first = build(tmp_path, url, upstream, target)
+    _, first = build(tmp_path, url, upstream, target)
     assert first.poll("erp_stock") == 100
     assert first.store.outbox_waiting() == 100
     first.close()
