@@ -43,6 +43,7 @@ __all__ = [
     "Millis",
     "PermanentError",
     "PollingSource",
+    "SeenStore",
     "Publisher",
     "Sink",
     "Source",
@@ -66,6 +67,18 @@ class Publisher(Protocol):
         (None = confirmed and routed). Never reports success for an unconfirmed message."""
 
     def close(self) -> None: ...
+
+
+class SeenStore(Protocol):
+    """Durable memory of keys a connector already took in (webhook delivery ids, business event
+    ids). Remember a key only *after* its envelope was confirmed: a key remembered for a publish
+    that then failed would make the sender's retry look like a duplicate and lose it."""
+
+    def seen(self, keys: Sequence[str]) -> dict[str, str | None]:
+        """Keys remembered before -> the envelope id stored with them."""
+
+    def remember(self, items: Sequence[tuple[str, str | None]]) -> None:
+        """Remember (key, envelope id) pairs; idempotent."""
 
 
 class CursorStore(Protocol):
@@ -157,6 +170,7 @@ class ConnectorContext:
     instance: str
     root: Path
     cursors: CursorStore
+    seen: SeenStore
     open_publisher: Callable[[], Publisher]
     log: Any  # a structlog BoundLogger bound to the instance
     reject: Callable[[bytes | str, BusError, dict[str, Any]], None]
@@ -181,6 +195,8 @@ class ConnectorPlugin:
     sink_config: type[BaseModel] | None = None
     create_source: Callable[[Any, ConnectorContext], Source | PollingSource] | None = None
     create_sink: Callable[[Any, ConnectorContext], Sink] | None = None
+    #: a click command that runs a simulator of the connector's system (``bus sim NAME``)
+    simulator: Any = None
 
     def __post_init__(self) -> None:
         if (self.source_config is None) != (self.create_source is None):

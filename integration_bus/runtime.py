@@ -32,6 +32,7 @@ from integration_bus.store import (
     DeadLetter,
     JournalEntry,
     OutboxItem,
+    SeenKeys,
     Settlement,
     SourceCursors,
     Store,
@@ -136,6 +137,7 @@ class Bus:
         return ConnectorContext(
             instance=instance, root=self.config.root,
             cursors=SourceCursors(self.store, instance),
+            seen=SeenKeys(self.store, instance),
             open_publisher=self.publisher,
             log=log.bind(connector=instance),
             reject=lambda raw, error, ref: self.reject(instance, raw, error, ref),

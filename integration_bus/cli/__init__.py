@@ -73,7 +73,7 @@ def _register() -> None:
     from integration_bus.cli import dlq, mapping, ops, running
 
     for command in (running.run_command, running.worker_command, running.demo_command,
-                    running.scheduler_command,
+                    running.scheduler_command, running.serve_command, running.sim_group,
                     ops.send_command, ops.status_command, ops.trace_command, ops.lint_command,
                     mapping.mapping_group, mapping.test_command, ops.schema_group,
                     dlq.dlq_group):

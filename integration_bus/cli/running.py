@@ -46,7 +46,8 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 @click.option("--routes", help="comma-separated routes to work (default: all)")
 @click.option("--sources", help="comma-separated sources to run (default: all)")
 @click.option("--no-sources", is_flag=True, help="run no sources (workers and relay only)")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 64),
+              help="worker threads (0: sources and relay only, as `bus serve`)")
 @click.option("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
 @handle_errors
 def run_command(config_dir: Path, routes: str | None, sources: str | None, no_sources: bool,
@@ -145,3 +146,37 @@ def scheduler_command(config_dir: Path) -> None:
     finally:
         stop.set()
         bus.close()
+
+
+@click.command("serve")
+@config_dir_option
+@click.option("--sources", help="comma-separated sources to run (default: all)")
+@click.option("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+@click.pass_context
+def serve_command(ctx: click.Context, config_dir: Path, sources: str | None,
+                  metrics_port: int | None) -> None:
+    """Run the sources only (webhook receivers, watched folders, polls) — no route workers."""
+    ctx.invoke(run_command, config_dir=config_dir, routes=None, sources=sources,
+               no_sources=False, workers=0, metrics_port=metrics_port)
+
+
+class SimulatorGroup(click.Group):
+    """``bus sim NAME``: the simulators connector plugins ship (a fake ERP, a fake shop...)."""
+
+    def _simulators(self) -> dict[str, click.Command]:
+        from integration_bus.registry import Registry
+
+        registry = Registry.from_entry_points()
+        return {name: registry.get(name).simulator for name in registry.names()
+                if registry.get(name).simulator is not None}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self._simulators())
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._simulators().get(cmd_name)
+
+
+@click.group("sim", cls=SimulatorGroup)
+def sim_group() -> None:
+    """Simulators of the systems the bus connects (for tests and the demo)."""

@@ -1,5 +1,7 @@
 """Persistence: journal, idempotency ledger, dead letters, outbox, cursors (SQLAlchemy 2)."""
 
+from collections.abc import Sequence
+
 from integration_bus.store.database import Database
 from integration_bus.store.ledger import Claim, ClaimOutcome
 from integration_bus.store.outbox import OutboxItem, OutboxRow
@@ -14,12 +16,27 @@ __all__ = [
     "JournalEntry",
     "OutboxItem",
     "OutboxRow",
+    "SeenKeys",
     "Settlement",
     "SourceCursors",
     "Store",
     "fingerprint",
     "utcnow",
 ]
+
+
+class SeenKeys:
+    """A connector's memory of what it already took in (``ConnectorContext.seen``)."""
+
+    def __init__(self, store: Store, connector: str) -> None:
+        self._store = store
+        self._namespace = connector
+
+    def seen(self, keys: Sequence[str]) -> dict[str, str | None]:
+        return self._store.seen(self._namespace, keys)
+
+    def remember(self, items: Sequence[tuple[str, str | None]]) -> None:
+        self._store.remember(self._namespace, items)
 
 
 class SourceCursors:

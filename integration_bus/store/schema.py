@@ -110,6 +110,15 @@ dlq_audit = Table(
     Index("ix_dlq_audit_at", "at"),
 )
 
+seen_keys = Table(
+    "seen_keys", metadata,
+    Column("namespace", String(128), primary_key=True),
+    Column("key", String(512), primary_key=True),
+    Column("envelope_id", String(64)),
+    Column("at", Stamp, nullable=False),
+    Index("ix_seen_keys_at", "at"),
+)
+
 cursors = Table(
     "cursors", metadata,
     Column("key", String(255), primary_key=True),

@@ -20,7 +20,14 @@ from integration_bus.store.database import Database
 from integration_bus.store.ledger import Claim, ClaimOutcome
 from integration_bus.store.outbox import OutboxItem, OutboxRow
 from integration_bus.store.records import DeadLetter, JournalEntry
-from integration_bus.store.schema import cursors, dead_letters, journal, ledger, outbox
+from integration_bus.store.schema import (
+    cursors,
+    dead_letters,
+    journal,
+    ledger,
+    outbox,
+    seen_keys,
+)
 
 __all__ = ["Settlement", "Store"]
 
@@ -245,6 +252,26 @@ class Store:
         with self.db.begin() as conn:
             conn.execute(delete(cursors).where(cursors.c.key == f"lease:{name}",
                                                cursors.c.value.like(f"{owner}|%")))
+
+    # -- seen keys (connector-level deduplication) ------------------------------------------------
+    def seen(self, namespace: str, keys: Sequence[str]) -> dict[str, str | None]:
+        """Which of ``keys`` were remembered before, with the envelope id they produced."""
+        if not keys:
+            return {}
+        with self.db.begin() as conn:
+            rows = conn.execute(select(seen_keys.c.key, seen_keys.c.envelope_id).where(
+                seen_keys.c.namespace == namespace, seen_keys.c.key.in_(list(keys)))).all()
+        return {r.key: r.envelope_id for r in rows}
+
+    def remember(self, namespace: str, items: Sequence[tuple[str, str | None]]) -> None:
+        """Remember (key, envelope id) pairs; remembering a key again changes nothing."""
+        if not items:
+            return
+        now = utcnow()
+        with self.db.begin() as conn:
+            conn.execute(self._insert(seen_keys).on_conflict_do_nothing(), [
+                {"namespace": namespace, "key": key, "envelope_id": envelope_id, "at": now}
+                for key, envelope_id in items])
 
     # -- cursors -------------------------------------------------------------------------------
     def cursor_get(self, key: str) -> str | None:
