@@ -191,7 +191,12 @@ class Batch:
         for item in self.items:
             self._settle_item(item, now)
         for delivery in self.archived:
-            s.dead.append(_archived_letter(delivery, now))
+            letter = _archived_letter(delivery, now)
+            s.dead.append(letter)
+            s.journal.append(JournalEntry(letter.envelope["id"], "dead_lettered", now,
+                                          route=letter.route,
+                                          detail={"reason": letter.reason,
+                                                  "error_type": letter.error_type}))
 
     def _settle_item(self, item: Item, now: Any) -> None:
         env, s = item.envelope, self.settlement

@@ -22,10 +22,11 @@ from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import Config, load_config
 
-__all__ = ["POLL_TASK", "PURGE_TASK", "Scheduler", "make_scheduler"]
+__all__ = ["HISTORY_TASK", "POLL_TASK", "PURGE_TASK", "Scheduler", "make_scheduler"]
 
 PURGE_TASK = "integration_bus.purge_dead_letters"
 POLL_TASK = "integration_bus.poll_source"
+HISTORY_TASK = "integration_bus.purge_history"
 JOBS = "bus.jobs"
 
 
@@ -65,6 +66,11 @@ def make_scheduler(config_dir: Path, *, environ: Mapping[str, str] | None = None
         return DeadLetterConsole(bus(), actor="scheduler").purge(
             timedelta(milliseconds=older_than_ms))
 
+    @app.task(name=HISTORY_TASK)  # type: ignore[untyped-decorator]
+    def purge_history(older_than_ms: int) -> dict[str, int]:
+        """Journal, published outbox rows and seen keys past the store's retention."""
+        return bus().store.purge_history(timedelta(milliseconds=older_than_ms))
+
     @app.task(name=POLL_TASK)  # type: ignore[untyped-decorator]
     def poll_source(name: str) -> int | None:
         """One poll of a polling source (skipped while another poll of it is in flight)."""
@@ -76,6 +82,10 @@ def make_scheduler(config_dir: Path, *, environ: Mapping[str, str] | None = None
 def _schedule(config: Config, bus: Bus) -> dict[str, Any]:
     settings = config.settings.dead_letters
     schedule: dict[str, Any] = {}
+    if config.settings.store.journal_retention is not None:
+        schedule["purge-history"] = {
+            "task": HISTORY_TASK, "schedule": timedelta(hours=1),
+            "args": (config.settings.store.journal_retention,)}
     for name, source in bus.polling_sources().items():
         schedule[f"poll-{name}"] = {"task": POLL_TASK, "args": (name,),
                                     "schedule": timedelta(milliseconds=source.interval_ms)}

@@ -63,6 +63,9 @@ class StoreSettings(_Model):
     url: str = Field("sqlite:///var/bus.db",
                      description="SQLAlchemy URL; relative SQLite paths are under the project dir")
     pool_size: int = Field(5, ge=1)
+    journal_retention: Millis | None = Field(
+        None, description="the scheduler deletes journal rows, published outbox rows and seen "
+                          "keys older than this, e.g. '30d'; none = keep them")
 
 
 class RetryPolicy(_Model):

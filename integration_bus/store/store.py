@@ -216,12 +216,19 @@ class Store:
             return int(conn.execute(select(func.count()).where(
                 outbox.c.published_at.is_(None))).scalar_one())
 
-    def outbox_purge(self, older_than: timedelta) -> int:
+    def purge_history(self, older_than: timedelta) -> dict[str, int]:
+        """Retention: journal rows, published outbox rows and seen keys older than the age."""
+        cutoff = utcnow() - older_than
         with self.db.begin() as conn:
-            result = conn.execute(delete(outbox).where(
-                outbox.c.published_at.is_not(None),
-                outbox.c.published_at < utcnow() - older_than))
-        return int(result.rowcount or 0)
+            counts = {
+                "journal": conn.execute(delete(journal).where(journal.c.at < cutoff)).rowcount,
+                "outbox": conn.execute(delete(outbox).where(
+                    outbox.c.published_at.is_not(None),
+                    outbox.c.published_at < cutoff)).rowcount,
+                "seen_keys": conn.execute(delete(seen_keys).where(
+                    seen_keys.c.at < cutoff)).rowcount,
+            }
+        return {k: int(v or 0) for k, v in counts.items()}
 
     def stage(self, items: Sequence[OutboxItem], *, reason: str,
               cursor: tuple[str, str] | None = None) -> None:
