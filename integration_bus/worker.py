@@ -100,6 +100,14 @@ class Worker:
                 self._disconnect(f"broker unavailable: {exc}")
                 stop.wait(delay)
                 delay = min(delay * 2, self.options.reconnect_max_delay)
+            except Exception as exc:  # a bug in the bus itself, not in a sink or pipeline
+                # Drop the connection so the batch is redelivered (its delivery count rises,
+                # and a message that triggers this every time ends as a delivery_limit dead
+                # letter instead of wedging the worker).
+                log.exception("worker.crashed", error=f"{type(exc).__name__}: {exc}")
+                self._disconnect(f"{type(exc).__name__}: {exc}")
+                stop.wait(delay)
+                delay = min(delay * 2, self.options.reconnect_max_delay)
         self._finish(stop)
 
     def _connect(self) -> None:
