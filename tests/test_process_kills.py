@@ -203,3 +203,41 @@ def test_sigterm_hands_back_nothing_so_no_delivery_count_is_burnt(tmp_path: Path
     assert len(details) == 3000
     assert not any(d["redelivered"] for d in details)
     assert len(sink_lines(out)) == 3000
+
+
+class BrokenPipeline:
+    """Returns something that is not a list of envelopes: a bug the batch code trips over."""
+
+    name = "broken"
+    version = "broken"
+
+    def __call__(self, envelope: Envelope) -> list[Envelope]:
+        return None  # type: ignore[return-value]
+
+
+def test_internal_error_redelivers_until_the_delivery_limit_archives_it(
+        tmp_path: Path, rabbitmq_url: str) -> None:
+    from integration_bus.settings import load_config
+    from tests.support.probe import running
+
+    config_dir = write_config(tmp_path, f"""
+        broker: {{url: "{rabbitmq_url}"}}
+        store: {{url: sqlite:///var/bus.db}}
+        sinks: {{out: {{connector: jsonl, path: var/out.jsonl}}}}
+        routes:
+          orders: {{from: [order.created], pipeline: broken, to: [out], delivery_limit: 2}}
+        """)
+    registry = Registry.from_entry_points()
+    with Bus(load_config(config_dir, registry, {}), registry=registry,
+             pipelines={"broken": BrokenPipeline()}) as bus:
+        envelope = Envelope.create("order.created", {"n": 1}, source="test")
+        publisher = bus.publisher()
+        publisher.publish(envelope)
+        publisher.close()
+        worker = bus.worker()
+        with running(worker.run):
+            wait_for(lambda: len(bus.store.dead_letters()) == 1, timeout=60,
+                     message="archived after the delivery limit")
+        (letter,) = bus.store.dead_letters()
+        assert letter["envelope_id"] == envelope.id and letter["reason"] == "delivery_limit"
+        assert "TypeError" in (worker.state.last_error or "")
