@@ -56,6 +56,19 @@ class Item:
         assert self.envelope is not None
         return f"{self.envelope.id}#{self.envelope.attempt}"
 
+    def retry_delay_ms(self) -> int:
+        """The backoff for this attempt, or longer when the target said when to come back
+        (a TransientError with ``retry_after_ms``, e.g. from HTTP 429 Retry-After), capped at
+        the policy's ``max_delay``."""
+        assert self.envelope is not None
+        policy = self.route.retry
+        delay = policy.delay_ms(self.envelope.attempt)
+        asked = self.error.context.get("retry_after_ms") if isinstance(self.error, BusError) \
+            else None
+        if isinstance(asked, int | float) and asked > delay:
+            delay = int(min(asked, policy.max_delay))
+        return delay
+
     def fail(self, error: BaseException, *, step: str | None = None,
              sink: str | None = None) -> None:
         # A permanent failure outranks a transient one: it decides the message's fate.
@@ -211,7 +224,7 @@ class Batch:
                                   "step": item.step, "sink": item.sink}
         if item.outcome is Outcome.RETRY:
             assert env is not None
-            detail["delay_ms"] = item.route.retry.delay_ms(env.attempt)
+            detail["delay_ms"] = item.retry_delay_ms()
             s.journal.append(JournalEntry(env.id, "retried", now, route=item.route.name,
                                           sink=item.sink, attempt=env.attempt, detail=detail))
             return
@@ -237,7 +250,7 @@ class Batch:
         out: dict[tuple[str, int], list[Envelope]] = {}
         for item in self.items:
             if item.outcome is Outcome.RETRY and item.envelope is not None:
-                delay = item.route.retry.delay_ms(item.envelope.attempt)
+                delay = item.retry_delay_ms()
                 out.setdefault((item.route.name, delay), []).append(item.envelope.next_attempt())
         return out
 

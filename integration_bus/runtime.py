@@ -221,7 +221,7 @@ class Bus:
                          cursor=(f"{instance}:{cursor[0]}", cursor[1]) if cursor else None)
 
     def poll(self, name: str, source: PollingSource | None = None, *,
-             lease: timedelta = timedelta(minutes=10)) -> int | None:
+             lease: timedelta = timedelta(minutes=2)) -> int | None:
         """One poll of a polling source, unless another poll of it is in flight (None then)."""
         owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         if not self.store.try_lease(f"poll:{name}", owner, lease):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -85,3 +90,19 @@ def test_scheduler_plans_a_beat_entry_per_polling_source(tmp_path: Path) -> None
     assert scheduler.app.tasks[POLL_TASK].apply(args=("erp_stock",)).get() == 3
     assert scheduler.bus().store.outbox_waiting() == 3
     scheduler.bus().close()
+
+
+def test_a_poll_lease_held_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    upstream, target = Upstream(), Target()
+    upstream.add(2)
+    _, bus = build(tmp_path, "", upstream, target)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    alive = f"{socket.gethostname()}:{os.getpid()}:12345"  # this process, another thread
+    assert bus.store.try_lease("poll:erp_stock", alive, timedelta(minutes=2))
+    assert bus.poll("erp_stock") is None  # a live holder keeps its lease
+    bus.store.release_lease("poll:erp_stock", alive)
+    assert bus.store.try_lease("poll:erp_stock", f"{socket.gethostname()}:{dead}:1",
+                               timedelta(minutes=2))
+    assert bus.poll("erp_stock") == 2  # the holder is gone: no need to wait out its lease
+    bus.close()

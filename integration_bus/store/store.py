@@ -5,6 +5,8 @@ Every method is one transaction and raises StoreUnavailable when the database ca
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -250,7 +252,8 @@ class Store:
             row = conn.execute(select(cursors.c.value).where(cursors.c.key == key)).first()
             if row is not None:
                 holder, _, until = row.value.partition("|")
-                if holder != owner and datetime.fromisoformat(until) > now:
+                if holder != owner and datetime.fromisoformat(until) > now \
+                        and _holder_alive(holder):
                     return False
             conn.execute(self._upsert_cursor(key, value))
         return True
@@ -294,6 +297,22 @@ class Store:
         stmt = self._insert(cursors).values(key=key, value=value, updated_at=utcnow())
         return stmt.on_conflict_do_update(index_elements=["key"],
                                           set_={"value": value, "updated_at": utcnow()})
+
+
+def _holder_alive(holder: str) -> bool:
+    """False when the holder (``host:pid:...``) is a process on this host that no longer runs
+    (it crashed mid-poll): its lease need not be waited out."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -82,10 +82,10 @@ def probe_plugin(target: Target) -> ConnectorPlugin:
 
 
 def registry_with(*plugins: ConnectorPlugin) -> Registry:
-    registry = Registry.from_entry_points()
-    for plugin in plugins:
-        registry.add(plugin)
-    return registry
+    """The installed plugins plus ``plugins`` (which replace installed ones of the same name)."""
+    installed = Registry.from_entry_points()
+    mine = {p.name for p in plugins}
+    return Registry([*(installed.get(n) for n in installed.names() if n not in mine), *plugins])
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02,

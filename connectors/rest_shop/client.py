@@ -1,0 +1,164 @@
+"""The shop API client: httpx with explicit timeouts, auth, pacing, 429 and 5xx handling.
+
+This module is the boundary where httpx exceptions become bus errors. ``ShopClient.request``
+makes at most ``max_attempts`` HTTP attempts and:
+
+- waits for the shop's token bucket and for any ``Retry-After`` gate before **every** attempt
+  (no attempt goes out before the time a 429 allowed);
+- on 429 reads ``Retry-After`` (delta-seconds or HTTP date), caps it at ``max_retry_after``
+  (a hostile ``86400`` does not park the bus for a day) and holds the shop's gate that long;
+- on 5xx, timeouts and connection errors backs off exponentially (``backoff``, doubling);
+- retries a non-idempotent request (POST) only when it carries an idempotency key, or when
+  ``recheck()`` says its effect did not happen;
+- when the next wait would exceed ``max_inline_wait``, or attempts run out, raises
+  :class:`TransientError` with ``retry_after_ms`` in its context, so the message goes back to
+  the route's retry tiers instead of holding a worker.
+
+Other statuses (2xx, 3xx, 4xx) are returned to the caller, who knows what they mean.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from connectors.rest_shop.config import AuthConfig, HttpTimeouts
+from connectors.rest_shop.metrics import RestShopMetrics
+from connectors.rest_shop.ratelimit import ShopPacer, parse_retry_after
+from integration_bus.connector import TransientError
+
+__all__ = ["ClientPolicy", "ShopClient", "http_timeout", "no_delay_transport"]
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def no_delay_transport() -> httpx.HTTPTransport:
+    """A transport with TCP_NODELAY: httpx may write a request's head and body separately;
+    with Nagle's algorithm the second write could wait for the server's delayed ACK."""
+    return httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+
+
+def http_timeout(timeouts: HttpTimeouts) -> httpx.Timeout:
+    return httpx.Timeout(connect=timeouts.connect / 1000, read=timeouts.read / 1000,
+                         write=timeouts.write / 1000, pool=timeouts.pool / 1000)
+
+
+class ClientPolicy:
+    """Attempts and waits of one client (all durations in milliseconds)."""
+
+    def __init__(self, *, max_attempts: int, backoff: int, max_retry_after: int,
+                 max_inline_wait: int) -> None:
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.max_retry_after = max_retry_after
+        self.max_inline_wait = max_inline_wait
+
+
+class ShopClient:
+    """Talks to one shop. Thread-confined (one per sink instance); ``close()`` is idempotent."""
+
+    def __init__(self, *, shop: str, action: str, base_url: str, auth: AuthConfig,
+                 timeouts: HttpTimeouts, pacer: ShopPacer, policy: ClientPolicy,
+                 metrics: RestShopMetrics, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.shop = shop
+        self._action = action
+        self._pacer = pacer
+        self._policy = policy
+        self._metrics = metrics
+        self._sleep = sleep
+        self._backoff_ms = 0
+        headers: dict[str, str] = {"Accept": "application/json"}
+        basic: httpx.BasicAuth | None = None
+        if auth.kind == "token" and auth.token is not None:
+            token = auth.token.get_secret_value()
+            headers[auth.header] = f"{auth.scheme} {token}" if auth.scheme else token
+        elif auth.kind == "basic" and auth.username and auth.password is not None:
+            basic = httpx.BasicAuth(auth.username, auth.password.get_secret_value())
+        self._http = httpx.Client(base_url=base_url, headers=headers, auth=basic,
+                                  timeout=http_timeout(timeouts), follow_redirects=False,
+                                  transport=no_delay_transport())
+
+    def _count(self, outcome: str) -> None:
+        self._metrics.requests.labels(self.shop, self._action, outcome).inc()
+
+    def _wait_turn(self, where: Mapping[str, Any]) -> None:
+        wait = self._pacer.reserve()
+        if wait * 1000 > self._policy.max_inline_wait:
+            self._pacer.give_back()
+            raise TransientError(f"shop {self.shop} is rate-limited for another {wait:.1f} s",
+                                 **{**where, "shop": self.shop,
+                                    "retry_after_ms": math.ceil(wait * 1000)})
+        if wait > 0:
+            self._metrics.throttle_wait.labels(self.shop).inc(wait)
+            self._sleep(wait)
+
+    def request(self, method: str, url: str, *, json: Any = None,
+                params: Mapping[str, str] | None = None, idempotency: tuple[str, str] | None = None,
+                recheck: Callable[[], bool] | None = None,
+                where: Mapping[str, Any] | None = None) -> httpx.Response | None:
+        """Send with pacing and retries; the final non-retryable response, or None when
+        ``recheck`` found the effect already done. Raises TransientError (context: shop,
+        status, attempts, retry_after_ms, plus ``where`` — e.g. envelope id)."""
+        where = {**(where or {}), "shop": self.shop}
+        headers = {idempotency[0]: idempotency[1]} if idempotency else {}
+        retry_safe = method.upper() in _SAFE_METHODS or idempotency is not None
+        attempt, self._backoff_ms = 0, 0
+        while True:
+            if attempt and not retry_safe and recheck is not None and recheck():
+                return None  # the earlier attempt did take effect
+            self._wait_turn(where)
+            attempt += 1
+            problem, delay = self._attempt(method, url, json, params, headers)
+            if isinstance(problem, httpx.Response):
+                return problem
+            if attempt >= self._policy.max_attempts or (
+                    not retry_safe and recheck is None and not problem.startswith("429")):
+                raise TransientError(f"shop {self.shop}: {problem} (gave up after {attempt} "
+                                     f"attempt(s))", attempts=attempt,
+                                     retry_after_ms=math.ceil(delay * 1000), **where)
+            if delay * 1000 > self._policy.max_inline_wait:
+                raise TransientError(f"shop {self.shop}: {problem}; next try in {delay:.1f} s",
+                                     attempts=attempt, retry_after_ms=math.ceil(delay * 1000),
+                                     **where)
+            if not problem.startswith("429"):
+                self._sleep(delay)  # 429: the gate makes _wait_turn wait
+
+    def _attempt(self, method: str, url: str, json: Any, params: Mapping[str, str] | None,
+                 headers: Mapping[str, str]) -> tuple[httpx.Response | str, float]:
+        """One HTTP attempt: the response to hand back, or (problem, seconds to wait)."""
+        try:
+            response = self._http.request(method, url, json=json, params=params,
+                                          headers=headers)
+        except httpx.TimeoutException as exc:
+            self._count("connection_error")
+            return f"timed out ({type(exc).__name__})", self._backoff()
+        except httpx.TransportError as exc:
+            self._count("connection_error")
+            return f"connection failed ({type(exc).__name__})", self._backoff()
+        status = response.status_code
+        if status == 429:
+            self._count("throttled")
+            asked = parse_retry_after(response.headers.get("retry-after"), time.time())
+            delay = min(asked if asked is not None else self._policy.backoff / 1000,
+                        self._policy.max_retry_after / 1000)
+            self._pacer.hold_until(delay)
+            return f"429 Too Many Requests (Retry-After {asked}s, honoured {delay:.1f}s)", delay
+        if status >= 500:
+            self._count("server_error")
+            return f"{status} {response.reason_phrase}", self._backoff()
+        self._count("ok" if status < 400 else "client_error")
+        self._backoff_ms = 0
+        return response, 0.0
+
+    def _backoff(self) -> float:
+        self._backoff_ms = (self._policy.backoff if not self._backoff_ms
+                            else min(self._backoff_ms * 2, self._policy.max_retry_after))
+        return self._backoff_ms / 1000
+
+    def close(self) -> None:
+        self._http.close()

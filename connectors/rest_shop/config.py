@@ -1,0 +1,180 @@
+"""The ``rest_shop`` connector's config models: the spec behind validation, ``bus lint`` and the
+generated JSON Schema.
+
+A source instance is either a webhook receiver (``webhooks:``) or an order poll (``poll:``),
+never both. A sink instance performs one ``action`` against one shop. Secrets are ``SecretStr``:
+pydantic never prints them, and the connector never logs them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from integration_bus.connector import Millis
+
+__all__ = [
+    "ACTION_PATHS",
+    "AuthConfig",
+    "HttpTimeouts",
+    "Platform",
+    "PollConfig",
+    "RestShopSinkConfig",
+    "RestShopSourceConfig",
+    "WebhookConfig",
+    "WebhookShop",
+]
+
+Platform = Literal["shopify", "woocommerce"]
+Action = Literal["inventory", "fulfilment", "order_status"]
+_SHOP_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+#: the request each sink action makes by default (the fake shop's dialect; Shopify-flavoured)
+ACTION_PATHS: dict[str, tuple[str, str]] = {
+    "inventory": ("POST", "/admin/api/2024-01/inventory_levels/set.json"),
+    "fulfilment": ("POST", "/admin/api/2024-01/orders/{order_id}/fulfillments.json"),
+    "order_status": ("PUT", "/admin/api/2024-01/orders/{order_id}.json"),
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpTimeouts(_Model):
+    """Explicit httpx timeouts: nothing waits forever on a shop."""
+
+    connect: Millis = 5_000
+    read: Millis = 15_000
+    write: Millis = 15_000
+    pool: Millis = 5_000
+
+
+class AuthConfig(_Model):
+    """How the connector authenticates to the shop API.
+
+    ``token``: ``header: scheme token`` (Shopify: header ``X-Shopify-Access-Token``, no scheme);
+    ``basic``: HTTP basic auth (WooCommerce consumer key / secret).
+    """
+
+    kind: Literal["token", "basic"] = "token"
+    token: SecretStr | None = None
+    header: str = "Authorization"
+    scheme: str | None = Field("Bearer", description="prefix before the token; null for none")
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthConfig:
+        if self.kind == "token" and not (self.token and self.token.get_secret_value()):
+            raise ValueError("auth kind 'token' needs a non-empty 'token'")
+        if self.kind == "basic" and not (self.username and self.password):
+            raise ValueError("auth kind 'basic' needs 'username' and 'password'")
+        return self
+
+
+class WebhookShop(_Model):
+    """One shop sending webhooks to ``/webhooks/<shop>``."""
+
+    platform: Platform
+    secrets: list[SecretStr] = Field(
+        min_length=1, max_length=2,
+        description="signing secrets; two during a rotation (the new one and the old one)")
+
+    @field_validator("secrets")
+    @classmethod
+    def _non_empty(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(not s.get_secret_value() for s in value):
+            raise ValueError("a webhook secret must not be empty (is its ${ENV} variable set?)")
+        return value
+
+
+class WebhookConfig(_Model):
+    """The webhook receiver: FastAPI on uvicorn inside the source's thread."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8088, ge=0, le=65535, description="0 = any free port (tests)")
+    shops: dict[str, WebhookShop] = Field(min_length=1)
+    max_body: int = Field(1_048_576, ge=1024, le=64 * 1_048_576,
+                          description="largest body accepted, in bytes (else 413)")
+    answer_within: Millis = Field(800, description="answer 503 if the broker has not confirmed "
+                                                   "by then (keep it under a second)")
+    window: int = Field(256, ge=1, le=4096,
+                        description="most deliveries published in one confirm window")
+    type_prefix: str = Field("shop", pattern=r"^[a-z0-9_-]+$")
+
+    @field_validator("shops")
+    @classmethod
+    def _names(cls, value: dict[str, WebhookShop]) -> dict[str, WebhookShop]:
+        for name in value:
+            if not re.match(_SHOP_NAME, name):
+                raise ValueError(f"shop name {name!r}: use lower-case letters, digits, '_', '-'")
+        return value
+
+
+class PollConfig(_Model):
+    """Orders updated since a cursor, page by page (Link headers or page numbers)."""
+
+    shop: str = Field(pattern=_SHOP_NAME)
+    platform: Platform
+    base_url: str = Field(pattern=r"^https?://", description="e.g. https://acme.myshopify.com")
+    auth: AuthConfig
+    pagination: Literal["link", "page"] | None = Field(
+        None, description="default: link for shopify, page for woocommerce")
+    page_size: int = Field(50, ge=1, le=250)
+    max_pages: int = Field(20, ge=1, le=1000, description="pages fetched per poll at most")
+    interval: Millis = 60_000
+    since: str = Field("1970-01-01T00:00:00Z",
+                       description="where the first poll starts (ISO-8601, UTC)")
+    timeouts: HttpTimeouts = Field(default_factory=HttpTimeouts)
+    type_prefix: str = Field("shop", pattern=r"^[a-z0-9_-]+$")
+
+    @property
+    def paging(self) -> Literal["link", "page"]:
+        if self.pagination is not None:
+            return self.pagination
+        return "link" if self.platform == "shopify" else "page"
+
+
+class RestShopSourceConfig(_Model):
+    """Exactly one of ``webhooks`` (receiver) or ``poll`` (order poll)."""
+
+    webhooks: WebhookConfig | None = None
+    poll: PollConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RestShopSourceConfig:
+        if (self.webhooks is None) == (self.poll is None):
+            raise ValueError("a rest_shop source has exactly one of 'webhooks' or 'poll'")
+        return self
+
+
+class RestShopSinkConfig(_Model):
+    """Pushes one kind of change to a shop, rate-limited, 429- and 5xx-aware."""
+
+    action: Action
+    shop: str = Field(pattern=_SHOP_NAME)
+    base_url: str = Field(pattern=r"^https?://")
+    auth: AuthConfig
+    path: str | None = Field(None, description="request path; default per action "
+                                               "(placeholders: {order_id})")
+    rate: float = Field(2.0, gt=0, le=1000, description="requests per second to this shop")
+    burst: int = Field(4, ge=1, le=1000, description="token bucket size")
+    max_attempts: int = Field(4, ge=1, le=20, description="HTTP attempts per delivery")
+    backoff: Millis = Field(250, description="first 5xx / connection-error backoff (doubles)")
+    max_retry_after: Millis = Field(60_000, description="cap on a shop's Retry-After")
+    max_inline_wait: Millis = Field(
+        5_000, description="waits up to this long inside a delivery; longer waits hand the "
+                           "message back to the route's retry tiers")
+    idempotency_header: str | None = Field(
+        "Idempotency-Key", description="header carrying the idempotency key on POST; null if "
+                                       "the shop has none (POST is then retried only after a "
+                                       "lookup)")
+    timeouts: HttpTimeouts = Field(default_factory=HttpTimeouts)
+
+    @property
+    def method_and_path(self) -> tuple[str, str]:
+        method, default = ACTION_PATHS[self.action]
+        return method, self.path or default

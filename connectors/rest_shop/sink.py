@@ -1,0 +1,143 @@
+"""The shop sink: one ``action`` per instance, pushed through a paced, retrying ShopClient.
+
+Payload contracts (canonical envelopes produced by a route's mapping):
+
+- ``inventory``: ``sku``, ``location``, ``available`` (integer), ``version`` (integer source
+  sequence). The shop applies it as a compare-and-set on (sku, location, version); a 409 (a
+  newer version is already there) counts as done: arrival order cannot roll stock back.
+- ``fulfilment``: ``order_id``, ``lines`` ([{``sku``, ``quantity``}]), optional
+  ``tracking_number``, ``carrier``. POST with the envelope's idempotency key as
+  ``Idempotency-Key`` and as ``external_ref``; :meth:`ShopSink.lookup` finds it by that ref.
+- ``order_status``: ``order_id``, ``status``; an idempotent PUT.
+
+Errors: TransientError (429 beyond the inline wait, 5xx, timeouts; context ``retry_after_ms``)
+or PermanentError (missing/invalid field, 4xx), both naming shop, sink and envelope id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from connectors.rest_shop.client import ClientPolicy, ShopClient
+from connectors.rest_shop.config import RestShopSinkConfig
+from connectors.rest_shop.metrics import RestShopMetrics
+from connectors.rest_shop.ratelimit import PacerPool
+from integration_bus.connector import ConfigError, ConnectorContext, Envelope, PermanentError
+
+__all__ = ["ShopSink"]
+
+
+def _field(payload: Any, name: str, kind: type | tuple[type, ...],
+           where: dict[str, Any]) -> Any:
+    value = payload.get(name) if isinstance(payload, dict) else None
+    if value is None or isinstance(value, bool) or not isinstance(value, kind):
+        raise PermanentError(f"payload field {name!r} is missing or not "
+                             f"{getattr(kind, '__name__', 'valid')}", field=name, **where)
+    return value
+
+
+class ShopSink:
+    """Delivers inventory levels, fulfilments or order statuses to one shop."""
+
+    def __init__(self, config: RestShopSinkConfig, context: ConnectorContext,
+                 pacers: PacerPool) -> None:
+        self.name = context.instance
+        self._config = config
+        self._context = context
+        self._method, self._path = config.method_and_path
+        if "{order_id}" not in self._path and config.action != "inventory":
+            raise ConfigError(f"sink {self.name}: path must contain {{order_id}}",
+                              field="path")
+        self._client = ShopClient(
+            shop=config.shop, action=config.action, base_url=config.base_url,
+            auth=config.auth, timeouts=config.timeouts,
+            pacer=pacers.get(config.shop, config.rate, config.burst),
+            policy=ClientPolicy(max_attempts=config.max_attempts, backoff=config.backoff,
+                                max_retry_after=config.max_retry_after,
+                                max_inline_wait=config.max_inline_wait),
+            metrics=RestShopMetrics.of(context.metrics.registry))
+
+    def _where(self, envelope: Envelope) -> dict[str, Any]:
+        return {"sink": self.name, "envelope_id": envelope.id, "shop": self._config.shop}
+
+    def _request(self, envelope: Envelope) -> tuple[str, Any]:
+        payload, where = envelope.payload, self._where(envelope)
+        action = self._config.action
+        if action == "inventory":
+            body = {"sku": _field(payload, "sku", str, where),
+                    "location_id": _field(payload, "location", (str, int), where),
+                    "available": _field(payload, "available", int, where),
+                    "version": _field(payload, "version", int, where)}
+            return self._path, body
+        order_id = str(_field(payload, "order_id", (str, int), where))
+        url = self._path.format(order_id=quote(order_id, safe=""))
+        if action == "order_status":
+            return url, {"order": {"id": order_id,
+                                   "status": _field(payload, "status", str, where)}}
+        lines = _field(payload, "lines", list, where)
+        items = [{"sku": _field(line, "sku", str, {**where, "line": i + 1}),
+                  "quantity": _field(line, "quantity", int, {**where, "line": i + 1})}
+                 for i, line in enumerate(lines)]
+        fulfilment = {"external_ref": envelope.idempotency_key, "line_items": items,
+                      "tracking_number": payload.get("tracking_number"),
+                      "tracking_company": payload.get("carrier")}
+        return url, {"fulfillment": fulfilment}
+
+    def deliver(self, envelope: Envelope) -> None:
+        url, body = self._request(envelope)
+        header = self._config.idempotency_header
+        idempotency = (header, envelope.idempotency_key) if header else None
+        recheck = ((lambda: self.lookup(envelope))
+                   if self._config.action == "fulfilment" else None)
+        if idempotency is None and recheck is not None and envelope.attempt > 0 \
+                and recheck():
+            return  # an earlier try took effect; the shop cannot deduplicate a POST itself
+        response = self._client.request(self._method, url, json=body, idempotency=idempotency,
+                                        recheck=recheck, where=self._where(envelope))
+        if response is not None:
+            self._judge(response, envelope)
+
+    def _judge(self, response: httpx.Response, envelope: Envelope) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status == 409 and self._config.action == "inventory":
+            self._context.log.info("rest_shop.inventory_stale", sink=self.name,
+                                   envelope_id=envelope.id, shop=self._config.shop)
+            return  # compare-and-set refused: the shop already has a newer version
+        raise PermanentError(f"shop {self._config.shop} refused the {self._config.action}: "
+                             f"{status} {response.reason_phrase}: {_reason(response)}",
+                             status=status, **self._where(envelope))
+
+    def lookup(self, envelope: Envelope) -> bool:
+        """Did this envelope's effect already happen at the shop? Fulfilments: a fulfilment
+        with ``external_ref`` = the idempotency key exists. Inventory and status updates are
+        idempotent to repeat, so they answer False (send again)."""
+        if self._config.action != "fulfilment":
+            return False
+        url, _ = self._request(envelope)
+        response = self._client.request("GET", url, where=self._where(envelope))
+        if response is None or response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise PermanentError(f"fulfilment lookup failed: {response.status_code}",
+                                 status=response.status_code, **self._where(envelope))
+        found = orjson.loads(response.content).get("fulfillments", [])
+        return any(f.get("external_ref") == envelope.idempotency_key for f in found)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _reason(response: httpx.Response) -> str:
+    """The shop's own error text, shortened (it names the field the shop did not like)."""
+    try:
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return response.text[:200]
+    errors = data.get("errors", data) if isinstance(data, dict) else data
+    return orjson.dumps(errors).decode()[:200]
