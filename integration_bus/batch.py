@@ -17,7 +17,7 @@ import structlog
 
 from integration_bus.connector import BatchSink, LookupSink, Sink
 from integration_bus.envelope import Envelope, loads, new_id
-from integration_bus.errors import BusError, PermanentError
+from integration_bus.errors import BusError, CircuitOpen, PermanentError
 from integration_bus.metrics import Metrics
 from integration_bus.route import Route
 from integration_bus.store import Claim, ClaimOutcome, DeadLetter, Settlement, Store, utcnow
@@ -34,6 +34,7 @@ class Outcome(enum.Enum):
     DELIVERED = "delivered"
     FILTERED = "filtered"
     RETRY = "retried"
+    HOLD = "held"  # a circuit breaker is open: wait without counting an attempt
     DEAD = "dead_lettered"
 
 
@@ -65,15 +66,16 @@ class Item:
         delay = policy.delay_ms(self.envelope.attempt)
         asked = self.error.context.get("retry_after_ms") if isinstance(self.error, BusError) \
             else None
-        if isinstance(asked, int | float) and asked > delay:
-            delay = int(min(asked, policy.max_delay))
+        if isinstance(asked, int | float) and (asked > delay or isinstance(self.error,
+                                                                            CircuitOpen)):
+            delay = int(min(max(asked, 1), policy.max_delay))
         return delay
 
     def fail(self, error: BaseException, *, step: str | None = None,
              sink: str | None = None) -> None:
-        # A permanent failure outranks a transient one: it decides the message's fate.
-        if self.error is None or (isinstance(error, PermanentError)
-                                  and not isinstance(self.error, PermanentError)):
+        # A permanent failure decides the message's fate; an open circuit only when nothing
+        # else went wrong (then the message just waits, without counting an attempt).
+        if _rank(error) > _rank(self.error):
             self.error, self.step, self.sink = error, step, sink
 
 
@@ -91,8 +93,10 @@ class Batch:
 
     @classmethod
     def build(cls, deliveries: Sequence[Delivery], routes: Mapping[str, Route], *,
-              archived: list[Delivery], claim_lease: timedelta, metrics: Metrics) -> Batch:
-        """Decode every delivery and run its route's pipeline (no I/O)."""
+              archived: list[Delivery], claim_lease: timedelta, metrics: Metrics,
+              held: Mapping[str, int] | None = None) -> Batch:
+        """Decode every delivery and run its route's pipeline (no I/O). Deliveries of a queue
+        in ``held`` (queue -> ms left of an open circuit) go back to wait, untouched."""
         items = []
         for delivery in deliveries:
             item = Item(delivery=delivery, route=routes[delivery.queue])
@@ -101,7 +105,11 @@ class Batch:
             except BusError as exc:
                 item.fail(exc.with_context(route=item.route.name), step="decode")
             else:
-                _run_pipeline(item)
+                if held and delivery.queue in held:
+                    item.fail(CircuitOpen("the route is paused: a sink's circuit is open",
+                                          retry_after_ms=held[delivery.queue]))
+                else:
+                    _run_pipeline(item)
             items.append(item)
         return cls(items, archived, claim_lease=claim_lease, metrics=metrics)
 
@@ -152,7 +160,13 @@ class Batch:
             except Exception as exc:  # the whole batch failed the same way
                 errors = [exc] * len(envelopes)
         else:
-            errors = [_deliver_one(sink, e) for e in envelopes]
+            errors = []
+            for envelope in envelopes:
+                error = _deliver_one(sink, envelope)
+                errors.append(error)
+                if isinstance(error, CircuitOpen):  # the rest would be refused the same way
+                    errors += [error] * (len(envelopes) - len(errors))
+                    break
         per_envelope = (time.perf_counter() - started) / len(envelopes)
         for i, error in zip(indexes, errors, strict=True):
             item = work[i][0]
@@ -169,6 +183,8 @@ class Batch:
         for item in self.items:
             if item.error is None:
                 item.outcome = Outcome.DELIVERED if item.outputs else Outcome.FILTERED
+            elif isinstance(item.error, CircuitOpen) and item.envelope is not None:
+                item.outcome = Outcome.HOLD
             elif (isinstance(item.error, PermanentError) or item.envelope is None
                   or item.envelope.attempt + 1 >= item.route.retry.max_attempts):
                 item.outcome = Outcome.DEAD
@@ -222,10 +238,10 @@ class Batch:
         assert error is not None
         detail: dict[str, Any] = {"error_type": _type_name(error), "message": _message(error),
                                   "step": item.step, "sink": item.sink}
-        if item.outcome is Outcome.RETRY:
+        if item.outcome in (Outcome.RETRY, Outcome.HOLD):
             assert env is not None
             detail["delay_ms"] = item.retry_delay_ms()
-            s.journal.append(JournalEntry(env.id, "retried", now, route=item.route.name,
+            s.journal.append(JournalEntry(env.id, item.outcome.value, now, route=item.route.name,
                                           sink=item.sink, attempt=env.attempt, detail=detail))
             return
         envelope = env.to_dict() if env is not None else _raw_envelope(item.delivery)
@@ -252,6 +268,17 @@ class Batch:
             if item.outcome is Outcome.RETRY and item.envelope is not None:
                 delay = item.retry_delay_ms()
                 out.setdefault((item.route.name, delay), []).append(item.envelope.next_attempt())
+            elif item.outcome is Outcome.HOLD and item.envelope is not None:
+                out.setdefault((item.route.name, item.retry_delay_ms()), []).append(
+                    item.envelope)  # the same attempt: an open circuit is not the message's fault
+        return out
+
+    def holds(self) -> dict[str, int]:
+        """Routes to pause because a sink's circuit is open: route -> milliseconds."""
+        out: dict[str, int] = {}
+        for item in self.items:
+            if item.outcome is Outcome.HOLD:
+                out[item.route.name] = max(out.get(item.route.name, 0), item.retry_delay_ms())
         return out
 
     def count_settled(self) -> None:
@@ -272,6 +299,14 @@ def _deliver_one(sink: Sink, envelope: Envelope) -> BaseException | None:
         return None
     except Exception as exc:  # a sink's unexpected exception counts as transient
         return exc
+
+
+def _rank(error: BaseException | None) -> int:
+    if error is None:
+        return 0
+    if isinstance(error, CircuitOpen):
+        return 1
+    return 3 if isinstance(error, PermanentError) else 2
 
 
 class _Busy(BusError):

@@ -5,6 +5,7 @@ Errors are classified by **what the runtime should do** with them::
     BusError                      root; carries context (route, step, envelope id, file:line, field)
     ├── ConfigError               fail at start-up; names file:line:col, field and a hint
     ├── TransientError            retry with backoff (timeouts, 5xx, connection loss)
+    │   ├── CircuitOpen           a target is known to be down: hold the message, pause the route
     │   ├── StoreUnavailable      the SQL store cannot be reached: the worker pauses consuming
     │   ├── BrokerUnavailable     the broker connection is down or was lost mid-operation
     │   └── PublishNacked         the broker refused to take responsibility for a message
@@ -26,6 +27,7 @@ from typing import Any
 __all__ = [
     "BrokerUnavailable",
     "BusError",
+    "CircuitOpen",
     "ConfigError",
     "EnvelopeError",
     "MappingError",
@@ -117,6 +119,15 @@ class ConfigError(BusError):
 
 class TransientError(BusError):
     """Worth retrying later: the same message may well succeed."""
+
+
+class CircuitOpen(TransientError):
+    """A sink's circuit breaker is open: its target is known to be down.
+
+    The worker does not count an attempt: it hands the message back to wait (``retry_after_ms``
+    in the context: until the breaker lets a probe through) and stops consuming the route for
+    that long, so messages wait in their queue instead of burning attempts or delivery counts.
+    """
 
 
 class StoreUnavailable(TransientError):

@@ -32,7 +32,7 @@ from integration_bus.errors import BrokerUnavailable, StoreUnavailable
 from integration_bus.metrics import Metrics
 from integration_bus.route import Route
 from integration_bus.store import Store
-from integration_bus.topology import DEAD_LETTER_QUEUE, Topology
+from integration_bus.topology import DEAD_LETTER_QUEUE, Topology, route_queue
 from integration_bus.transport import Consumer, Delivery, Transport, TransportPublisher
 
 __all__ = ["Worker", "WorkerOptions"]
@@ -82,6 +82,7 @@ class Worker:
         self._consumer: Consumer | None = None
         self._publisher: TransportPublisher | None = None
         self._cautious = True  # prefetch 1 until a fresh (not redelivered) message shows up
+        self._paused: dict[str, float] = {}  # queue -> monotonic time to resume (open circuits)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -91,6 +92,7 @@ class Worker:
             try:
                 self._connect()
                 delay = 0.5
+                self._resume_due()
                 deliveries = self._consumer.fetch(  # type: ignore[union-attr]
                     1 if self._cautious else self.options.batch_size,
                     self.options.fetch_timeout)
@@ -131,6 +133,7 @@ class Worker:
             if part is not None:
                 part.close()
         self._consumer = self._publisher = None
+        self._paused.clear()  # a new connection consumes every queue; holds start over
         self.state.connected = False
 
     def _finish(self, stop: threading.Event) -> None:
@@ -163,18 +166,41 @@ class Worker:
             self._cautious = False
             self._consumer.set_prefetch(self.options.prefetch)  # type: ignore[union-attr]
         archived = [d for d in deliveries if d.queue == DEAD_LETTER_QUEUE]
+        now = time.monotonic()
+        held = {queue: max(1, int((at - now) * 1000)) for queue, at in self._paused.items()}
         batch = Batch.build([d for d in deliveries if d.queue != DEAD_LETTER_QUEUE], self.routes,
                             archived=archived, claim_lease=self.options.claim_lease,
-                            metrics=self.metrics)
+                            metrics=self.metrics, held=held)
         self._until_stored(lambda: batch.claim_and_deliver(self.store), stop)
         self._until_stored(lambda: self.store.settle(batch.settlement), stop)
         self._retry(batch)
         self._consumer.ack(deliveries)  # type: ignore[union-attr]
+        for route, hold_ms in batch.holds().items():
+            self._hold(route, hold_ms)
         batch.count_settled()
         self.state.batches += 1
         self.state.handled += len(deliveries)
         if self._on_batch is not None:
             self._on_batch(batch)
+
+    def _hold(self, route: str, hold_ms: int) -> None:
+        """A sink of ``route`` has an open circuit: stop consuming the route for a while."""
+        queue = route_queue(route)
+        resume_at = time.monotonic() + hold_ms / 1000
+        if self._paused.get(queue, 0) < resume_at:
+            if queue not in self._paused:
+                log.warning("route.paused", route=route, seconds=hold_ms / 1000,
+                            reason="a sink's circuit breaker is open")
+                self._consumer.pause(queue)  # type: ignore[union-attr]
+            self._paused[queue] = resume_at
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        for queue, resume_at in list(self._paused.items()):
+            if resume_at <= now:
+                del self._paused[queue]
+                self._consumer.resume(queue)  # type: ignore[union-attr]
+                log.info("route.resumed", queue=queue)
 
     def _retry(self, batch: Batch) -> None:
         for (route, delay_ms), envelopes in batch.retries().items():

@@ -94,8 +94,9 @@ def test_transient_failures_retry_with_growing_delay(make_bus: BusFactory) -> No
         wait_for(lambda: target.count() == 1, message="delivery after retries")
     attempts = target.attempts[envelope.idempotency_key]
     assert len(attempts) == 3 and target.effects[envelope.idempotency_key] == 1
+    # each retry waited at least its (growing) delay; upper bounds depend on machine load
     first_gap, second_gap = attempts[1] - attempts[0], attempts[2] - attempts[1]
-    assert first_gap >= 0.1 and second_gap >= 0.3 and second_gap > first_gap
+    assert first_gap >= 0.1 and second_gap >= 0.3
     journal = bus.store.journal_for(envelope.id)
     retried = [e for e in journal if e["event"] == "retried"]
     assert [e["detail"]["delay_ms"] for e in retried] == [100, 300]

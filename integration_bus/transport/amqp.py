@@ -308,7 +308,8 @@ class AmqpConsumer:
         self._queues = list(queues)
         self._conn = transport.connect()
         self._buffer: deque[Delivery] = deque()
-        self._consumers: list[Consumer] = []
+        self._consumers: dict[str, Consumer] = {}
+        self._prefetch = prefetch
         try:
             self._channel = self._conn.channel()
             self._consume(prefetch)
@@ -316,13 +317,14 @@ class AmqpConsumer:
             self._conn.release()
             raise BrokerUnavailable(f"cannot consume {', '.join(queues)}: {exc}") from exc
 
-    def _consume(self, prefetch: int) -> None:
-        for name in self._queues:
+    def _consume(self, prefetch: int, queues: Sequence[str] | None = None) -> None:
+        self._prefetch = prefetch
+        for name in self._queues if queues is None else queues:
             consumer = Consumer(self._channel, queues=[Queue(name, no_declare=True)],
                                 on_message=self._receiver(name), auto_declare=False,
                                 prefetch_count=prefetch)
             consumer.consume()
-            self._consumers.append(consumer)
+            self._consumers[name] = consumer
 
     def _receiver(self, queue: str) -> Any:
         def receive(message: Any) -> None:
@@ -362,11 +364,27 @@ class AmqpConsumer:
         of closing with them unacked keeps their delivery counts (quorum queues count returns).
         """
         try:
-            for consumer in self._consumers:
+            for consumer in self._consumers.values():
                 consumer.cancel()
             self._consumers.clear()
         except self._errors as exc:
             raise BrokerUnavailable(f"cancel failed: {exc}") from exc
+
+    def pause(self, queue: str) -> None:
+        """Stop consuming ``queue`` (its messages wait there) until :meth:`resume`."""
+        consumer = self._consumers.pop(queue, None)
+        if consumer is not None:
+            try:
+                consumer.cancel()
+            except self._errors as exc:
+                raise BrokerUnavailable(f"cancel failed: {exc}") from exc
+
+    def resume(self, queue: str) -> None:
+        if queue not in self._consumers:
+            try:
+                self._consume(self._prefetch, [queue])
+            except self._errors as exc:
+                raise BrokerUnavailable(f"cannot consume {queue}: {exc}") from exc
 
     def keepalive(self, timeout: float) -> None:
         """Serve the connection (heartbeats) for ``timeout`` s without handing anything out."""
@@ -393,10 +411,11 @@ class AmqpConsumer:
         # basic.qos (per consumer) only applies to consumers started after it: cancel and
         # consume again. Unacked deliveries stay valid on the channel meanwhile.
         try:
-            for consumer in self._consumers:
+            queues = list(self._consumers)
+            for consumer in self._consumers.values():
                 consumer.cancel()
             self._consumers.clear()
-            self._consume(count)
+            self._consume(count, queues)
         except self._errors as exc:
             raise BrokerUnavailable(f"cannot change prefetch: {exc}") from exc
 

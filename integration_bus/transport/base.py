@@ -78,6 +78,11 @@ class Consumer(Protocol):
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         """Wait up to ``timeout`` s for at least one delivery; return up to ``max_count``."""
 
+    def pause(self, queue: str) -> None:
+        """Stop consuming one queue (its messages wait there) until :meth:`resume`."""
+
+    def resume(self, queue: str) -> None: ...
+
     def stop_consuming(self) -> None:
         """Ask the broker to stop delivering; deliveries already sent stay fetchable."""
 

@@ -194,13 +194,17 @@ class MemoryConsumer:
         self._channel = self._conn.channel()
         self._releaser = MemoryPublisher(transport)
         self._buffer: list[Delivery] = []
-        self._consumers = []
+        self._consumers: dict[str, Any] = {}
+        self._prefetch = prefetch
         for name in queues:
-            consumer = Consumer(self._channel, queues=[Queue(name, no_declare=True)],
-                                on_message=self._receiver(name), auto_declare=False,
-                                prefetch_count=prefetch)
-            consumer.consume()
-            self._consumers.append(consumer)
+            self._consume(name)
+
+    def _consume(self, name: str) -> None:
+        consumer = Consumer(self._channel, queues=[Queue(name, no_declare=True)],
+                            on_message=self._receiver(name), auto_declare=False,
+                            prefetch_count=self._prefetch)
+        consumer.consume()
+        self._consumers[name] = consumer
 
     def _receiver(self, queue: str) -> Any:
         def receive(message: Any) -> None:
@@ -227,9 +231,18 @@ class MemoryConsumer:
         return batch
 
     def stop_consuming(self) -> None:
-        for consumer in self._consumers:
+        for consumer in self._consumers.values():
             consumer.cancel()
         self._consumers.clear()
+
+    def pause(self, queue: str) -> None:
+        consumer = self._consumers.pop(queue, None)
+        if consumer is not None:
+            consumer.cancel()
+
+    def resume(self, queue: str) -> None:
+        if queue not in self._consumers:
+            self._consume(queue)
 
     def keepalive(self, timeout: float) -> None:
         """Nothing to keep alive in-process; just let the time pass."""
@@ -240,7 +253,8 @@ class MemoryConsumer:
             delivery.raw.ack()
 
     def set_prefetch(self, count: int) -> None:
-        for consumer in self._consumers:
+        self._prefetch = count
+        for consumer in self._consumers.values():
             consumer.qos(prefetch_count=count)
 
     def close(self) -> None:
