@@ -52,7 +52,8 @@ def _dir_options(func: F) -> F:
                         show_envvar=True, help="directory holding bus.yaml")(func)
 
 
-def _dirs(config_dir: Path, mappings_dir: Path | None, schemas_dir: Path | None) -> tuple[Path, Path]:
+def _dirs(config_dir: Path, mappings_dir: Path | None,
+          schemas_dir: Path | None) -> tuple[Path, Path]:
     base = config_dir.resolve().parent
     return mappings_dir or base / "mappings", schemas_dir or base / "schemas"
 

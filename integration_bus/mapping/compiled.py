@@ -3,7 +3,7 @@
 The steps are chained once at load into nested closures, so running a document is a straight call
 chain with no per-step dispatch. A split step calls the rest of the chain once per item; a filter
 that says no simply does not call it. Outputs are conformed to the output schema (and validated
-against it) before envelopes are made.
+against it) before envelopes are made; when the last step is a ``map`` it conforms as it builds.
 """
 
 from __future__ import annotations
@@ -48,15 +48,27 @@ class CompiledMapping:
     Calling it with an envelope returns the output envelopes (none when filtered, several when
     split) or raises MappingError naming step, field, input path and envelope id. It holds no
     mutable state, so one instance may serve many threads.
+
+    ``decimal_context`` says that some step or function relies on the ambient decimal context;
+    documents are then mapped inside ``decimal.localcontext(DECIMAL_CONTEXT)``. Mappings using
+    only the built-in functions compute with that context explicitly and skip the switch, unless
+    they validate against a schema.
     """
 
-    def __init__(self, info: MappingInfo, steps: Sequence[Step]) -> None:
+    def __init__(self, info: MappingInfo, steps: Sequence[Step], *,
+                 decimal_context: bool = True) -> None:
         self.info = info
         self.name = info.name
         self.version = info.version
         self.steps = tuple(steps)
         self._splits = any(step.items is not None for step in steps)
-        self._chain = _chain(self.steps, _terminal(info.output_schema))
+        self._check_input = info.input_schema.validate \
+            if info.input_schema is not None and info.validate_input else None
+        self._decimal_context = decimal_context or self._check_input is not None or \
+            info.output_schema is not None
+        self._output_schema = info.output_schema.ref if info.output_schema is not None else None
+        conformed = bool(self.steps) and self.steps[-1].conformed
+        self._chain = _chain(self.steps, _terminal(info.output_schema, conformed))
 
     def __repr__(self) -> str:
         return f"<CompiledMapping {self.name} {self.version} ({self.info.file})>"
@@ -68,16 +80,23 @@ class CompiledMapping:
                                f"not {envelope.type}", step="input", envelope_id=envelope.id)
         meta = _meta(envelope) if info.uses_meta else None
         try:
-            results = self.run(envelope.payload, meta)
+            if self._decimal_context:
+                results = self.run(envelope.payload, meta)
+            else:  # run() without its frame: this is the hot path
+                ctx = Ctx(envelope.payload, meta)
+                self._chain(envelope.payload, ctx, "")
+                results = ctx.out
         except MappingError as exc:
             exc.with_context(envelope_id=envelope.id, mapping=self.name)
             raise
-        schema = info.output_schema.ref if info.output_schema is not None else None
+        derive, output_type, schema = envelope.derive, info.output_type, self._output_schema
         if not self._splits:
-            return [envelope.derive(type=info.output_type, payload=payload, schema=schema)
+            if len(results) == 1:  # the common case, without a comprehension's frame
+                return [derive(type=output_type, payload=results[0][1], schema=schema)]
+            return [derive(type=output_type, payload=payload, schema=schema)
                     for _, payload in results]
-        return [envelope.derive(type=info.output_type, payload=payload, schema=schema,
-                                idempotency_key=f"{envelope.idempotency_key}/{suffix}")
+        return [derive(type=output_type, payload=payload, schema=schema,
+                       idempotency_key=f"{envelope.idempotency_key}/{suffix}")
                 for suffix, payload in results]
 
     def run(self, payload: Any, meta: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
@@ -86,10 +105,13 @@ class CompiledMapping:
         The suffix is "" without a split step, else the item indexes joined by "/".
         """
         ctx = Ctx(payload, meta)
+        if not self._decimal_context:
+            self._chain(payload, ctx, "")
+            return ctx.out
         with decimal.localcontext(DECIMAL_CONTEXT):
-            if self.info.input_schema is not None and self.info.validate_input:
+            if self._check_input is not None:
                 try:
-                    self.info.input_schema.validate(payload)
+                    self._check_input(payload)
                 except MappingError as exc:
                     exc.with_context(step="input")
                     raise
@@ -107,16 +129,24 @@ def _meta(envelope: Envelope) -> dict[str, Any]:
     }
 
 
-def _terminal(schema: LoadedSchema | None) -> Link:
+def _terminal(schema: LoadedSchema | None, conformed: bool) -> Link | None:
+    """The end of the chain: conform (unless the last step did), validate, collect.
+
+    None when there is nothing to do but collect: the last step then collects itself.
+    """
     if schema is None:
+        if conformed:
+            return None
+
         def emit(doc: Any, ctx: Ctx, suffix: str) -> None:
             ctx.out.append((suffix, plain_json(doc)))
 
         return emit
-    conform, validate = schema.conform, schema.validate
+    conform = None if conformed else schema.conform
+    validate = schema.validate
 
     def emit_checked(doc: Any, ctx: Ctx, suffix: str) -> None:
-        output = conform(doc)
+        output = doc if conform is None else conform(doc)
         try:
             validate(output)
         except MappingError as exc:
@@ -127,15 +157,33 @@ def _terminal(schema: LoadedSchema | None) -> Link:
     return emit_checked
 
 
-def _chain(steps: Sequence[Step], terminal: Link) -> Link:
+def _chain(steps: Sequence[Step], terminal: Link | None) -> Link:
     link = terminal
     for step in reversed(steps):
         link = _link(step, link)
-    return link
+    return link or _collect
 
 
-def _link(step: Step, nxt: Link) -> Link:
+def _collect(doc: Any, ctx: Ctx, suffix: str) -> None:
+    ctx.out.append((suffix, doc))
+
+
+def _link(step: Step, nxt: Link | None) -> Link:
     label = step.label
+    if step.apply is not None and nxt is None:
+        last = step.apply
+
+        def run_last_apply(doc: Any, ctx: Ctx, suffix: str) -> None:
+            ctx.doc = doc
+            try:
+                result = last(doc, ctx)
+            except MappingError as exc:
+                exc.with_context(step=label)
+                raise
+            ctx.out.append((suffix, result))
+
+        return run_last_apply
+    nxt = nxt or _collect
     if step.apply is not None:
         apply = step.apply
 

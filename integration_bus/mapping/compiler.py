@@ -5,27 +5,31 @@ arguments (through each function's bind hook), variables, and field names agains
 The closures only read JSON values through :mod:`.runtime`'s primitives and call registered
 functions — there is no ``eval``, no attribute access and no way to reach Python objects.
 Run-time problems raise :class:`MappingError`; standard exceptions escaping a function are
-translated at the one call boundary below.
+translated at the one call boundary, in :mod:`.calls`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from integration_bus.errors import MappingError
 from integration_bus.mapping import nodes as n
+from integration_bus.mapping.calls import Call, call_fn
 from integration_bus.mapping.functions import UNKNOWN, BindContext, BindError, FunctionRegistry
 from integration_bus.mapping.grammar import ExpressionError, Parser
-from integration_bus.mapping.ops import binary_op, unary_op
+from integration_bus.mapping.ops import binary_op, concat_op, unary_op
 from integration_bus.mapping.runtime import VARIABLES, Ctx, Fn, get_field, get_path
 from integration_bus.mapping.shapes import ANY, ListShape, ObjectShape, Shape
 from integration_bus.mapping.suggest import did_you_mean
-from integration_bus.mapping.values import truthy
+from integration_bus.mapping.values import to_text, truthy
 
-__all__ = ["CompiledExpr", "ExprCompiler", "Scope", "primary_path", "render_path"]
+__all__ = ["CompiledExpr", "ExprCompiler", "Scope"]
 
-_FAILURES = (TypeError, ValueError, ArithmeticError, LookupError)
+_TEXT: frozenset[type] = frozenset({str})
+_BOOL: frozenset[type] = frozenset({bool})
+_NUMBER: frozenset[type] = frozenset({Decimal})
+_ARITHMETIC = ("+", "-", "*", "/", "%")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,9 @@ class CompiledExpr:
     path: str | None
     relative: bool
     shape: Shape
+    types: frozenset[type] | None = None
+    """The types of the values it can produce, when known (``{str, NoneType}`` for
+    ``name | upper``)."""
 
 
 class ExprCompiler:
@@ -61,14 +68,17 @@ class ExprCompiler:
         self.registry = registry
         self.bind = bind
         self.parser = parser or Parser()
+        self.needs_context = False
+        """Whether a compiled call relies on the ambient decimal context (a function that is
+        not ``context_free``); the mapping then runs inside ``localcontext(DECIMAL_CONTEXT)``."""
 
     def compile(self, text: str, scope: Scope) -> CompiledExpr:
         """Parse and compile; raises ExpressionError (a ConfigError with an offset)."""
         node = self.parser.parse(text)
         fn = self.node(node, scope)
-        path, relative = primary_path(node)
+        path, relative = n.primary_path(node)
         shape = self._shape(node, scope) if isinstance(node, n.Path) else ANY
-        return CompiledExpr(fn, text, node, path, relative, shape)
+        return CompiledExpr(fn, text, node, path, relative, shape, self._types(node))
 
     def node(self, node: n.Node, scope: Scope) -> Fn:
         if isinstance(node, n.Lit):
@@ -85,7 +95,12 @@ class ExprCompiler:
         if isinstance(node, n.Unary):
             return unary_op(node.op, self.node(node.operand, scope))
         if isinstance(node, n.Binary):
-            return binary_op(node.op, self.node(node.left, scope), self.node(node.right, scope))
+            left, right = self.node(node.left, scope), self.node(node.right, scope)
+            if node.op == "~":
+                fields = n.plain_fields(node.right)
+                return concat_op(left, right, _literal_text(node.left), _literal_text(node.right),
+                                 fields[0] if len(fields) == 1 else None)
+            return binary_op(node.op, left, right)
         if isinstance(node, n.Logic):
             return _logic(node.op, self.node(node.left, scope), self.node(node.right, scope))
         if isinstance(node, n.Cond):
@@ -147,6 +162,26 @@ class ExprCompiler:
         source = base
         return lambda cur, ctx: get_path(cur if source is None else source(cur, ctx), segments)
 
+    def _types(self, node: n.Node) -> frozenset[type] | None:
+        """The types ``node`` can evaluate to, or None when that is not known."""
+        if isinstance(node, n.Lit):
+            return frozenset({type(node.value)})
+        if isinstance(node, n.Binary):
+            return _TEXT if node.op == "~" else _NUMBER if node.op in _ARITHMETIC else _BOOL
+        if isinstance(node, n.Logic) or (isinstance(node, n.Unary) and node.op == "not"):
+            return _BOOL
+        if isinstance(node, n.Unary):
+            return _NUMBER
+        if isinstance(node, n.Cond):
+            then, other = self._types(node.then), self._types(node.other)
+            return None if then is None or other is None else then | other
+        if isinstance(node, n.Call):
+            spec = self.registry.get(node.name)
+            if spec is None or spec.returns is None:
+                return None
+            return frozenset({spec.returns, type(None)} if spec.null_passes else {spec.returns})
+        return None
+
     def _shape(self, node: n.Path, scope: Scope) -> Shape:
         """Walk the path through known shapes; unknown fields of closed objects are errors."""
         if node.base is None:
@@ -182,6 +217,11 @@ class ExprCompiler:
         return shape
 
     def _call(self, node: n.Call, scope: Scope) -> Fn:
+        call, subject = self._compile_call(node, scope)
+        return call_fn(call, subject)
+
+    def _compile_call(self, node: n.Call, scope: Scope) -> tuple[Call, Call | None]:
+        """The call, and the call its subject is when that is a call too (for pipe fusion)."""
         spec = self.registry.get(node.name)
         if spec is None:
             raise ExpressionError(f"unknown function {node.name!r}", node.pos,
@@ -191,76 +231,44 @@ class ExprCompiler:
             given = len(node.args) - 1 if node.piped else len(node.args)
             raise ExpressionError(f"{node.name}() does not take {given} argument(s)", node.pos,
                                   hint=f"usage: {spec.signature}")
-        args = tuple(self.node(arg, scope) for arg in node.args)
+        subject: Call | None = None
+        compiled: list[Fn] = []
+        for arg in node.args:
+            if not compiled and isinstance(arg, n.Call):
+                subject = self._compile_call(arg, scope)[0]
+                compiled.append(call_fn(subject))
+            else:
+                compiled.append(self.node(arg, scope))
+        args = tuple(compiled)
+        literals = tuple(a.value if isinstance(a, n.Lit) else UNKNOWN for a in node.args)
         impl = spec.impl
         if spec.bind is not None:
-            literals = tuple(a.value if isinstance(a, n.Lit) else UNKNOWN for a in node.args)
             try:
                 impl = spec.bind(self.bind, literals)
             except BindError as exc:
                 arg = node.args[exc.arg] if exc.arg < len(node.args) else node
                 raise ExpressionError(f"{node.name}(): {exc.message}", arg.pos,
                                       hint=exc.hint or f"usage: {spec.signature}") from exc
-        return _call_fn(node.name, impl, args, spec.null_passes)
+        if not spec.context_free:
+            self.needs_context = True
+        consts = literals[1:] if all(v is not UNKNOWN for v in literals[1:]) else None
+        call = Call(node.name, impl, args, spec.null_passes, consts,
+                    n.plain_fields(node.args[0]) if node.args else (),
+                    spec.fast if spec.bind is None else None)
+        return call, subject
+
+
+def _literal_text(node: n.Node) -> str | None:
+    """The text a literal contributes to ``~`` (null counts as empty text)."""
+    if not isinstance(node, n.Lit):
+        return None
+    return "" if node.value is None else to_text(node.value)
 
 
 def _fields_hint(shape: ObjectShape) -> str:
     names = sorted(shape.fields)
     shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
     return f"known fields: {shown}" if names else "this object has no fields"
-
-
-def _fail(name: str, exc: Exception) -> MappingError:
-    error = MappingError(f"{name}(): {exc}")
-    error.__cause__ = exc
-    return error
-
-
-def _call_fn(name: str, impl: Any, args: tuple[Fn, ...], null_passes: bool) -> Fn:
-    if len(args) == 1:
-        (a,) = args
-
-        def call1(cur: Any, ctx: Ctx) -> Any:
-            value = a(cur, ctx)
-            if value is None and null_passes:
-                return None
-            try:
-                return impl(value)
-            except MappingError:
-                raise
-            except _FAILURES as exc:
-                raise _fail(name, exc) from exc
-
-        return call1
-    if len(args) == 2:
-        a, b = args
-
-        def call2(cur: Any, ctx: Ctx) -> Any:
-            value = a(cur, ctx)
-            if value is None and null_passes:
-                return None
-            try:
-                return impl(value, b(cur, ctx))
-            except MappingError:
-                raise
-            except _FAILURES as exc:
-                raise _fail(name, exc) from exc
-
-        return call2
-    first, rest = args[0], args[1:]
-
-    def calln(cur: Any, ctx: Ctx) -> Any:
-        value = first(cur, ctx)
-        if value is None and null_passes:
-            return None
-        try:
-            return impl(value, *[f(cur, ctx) for f in rest])
-        except MappingError:
-            raise
-        except _FAILURES as exc:
-            raise _fail(name, exc) from exc
-
-    return calln
 
 
 def _logic(op: str, left: Fn, right: Fn) -> Fn:
@@ -271,44 +279,3 @@ def _logic(op: str, left: Fn, right: Fn) -> Fn:
 
 def _cond(test: Fn, then: Fn, other: Fn) -> Fn:
     return lambda cur, ctx: then(cur, ctx) if truthy(test(cur, ctx)) else other(cur, ctx)
-
-
-def render_path(node: n.Path) -> str:
-    """Text of a path as the author wrote it (``line_items[*].sku``), without ``$``/``$this``."""
-    parts: list[str] = []
-    for segment in node.segments:
-        if isinstance(segment, n.Field):
-            parts.append(f".{segment.name}")
-        elif isinstance(segment, n.Index):
-            parts.append(f"[{segment.index}]")
-        else:
-            parts.append("[*]")
-    return "".join(parts).lstrip(".")
-
-
-def primary_path(node: n.Node) -> tuple[str | None, bool]:
-    """The first input path an expression reads (left-most), and whether it is scope-relative."""
-    stack: list[n.Node] = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, n.Path) and (current.base is None or isinstance(current.base, n.Var)):
-            base = current.base
-            relative = base is None or base.name == "$this"
-            if isinstance(base, n.Var) and base.name in ("$index", "$meta"):
-                continue
-            return render_path(current) or None, relative
-        children: list[n.Node] = []
-        if isinstance(current, n.Call):
-            children = list(current.args)
-        elif isinstance(current, n.Binary | n.Logic):
-            children = [current.left, current.right]
-        elif isinstance(current, n.Unary):
-            children = [current.operand]
-        elif isinstance(current, n.Cond):
-            children = [current.test, current.then, current.other]
-        elif isinstance(current, n.ListLit):
-            children = list(current.items)
-        elif isinstance(current, n.Path) and current.base is not None:
-            children = [current.base]
-        stack.extend(reversed(children))
-    return None, True

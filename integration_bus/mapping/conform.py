@@ -6,6 +6,11 @@ becomes its plain decimal text (``"59.97"``), where it says ``integer`` a whole 
 ``int``, where it says ``number`` it stays an exact ``Decimal``; dates become ISO 8601 text.
 Without schema information the bus default applies: decimals as text. Floats never survive: one
 arriving from input is converted through its shortest repr.
+
+A schema is turned into a :class:`Plan` once, at load. Its ``conform`` conforms a whole value; its
+parts (``field(key)``, ``items()``) let a builder that makes the object or list itself conform each
+part as it is built, so the final ``map`` of a mapping needs no second pass over its output.
+Every conformer returns the values in :data:`PASS_THROUGH` unchanged, so a builder may skip them.
 """
 
 from __future__ import annotations
@@ -15,17 +20,23 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Conformer", "conformer_for", "decimal_text", "plain_json"]
+from integration_bus.mapping.values import DECIMAL_CONTEXT
+
+__all__ = ["PASS_THROUGH", "PLAIN", "Conformer", "Plan", "conformer_for", "decimal_text",
+           "plain_json", "plan_for"]
 
 Conformer = Callable[[Any], Any]
+PASS_THROUGH: frozenset[type] = frozenset({str, int, bool, type(None)})
+"""Types of the values every conformer returns as they are (JSON scalars)."""
 _MAX_DEPTH = 24
 
 
 def decimal_text(number: Decimal) -> str:
     """Plain decimal notation, no exponent, no negative zero: ``Decimal('1E+2')`` -> ``"100"``."""
-    if number == 0 and number.is_signed():
+    if not number and number.is_signed():
         number = number.copy_abs()
-    return f"{number:f}"
+    text = str(number)  # the same text as f"{number:f}" unless it is written with an exponent
+    return text if "E" not in text else f"{number:f}"
 
 
 def plain_json(value: Any) -> Any:
@@ -33,6 +44,8 @@ def plain_json(value: Any) -> Any:
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return value
+    if kind is Decimal and value.is_finite():
+        return decimal_text(value)
     if kind is dict:
         return {k: plain_json(v) for k, v in value.items()}
     if kind is list:
@@ -48,11 +61,10 @@ def _scalar(value: Any, want: str) -> Any:
     if kind is Decimal:
         if not value.is_finite():
             return str(value)  # validation reports it; never produced by the language itself
-        if want == "integer" and value == value.to_integral_value() and value.adjusted() < 30:
+        if want == "integer" and _whole(value):
             return int(value)
         if want == "number":
-            return int(value) if value == value.to_integral_value() and value.adjusted() < 30 \
-                and value.as_tuple().exponent == 0 else value
+            return int(value) if _whole(value) and value.as_tuple().exponent == 0 else value
         return decimal_text(value)
     if isinstance(value, date):
         return value.isoformat()
@@ -61,48 +73,124 @@ def _scalar(value: Any, want: str) -> Any:
     return value
 
 
-def conformer_for(schema: Any, root: Any | None = None, depth: int = 0) -> Conformer:
+def _whole(value: Decimal) -> bool:
+    return bool(value == value.to_integral_value(None, DECIMAL_CONTEXT)) and value.adjusted() < 30
+
+
+class Plan:
+    """How the values at one place of an output document are conformed.
+
+    ``conform`` conforms any value found there. For an object schema ``field(key)`` is the plan
+    of one of its keys, for an array schema ``items()`` the plan of its items; both are None when
+    the schema expects no such container here (then build the value and ``conform`` it whole).
+    """
+
+    __slots__ = ("_extra", "_fields", "_item", "conform")
+
+    def __init__(self, conform: Conformer, *, fields: Mapping[str, Plan] | None = None,
+                 extra: Plan | None = None, item: Plan | None = None) -> None:
+        self.conform = conform
+        self._fields = fields
+        self._extra = extra
+        self._item = item
+
+    def builds_object(self) -> bool:
+        return self._fields is not None
+
+    def field(self, key: str) -> Plan:
+        """Plan of ``key``; only for a plan that :meth:`builds_object`."""
+        assert self._fields is not None
+        return self._fields.get(key) or self._extra or PLAIN
+
+    def items(self) -> Plan | None:
+        return self._item
+
+
+def _plain_leaf(value: Any) -> Any:
+    """:func:`plain_json` for a value a builder made (rarely text, often a Decimal): the
+    Decimal case first and inline, as this runs for every computed number in an output."""
+    if type(value) is Decimal and value.is_finite():
+        if not value and value.is_signed():
+            value = value.copy_abs()
+        text = str(value)
+        return text if "E" not in text else f"{value:f}"
+    return plain_json(value)
+
+
+class _PlainPlan(Plan):
+    """The bus default everywhere: objects and lists keep their structure, values are plain."""
+
+    def builds_object(self) -> bool:
+        return True
+
+    def field(self, key: str) -> Plan:
+        return self
+
+    def items(self) -> Plan | None:
+        return self
+
+
+PLAIN: Plan = _PlainPlan(_plain_leaf)
+
+
+def conformer_for(schema: Any) -> Conformer:
     """A function conforming values to ``schema`` (local ``$ref``s followed)."""
+    return plan_for(schema).conform
+
+
+def plan_for(schema: Any, root: Any | None = None, depth: int = 0) -> Plan:
+    """The conform plan of ``schema`` (local ``$ref``s followed; unions conform plainly)."""
     root = schema if root is None else root
     if not isinstance(schema, Mapping) or depth > _MAX_DEPTH:
-        return plain_json
+        return PLAIN
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/"):
-        return conformer_for(_resolve(root, ref), root, depth + 1)
+        return plan_for(_resolve(root, ref), root, depth + 1)
     for key in ("anyOf", "oneOf", "allOf"):
         options = schema.get(key)
         if isinstance(options, list):
             typed = [o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")]
             if len(typed) == 1:
-                return conformer_for(typed[0], root, depth + 1)
-            return plain_json
+                return plan_for(typed[0], root, depth + 1)
+            return PLAIN
     types = schema.get("type")
     type_set = {types} if isinstance(types, str) else set(types or [])
     type_set.discard("null")
     if "properties" in schema or type_set == {"object"}:
-        return _object_conformer(schema, root, depth)
+        return _object_plan(schema, root, depth)
     if type_set == {"array"}:
-        item = conformer_for(schema.get("items"), root, depth + 1)
-        return lambda value: [item(v) for v in value] if type(value) is list else _scalar(value, "")
+        return _array_plan(plan_for(schema.get("items"), root, depth + 1))
     want = "string"
     if "string" not in type_set:
         want = "number" if "number" in type_set else ("integer" if "integer" in type_set else want)
-    return lambda value: _scalar(value, want) if type(value) is not str else value
+    return Plan(lambda value: _scalar(value, want) if type(value) is not str else value)
 
 
-def _object_conformer(schema: Mapping[str, Any], root: Any, depth: int) -> Conformer:
+def _array_plan(item: Plan) -> Plan:
+    conform_item = item.conform
+
+    def conform(value: Any) -> Any:
+        if type(value) is list:
+            return [conform_item(v) for v in value]
+        return _scalar(value, "")
+
+    return Plan(conform, item=item)
+
+
+def _object_plan(schema: Mapping[str, Any], root: Any, depth: int) -> Plan:
     props = schema.get("properties") or {}
-    fields = {str(k): conformer_for(v, root, depth + 1) for k, v in props.items()}
+    fields = {str(k): plan_for(v, root, depth + 1) for k, v in props.items()}
     extra_schema = schema.get("additionalProperties")
-    extra = conformer_for(extra_schema, root, depth + 1) if isinstance(extra_schema, Mapping) \
-        else plain_json
+    extra = plan_for(extra_schema, root, depth + 1) if isinstance(extra_schema, Mapping) else PLAIN
+    conformers = {k: plan.conform for k, plan in fields.items()}
+    conform_extra = extra.conform
 
     def conform(value: Any) -> Any:
         if type(value) is not dict:
             return _scalar(value, "")
-        return {k: (fields.get(k) or extra)(v) for k, v in value.items()}
+        return {k: (conformers.get(k) or conform_extra)(v) for k, v in value.items()}
 
-    return conform
+    return Plan(conform, fields=fields, extra=extra)
 
 
 def _resolve(root: Any, ref: str) -> Any:

@@ -89,11 +89,14 @@ def shape_set(shape: Shape, segments: tuple[n.Field | n.Wild, ...], new: Shape) 
     """The shape after setting the target to a value of shape ``new``."""
     head, rest = segments[0], segments[1:]
     if isinstance(head, n.Wild):
-        return ListShape(shape_set(shape.item, rest, new)) if isinstance(shape, ListShape) else shape
+        if isinstance(shape, ListShape):
+            return ListShape(shape_set(shape.item, rest, new))
+        return shape
     if not isinstance(shape, ObjectShape):
         return shape
     fields = dict(shape.fields)
-    fields[head.name] = new if not rest else shape_set(fields.get(head.name, ObjectShape()), rest, new)
+    fields[head.name] = new if not rest else \
+        shape_set(fields.get(head.name, ObjectShape()), rest, new)
     return ObjectShape(fields, shape.closed)
 
 

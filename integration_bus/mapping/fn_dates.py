@@ -14,9 +14,15 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from integration_bus.errors import MappingError
-from integration_bus.mapping.functions import UNKNOWN, BindContext, BindError, FunctionSpec
+from integration_bus.mapping.functions import (
+    UNKNOWN,
+    BindContext,
+    BindError,
+    FunctionSpec,
+    built_in,
+)
 from integration_bus.mapping.suggest import did_you_mean
-from integration_bus.mapping.values import to_decimal, to_text, type_name
+from integration_bus.mapping.values import DECIMAL_CONTEXT, to_decimal, to_text, type_name
 
 __all__ = ["SPECS", "zone"]
 
@@ -24,6 +30,7 @@ _DIRECTIVES = set("aAwdbBmyYHIpMSfzZjUWcxXGuV%")
 _CUTOFF = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 _MAX_TEXT = 64
 _MAX_DAYS = 100_000
+_CTX = DECIMAL_CONTEXT  # computations pass it explicitly (see values.DECIMAL_CONTEXT)
 
 
 def zone(name: Any) -> tzinfo:
@@ -150,7 +157,7 @@ def _business_day(value: Any, tz: Any, cutoff: Any = "00:00") -> date:
 
 def _add_days(value: Any, days: Any) -> date:
     count = to_decimal(days, "days")
-    if count != count.to_integral_value() or abs(count) > _MAX_DAYS:
+    if count != count.to_integral_value(None, _CTX) or _CTX.abs(count) > _MAX_DAYS:
         raise MappingError(f"days must be a whole number up to {_MAX_DAYS}, got {days}")
     base = value if isinstance(value, date) else _as_date(value)
     try:
@@ -162,13 +169,14 @@ def _add_days(value: Any, days: Any) -> date:
 def _from_unix(value: Any, unit: Any = "s") -> datetime:
     number = to_decimal(value, "timestamp")
     if unit == "ms":
-        number = number / 1000
+        number = _CTX.divide(number, 1000)
     elif unit != "s":
         raise MappingError(f"unit must be 's' or 'ms', got {unit!r}")
-    if abs(number) > Decimal(253402300799):
+    if _CTX.abs(number) > Decimal(253402300799):
         raise MappingError(f"timestamp {value} is out of range")
     whole = int(number)
-    micros = int(((number - whole) * 1_000_000).to_integral_value())
+    fraction = _CTX.subtract(number, whole)
+    micros = int(_CTX.multiply(fraction, 1_000_000).to_integral_value(None, _CTX))
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=whole, microseconds=micros)
 
 
@@ -188,7 +196,8 @@ def _bind_checks(impl: Any, *, zones: tuple[int, ...] = (), formats: tuple[int, 
             except MappingError as exc:
                 hint = exc.context.get("hint")
                 if index in zones:
-                    hint = did_you_mean(str(value), _zone_names()) or "use an IANA name such as Europe/Berlin"
+                    hint = did_you_mean(str(value), _zone_names()) or \
+                        "use an IANA name such as Europe/Berlin"
                 raise BindError(exc.message, index, hint=hint) from exc
         return impl
 
@@ -199,20 +208,24 @@ def _zone_names() -> set[str]:
     return available_timezones() | {"UTC"}
 
 
-SPECS = [
+_RETURNS: dict[str, type] = {"format_date": str, "format_datetime": str}
+
+SPECS = built_in([
     FunctionSpec("date", _as_date, 1, 1, "text | date", "A date from ISO text (YYYY-MM-DD)."),
     FunctionSpec("datetime", _datetime, 1, 2, "text | datetime(zone?)",
                  "A datetime from ISO 8601 text; zone is used when the text has no offset.",
                  bind=_bind_checks(_datetime, zones=(1,))),
     FunctionSpec("parse_date", _parse_date, 2, 2, "text | parse_date(format)",
-                 "A date from text in a strftime format.", bind=_bind_checks(_parse_date, formats=(1,))),
+                 "A date from text in a strftime format.",
+                 bind=_bind_checks(_parse_date, formats=(1,))),
     FunctionSpec("parse_datetime", _parse_datetime, 2, 3, "text | parse_datetime(format, zone?)",
                  "A datetime from text in a strftime format, in zone when it has no offset.",
                  bind=_bind_checks(_parse_datetime, formats=(1,), zones=(2,))),
     FunctionSpec("to_tz", _to_tz, 2, 2, "datetime | to_tz(zone)",
                  "The same instant in another time zone.", bind=_bind_checks(_to_tz, zones=(1,))),
     FunctionSpec("format_date", _format_date, 2, 2, "date | format_date(format)",
-                 "Date as text in a strftime format.", bind=_bind_checks(_format_date, formats=(1,))),
+                 "Date as text in a strftime format.",
+                 bind=_bind_checks(_format_date, formats=(1,))),
     FunctionSpec("format_datetime", _format_datetime, 2, 2, "datetime | format_datetime(format)",
                  "Datetime as text in a strftime format.",
                  bind=_bind_checks(_format_datetime, formats=(1,))),
@@ -223,4 +236,4 @@ SPECS = [
     FunctionSpec("add_days", _add_days, 2, 2, "date | add_days(n)", "The date n days later."),
     FunctionSpec("from_unix", _from_unix, 1, 2, "number | from_unix(unit?)",
                  "A UTC datetime from a Unix timestamp in 's' (default) or 'ms'."),
-]
+], returns=_RETURNS)

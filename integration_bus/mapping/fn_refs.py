@@ -91,8 +91,11 @@ def _bind_lookup(ctx: BindContext, args: tuple[Any, ...]) -> Callable[..., Any]:
 SPECS = [
     FunctionSpec("xref", _unbound, 2, 3, "value | xref(table, default?)",
                  "Translate a value through a cross-reference table ('table' or "
-                 "'table.column'); a miss is an error unless default is given.", bind=_bind_xref),
+                 "'table.column'); a miss is an error unless default is given.", bind=_bind_xref,
+                 context_free=True),
     FunctionSpec("lookup", _unbound, 2, 3, "value | lookup(name, default?)",
                  "Look a value up with a resolver the runtime provides (e.g. the store); "
                  "a miss is an error unless default is given.", bind=_bind_lookup),
+    # not context_free: the resolver is code of the runtime's (the store), run as before
+    # inside the language's decimal context
 ]

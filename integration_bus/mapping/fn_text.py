@@ -9,8 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from integration_bus.errors import MappingError
-from integration_bus.mapping.functions import UNKNOWN, BindContext, BindError, FunctionSpec
-from integration_bus.mapping.values import to_decimal, to_text, type_name
+from integration_bus.mapping.functions import (
+    UNKNOWN,
+    BindContext,
+    BindError,
+    FunctionSpec,
+    built_in,
+)
+from integration_bus.mapping.values import DECIMAL_CONTEXT, to_decimal, to_text, type_name
 
 __all__ = ["SPECS"]
 
@@ -37,10 +43,6 @@ def _rtrim(value: Any) -> str:
     return to_text(value).rstrip()
 
 
-def _string(value: Any) -> str:
-    return to_text(value)
-
-
 def _length(value: Any) -> int:
     if isinstance(value, list | dict):
         return len(value)
@@ -49,7 +51,8 @@ def _length(value: Any) -> int:
 
 def _whole(value: Any, what: str) -> int:
     number = to_decimal(value, what)
-    if number != number.to_integral_value() or abs(number) > 10**9:
+    if number != number.to_integral_value(None, DECIMAL_CONTEXT) or \
+            DECIMAL_CONTEXT.abs(number) > 10**9:
         raise MappingError(f"{what} must be a whole number, got {value}")
     return int(number)
 
@@ -145,16 +148,29 @@ def _bind_nonempty(position: int, what: str, impl: Any) -> Any:
     return bind
 
 
-SPECS = [
-    FunctionSpec("upper", _upper, 1, 1, "text | upper", "Upper-case text."),
-    FunctionSpec("lower", _lower, 1, 1, "text | lower", "Lower-case text."),
-    FunctionSpec("trim", _trim, 1, 1, "text | trim", "Remove surrounding white space."),
-    FunctionSpec("ltrim", _ltrim, 1, 1, "text | ltrim", "Remove leading white space."),
-    FunctionSpec("rtrim", _rtrim, 1, 1, "text | rtrim", "Remove trailing white space."),
-    FunctionSpec("string", _string, 1, 1, "value | string",
-                 "Canonical text of a number, boolean, date or text."),
+_RETURNS: dict[str, type] = {
+    **dict.fromkeys(["upper", "lower", "trim", "ltrim", "rtrim", "string", "substring", "replace",
+                     "pad_left", "pad_right", "concat"], str),
+    "length": int,
+    **dict.fromkeys(["starts_with", "ends_with", "contains"], bool),
+}
+
+SPECS = built_in([
+    FunctionSpec("upper", _upper, 1, 1, "text | upper", "Upper-case text.",
+                 fast={str: str.upper}),
+    FunctionSpec("lower", _lower, 1, 1, "text | lower", "Lower-case text.",
+                 fast={str: str.lower}),
+    FunctionSpec("trim", _trim, 1, 1, "text | trim", "Remove surrounding white space.",
+                 fast={str: str.strip}),
+    FunctionSpec("ltrim", _ltrim, 1, 1, "text | ltrim", "Remove leading white space.",
+                 fast={str: str.lstrip}),
+    FunctionSpec("rtrim", _rtrim, 1, 1, "text | rtrim", "Remove trailing white space.",
+                 fast={str: str.rstrip}),
+    FunctionSpec("string", to_text, 1, 1, "value | string",
+                 "Canonical text of a number, boolean, date or text.", fast={str: str, int: str}),
     FunctionSpec("length", _length, 1, 1, "value | length",
-                 "Characters in text, or items in a list or object."),
+                 "Characters in text, or items in a list or object.",
+                 fast={str: len, list: len, dict: len}),
     FunctionSpec("substring", _substring, 2, 3, "text | substring(start, length?)",
                  "Part of the text from 0-based start (negative counts from the end)."),
     FunctionSpec("replace", _replace, 3, 3, "text | replace(old, new)",
@@ -174,4 +190,4 @@ SPECS = [
                  "Whether the text ends with suffix."),
     FunctionSpec("contains", _contains, 2, 2, "text_or_list | contains(part)",
                  "Whether the text contains part, or the list an equal item."),
-]
+], returns=_RETURNS)

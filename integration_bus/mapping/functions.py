@@ -13,13 +13,13 @@ functions builds its own with :meth:`FunctionRegistry.with_functions`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 __all__ = [
     "UNKNOWN", "BindContext", "BindError", "FunctionRegistry", "FunctionSpec", "Resolver",
-    "XrefTable", "default_registry",
+    "XrefTable", "built_in", "default_registry",
 ]
 
 
@@ -79,6 +79,19 @@ class FunctionSpec:
     true a null subject returns null without calling ``impl`` (most functions); functions about
     null (``default``, ``coalesce``, ``is_null``) set it false. ``signature`` and ``summary`` feed
     error hints and the docs.
+
+    ``context_free`` says that ``impl`` does not rely on the ambient ``decimal`` context (it passes
+    ``values.DECIMAL_CONTEXT`` explicitly where it computes, or does not compute at all). Every
+    built-in function is; a mapping that calls a function which is not (the default for functions
+    added with :meth:`FunctionRegistry.with_functions`) runs each document inside
+    ``decimal.localcontext(DECIMAL_CONTEXT)``.
+
+    ``fast`` maps exact subject types to callables (usually C-level, such as ``str.upper``) that
+    return what ``impl`` returns for such a subject and never fail; a call without further
+    arguments uses them instead of ``impl``. Null is never among the types.
+
+    ``returns`` is the type of every result other than null, when there is one (``str`` for
+    ``upper``); the compiler then knows, for example, that the value needs no conforming.
     """
 
     name: str
@@ -89,6 +102,14 @@ class FunctionSpec:
     summary: str
     null_passes: bool = True
     bind: Binder | None = None
+    context_free: bool = False
+    fast: Mapping[type, Callable[[Any], Any]] | None = None
+    returns: type | None = None
+
+    def __post_init__(self) -> None:
+        if self.fast is not None and type(None) in self.fast:
+            raise ValueError(f"function {self.name!r}: a fast path for null would skip "
+                             "null_passes")
 
     def accepts(self, count: int) -> bool:
         return count >= self.min_args and (self.max_args is None or count <= self.max_args)
@@ -124,6 +145,15 @@ def default_registry() -> FunctionRegistry:
     from integration_bus.mapping import fn_dates, fn_numbers, fn_refs, fn_text
 
     return FunctionRegistry([*fn_text.SPECS, *fn_numbers.SPECS, *fn_dates.SPECS, *fn_refs.SPECS])
+
+
+def built_in(specs: Iterable[FunctionSpec],
+             returns: Mapping[str, type] | None = None) -> list[FunctionSpec]:
+    """``specs`` marked :attr:`FunctionSpec.context_free`, with the result types in ``returns``
+    (by function name); for the built-in function modules."""
+    types = returns or {}
+    return [replace(spec, context_free=True, returns=types.get(spec.name, spec.returns))
+            for spec in specs]
 
 
 def literal_int(args: tuple[Any, ...], index: int, name: str, low: int, high: int,

@@ -93,13 +93,15 @@ class Parser:
     """A reusable expression parser (building the LALR tables takes a few milliseconds)."""
 
     def __init__(self) -> None:
-        self._lark = Lark(GRAMMAR, parser="lalr", propagate_positions=False, maybe_placeholders=False)
+        self._lark = Lark(GRAMMAR, parser="lalr", propagate_positions=False,
+                          maybe_placeholders=False)
 
     def parse(self, text: str) -> n.Node:
         """Parse ``text``; raises ExpressionError for syntax or safety problems."""
         if len(text) > MAX_LENGTH:
-            raise ExpressionError(f"expression is {len(text)} characters; the limit is {MAX_LENGTH}",
-                                  0, hint="split it over several fields or steps")
+            raise ExpressionError(
+                f"expression is {len(text)} characters; the limit is {MAX_LENGTH}", 0,
+                hint="split it over several fields or steps")
         if not text.strip():
             raise ExpressionError("empty expression", 0,
                                   hint="write a field name, a literal like 'EUR', or null")
@@ -209,7 +211,8 @@ def _decimal(token: Token) -> Decimal:
     except InvalidOperation as exc:  # pragma: no cover - the NUMBER regex admits valid text only
         raise ExpressionError(f"invalid number {token}", _token_pos(token)) from exc
     exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and (abs(exponent) > MAX_EXPONENT or value.adjusted() > MAX_EXPONENT):
+    if isinstance(exponent, int) and (abs(exponent) > MAX_EXPONENT
+                                      or value.adjusted() > MAX_EXPONENT):
         raise ExpressionError(f"number {token} is out of range (exponent limit {MAX_EXPONENT})",
                               _token_pos(token), hint="money and quantities never need this")
     return value
@@ -225,7 +228,8 @@ def _unquote(token: Token) -> str:
             nxt = raw[i + 1]
             if nxt not in _ESCAPES:
                 raise ExpressionError(f"unknown escape '\\{nxt}' in text literal",
-                                      _token_pos(token) + i + 1, hint="escapes: \\n \\t \\' \\\" \\\\")
+                                      _token_pos(token) + i + 1,
+                                      hint="escapes: \\n \\t \\' \\\" \\\\")
             out.append(_ESCAPES[nxt])
             i += 2
             continue

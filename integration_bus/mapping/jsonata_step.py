@@ -25,7 +25,8 @@ class JsonataProgram:
     """A compiled JSONata expression; calling it maps one document (raises MappingError)."""
 
     def __init__(self, expression: str, *, timeout_ms: int, max_depth: int,
-                 file: str | None = None, line: int | None = None, column: int | None = None) -> None:
+                 file: str | None = None, line: int | None = None,
+                 column: int | None = None) -> None:
         self.expression = expression
         self.timeout_ms = timeout_ms
         self.max_depth = max_depth

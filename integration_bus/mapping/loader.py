@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from integration_bus.errors import ConfigError
 from integration_bus.mapping.compiled import CompiledMapping, MappingInfo
 from integration_bus.mapping.compiler import ExprCompiler
+from integration_bus.mapping.conform import PLAIN
 from integration_bus.mapping.functions import (
     BindContext,
     FunctionRegistry,
@@ -25,9 +26,9 @@ from integration_bus.mapping.functions import (
 )
 from integration_bus.mapping.grammar import Parser
 from integration_bus.mapping.mapbuild import SpecCompiler
-from integration_bus.mapping.model import MappingFile
+from integration_bus.mapping.model import MappingFile, pydantic_error
 from integration_bus.mapping.shapes import ANY, Shape
-from integration_bus.mapping.steps import Step, StepCompiler, pydantic_error
+from integration_bus.mapping.steps import Step, StepCompiler
 from integration_bus.mapping.validation import LoadedSchema, SchemaStore
 from integration_bus.mapping.xref import Table, load_tables
 from integration_bus.mapping.yamlsrc import Locator, read_yaml
@@ -85,8 +86,11 @@ class Loader:
         compiler = StepCompiler(specs, self.schemas)
         steps: list[Step] = []
         shape = input_shape
+        plan = output_schema.plan if output_schema is not None else PLAIN
+        last = len(spec.steps) - 1
         for index, raw in enumerate(spec.steps):
-            step, shape = compiler.compile(index, raw, shape, input_shape)
+            step, shape = compiler.compile(index, raw, shape, input_shape,
+                                           plan if index == last else None)
             steps.append(step)
         name = spec.name or path.stem
         types = spec.input.type
@@ -104,7 +108,8 @@ class Loader:
             output_schema=output_schema,
             uses_meta="$meta" in path.read_text(encoding="utf-8"),
         )
-        return CompiledMapping(info, steps)
+        return CompiledMapping(info, steps,
+                               decimal_context=exprs.needs_context or compiler.needs_context)
 
     def _schema(self, ref: str | None, locator: Locator,
                 loc: tuple[str, ...]) -> LoadedSchema | None:

@@ -10,29 +10,42 @@ A field spec is one of::
     {$each: e, $map: spec, $where: e, $when: e}
                                 a list built from every item of $each ($map defaults to the item)
 
-Builders are ``fn(cur, ctx)`` closures. When one fails, the error gains the output field, the
-input path and the expression's file:line:col on its way out (see :mod:`.runtime`).
+Builders are ``fn(cur, ctx)`` closures (see :mod:`.builders`). When one fails, the error gains the
+output field, the input path and the expression's file:line:col on its way out.
+
+Given a conform :class:`~.conform.Plan` (the last ``map`` of a mapping gets the output's), a builder
+conforms each value as it makes it, so the output needs no second pass: the result is the same as
+building first and conforming the whole document afterwards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from integration_bus.errors import MappingError
+from integration_bus.mapping import nodes as n
+from integration_bus.mapping.builders import (
+    Annotate,
+    Entry,
+    conformed,
+    each_builder,
+    each_object_builder,
+    list_builder,
+    object_builder,
+)
 from integration_bus.mapping.compiler import CompiledExpr, ExprCompiler, Scope
+from integration_bus.mapping.conform import PASS_THROUGH, Plan
 from integration_bus.mapping.grammar import ExpressionError
-from integration_bus.mapping.runtime import Ctx, Fn, note_field, note_path
+from integration_bus.mapping.runtime import Ctx, Fn, note_path
 from integration_bus.mapping.shapes import ANY, ListShape, ObjectShape, Shape, item_of
 from integration_bus.mapping.suggest import did_you_mean
-from integration_bus.mapping.values import truthy, type_name
+from integration_bus.mapping.values import type_name
 from integration_bus.mapping.yamlsrc import Locator
 
 __all__ = ["DIRECTIVES", "SpecCompiler"]
 
 DIRECTIVES = ("$value", "$when", "$each", "$map", "$where")
 Loc = tuple[str | int, ...]
-Annotate = Callable[[MappingError], None]
 
 
 class SpecCompiler:
@@ -78,24 +91,38 @@ class SpecCompiler:
 
         return compiled, located_fn
 
-    def value(self, spec: Any, loc: Loc, scope: Scope) -> tuple[Fn, Shape]:
-        """Builder and result shape of any field spec."""
+    def value(self, spec: Any, loc: Loc, scope: Scope,
+              plan: Plan | None = None) -> tuple[Fn, Shape]:
+        """Builder and result shape of any field spec (its values conformed by ``plan``)."""
         if isinstance(spec, str):
             compiled, fn = self.located(spec, loc, scope)
+            if plan is not None and not _json_scalar(compiled):
+                fn = conformed(fn, plan.conform)
             return fn, compiled.shape
         if spec is None or isinstance(spec, bool | int):
-            constant = spec
+            constant = spec if plan is None else plan.conform(spec)
             return (lambda cur, ctx: constant), ANY
         if isinstance(spec, list):
-            return self._list(spec, loc, scope)
+            return self._list(spec, loc, scope, plan)
         if isinstance(spec, dict):
             if any(k.startswith("$") for k in spec):
-                return self._directive(spec, loc, scope)
-            return self.object(spec, loc, scope)
+                return self._directive(spec, loc, scope, plan)
+            return self.object(spec, loc, scope, plan)
         raise self.locator.error(f"unsupported field spec {type_name(spec)}", loc)
 
-    def object(self, spec: dict[str, Any], loc: Loc, scope: Scope) -> tuple[Fn, Shape]:
-        entries: list[tuple[str, Fn, Fn | None, bool]] = []
+    def object(self, spec: dict[str, Any], loc: Loc, scope: Scope,
+               plan: Plan | None = None) -> tuple[Fn, Shape]:
+        """Builder and shape of a nested object; conformed key by key when ``plan`` is given."""
+        if plan is not None and not plan.builds_object():
+            fn, shape = self.object(spec, loc, scope)
+            return conformed(fn, plan.conform), shape
+        entries, annots, shape = self._entries(spec, loc, scope, plan)
+        return object_builder(entries, annots), shape
+
+    def _entries(self, spec: dict[str, Any], loc: Loc, scope: Scope,
+                 plan: Plan | None) -> tuple[list[Entry], dict[str, Annotate], Shape]:
+        """The entries of an object spec, their expressions' annotators and the object's shape."""
+        entries: list[Entry] = []
         annots: dict[str, Annotate] = {}
         shapes: dict[str, Shape] = {}
         for raw_key, sub in spec.items():
@@ -115,31 +142,29 @@ class SpecCompiler:
                                              hint="e.g. {$when: 'note != null', $value: note}")
                 if set(sub) == {"$value"}:
                     sub = sub["$value"]
+            part = None if plan is None else plan.field(key)
             if isinstance(sub, str):
                 compiled, annots[key] = self.expr(sub, (*loc, raw_key), scope)
                 fn, shape = compiled.fn, compiled.shape
+                conform = None if part is None or _json_scalar(compiled) else part.conform
+                entries.append((key, fn, when, omit, conform))
             else:
-                fn, shape = self.value(sub, (*loc, raw_key), scope)
-            entries.append((key, fn, when, omit))
+                fn, shape = self.value(sub, (*loc, raw_key), scope, part)
+                entries.append((key, fn, when, omit, None))
             shapes[key] = shape
-        return _object_builder(tuple(entries), annots), ObjectShape(shapes, closed=True)
+        return entries, annots, ObjectShape(shapes, closed=True)
 
-    def _list(self, spec: list[Any], loc: Loc, scope: Scope) -> tuple[Fn, Shape]:
-        items = tuple(self.value(sub, (*loc, i), scope)[0] for i, sub in enumerate(spec))
+    def _list(self, spec: list[Any], loc: Loc, scope: Scope,
+              plan: Plan | None) -> tuple[Fn, Shape]:
+        item = None if plan is None else plan.items()
+        items = tuple(self.value(sub, (*loc, i), scope, item)[0] for i, sub in enumerate(spec))
+        fn = list_builder(items)
+        if plan is not None and item is None:
+            fn = conformed(fn, plan.conform)
+        return fn, ListShape(ANY)
 
-        def build_list(cur: Any, ctx: Ctx) -> list[Any]:
-            out = []
-            for index, fn in enumerate(items):
-                try:
-                    out.append(fn(cur, ctx))
-                except MappingError as exc:
-                    note_field(exc, index)
-                    raise
-            return out
-
-        return build_list, ListShape(ANY)
-
-    def _directive(self, spec: dict[str, Any], loc: Loc, scope: Scope) -> tuple[Fn, Shape]:
+    def _directive(self, spec: dict[str, Any], loc: Loc, scope: Scope,
+                   plan: Plan | None) -> tuple[Fn, Shape]:
         for key in spec:
             if key not in DIRECTIVES:
                 if not key.startswith("$"):
@@ -154,100 +179,61 @@ class SpecCompiler:
         if "$value" in spec:
             extra = sorted(set(spec) - {"$value"})
             if extra:
-                raise self.locator.error(f"$value cannot be combined with {extra[0]}", (*loc, extra[0]),
-                                         key=True, hint="use $each with $map to build a list")
-            return self.value(spec["$value"], (*loc, "$value"), scope)
+                raise self.locator.error(f"$value cannot be combined with {extra[0]}",
+                                         (*loc, extra[0]), key=True,
+                                         hint="use $each with $map to build a list")
+            return self.value(spec["$value"], (*loc, "$value"), scope, plan)
         if "$each" not in spec:
             first = next(iter(spec))
             raise self.locator.error(f"{first} needs $each", (*loc, first), key=True,
                                      hint="e.g. {$each: line_items, $map: {sku: sku}}")
+        return self._each(spec, loc, scope, plan)
+
+    def _each(self, spec: dict[str, Any], loc: Loc, scope: Scope,
+              plan: Plan | None) -> tuple[Fn, Shape]:
+        """``{$each, $where?, $map?}``; an object ``$map`` is built inside the loop."""
         source_text = _text(self, spec["$each"], (*loc, "$each"))
-        source, source_fn = self.located(source_text, (*loc, "$each"), scope)
+        source, annotate = self.expr(source_text, (*loc, "$each"), scope)
         inner = scope.enter(item_of(source.shape))
         where = None
         if "$where" in spec:
             where = self.located(_text(self, spec["$where"], (*loc, "$where")), (*loc, "$where"),
                                  inner)[1]
-        body, item_shape = (None, item_of(source.shape))
-        if "$map" in spec:
-            body, item_shape = self.value(spec["$map"], (*loc, "$map"), inner)
-        return _each_builder(source_fn, source.path, source.relative, where, body), \
-            ListShape(item_shape)
+        item = None if plan is None else plan.items()
+        keys = n.plain_fields(source.node)
+        source_key = keys[0] if len(keys) == 1 else None
+        body_spec = spec.get("$map")
+        if isinstance(body_spec, dict) and _plain_object(body_spec) and \
+                (item is None or item.builds_object()):
+            entries, annots, item_shape = self._entries(body_spec, (*loc, "$map"), inner, item)
+            if not any(when is not None or omit for _, _, when, omit, _ in entries):
+                fn = each_object_builder(source.fn, annotate, source.path, source.relative,
+                                         where, entries, annots, source_key)
+            else:
+                fn = each_builder(source.fn, annotate, source.path, source.relative, where,
+                                  object_builder(entries, annots), source_key=source_key)
+        else:
+            body, item_shape = (None, item_of(source.shape))
+            if "$map" in spec:
+                body, item_shape = self.value(body_spec, (*loc, "$map"), inner, item)
+            fn = each_builder(source.fn, annotate, source.path, source.relative, where, body,
+                              None if item is None else item.conform, source_key)
+        if plan is not None and item is None:
+            fn = conformed(fn, plan.conform)
+        return fn, ListShape(item_shape)
+
+
+def _json_scalar(compiled: CompiledExpr) -> bool:
+    """Whether the expression only produces values every conformer passes through."""
+    return compiled.types is not None and compiled.types <= PASS_THROUGH
+
+
+def _plain_object(spec: dict[str, Any]) -> bool:
+    """Whether ``spec`` is a nested object (not a directive)."""
+    return not any(k.startswith("$") for k in spec)
 
 
 def _text(compiler: SpecCompiler, value: Any, loc: Loc) -> str:
     if not isinstance(value, str):
         raise compiler.locator.error(f"expected an expression (text), got {type_name(value)}", loc)
     return value
-
-
-def _object_builder(entries: Sequence[tuple[str, Fn, Fn | None, bool]],
-                    annots: dict[str, Annotate]) -> Fn:
-    if all(when is None and not omit for _, _, when, omit in entries):
-        pairs = tuple((key, fn) for key, fn, _, _ in entries)
-
-        def build_plain(cur: Any, ctx: Ctx) -> dict[str, Any]:
-            out = {}
-            key = ""
-            try:
-                for key, fn in pairs:
-                    out[key] = fn(cur, ctx)
-            except MappingError as exc:
-                annotate = annots.get(key)
-                if annotate is not None:
-                    annotate(exc)
-                note_field(exc, key)
-                raise
-            return out
-
-        return build_plain
-    full = tuple(entries)
-
-    def build(cur: Any, ctx: Ctx) -> dict[str, Any]:
-        out = {}
-        key = ""
-        try:
-            for key, fn, when, omit in full:
-                if when is not None and not truthy(when(cur, ctx)):
-                    continue
-                value = fn(cur, ctx)
-                if value is None and omit:
-                    continue
-                out[key] = value
-        except MappingError as exc:
-            annotate = annots.get(key)
-            if annotate is not None:
-                annotate(exc)
-            note_field(exc, key)
-            raise
-        return out
-
-    return build
-
-
-def _each_builder(source: Fn, path: str | None, relative: bool, where: Fn | None,
-                  body: Fn | None) -> Fn:
-    def each(cur: Any, ctx: Ctx) -> list[Any]:
-        items = source(cur, ctx)
-        if items is None:
-            return []
-        if type(items) is not list:
-            raise MappingError(f"$each needs a list, got {type_name(items)}", path=path)
-        saved = ctx.index
-        out: list[Any] = []
-        index = 0
-        try:
-            for index, item in enumerate(items):
-                ctx.index = index
-                if where is not None and not truthy(where(item, ctx)):
-                    continue
-                out.append(item if body is None else body(item, ctx))
-        except MappingError as exc:
-            note_field(exc, len(out))
-            note_path(exc, f"{path}[{index}]" if path else None, relative=relative)
-            raise
-        finally:
-            ctx.index = saved
-        return out
-
-    return each

@@ -7,11 +7,11 @@ text, so load-time errors can point at the exact column in the mapping file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 __all__ = [
     "Binary", "Call", "Cond", "Field", "Index", "ListLit", "Lit", "Logic", "Node", "Path",
-    "Segment", "Unary", "Var", "Wild",
+    "Segment", "Unary", "Var", "Wild", "plain_fields", "primary_path", "render_path",
 ]
 
 
@@ -109,4 +109,56 @@ class Call:
     piped: bool = False
 
 
-Node = Union[Lit, ListLit, Var, Path, Unary, Binary, Logic, Cond, Call]
+Node = Lit | ListLit | Var | Path | Unary | Binary | Logic | Cond | Call
+
+
+# --- queries on trees ---
+
+
+def plain_fields(node: Node) -> tuple[str, ...]:
+    """The field names when ``node`` reads a field of the current scope (``sku``, ``a.b``)."""
+    if isinstance(node, Path) and node.base is None and 0 < len(node.segments) <= 2 and \
+            all(type(segment) is Field for segment in node.segments):
+        return tuple(segment.name for segment in node.segments)  # type: ignore[union-attr]
+    return ()
+
+
+def render_path(node: Path) -> str:
+    """Text of a path as the author wrote it (``line_items[*].sku``), without ``$``/``$this``."""
+    parts: list[str] = []
+    for segment in node.segments:
+        if isinstance(segment, Field):
+            parts.append(f".{segment.name}")
+        elif isinstance(segment, Index):
+            parts.append(f"[{segment.index}]")
+        else:
+            parts.append("[*]")
+    return "".join(parts).lstrip(".")
+
+
+def primary_path(node: Node) -> tuple[str | None, bool]:
+    """The first input path an expression reads (left-most), and whether it is scope-relative."""
+    stack: list[Node] = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, Path) and (current.base is None or isinstance(current.base, Var)):
+            base = current.base
+            relative = base is None or base.name == "$this"
+            if isinstance(base, Var) and base.name in ("$index", "$meta"):
+                continue
+            return render_path(current) or None, relative
+        children: list[Node] = []
+        if isinstance(current, Call):
+            children = list(current.args)
+        elif isinstance(current, Binary | Logic):
+            children = [current.left, current.right]
+        elif isinstance(current, Unary):
+            children = [current.operand]
+        elif isinstance(current, Cond):
+            children = [current.test, current.then, current.other]
+        elif isinstance(current, ListLit):
+            children = list(current.items)
+        elif isinstance(current, Path) and current.base is not None:
+            children = [current.base]
+        stack.extend(reversed(children))
+    return None, True

@@ -13,8 +13,9 @@ from decimal import Decimal
 from typing import Any
 
 from integration_bus.errors import MappingError
-from integration_bus.mapping.runtime import Ctx, Fn
+from integration_bus.mapping.runtime import Ctx, Fn, get_field
 from integration_bus.mapping.values import (
+    DECIMAL_CONTEXT,
     compare,
     concat_text,
     equals,
@@ -24,15 +25,17 @@ from integration_bus.mapping.values import (
     type_name,
 )
 
-__all__ = ["apply_binary", "apply_unary", "binary_op", "unary_op"]
+__all__ = ["apply_binary", "apply_unary", "binary_op", "concat_op", "unary_op"]
 
-_ARITH = {
-    "+": Decimal.__add__,
-    "-": Decimal.__sub__,
-    "*": Decimal.__mul__,
-    "/": Decimal.__truediv__,
-    "%": Decimal.__mod__,
+# Bound to the language's context, so no per-call context switch is needed (see values.py).
+_ARITH: dict[str, Callable[[Decimal, Decimal], Decimal]] = {
+    "+": DECIMAL_CONTEXT.add,
+    "-": DECIMAL_CONTEXT.subtract,
+    "*": DECIMAL_CONTEXT.multiply,
+    "/": DECIMAL_CONTEXT.divide,
+    "%": DECIMAL_CONTEXT.remainder,
 }
+_negate = DECIMAL_CONTEXT.minus
 _NAMES = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "%": "take the remainder of"}
 
 
@@ -83,7 +86,7 @@ def apply_binary(op: str, left: Any, right: Any) -> Any:
 def apply_unary(op: str, value: Any) -> Any:
     if op == "not":
         return not truthy(value)
-    return -to_decimal(value, "operand")
+    return _negate(to_decimal(value, "operand"))
 
 
 def binary_op(op: str, left: Fn, right: Fn) -> Fn:
@@ -112,11 +115,41 @@ def binary_op(op: str, left: Fn, right: Fn) -> Fn:
     return lambda cur, ctx: plain(left(cur, ctx), right(cur, ctx))
 
 
+def concat_op(left: Fn, right: Fn, left_text: str | None, right_text: str | None,
+              right_field: str | None = None) -> Fn:
+    """Closure for ``left ~ right``; a literal side comes as its text, converted once at load."""
+    if left_text is not None and right_text is None and right_field is not None:
+        def concat_field(cur: Any, ctx: Ctx) -> str:
+            value = cur.get(right_field) if type(cur) is dict else get_field(cur, right_field)
+            if type(value) is str:
+                return left_text + value
+            return left_text + ("" if value is None else to_text(value))
+
+        return concat_field
+    if left_text is not None and right_text is None:
+        def concat_after(cur: Any, ctx: Ctx) -> str:
+            value = right(cur, ctx)
+            if type(value) is str:
+                return left_text + value
+            return left_text + ("" if value is None else to_text(value))
+
+        return concat_after
+    if right_text is not None and left_text is None:
+        def concat_before(cur: Any, ctx: Ctx) -> str:
+            value = left(cur, ctx)
+            if type(value) is str:
+                return value + right_text
+            return ("" if value is None else to_text(value)) + right_text
+
+        return concat_before
+    return lambda cur, ctx: concat_text(left(cur, ctx), right(cur, ctx))
+
+
 def unary_op(op: str, operand: Fn) -> Fn:
     if op == "not":
         return lambda cur, ctx: not truthy(operand(cur, ctx))
 
     def negate(cur: Any, ctx: Ctx) -> Any:
-        return -to_decimal(operand(cur, ctx), "operand")
+        return _negate(to_decimal(operand(cur, ctx), "operand"))
 
     return negate

@@ -27,7 +27,8 @@ class SidecarFailure(Exception):
 
 def sidecar_dirs(file: Path) -> tuple[Path, Path]:
     """(mappings folder, schemas folder) for a sidecar file."""
-    env_mappings, env_schemas = os.environ.get("BUS_MAPPINGS_DIR"), os.environ.get("BUS_SCHEMAS_DIR")
+    env_mappings = os.environ.get("BUS_MAPPINGS_DIR")
+    env_schemas = os.environ.get("BUS_SCHEMAS_DIR")
     mappings = Path(env_mappings) if env_mappings else next(
         (p for p in file.resolve().parents if p.name == "mappings"), file.resolve().parent)
     schemas = Path(env_schemas) if env_schemas else mappings.parent / "schemas"

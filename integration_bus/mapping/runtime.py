@@ -14,7 +14,10 @@ from integration_bus.errors import MappingError
 from integration_bus.mapping import nodes as n
 from integration_bus.mapping.values import type_name
 
-__all__ = ["VARIABLES", "Ctx", "Fn", "get_field", "get_index", "get_path", "get_wild", "note_field", "note_path"]
+__all__ = [
+    "VARIABLES", "Ctx", "Fn", "get_field", "get_index", "get_path", "get_wild", "note_field",
+    "note_path",
+]
 
 VARIABLES = ("$", "$this", "$index", "$input", "$meta")
 

@@ -54,7 +54,8 @@ def from_schema(schema: Any, root: Any | None = None, depth: int = 0) -> Shape:
     for key in ("allOf", "anyOf", "oneOf"):
         options = schema.get(key)
         if isinstance(options, list):
-            non_null = [o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")]
+            non_null = [o for o in options
+                        if not (isinstance(o, Mapping) and o.get("type") == "null")]
             if len(non_null) == 1:
                 return from_schema(non_null[0], root, depth + 1)
             return ANY

@@ -22,8 +22,7 @@ from integration_bus.errors import BusError, ConfigError
 from integration_bus.mapping.compiled import CompiledMapping
 from integration_bus.mapping.functions import Resolver
 from integration_bus.mapping.loader import Loader
-from integration_bus.mapping.model import SidecarCase, SidecarFile
-from integration_bus.mapping.steps import pydantic_error
+from integration_bus.mapping.model import SidecarCase, SidecarFile, pydantic_error
 from integration_bus.mapping.yamlsrc import read_yaml
 
 __all__ = ["CaseResult", "PreparedCase", "SidecarRunner", "TestReport", "run_sidecar_tests"]
@@ -120,7 +119,8 @@ class SidecarRunner:
         mapping_path = file.parent / (spec.mapping or file.name.replace("_test.yaml", ".yaml"))
         if not mapping_path.is_file():
             raise locator.error(f"mapping file {mapping_path.name} not found", ("mapping",),
-                                hint="name it with 'mapping:' or put NAME.yaml beside NAME_test.yaml")
+                                hint="name it with 'mapping:' or put NAME.yaml beside "
+                                     "NAME_test.yaml")
         mapping = self._mappings.get(mapping_path)
         if mapping is None:
             mapping = self._mappings[mapping_path] = self.loader.load(mapping_path)

@@ -4,6 +4,8 @@ A step is one of three kinds of callable, all ``(document, ctx)``: ``apply`` ret
 document (map, set, rename, drop, lookup, validate, jsonata), ``test`` says whether to keep it
 (filter), ``items`` returns the documents it splits into (split). :mod:`.compiled` chains them.
 The shape of the document is tracked from step to step so field names can be checked at load.
+The last step gets the output's conform plan: a ``map`` (or a ``split`` with a ``map``) then
+produces conformed documents itself and the output needs no second pass.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from integration_bus.errors import ConfigError, MappingError
+from integration_bus.errors import ConfigError
 from integration_bus.mapping import docpath
 from integration_bus.mapping import nodes as n
 from integration_bus.mapping.compiler import Scope
+from integration_bus.mapping.conform import Plan
 from integration_bus.mapping.functions import UNKNOWN, BindError
 from integration_bus.mapping.grammar import ExpressionError
 from integration_bus.mapping.jsonata_step import JsonataProgram
@@ -28,26 +31,33 @@ from integration_bus.mapping.model import (
     JsonataSpec,
     LookupSpec,
     SplitSpec,
+    pydantic_error,
 )
 from integration_bus.mapping.runtime import Ctx, Fn
 from integration_bus.mapping.shapes import ANY, ObjectShape, Shape, item_of
+from integration_bus.mapping.stepfns import dropper, renamer, setter, splitter
 from integration_bus.mapping.suggest import did_you_mean
 from integration_bus.mapping.validation import SchemaStore
 from integration_bus.mapping.values import truthy, type_name
-from integration_bus.mapping.yamlsrc import Locator
 
-__all__ = ["Step", "StepCompiler", "pydantic_error"]
+__all__ = ["Step", "StepCompiler"]
+
+_PLANNED = ("map", "split")  # kinds that build their output and can conform it as they go
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One compiled step; exactly one of ``apply``/``test``/``items`` is set."""
+    """One compiled step; exactly one of ``apply``/``test``/``items`` is set.
+
+    ``conformed`` says that its output documents are already conformed to the mapping's output.
+    """
 
     kind: str
     label: str
     apply: Callable[[Any, Ctx], Any] | None = None
     test: Callable[[Any, Ctx], bool] | None = None
     items: Callable[[Any, Ctx], list[Any]] | None = None
+    conformed: bool = False
 
 
 class StepCompiler:
@@ -58,9 +68,16 @@ class StepCompiler:
         self.schemas = schemas
         self.locator = specs.locator
         self.used_schemas: set[str] = set()
+        self.needs_context = False
+        """Whether a step runs code that may rely on the ambient decimal context (schema
+        validation, JSONata, a resolver)."""
 
-    def compile(self, index: int, raw: Any, shape: Shape, input_shape: Shape) -> tuple[Step, Shape]:
-        """Compile ``steps[index]``; returns the step and the document shape after it."""
+    def compile(self, index: int, raw: Any, shape: Shape, input_shape: Shape,
+                plan: Plan | None = None) -> tuple[Step, Shape]:
+        """Compile ``steps[index]``; returns the step and the document shape after it.
+
+        ``plan`` is given for the last step: the conform plan of the mapping's output.
+        """
         loc: Loc = ("steps", index)
         kind = self._kind(raw, loc)
         model = self._parse_model(STEP_MODELS[kind], raw, loc)
@@ -70,8 +87,14 @@ class StepCompiler:
         loc = (*loc, kind)
         scope = Scope(shape, shape, input_shape)
         method = getattr(self, f"_{kind}")
-        step, after = method(body, loc, scope)
-        return Step(kind, label, *step), after
+        conformed = False
+        if kind in _PLANNED:
+            step, after = method(body, loc, scope, plan)
+            conformed = plan is not None and (kind == "map" or body.map is not None)
+        else:
+            step, after = method(body, loc, scope)
+        apply, test, items = step
+        return Step(kind, label, apply, test, items, conformed), after
 
     def _kind(self, raw: Any, loc: Loc) -> str:
         if not isinstance(raw, dict):
@@ -97,8 +120,9 @@ class StepCompiler:
 
     # --- one method per kind: (body, loc, scope) -> ((apply, test, items), shape after) ---
 
-    def _map(self, body: dict[str, Any], loc: Loc, scope: Scope) -> tuple[tuple[Any, ...], Shape]:
-        fn, shape = self.specs.object(body, loc, scope)
+    def _map(self, body: dict[str, Any], loc: Loc, scope: Scope,
+             plan: Plan | None) -> tuple[tuple[Any, ...], Shape]:
+        fn, shape = self.specs.object(body, loc, scope, plan)
         return (fn, None, None), shape
 
     def _set(self, body: dict[str, Any], loc: Loc, scope: Scope) -> tuple[tuple[Any, ...], Shape]:
@@ -111,9 +135,10 @@ class StepCompiler:
             fn, value_shape = self.specs.value(spec, (*loc, target), inner)
             updates.append((segments, fn))
             shape = docpath.shape_set(shape, segments, value_shape)
-        return (_setter(tuple(updates)), None, None), shape
+        return (setter(tuple(updates)), None, None), shape
 
-    def _rename(self, body: dict[str, str], loc: Loc, scope: Scope) -> tuple[tuple[Any, ...], Shape]:
+    def _rename(self, body: dict[str, str], loc: Loc,
+                scope: Scope) -> tuple[tuple[Any, ...], Shape]:
         shape = scope.cur
         renames = []
         for source, new_name in body.items():
@@ -128,7 +153,7 @@ class StepCompiler:
             moved = docpath.shape_at(shape, segments)
             shape = docpath.shape_set(docpath.shape_drop(shape, segments),
                                       (*segments[:-1], n.Field(new_name)), moved)
-        return (_renamer(tuple(renames)), None, None), shape
+        return (renamer(tuple(renames)), None, None), shape
 
     def _drop(self, body: list[str], loc: Loc, scope: Scope) -> tuple[tuple[Any, ...], Shape]:
         shape = scope.cur
@@ -138,20 +163,23 @@ class StepCompiler:
             self._check_exists(shape, segments, (*loc, i))
             drops.append(segments)
             shape = docpath.shape_drop(shape, segments)
-        return (_dropper(tuple(drops)), None, None), shape
+        return (dropper(tuple(drops)), None, None), shape
 
-    def _filter(self, body: str | FilterSpec, loc: Loc, scope: Scope) -> tuple[tuple[Any, ...], Shape]:
+    def _filter(self, body: str | FilterSpec, loc: Loc,
+                scope: Scope) -> tuple[tuple[Any, ...], Shape]:
         text, where = (body, loc) if isinstance(body, str) else (body.when, (*loc, "when"))
         fn = self.specs.located(text, where, scope)[1]
         return (None, lambda doc, ctx: truthy(fn(doc, ctx)), None), scope.cur
 
-    def _split(self, body: SplitSpec, loc: Loc, scope: Scope) -> tuple[tuple[Any, ...], Shape]:
+    def _split(self, body: SplitSpec, loc: Loc, scope: Scope,
+               plan: Plan | None) -> tuple[tuple[Any, ...], Shape]:
         source, source_fn = self.specs.located(body.each, (*loc, "each"), scope)
         item_shape = item_of(source.shape)
         mapper: Fn | None = None
         if body.map is not None:
-            mapper, item_shape = self.specs.value(body.map, (*loc, "map"), scope.enter(item_shape))
-        return (None, None, _splitter(source_fn, mapper)), item_shape
+            mapper, item_shape = self.specs.value(body.map, (*loc, "map"),
+                                                  scope.enter(item_shape), plan)
+        return (None, None, splitter(source_fn, mapper)), item_shape
 
     def _lookup(self, body: LookupSpec, loc: Loc, scope: Scope) -> tuple[tuple[Any, ...], Shape]:
         segments = self._target(body.into, (*loc, "into"))
@@ -162,8 +190,8 @@ class StepCompiler:
         if body.resolver is not None and body.column is not None:
             raise self.locator.error("column only applies to a table", (*loc, "column"), key=True)
         item_shape, in_loop = docpath.scope_shape(scope.cur, segments)
-        key = self.specs.located(body.key, (*loc, "key"), Scope(item_shape, scope.cur, scope.input,
-                                                                   in_loop))[1]
+        key = self.specs.located(body.key, (*loc, "key"),
+                                 Scope(item_shape, scope.cur, scope.input, in_loop))[1]
         function = "xref" if body.table is not None else "lookup"
         target = body.table if body.table is not None else body.resolver
         if body.column:
@@ -172,6 +200,8 @@ class StepCompiler:
         args = (UNKNOWN, target, body.default) if has_default else (UNKNOWN, target)
         spec = self.specs.exprs.registry.get(function)
         assert spec is not None and spec.bind is not None
+        if not spec.context_free:
+            self.needs_context = True
         try:
             impl = spec.bind(self.specs.exprs.bind, args)
         except BindError as exc:
@@ -184,7 +214,7 @@ class StepCompiler:
             return None if found is None else impl(found, target, default)
 
         shape = docpath.shape_set(scope.cur, segments, ANY)
-        return (_setter(((segments, value),)), None, None), shape
+        return (setter(((segments, value),)), None, None), shape
 
     def _validate(self, body: Any, loc: Loc, scope: Scope) -> tuple[tuple[Any, ...], Shape]:
         ref = body if isinstance(body, str) else body.schema_
@@ -196,6 +226,7 @@ class StepCompiler:
                 raise
             raise self.locator.error(exc.message, where, hint=exc.context.get("hint")) from exc
         self.used_schemas.add(ref)
+        self.needs_context = True  # validators may compute with Decimals (multipleOf)
 
         def validate(doc: Any, ctx: Ctx) -> Any:
             conformed = schema.conform(doc)
@@ -204,7 +235,9 @@ class StepCompiler:
 
         return (validate, None, None), schema.shape
 
-    def _jsonata(self, body: str | JsonataSpec, loc: Loc, scope: Scope) -> tuple[tuple[Any, ...], Shape]:
+    def _jsonata(self, body: str | JsonataSpec, loc: Loc,
+                 scope: Scope) -> tuple[tuple[Any, ...], Shape]:
+        self.needs_context = True
         spec = JsonataSpec(expression=body) if isinstance(body, str) else body
         where = loc if isinstance(body, str) else (*loc, "expression")
         pos = self.locator.position(where)
@@ -226,123 +259,3 @@ class StepCompiler:
         if isinstance(parent, ObjectShape) and parent.closed and name not in parent.fields:
             raise self.locator.error(f"unknown field {name!r}", loc, key=True,
                                      hint=did_you_mean(name, parent.fields))
-
-
-def _setter(updates: tuple[tuple[tuple[Any, ...], Fn], ...]) -> Callable[[Any, Ctx], Any]:
-    def set_fields(doc: Any, ctx: Ctx) -> Any:
-        for segments, fn in updates:
-            name = segments[-1].name
-
-            def leaf(obj: dict[str, Any], scope: Any, fn: Fn = fn, name: str = name) -> None:
-                obj[name] = fn(scope, ctx)
-
-            doc = docpath.update(doc, segments, leaf, doc, ctx, create=True)
-            ctx.doc = doc
-        return doc
-
-    return set_fields
-
-
-def _renamer(renames: tuple[tuple[Any, str, str], ...]) -> Callable[[Any, Ctx], Any]:
-    def rename(doc: Any, ctx: Ctx) -> Any:
-        for segments, old, new in renames:
-            def leaf(obj: dict[str, Any], scope: Any, old: str = old, new: str = new) -> None:
-                if old in obj:
-                    obj[new] = obj.pop(old)
-
-            doc = docpath.update(doc, segments, leaf, doc, ctx, create=False)
-        return doc
-
-    return rename
-
-
-def _dropper(drops: tuple[tuple[Any, ...], ...]) -> Callable[[Any, Ctx], Any]:
-    def drop(doc: Any, ctx: Ctx) -> Any:
-        for segments in drops:
-            def leaf(obj: dict[str, Any], scope: Any, name: str = segments[-1].name) -> None:
-                obj.pop(name, None)
-
-            doc = docpath.update(doc, segments, leaf, doc, ctx, create=False)
-        return doc
-
-    return drop
-
-
-def _splitter(source: Fn, mapper: Fn | None) -> Callable[[Any, Ctx], list[Any]]:
-    def split(doc: Any, ctx: Ctx) -> list[Any]:
-        items = source(doc, ctx)
-        if items is None:
-            return []
-        if type(items) is not list:
-            raise MappingError(f"split needs a list, got {type_name(items)}")
-        if mapper is None:
-            return list(items)
-        out = []
-        saved = ctx.index
-        try:
-            for index, item in enumerate(items):
-                ctx.index = index
-                ctx.doc = doc
-                out.append(mapper(item, ctx))
-        except MappingError as exc:
-            exc.context.setdefault("field", f"[{index}]")
-            raise
-        finally:
-            ctx.index = saved
-        return out
-
-    return split
-
-
-def pydantic_error(exc: ValidationError, locator: Locator, prefix: Loc, data: Any,
-                   model: type[BaseModel]) -> ConfigError:
-    """The first pydantic error as a located ConfigError (with did-you-mean for unknown keys)."""
-    errors = exc.errors()
-    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc: list[str | int] = []
-    node = data
-    for part in error["loc"]:
-        if (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
-            loc.append(part)
-            node = node[part]
-    kind = error["type"]
-    path = (*prefix, *loc)
-    if kind == "extra_forbidden":
-        bad = str(loc[-1]) if loc else "?"
-        allowed = _keys_at(model, loc[:-1])
-        return locator.error(f"unknown key {bad!r}", path, key=True,
-                             hint=did_you_mean(bad, allowed) or
-                             ("keys: " + ", ".join(sorted(allowed)) if allowed else None))
-    if kind == "missing":
-        return locator.error(f"missing key {error['loc'][-1]!r}", path, key=bool(loc))
-    return locator.error(error["msg"], path)
-
-
-def _keys_at(model: type[BaseModel], loc: list[str | int]) -> list[str]:
-    """Keys allowed at ``loc`` inside ``model`` (following model, list and optional fields)."""
-    current: Any = model
-    for part in loc:
-        current = _model_of(current)
-        if current is None:
-            return []
-        if isinstance(part, int):
-            continue
-        fields = {f.alias or name: f for name, f in current.model_fields.items()}
-        if part not in fields:
-            return []
-        current = fields[part].annotation
-    found = _model_of(current)
-    return [] if found is None else [f.alias or name for name, f in found.model_fields.items()]
-
-
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation such as ``X | None`` or ``list[X]``."""
-    from typing import get_args
-
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None

@@ -22,7 +22,7 @@ from jsonschema.exceptions import SchemaError, best_match  # type: ignore[import
 from jsonschema.validators import validator_for  # type: ignore[import-untyped]
 
 from integration_bus.errors import ConfigError, MappingError
-from integration_bus.mapping.conform import Conformer, conformer_for
+from integration_bus.mapping.conform import Conformer, Plan, plan_for
 from integration_bus.mapping.shapes import Shape, from_schema
 from integration_bus.mapping.suggest import did_you_mean
 
@@ -39,13 +39,19 @@ class LoadedSchema:
     ref: str
     file: str
     schema: dict[str, Any]
-    conform: Conformer
+    plan: Plan
     shape: Shape
     detailed: jsonschema.protocols.Validator
     fast: Callable[[Any], Any] | None
 
+    @property
+    def conform(self) -> Conformer:
+        """Conform a document to this schema (see :mod:`.conform`)."""
+        return self.plan.conform
+
     def validate(self, document: Any) -> None:
-        """Raise MappingError (field = JSON path of the first problem) if ``document`` is invalid."""
+        """Raise MappingError (field = JSON path of the first problem) if ``document`` is
+        invalid."""
         if self.fast is not None:
             try:
                 self.fast(document)
@@ -58,7 +64,8 @@ class LoadedSchema:
         field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise MappingError(f"does not match schema {self.ref}: {error.message}",
                            field=field.lstrip(".") or "(document)", schema=self.ref,
-                           hint=f"schema rule: {'/'.join(str(p) for p in error.absolute_schema_path)}")
+                           hint="schema rule: " +
+                                "/".join(str(p) for p in error.absolute_schema_path))
 
     def validate_detailed(self, document: Any) -> None:
         """Validate with jsonschema only (used by the benchmark and tests to compare)."""
@@ -140,7 +147,7 @@ class SchemaStore:
                 fast = fastjsonschema.compile(schema, use_default=False, use_formats=True)
             except (fastjsonschema.JsonSchemaDefinitionException, ValueError, TypeError):
                 fast = None  # a draft or keyword fastjsonschema lacks: jsonschema alone is used
-        return LoadedSchema(ref, file, schema, conformer_for(schema), from_schema(schema),
+        return LoadedSchema(ref, file, schema, plan_for(schema), from_schema(schema),
                             detailed, fast)
 
 

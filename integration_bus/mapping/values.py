@@ -21,11 +21,15 @@ __all__ = [
 ]
 
 # Decimal128 precision; anything that would overflow, divide by zero or be undefined raises.
+# Code that computes passes this context explicitly (``DECIMAL_CONTEXT.add(a, b)``,
+# ``quantize(..., context=DECIMAL_CONTEXT)``) instead of installing it per call, so results never
+# depend on the caller's thread context. Its status flags are never read (traps fire per operation).
 DECIMAL_CONTEXT = decimal.Context(
     prec=34, rounding=decimal.ROUND_HALF_EVEN, Emax=999_999, Emin=-999_999,
     traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
 )
 MAX_INPUT_EXPONENT = 1000
+_MAX_NUMBER_TEXT = 100
 
 
 def type_name(value: Any) -> str:
@@ -60,11 +64,20 @@ def to_decimal(value: Any, what: str = "value") -> Decimal:
         if not value.is_finite():
             raise MappingError(f"{what} is not a finite number: {value}")
         return value  # type: ignore[no-any-return]
+    if kind is str:
+        if len(value) <= _MAX_NUMBER_TEXT:  # the common case of _parse_decimal, inline
+            try:
+                number = Decimal(value, DECIMAL_CONTEXT)
+            except decimal.InvalidOperation:
+                return _parse_decimal(value, what)
+            if number.is_finite() and abs(number.adjusted()) <= MAX_INPUT_EXPONENT:
+                return number
+        return _parse_decimal(value, what)
     if kind is int:
         return Decimal(value)
-    if kind is str:
-        return _parse_decimal(value, what)
     if kind is float:
+        if value - value == 0.0:  # finite: its shortest repr is a plain decimal number
+            return Decimal(repr(value))
         return _parse_decimal(repr(value), what)
     if value is None:
         raise MappingError(f"{what} is null where a number is needed",
@@ -73,11 +86,12 @@ def to_decimal(value: Any, what: str = "value") -> Decimal:
 
 
 def _parse_decimal(text: str, what: str) -> Decimal:
-    stripped = text.strip()
-    if not stripped or len(stripped) > 100:
+    # Decimal() ignores surrounding white space itself, so short text skips the strip() copy.
+    stripped = text if len(text) <= _MAX_NUMBER_TEXT else text.strip()
+    if len(stripped) > _MAX_NUMBER_TEXT:
         raise MappingError(f"{what} {text[:40]!r} is not a number")
     try:
-        number = Decimal(stripped)
+        number = Decimal(stripped, DECIMAL_CONTEXT)
     except decimal.InvalidOperation as exc:
         raise MappingError(f"{what} {text[:40]!r} is not a number") from exc
     if not number.is_finite() or abs(number.adjusted()) > MAX_INPUT_EXPONENT:
@@ -87,6 +101,11 @@ def _parse_decimal(text: str, what: str) -> Decimal:
 
 def to_text(value: Any, what: str = "value") -> str:
     """Canonical text of a scalar: numbers without exponent noise, booleans as true/false."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is int:
+        return str(value)
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -95,7 +114,8 @@ def to_text(value: Any, what: str = "value") -> str:
         return str(value)
     if isinstance(value, Decimal | float):
         number = to_decimal(value, what)
-        return f"{number:f}"
+        text = str(number)  # the same as f"{number:f}" unless written with an exponent
+        return text if "E" not in text else f"{number:f}"
     if isinstance(value, datetime | date):
         return value.isoformat()
     if value is None:
@@ -139,7 +159,8 @@ def equals(left: Any, right: Any) -> bool:
     if type(left) is not type(right) and not (isinstance(left, date) and isinstance(right, date)):
         return False
     if isinstance(left, list):
-        return len(left) == len(right) and all(equals(a, b) for a, b in zip(left, right, strict=True))
+        return len(left) == len(right) and \
+            all(equals(a, b) for a, b in zip(left, right, strict=True))
     if isinstance(left, dict):
         return left.keys() == right.keys() and all(equals(left[k], right[k]) for k in left)
     if isinstance(left, datetime) != isinstance(right, datetime):

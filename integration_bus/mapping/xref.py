@@ -74,7 +74,8 @@ def _load_csv(path: Path) -> Table:
                           file=str(path), line=1, hint="e.g. 'shop_sku,erp_sku'")
     names = [h.strip() for h in header[1:]]
     if len(set(names)) != len(names) or not all(names):
-        raise ConfigError("xref CSV column names must be unique and non-empty", file=str(path), line=1)
+        raise ConfigError("xref CSV column names must be unique and non-empty", file=str(path),
+                          line=1)
     columns: dict[str, dict[str, Any]] = {name: {} for name in names}
     for row in rows:
         line = rows.line_num
@@ -116,8 +117,8 @@ def _load_yaml(path: Path) -> Table:
         for column, values in columns.items():
             missing = [k for k in data if k not in values]
             if missing:
-                raise locator.error(f"column {column!r} has no value for {missing[0]!r}", (missing[0],),
-                                    hint=did_you_mean(column, data[missing[0]]))
+                raise locator.error(f"column {column!r} has no value for {missing[0]!r}",
+                                    (missing[0],), hint=did_you_mean(column, data[missing[0]]))
     return Table(path.stem, str(path), columns or {"value": {}})
 
 

@@ -2,8 +2,9 @@
 
 :func:`read_yaml` refuses what makes configuration hard to review (anchors, aliases, custom tags,
 duplicate keys, oversized files) and returns plain Python data plus a :class:`Locator` that turns a
-path into that data (``("steps", 0, "map", "sku")``) back into ``line:column`` (1-based) — so every
-later error can point at the spot in the file. Floats are refused everywhere: money is never a float.
+path into that data (``("steps", 0, "map", "sku")``) back into ``line:column`` (1-based) — so
+every later error can point at the spot in the file. Floats are refused everywhere: money is never
+a float.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class Position:
     """Where a value sits in its file: 1-based line and column.
 
     ``quote`` is 1 when the scalar is quoted on one line (so text offsets must skip the quote),
-    ``multiline`` is True for block scalars (``|``/``>``), where column arithmetic stops being exact.
+    ``multiline`` is True for block scalars (``|``/``>``), where column arithmetic stops being
+    exact.
     """
 
     line: int

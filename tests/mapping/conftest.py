@@ -30,8 +30,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     runner = SidecarRunner(mappings_dir=MAPPINGS, schemas_dir=SCHEMAS)
     entries = runner.collect([MAPPINGS])
-    ids = [f"{Path(e.file).relative_to(REPO)}::{e.case.name if isinstance(e, PreparedCase) else e.name}"
-           for e in entries]
+    ids = [f"{Path(e.file).relative_to(REPO)}::"
+           f"{e.case.name if isinstance(e, PreparedCase) else e.name}" for e in entries]
     metafunc.parametrize("sidecar_case", [(runner, e) for e in entries], ids=ids)
 
 
