@@ -2,7 +2,8 @@
 
 ``bus mapping run MAPPING (--input FILE | -)``  preview a mapping's output(s) or typed error
 ``bus test [PATHS]``                            run sidecar tests, summary, exit 1 on failure
-``bus schema export DIR``                       JSON Schemas for mapping and sidecar files
+``export_schemas(DIR)``                          JSON Schemas for mapping and sidecar files
+                                                (``bus schema export`` adds bus.yaml)
 
 Exit codes: 0 ok, 1 failure (a mapping error, a failed test), 2 usage or configuration error.
 Folders: mappings are ``<config-dir>/../mappings`` unless ``--mappings-dir``/``BUS_MAPPINGS_DIR``,
@@ -32,7 +33,7 @@ from integration_bus.mapping import (
     sidecar_file_schema,
 )
 
-__all__ = ["export_schemas", "mapping_group", "output_json", "schema_command", "test_command"]
+__all__ = ["export_schemas", "mapping_group", "output_json", "test_command"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -165,21 +166,6 @@ def test_command(paths: tuple[Path, ...], verbose: bool, config_dir: Path,
     click.echo(report.summary())
     if report.failed or (paths and not report.results):
         sys.exit(EXIT_FAILURE)
-
-
-@click.group("schema")
-def schema_command() -> None:
-    """JSON Schemas of the file formats, for editors."""
-
-
-@schema_command.command("export")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@_dir_options
-def export_command(directory: Path, config_dir: Path, mappings_dir: Path | None,
-                   schemas_dir: Path | None) -> None:
-    """Write mapping.schema.json and mapping-test.schema.json into DIRECTORY."""
-    for path in export_schemas(directory):
-        click.echo(f"wrote {path}")
 
 
 def export_schemas(directory: Path,

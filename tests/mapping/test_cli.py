@@ -69,7 +69,9 @@ def test_test_command_fails_on_a_failing_case(tmp_path: Path) -> None:
 
 
 def test_schema_export_writes_valid_json_schemas(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli.schema_command, ["export", str(tmp_path / "out")])
+    from integration_bus.cli import cli as bus_cli
+
+    result = CliRunner().invoke(bus_cli, ["schema", "export", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     mapping_schema = json.loads((tmp_path / "out" / "mapping.schema.json").read_text())
     sidecar_schema = json.loads((tmp_path / "out" / "mapping-test.schema.json").read_text())
