@@ -43,10 +43,11 @@ __all__ = [
     "Millis",
     "PermanentError",
     "PollingSource",
-    "SeenStore",
     "Publisher",
+    "SeenStore",
     "Sink",
     "Source",
+    "StockBook",
     "TransientError",
     "UnroutableError",
     "check_type",
@@ -79,6 +80,13 @@ class SeenStore(Protocol):
 
     def remember(self, items: Sequence[tuple[str, str | None]]) -> None:
         """Remember (key, envelope id) pairs; idempotent."""
+
+
+class StockBook(Protocol):
+    """The bus's stock projection (retail core): inventory levels applied by compare-and-set
+    on their source version, so late or replayed events never roll stock back."""
+
+    def apply_envelopes(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]: ...
 
 
 class CursorStore(Protocol):
@@ -171,6 +179,7 @@ class ConnectorContext:
     root: Path
     cursors: CursorStore
     seen: SeenStore
+    stock: StockBook
     open_publisher: Callable[[], Publisher]
     log: Any  # a structlog BoundLogger bound to the instance
     reject: Callable[[bytes | str, BusError, dict[str, Any]], None]

@@ -26,6 +26,7 @@ from integration_bus.pipeline import IdentityPipeline, Pipeline
 from integration_bus.registry import Registry
 from integration_bus.relay import OutboxRelay
 from integration_bus.reload import MappingReloader, ReloadablePipeline
+from integration_bus.retail.projection import AvailabilityPolicy, StockProjection
 from integration_bus.route import Route
 from integration_bus.settings import Config, load_config
 from integration_bus.store import (
@@ -81,6 +82,14 @@ class Bus:
             self._store = Store.open(settings.url, root=self.config.root,
                                      pool_size=settings.pool_size)
         return self._store
+
+    @property
+    def stock(self) -> StockProjection:
+        """The stock projection, with the configured availability policy."""
+        settings = self.config.settings.availability
+        return StockProjection(self.store, AvailabilityPolicy(
+            safety_stock=settings.safety_stock, per_location=settings.per_location,
+            include_in_transit=settings.include_in_transit))
 
     def open(self) -> Bus:
         """Migrate the store and declare the topology (both idempotent)."""
@@ -138,6 +147,7 @@ class Bus:
             instance=instance, root=self.config.root,
             cursors=SourceCursors(self.store, instance),
             seen=SeenKeys(self.store, instance),
+            stock=self.stock,
             open_publisher=self.publisher,
             log=log.bind(connector=instance),
             reject=lambda raw, error, ref: self.reject(instance, raw, error, ref),
@@ -280,6 +290,13 @@ class Bus:
                                         stop))
         relay = OutboxRelay(self.store, self.publisher)
         threads.append(self._thread("relay", functools.partial(relay.run, stop), stop))
+        port = self.config.settings.availability.http_port
+        if port is not None:
+            from integration_bus.web.app import make_app, serve
+
+            app = make_app(self.stock, max_staleness_ms=self.config.settings.availability
+                           .max_staleness)
+            threads.append(self._thread("http", functools.partial(serve, app, port, stop), stop))
         reloader = self.reloader()
         if reloader is not None:
             threads.append(self._thread("reload", functools.partial(reloader.run, stop), stop))

@@ -7,6 +7,7 @@ plugin's own config model validates the rest (see ``settings.loader``).
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -121,10 +122,31 @@ class DeadLetterSettings(_Model):
                                 description="how often the scheduled purge runs")
 
 
+class AvailabilitySettings(_Model):
+    """Available to promise = on hand - reserved - safety stock (+ in transit if counted)."""
+
+    safety_stock: Decimal = Field(Decimal(0), ge=0, description="units held back everywhere")
+    per_location: dict[str, Decimal] = Field(default_factory=dict,
+                                             description="safety stock by location")
+    include_in_transit: bool = False
+    max_staleness: Millis = Field(2000, description="GET /availability answers from a cache "
+                                                    "at most this old")
+    http_port: int | None = Field(None, ge=1, le=65535,
+                                  description="bus run serves GET /availability here")
+
+    @field_validator("safety_stock", mode="before")
+    @classmethod
+    def _no_float(cls, value: object) -> object:
+        if isinstance(value, float):
+            raise ValueError("write quantities as integers or quoted decimals, not floats")
+        return value
+
+
 class BusSettings(_Model):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    availability: AvailabilitySettings = Field(default_factory=AvailabilitySettings)
     sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(
         default_factory=dict)
     sinks: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(

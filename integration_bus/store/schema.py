@@ -110,6 +110,19 @@ dlq_audit = Table(
     Index("ix_dlq_audit_at", "at"),
 )
 
+stock_projection = Table(
+    "stock_projection", metadata,
+    Column("sku", String(128), primary_key=True),
+    Column("location", String(128), primary_key=True),
+    Column("on_hand", String(40), nullable=False),  # decimal text (SQLite has no decimals)
+    Column("reserved", String(40), nullable=False, server_default="0"),
+    Column("in_transit", String(40), nullable=False, server_default="0"),
+    Column("version", BigInteger, nullable=False),  # the source's sequence for this pair
+    Column("source", String(128)),
+    Column("envelope_id", String(64)),
+    Column("updated_at", Stamp, nullable=False),
+)
+
 seen_keys = Table(
     "seen_keys", metadata,
     Column("namespace", String(128), primary_key=True),

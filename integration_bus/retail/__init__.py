@@ -1,0 +1,1 @@
+"""Retail semantics in the core: the stock projection and availability to promise."""

@@ -1,0 +1,1 @@
+"""HTTP faces of the bus: availability (and later a dead-letter console)."""

@@ -1,0 +1,90 @@
+"""``GET /availability?sku=&location=`` and ``GET /health``, served by ``bus run``.
+
+Answers come from a cache whose staleness is bounded and stated: an entry is read from the store
+again once it is older than ``max_staleness``, and every answer says when it was read (``as_of``)
+and the bound (``max_staleness_ms``), so a caller knows how old "available" can be.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Query
+
+from integration_bus.errors import StoreUnavailable
+from integration_bus.retail.projection import Stock, StockProjection
+
+__all__ = ["AvailabilityCache", "make_app", "serve"]
+
+
+class AvailabilityCache:
+    """At most ``size`` entries, each at most ``max_staleness_ms`` old when served."""
+
+    def __init__(self, projection: StockProjection, max_staleness_ms: int,
+                 size: int = 10_000) -> None:
+        self.projection = projection
+        self.max_staleness = max_staleness_ms / 1000
+        self.size = size
+        self._entries: OrderedDict[tuple[str, str], tuple[float, datetime, Stock | None]] = \
+            OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, sku: str, location: str) -> tuple[Stock | None, datetime]:
+        key = (sku, location)
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and now - entry[0] <= self.max_staleness:
+                self._entries.move_to_end(key)
+                return entry[2], entry[1]
+        stock = self.projection.get(sku, location)
+        read_at = datetime.now(UTC)
+        with self._lock:
+            self._entries[key] = (now, read_at, stock)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return stock, read_at
+
+
+def make_app(projection: StockProjection, *, max_staleness_ms: int) -> FastAPI:
+    app = FastAPI(title="integration-bus", docs_url=None, redoc_url=None)
+    cache = AvailabilityCache(projection, max_staleness_ms)
+
+    @app.get("/availability")
+    def availability(sku: str = Query(min_length=1, max_length=128),
+                     location: str = Query(min_length=1, max_length=128)) -> dict[str, object]:
+        try:
+            stock, as_of = cache.get(sku, location)
+        except StoreUnavailable as exc:
+            raise HTTPException(503, f"store unavailable: {exc}") from exc
+        if stock is None:
+            raise HTTPException(404, f"no stock known for sku {sku!r} at {location!r}")
+        return {**stock.to_dict(), "as_of": as_of.isoformat(),
+                "max_staleness_ms": int(cache.max_staleness * 1000)}
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        try:
+            projection.store.ping()
+        except StoreUnavailable as exc:
+            raise HTTPException(503, str(exc)) from exc
+        return {"status": "ok"}
+
+    return app
+
+
+def serve(app: FastAPI, port: int, stop: threading.Event, host: str = "127.0.0.1") -> None:
+    """Run the app until ``stop`` is set (call from a thread)."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           access_log=False))
+    def exit_on_stop() -> None:
+        stop.wait()
+        server.should_exit = True
+
+    threading.Thread(target=exit_on_stop, daemon=True).start()
+    server.run()
