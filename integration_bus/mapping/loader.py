@@ -31,7 +31,7 @@ from integration_bus.mapping.shapes import ANY, Shape
 from integration_bus.mapping.steps import Step, StepCompiler
 from integration_bus.mapping.validation import LoadedSchema, SchemaStore
 from integration_bus.mapping.xref import Table, load_tables
-from integration_bus.mapping.yamlsrc import Locator, read_yaml
+from integration_bus.yamlsafe import Locator, read_yaml
 
 __all__ = ["Loader", "find_dir", "mapping_files"]
 

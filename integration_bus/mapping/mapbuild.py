@@ -40,7 +40,7 @@ from integration_bus.mapping.runtime import Ctx, Fn, note_path
 from integration_bus.mapping.shapes import ANY, ListShape, ObjectShape, Shape, item_of
 from integration_bus.mapping.suggest import did_you_mean
 from integration_bus.mapping.values import type_name
-from integration_bus.mapping.yamlsrc import Locator
+from integration_bus.yamlsafe import Locator
 
 __all__ = ["DIRECTIVES", "SpecCompiler"]
 

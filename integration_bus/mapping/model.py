@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 
 from integration_bus.errors import ConfigError
 from integration_bus.mapping.suggest import did_you_mean
-from integration_bus.mapping.yamlsrc import Locator
+from integration_bus.yamlsafe import Locator
 
 __all__ = [
     "STEP_KINDS", "STEP_MODELS", "ErrorExpect", "Expect", "FilterSpec", "InputSpec",

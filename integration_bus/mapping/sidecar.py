@@ -23,7 +23,7 @@ from integration_bus.mapping.compiled import CompiledMapping
 from integration_bus.mapping.functions import Resolver
 from integration_bus.mapping.loader import Loader
 from integration_bus.mapping.model import SidecarCase, SidecarFile, pydantic_error
-from integration_bus.mapping.yamlsrc import read_yaml
+from integration_bus.yamlsafe import read_yaml
 
 __all__ = ["CaseResult", "PreparedCase", "SidecarRunner", "TestReport", "run_sidecar_tests"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from integration_bus.errors import ConfigError
 from integration_bus.mapping.suggest import did_you_mean
-from integration_bus.mapping.yamlsrc import MAX_FILE_BYTES, read_yaml
+from integration_bus.yamlsafe import MAX_FILE_BYTES, read_yaml
 
 __all__ = ["Table", "load_tables"]
 

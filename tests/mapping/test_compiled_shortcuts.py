@@ -18,7 +18,7 @@ from integration_bus.mapping.functions import BindContext
 from integration_bus.mapping.reference import ReferenceInterpreter
 from integration_bus.mapping.validation import SchemaStore
 from integration_bus.mapping.xref import load_tables
-from integration_bus.mapping.yamlsrc import read_yaml
+from integration_bus.yamlsafe import read_yaml
 
 Make = Callable[..., CompiledMapping]
 # A caller's context nothing may depend on: 5 digits, truncating, no traps.

@@ -20,7 +20,7 @@ from integration_bus.mapping.loader import Loader, mapping_files
 from integration_bus.mapping.reference import ReferenceInterpreter
 from integration_bus.mapping.runtime import Ctx
 from integration_bus.mapping.values import DECIMAL_CONTEXT
-from integration_bus.mapping.yamlsrc import read_yaml
+from integration_bus.yamlsafe import read_yaml
 
 from .conftest import MAPPINGS, SCHEMAS
 

@@ -1,4 +1,4 @@
-"""Safe YAML reading with source positions for mapping files, sidecar tests and xref tables.
+"""Safe YAML reading with source positions: bus.yaml, mapping files, sidecar tests, xref tables.
 
 :func:`read_yaml` refuses what makes configuration hard to review (anchors, aliases, custom tags,
 duplicate keys, oversized files) and returns plain Python data plus a :class:`Locator` that turns a
@@ -184,7 +184,7 @@ def _refuse_unsafe_events(yaml: YAML, text: str, file: str) -> None:
             name = tag[len(_STANDARD_TAG_PREFIX):] if tag.startswith(_STANDARD_TAG_PREFIX) else None
             if name not in _ALLOWED_STANDARD_TAGS:
                 raise ConfigError(f"YAML tag {tag!r} is not allowed", **where,
-                                  hint="remove the tag; mapping files hold plain data only")
+                                  hint="remove the tag; these files hold plain data only")
 
 
 def _plain(node: Any, locator: Locator, path: tuple[str | int, ...], decimals: bool) -> Any:
