@@ -25,15 +25,18 @@ from integration_bus.durations import Millis
 from integration_bus.envelope import Envelope, check_type
 from integration_bus.errors import (
     BusError,
+    CircuitOpen,
     ConfigError,
     PermanentError,
     TransientError,
     UnroutableError,
+    did_you_mean,
 )
 
 __all__ = [
     "BatchSink",
     "BusError",
+    "CircuitOpen",
     "ConfigError",
     "ConnectorContext",
     "ConnectorPlugin",
@@ -51,6 +54,7 @@ __all__ = [
     "TransientError",
     "UnroutableError",
     "check_type",
+    "did_you_mean",
 ]
 
 

@@ -1,0 +1,125 @@
+"""HTTP for the SOAP client: httpx with explicit timeouts, TLS options, and a capped, deadline-
+bound read. The boundary where httpx exceptions become bus errors.
+
+:func:`post` sends one request and returns ``(status, media type, body)``, or raises:
+
+- ErpUnavailable, ``in_doubt=False``: the request certainly did not reach the ERP (connect
+  refused or timed out, no pooled connection free, TLS verification failed);
+- ErpUnavailable, ``in_doubt=True``: it may have (no answer before the operation deadline, the
+  connection dropped while sending or waiting) — look the document up before sending again;
+- XmlSecurityError: the answer announced or delivered more than ``max_response`` bytes (the
+  read stops there: a 50 MB answer never sits in memory). gzip/deflate answers are inflated
+  in bounded steps, so a small compressed body cannot expand past the cap either.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from connectors.soap_erp.config import EndpointConfig, TlsConfig
+from connectors.soap_erp.faults import ErpUnavailable
+from connectors.soap_erp.xmlsafe import XmlSecurityError
+from integration_bus.connector import BusError
+
+__all__ = ["http_client", "post"]
+
+
+def _tls(config: TlsConfig, resolve: Callable[[str], Path]) -> ssl.SSLContext | bool:
+    if not config.verify:
+        return False
+    context = ssl.create_default_context(
+        cafile=str(resolve(config.ca_file)) if config.ca_file else None)
+    if config.client_cert:
+        context.load_cert_chain(str(resolve(config.client_cert)),
+                                str(resolve(config.client_key)) if config.client_key else None)
+    return context
+
+
+def http_client(config: EndpointConfig, resolve: Callable[[str], Path],
+                pool_size: int) -> httpx.Client:
+    """An httpx client for one endpoint (thread-safe; ``pool_size`` connections at most)."""
+    basic = config.basic_auth
+    operation = config.timeouts.operation / 1000
+    return httpx.Client(
+        auth=httpx.BasicAuth(basic.username, basic.password.get_secret_value())
+        if basic else None, verify=_tls(config.tls, resolve), follow_redirects=False,
+        timeout=httpx.Timeout(connect=config.timeouts.connect / 1000, read=operation,
+                              write=operation, pool=operation),
+        limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+        headers={"Accept-Encoding": "gzip, deflate", "User-Agent": "integration-bus"})
+
+
+def post(http: httpx.Client, address: str, body: bytes, headers: Mapping[str, str], *,
+         config: EndpointConfig, context: dict[str, Any]) -> tuple[int, str, bytes]:
+    """POST ``body``; (status, media type, body read). Raises as the module docstring says;
+    every error carries ``context`` (operation, document number, envelope id...)."""
+    operation = context.get("operation", "the call")
+    deadline = time.monotonic() + config.timeouts.operation / 1000
+    try:
+        with http.stream("POST", address, content=body, headers=headers) as response:
+            data = _read(response, deadline, config.max_response, context)
+            media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            return response.status_code, media, data
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        tls = "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc)
+        raise ErpUnavailable(f"{operation}: cannot reach the ERP ({'TLS: ' if tls else ''}"
+                             f"{type(exc).__name__}: {exc})", in_doubt=False,
+                             outcome="tls_error" if tls else "connection_error",
+                             **context) from None
+    except httpx.TimeoutException as exc:
+        raise ErpUnavailable(f"{operation}: no answer within the operation timeout "
+                             f"({type(exc).__name__})", outcome="timeout", in_doubt=True,
+                             **context) from None
+    except httpx.TransportError as exc:
+        raise ErpUnavailable(f"{operation}: the connection was lost before the answer "
+                             f"({type(exc).__name__}: {exc})", outcome="connection_error",
+                             in_doubt=True, **context) from None
+
+
+def _read(response: httpx.Response, deadline: float, cap: int,
+          context: dict[str, Any]) -> bytes:
+    """The body, decoded, up to ``cap`` bytes and before the deadline."""
+    operation = context.get("operation", "the call")
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise XmlSecurityError(f"{operation}: the answer announces {int(declared):,} bytes, "
+                               f"over the cap of {cap:,}", reason="size",
+                               outcome="refused_xml", **context)
+    parts: list[bytes] = []
+    size = 0
+    try:
+        for chunk in _decoded(response, cap):
+            size += len(chunk)
+            if size > cap:
+                raise XmlSecurityError(f"{operation}: the answer is over the cap of {cap:,} "
+                                       "bytes", reason="size", outcome="refused_xml", **context)
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout("the operation deadline passed while reading")
+            parts.append(chunk)
+    except BusError as exc:
+        exc.with_context(**context)
+        raise
+    return b"".join(parts)
+
+
+def _decoded(response: httpx.Response, cap: int) -> Iterator[bytes]:
+    """The body's bytes, gzip/deflate inflated with a bound on each step's output."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        yield from response.iter_raw()
+        return
+    if encoding not in ("gzip", "deflate"):
+        raise ErpUnavailable(f"unsupported content-encoding {encoding!r}", outcome="http_error")
+    inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+    for chunk in response.iter_raw():
+        yield inflater.decompress(chunk, cap + 1)
+        while inflater.unconsumed_tail:
+            yield inflater.decompress(inflater.unconsumed_tail, cap + 1)
+    yield inflater.flush()
