@@ -256,13 +256,13 @@ class AmqpPublisher:
 
     def _publish(self, index: int, message: Outgoing) -> None:
         envelope = message.envelope
-        headers = {ATTEMPT_HEADER: envelope.attempt, **message.headers}
-        body = envelope.to_json()
-        props = {"delivery_mode": 2, "message_id": envelope.id, "type": envelope.type,
-                 "correlation_id": envelope.correlation_id, "timestamp": int(time.time())}
-        amqp_message = self._channel.prepare_message(body, content_type="application/json",
-                                                     content_encoding="utf-8", headers=headers,
-                                                     properties=props)
+        # Few properties on purpose: py-amqp serialises each one per message, and the body
+        # already holds type, correlation and time. The id is kept for returns and archiving.
+        headers = ({ATTEMPT_HEADER: envelope.attempt, **message.headers}
+                   if message.headers or envelope.attempt else None)
+        amqp_message = self._channel.prepare_message(
+            envelope.to_json(), content_type="application/json", headers=headers,
+            properties={"delivery_mode": 2, "message_id": envelope.id})
         self._seq += 1
         self._pending[self._seq] = index
         self._pending_ids.setdefault(envelope.id, []).append(self._seq)
