@@ -117,6 +117,7 @@ class JsonlSource:
     def _publish(self, publisher: Publisher, lines: list[_Line],
                  cursor: dict[str, Any]) -> bool:
         envelopes: list[tuple[_Line, Envelope]] = []
+        bad: dict[int, BusError] = {}
         done_upto = None
         for line in lines:
             if not line.text.strip():
@@ -124,14 +125,19 @@ class JsonlSource:
             try:
                 envelopes.append((line, self._envelope(line)))
             except BusError as exc:
-                self._reject(line, exc)
+                bad[line.number] = exc
         outcomes = publisher.publish_many([env for _, env in envelopes]) if envelopes else []
         complete = True
-        by_line = {line.number: outcome for (line, _), outcome in zip(envelopes, outcomes,
-                                                                        strict=True)}
+        by_line: dict[int, BusError | None] = {
+            line.number: outcome for (line, _), outcome in zip(envelopes, outcomes, strict=True)}
+        # Bad lines are dead-lettered in file order, only up to the first publish failure: the
+        # cursor stops there and the rest is read again, so nothing is dead-lettered twice.
         for line in lines:
+            error = bad.get(line.number)
             outcome = by_line.get(line.number)
-            if isinstance(outcome, UnroutableError):
+            if error is not None:
+                self._reject(line, error)
+            elif isinstance(outcome, UnroutableError):
                 self._reject(line, outcome)
             elif outcome is not None:
                 complete = False
@@ -192,7 +198,9 @@ class JsonlSink:
     def deliver(self, envelope: Envelope) -> None:
         line = envelope.to_json() + b"\n"
         try:
-            os.write(self._open(), line)  # one write per line: a crash never leaves half
+            written = os.write(self._open(), line)  # one write per line: a crash leaves no half
+            if written != len(line):
+                raise OSError(f"short write ({written} of {len(line)} bytes; disk full?)")
             if self._config.fsync:
                 os.fsync(self._open())
         except OSError as exc:
@@ -206,8 +214,10 @@ class JsonlSink:
             if self._path.exists():
                 with self._path.open("rb") as handle:
                     for raw in handle:
-                        if raw.endswith(b"\n"):
+                        try:
                             self._keys.add(orjson.loads(raw)["idempotency_key"])
+                        except (orjson.JSONDecodeError, KeyError, TypeError):
+                            continue  # a line not written by this sink (or cut short)
         return envelope.idempotency_key in self._keys
 
     def close(self) -> None:

@@ -29,6 +29,8 @@ __all__ = ["Batch", "Item", "Outcome"]
 
 log = structlog.get_logger("integration_bus.worker")
 
+MAX_KEY = 512  # the ledger's key column
+
 
 class Outcome(enum.Enum):
     DELIVERED = "delivered"
@@ -89,6 +91,7 @@ class Batch:
         self.claim_lease = claim_lease
         self.metrics = metrics
         self.settlement = Settlement()
+        self.archive = Settlement()
         self._sink_results: list[tuple[Item, Sink, Envelope, str]] = []
 
     @classmethod
@@ -219,10 +222,13 @@ class Batch:
                 s.failed.append(key)
         for item in self.items:
             self._settle_item(item, now)
+        # Broker dead letters are written in a transaction of their own: a row the database
+        # refuses there must not hold back the route messages of the same batch.
+        archive = self.archive = Settlement()
         for delivery in self.archived:
             letter = _archived_letter(delivery, now)
-            s.dead.append(letter)
-            s.journal.append(JournalEntry(letter.envelope["id"], "dead_lettered", now,
+            archive.dead.append(letter)
+            archive.journal.append(JournalEntry(letter.envelope["id"], "dead_lettered", now,
                                           route=letter.route,
                                           detail={"reason": letter.reason,
                                                   "error_type": letter.error_type}))
@@ -321,6 +327,10 @@ def _run_pipeline(item: Item) -> None:
     item.mapping_version = pipeline.version
     try:
         item.outputs = pipeline(envelope)
+        for out in item.outputs:
+            if len(out.idempotency_key) > MAX_KEY:
+                raise PermanentError(f"output idempotency key longer than {MAX_KEY} characters",
+                                     field="idempotency_key", hint="derive shorter keys")
     except BusError as exc:
         exc.with_context(route=item.route.name, envelope_id=envelope.id)
         item.fail(exc, step=str(exc.context.get("step") or item.route.pipeline.name))

@@ -24,6 +24,10 @@ __all__ = ["Envelope", "dumps", "loads", "new_id"]
 
 # A type is a routing key: dot-separated words, each lower-case letters, digits, '_' or '-'.
 _TYPE_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+# What the store's columns (and AMQP's 255-byte routing keys) hold; longer is refused up front
+# as a typed error instead of failing a database write for a whole batch.
+MAX_LENGTHS = {"id": 64, "type": 255, "source": 128, "correlation_id": 128,
+               "causation_id": 128, "idempotency_key": 480, "schema": 128, "replay_of": 64}
 _FIELDS = (
     "id", "type", "source", "correlation_id", "causation_id", "idempotency_key", "schema",
     "headers", "payload", "created_at", "attempt", "replay_of",
@@ -171,6 +175,11 @@ class Envelope:
             for name in ("id", "type", "source", "correlation_id", "idempotency_key"):
                 if not isinstance(data.get(name), str) or not data[name]:
                     raise EnvelopeError(f"missing or empty {name!r}", field=name)
+            for name, limit in MAX_LENGTHS.items():
+                value = data.get(name)
+                if value is not None and (not isinstance(value, str) or len(value) > limit):
+                    raise EnvelopeError(f"{name} must be text of at most {limit} characters",
+                                        field=name, envelope_id=str(data.get("id"))[:64])
             if "payload" not in data:
                 raise EnvelopeError("missing 'payload'", field="payload")
             attempt = data.get("attempt", 0)

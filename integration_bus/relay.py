@@ -2,8 +2,8 @@
 
 Rows are claimed first, so concurrent relays do not publish the same row. A row is marked
 published only after the broker confirmed and routed it; a crash in between re-publishes the same
-envelope (same id and idempotency key) and the ledger absorbs it. An unroutable row is settled
-with its error and kept, visible instead of retried forever.
+envelope (same id and idempotency key) and the ledger absorbs it. A row no route takes becomes a
+dead letter (or, for a replay, sends its dead letter back to 'new' with the reason).
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ class OutboxRelay:
     def relay_once(self) -> int:
         """Publish one batch of claimed rows; returns how many were settled."""
         started = time.monotonic()
+        if not self._store.outbox_waiting():  # a cheap read first: no write lock when idle
+            return 0
         rows = self._store.outbox_claim(self.name, limit=self._batch,
                                         dead_letter_ids=self._only)
         if not rows:
@@ -76,7 +78,7 @@ class OutboxRelay:
         self._store.outbox_done(published)
         for row, error in unroutable:
             log.error("relay.unroutable", envelope_id=row.envelope.id, error=str(error))
-            self._store.outbox_done([row], error=str(error))
+            self._store.outbox_unroutable(row, str(error))
         self.published += len(published)
         if failed:
             self._store.outbox_release([r for r, _ in failed])

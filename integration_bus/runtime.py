@@ -39,9 +39,10 @@ from integration_bus.store import (
     Store,
     utcnow,
 )
-from integration_bus.topology import INGRESS_EXCHANGE, RouteBinding, Topology
+from integration_bus.topology import INGRESS_EXCHANGE, REQUEUE_EXCHANGE, RouteBinding, Topology
 from integration_bus.transport import (
     EmbeddedBroker,
+    MemoryTransport,
     Transport,
     TransportPublisher,
     open_transport,
@@ -276,12 +277,10 @@ class Bus:
         """Run sources, workers and the outbox relay in threads until ``stop`` is set."""
         threads = []
         for name in (self.config.sources if sources is None else sources):
-            source = self.source(name)
-            if isinstance(source, Source):
-                target = functools.partial(self._run_source, source, stop)
-            else:
-                target = functools.partial(self._run_polls, name, source, stop)
-            threads.append(self._thread(f"source:{name}", target, stop))
+            prebuilt = [self.source(name)]  # built now: a bad config fails at start-up
+            threads.append(self._thread(f"source:{name}",
+                                        functools.partial(self._run_named_source, name, stop,
+                                                          prebuilt), stop))
         for index in range(workers):
             worker = self.worker(routes)
             if on_worker is not None:
@@ -304,6 +303,27 @@ class Bus:
             thread.start()
         for thread in threads:
             thread.join()
+        if isinstance(self.transport, MemoryTransport):
+            self._keep_embedded_messages(self.transport)
+
+    def _keep_embedded_messages(self, transport: MemoryTransport) -> None:
+        """Embedded mode stops gracefully: what is still queued or waiting for a retry goes to
+        the outbox (durable), and the next ``bus run`` relays it back to its route."""
+        left = transport.evacuate()
+        if left:
+            self.store.outbox_add([OutboxItem(REQUEUE_EXCHANGE, route, envelope)
+                                   for route, envelope in left], reason="embedded-shutdown")
+            log.info("embedded.kept", messages=len(left),
+                     hint="queued and retry-waiting messages wait in the outbox for the next run")
+
+    def _run_named_source(self, name: str, stop: threading.Event,
+                          prebuilt: list[Source | PollingSource]) -> None:
+        # A restart after a crash builds a new source: the crashed one was closed on the way out.
+        source = prebuilt.pop() if prebuilt else self.source(name)
+        if isinstance(source, Source):
+            self._run_source(source, stop)
+        else:
+            self._run_polls(name, source, stop)
 
     def _run_source(self, source: Source, stop: threading.Event) -> None:
         publisher = self.publisher()

@@ -43,8 +43,6 @@ RETRY_QUEUE_PREFIX = "bus.retry."
 RETRY_TIER_HEADER = "bus-retry-tier"  # no "x-" prefix: headers exchanges ignore those
 #: Our own attempt counter; RabbitMQ's x-death count changed meaning across versions.
 ATTEMPT_HEADER = "x-bus-attempt"
-#: Header the worker sets when it re-queues a message for a retry: the route it returns to.
-ROUTE_HEADER = "x-bus-route"
 
 
 def route_queue(route: str) -> str:
@@ -114,7 +112,11 @@ class Topology:
 
     @staticmethod
     def dead_letter_queue_arguments() -> dict[str, Any]:
-        return {"x-queue-type": "quorum", "x-overflow": "reject-publish"}
+        # An explicit, very high delivery limit: newer brokers default quorum queues to 20 and
+        # this queue has nowhere further to dead-letter to. The archiver stores what it cannot
+        # store in full in a readable form (Store.settle), so redeliveries stay rare.
+        return {"x-queue-type": "quorum", "x-overflow": "reject-publish",
+                "x-delivery-limit": 100_000}
 
     def tier_for(self, delay_ms: int) -> int:
         """The smallest tier at least ``delay_ms`` long (the longest tier if none is)."""

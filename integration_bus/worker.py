@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback as tb
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -173,6 +172,8 @@ class Worker:
                             metrics=self.metrics, held=held)
         self._until_stored(lambda: batch.claim_and_deliver(self.store), stop)
         self._until_stored(lambda: self.store.settle(batch.settlement), stop)
+        if batch.archive:
+            self._until_stored(lambda: self.store.settle(batch.archive), stop)
         self._retry(batch)
         self._consumer.ack(deliveries)  # type: ignore[union-attr]
         for route, hold_ms in batch.holds().items():
@@ -228,14 +229,14 @@ class Worker:
     def _pause(self, exc: StoreUnavailable) -> None:
         self.state.paused = True
         self.state.last_error = str(exc)
-        self.state.events.append("paused")
+        self.state.events = [*self.state.events[-99:], "paused"]
         self.metrics.worker_paused.set(1)
         log.warning("worker.paused", reason=str(exc),
                     hint="holding unacked messages until the store answers")
 
     def _resume(self) -> None:
         self.state.paused = False
-        self.state.events.append("resumed")
+        self.state.events = [*self.state.events[-99:], "resumed"]
         self.metrics.worker_paused.set(0)
         log.info("worker.resumed")
 
@@ -253,7 +254,3 @@ class Worker:
             self.store.ping()
         except StoreUnavailable:
             pass
-
-
-def format_traceback(exc: BaseException) -> str:
-    return "".join(tb.format_exception(exc))

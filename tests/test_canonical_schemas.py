@@ -15,7 +15,7 @@ EXPECTED = {"canonical_sale", "return", "canonical_order", "inventory_adjustment
 
 def test_the_canonical_model_is_complete() -> None:
     names = {p.name.split(".v")[0] for p in CANONICAL.glob("*.v*.json")}
-    assert EXPECTED <= names
+    assert names >= EXPECTED
 
 
 @pytest.mark.parametrize("path", sorted(CANONICAL.glob("*.v*.json")), ids=lambda p: p.name)

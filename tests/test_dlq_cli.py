@@ -65,12 +65,17 @@ def test_list_show_groups_with_redaction_and_audited_unmask(project: Path) -> No
 
 @pytest.mark.rabbitmq
 def test_dry_run_shows_current_pipeline_and_sends_nothing(project: Path) -> None:
+    code, out = run(project, "replay", "--route", "orders", "--dry-run", "--json")
+    assert code == 0, out
+    assert all(p["error"] and "MappingError" in p["error"]
+               for p in json.loads(out)["previews"])  # the broken mapping fails them again
     set_mapping(project.parent, FIXED)
     code, out = run(project, "replay", "--route", "orders", "--dry-run", "--json")
     assert code == 0, out
     previews = json.loads(out)
     assert previews["total"] == 3
     assert all(p["error"] is None and len(p["outputs"]) == 1 for p in previews["previews"])
+    assert all(p["outputs"][0]["type"] == "shop.order.accepted" for p in previews["previews"])
     assert all(list(p["effects"].values()) == ["deliver"] for p in previews["previews"])
     code, out = run(project, "list", "--json")
     assert json.loads(out)["total"] == 3  # nothing moved
@@ -119,3 +124,18 @@ def test_replay_in_embedded_mode_goes_through_the_running_bus(tmp_path: Path) ->
             assert code == 0 and "queued 1 replay(s) in the outbox" in out
             wait_for(lambda: len(effects(tmp_path)) == 2, message="relayed and delivered")
         assert bus.store.dead_letters(status="replayed")
+
+
+@pytest.mark.rabbitmq
+def test_force_resets_the_ledger_of_the_mapped_outputs(project: Path) -> None:
+    set_mapping(project.parent, FIXED)
+    with worker(project):
+        code, out = run(project, "replay", "--route", "orders")
+        assert code == 0 and "replayed 3 of 3" in out
+        wait_for(lambda: len(effects(project.parent)) == 4)
+        run(project, "restore", "--route", "orders", "--status", "replayed", "--reason", "lost")
+        code, out = run(project, "replay", "--route", "orders", "--force")
+        assert code == 0 and "ledger rows reset: 3" in out  # the outputs' keys, not the input's
+        wait_for(lambda: len(effects(project.parent)) == 7, message="delivered again")
+    code, out = run(project, "audit", "--json")
+    assert json.loads(out)[0]["detail"]["force"] is True

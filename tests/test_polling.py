@@ -106,3 +106,16 @@ def test_a_poll_lease_held_by_a_dead_process_is_taken_over(tmp_path: Path) -> No
                                timedelta(minutes=2))
     assert bus.poll("erp_stock") == 2  # the holder is gone: no need to wait out its lease
     bus.close()
+
+
+def test_a_source_that_crashes_is_rebuilt_and_keeps_polling(tmp_path: Path) -> None:
+    upstream, target = Upstream(), Target()
+    upstream.add(3)
+    upstream.crash_next = True
+    _, bus = build(tmp_path, "", upstream, target)
+    with running(lambda stop: bus.run(stop)):
+        wait_for(lambda: target.count() == 3, timeout=30, message="polled after the crash")
+        upstream.add(2)
+        wait_for(lambda: target.count() == 5, message="and keeps polling")
+    assert upstream.sources_built >= 2  # the crashed (closed) source was not polled again
+    bus.close()

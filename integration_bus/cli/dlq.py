@@ -164,8 +164,7 @@ def replay_command(dlq: DeadLetterConsole, dry_run: bool, to_route: str | None,
         print_previews(previews, total=total, as_json=as_json)
         return
     bus = dlq.bus
-    leftover = [r["id"] for r in dlq.find(dataclasses.replace(sel, statuses=("replaying",)),
-                                          limit=1_000_000)[0]]
+    leftover = dlq.ids(dataclasses.replace(sel, statuses=("replaying",)))
     outcome = dlq.replay(sel, to_route=to_route, force=force)
     for ident, reason in outcome.skipped:
         click.echo(f"skipped {ident}: {reason}", err=True)

@@ -22,6 +22,7 @@ from integration_bus.deadletters.redact import Redactor
 from integration_bus.deadletters.replay import Preview, ReplayOutcome, enqueue_chunk, preview
 from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError, ConfigError, EnvelopeError
+from integration_bus.pipeline import Pipeline
 from integration_bus.runtime import Bus
 from integration_bus.store import utcnow
 from integration_bus.store.schema import dead_letters as table
@@ -93,6 +94,13 @@ class DeadLetterConsole:
                 self._unmasked(conn, f"list {selection.describe()}", len(rows))
         return [self._view(r, unmask) for r in rows], total
 
+    def ids(self, selection: Selection) -> list[str]:
+        """Just the ids of the dead letters selected (oldest first)."""
+        with self.db.begin(read_only=True) as conn:
+            return [str(r) for r in conn.execute(
+                select(table.c.id).where(selection.where()).order_by(table.c.created_at))
+                .scalars()]
+
     def groups(self, selection: Selection) -> list[dict[str, Any]]:
         with self.db.begin() as conn:
             return query.groups(conn, selection)
@@ -117,9 +125,15 @@ class DeadLetterConsole:
         return {**self._view(row, unmask), "replay_history": replays}
 
     # -- replay ----------------------------------------------------------------------------------
+    def _route_pipelines(self) -> dict[str, Pipeline]:
+        """Route name -> the pipeline it runs now (routes without one pass through)."""
+        by_name = self.bus.pipelines()
+        return {route: by_name[settings.pipeline]
+                for route, settings in self.bus.config.settings.routes.items()
+                if settings.pipeline}
+
     def _chunks(self, selection: Selection) -> Iterator[list[str]]:
-        with self.db.begin() as conn:
-            ids = [r["id"] for r in query.fetch(conn, selection, newest_first=False)]
+        ids = self.ids(selection)
         for start in range(0, len(ids), CHUNK):
             yield ids[start:start + CHUNK]
 
@@ -131,7 +145,7 @@ class DeadLetterConsole:
             raise ConfigError(f"no route named {to_route!r}",
                               hint=f"routes are: {', '.join(self.routes)}")
         selection = dataclasses.replace(selection, statuses=("new",))
-        pipelines = self.bus.pipelines()
+        pipelines = self._route_pipelines()
         outcome = ReplayOutcome()
         for ids in self._chunks(selection):
             with self.db.begin() as conn:
@@ -152,7 +166,7 @@ class DeadLetterConsole:
     def preview(self, selection: Selection, *, to_route: str | None = None,
                 limit: int = 20) -> tuple[list[Preview], int]:
         """What a replay would do now, without sending anything (audited as a dry run)."""
-        pipelines = self.bus.pipelines()
+        pipelines = self._route_pipelines()
         with self.db.begin() as conn:
             rows = query.fetch(conn, selection, limit=limit, newest_first=False)
             total = query.count(conn, selection)
@@ -189,8 +203,13 @@ class DeadLetterConsole:
                               **{k: v for k, v in exc.context.items()
                                  if k in ("field", "hint")}) from exc
         with self.db.begin() as conn:
-            conn.execute(update(table).where(table.c.id == row["id"])
-                         .values(edited_payload=payload, updated_at=utcnow()))
+            stored = conn.execute(update(table).where(table.c.id == row["id"],
+                                                      table.c.status == "new")
+                                  .values(edited_payload=payload, updated_at=utcnow())
+                                  .returning(table.c.id)).first()
+            if stored is None:
+                raise BusError(f"dead letter {row['id']} is no longer waiting (replayed or "
+                               "discarded meanwhile); the edit was not stored")
             self._audit(conn, "edit", row["id"], count=1,
                         detail={"diff": diff, "validated_against": checked})
         return diff
@@ -218,10 +237,12 @@ class DeadLetterConsole:
 
     def _set_status(self, selection: Selection, status: str, reason: str, action: str) -> int:
         with self.db.begin() as conn:
-            ids = [r["id"] for r in query.fetch(conn, selection)]
-            if ids:
-                conn.execute(update(table).where(table.c.id.in_(ids))
-                             .values(status=status, status_reason=reason, updated_at=utcnow()))
+            candidates = [r["id"] for r in query.fetch(conn, selection)]
+            ids = [r.id for r in conn.execute(  # only those still in a status the action takes
+                update(table).where(table.c.id.in_(candidates),
+                                    table.c.status.in_(selection.statuses))
+                .values(status=status, status_reason=reason, updated_at=utcnow())
+                .returning(table.c.id))] if candidates else []
             self._audit(conn, action, selection.describe(), count=len(ids),
                         detail={"reason": reason, "ids": ids})
         return len(ids)

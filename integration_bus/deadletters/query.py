@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -107,7 +106,3 @@ def groups(conn: Connection, selection: Selection) -> list[dict[str, Any]]:
     return [{"group": r[0], "error_type": r[1], "route": r[2], "step": r[3], "sink": r[4],
              "example": r[5], "count": int(r[6]), "first_seen": r[7], "last_seen": r[8]}
             for r in rows]
-
-
-def ids_of(rows: Sequence[dict[str, Any]]) -> list[str]:
-    return [str(r["id"]) for r in rows]

@@ -76,28 +76,36 @@ def output_keys(pipeline: Pipeline, envelope: Envelope) -> list[str]:
 def enqueue_chunk(conn: Connection, rows: Sequence[Mapping[str, Any]], *,
                   routes: Mapping[str, Sequence[str]], pipelines: Mapping[str, Pipeline],
                   to_route: str | None, force: bool, outcome: ReplayOutcome) -> None:
-    """Enqueue replays of ``rows`` (status ``new``) inside the caller's transaction."""
+    """Enqueue replays of ``rows`` (status ``new``) inside the caller's transaction.
+
+    The move to ``replaying`` comes first and only for rows still ``new`` (``RETURNING``), so two
+    operators replaying the same dead letters at once enqueue each one once.
+    """
     now = utcnow()
-    items = []
+    planned = {}
     for row in rows:
         try:
-            route = target_route(row, to_route, routes)
-            envelope = replay_envelope(row)
+            planned[row["id"]] = (row, target_route(row, to_route, routes), replay_envelope(row))
         except BusError as exc:
             outcome.skipped.append((row["id"], str(exc)))
+    if not planned:
+        return
+    taken = {r.id for r in conn.execute(
+        update(dead_letters)
+        .where(dead_letters.c.id.in_(list(planned)), dead_letters.c.status == "new")
+        .values(status="replaying", replays=dead_letters.c.replays + 1, updated_at=now)
+        .returning(dead_letters.c.id))}
+    items = []
+    for ident, (_row, route, envelope) in planned.items():
+        if ident not in taken:
+            outcome.skipped.append((ident, "someone else is replaying it right now"))
             continue
-        items.append(OutboxItem(REQUEUE_EXCHANGE, route, envelope, dead_letter_id=row["id"]))
+        items.append(OutboxItem(REQUEUE_EXCHANGE, route, envelope, dead_letter_id=ident))
         if force:
             outcome.ledger_reset += _reset_ledger(conn, routes[route], pipelines.get(route),
                                                   envelope)
     outbox_ops.add(conn, items, reason="replay", now=now)
-    ids = [item.dead_letter_id for item in items]
-    if ids:
-        conn.execute(update(dead_letters)
-                     .where(dead_letters.c.id.in_(ids), dead_letters.c.status == "new")
-                     .values(status="replaying", replays=dead_letters.c.replays + 1,
-                             updated_at=now))
-    outcome.queued.extend(str(i) for i in ids)
+    outcome.queued.extend(str(item.dead_letter_id) for item in items)
 
 
 def _reset_ledger(conn: Connection, sinks: Sequence[str], pipeline: Pipeline | None,

@@ -18,11 +18,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from integration_bus.envelope import Envelope
 from integration_bus.errors import PermanentError
 from integration_bus.store import Store, utcnow
+from integration_bus.store.database import dialect_insert
 from integration_bus.store.schema import stock_projection as table
 
 __all__ = ["AvailabilityPolicy", "Stock", "StockLevel", "StockProjection"]
@@ -53,6 +53,9 @@ class StockLevel:
         for name in ("sku", "location"):
             if not isinstance(payload.get(name), str) or not payload[name]:
                 raise PermanentError(f"missing {name}", field=name, **where)
+            if len(payload[name]) > 128:
+                raise PermanentError(f"{name} is longer than 128 characters", field=name,
+                                     **where)
         version = payload.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 0:
             raise PermanentError("version must be a non-negative integer (the source's "
@@ -131,9 +134,8 @@ class StockProjection:
         moved: set[tuple[str, str]] = set()
         now = utcnow()
         with self.store.db.begin() as conn:
-            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)
             for level in newest.values():
-                stmt = insert(table).values(
+                stmt = dialect_insert(conn.dialect.name, table).values(
                     sku=level.sku, location=level.location, on_hand=str(level.on_hand),
                     reserved=str(level.reserved), in_transit=str(level.in_transit),
                     version=level.version, source=level.source, envelope_id=level.envelope_id,
@@ -165,13 +167,13 @@ class StockProjection:
         return outcomes
 
     def get(self, sku: str, location: str) -> Stock | None:
-        with self.store.db.begin() as conn:
+        with self.store.db.begin(read_only=True) as conn:
             row = conn.execute(select(table).where(table.c.sku == sku,
                                                    table.c.location == location)).first()
         return self._stock(row) if row is not None else None
 
     def all(self) -> list[Stock]:
-        with self.store.db.begin() as conn:
+        with self.store.db.begin(read_only=True) as conn:
             rows = conn.execute(select(table).order_by(table.c.sku, table.c.location)).all()
         return [self._stock(r) for r in rows]
 

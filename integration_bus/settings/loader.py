@@ -130,7 +130,7 @@ def _validate_sections(located: Located, errors: list[ConfigError]) -> BusSettin
         else:
             _collect(info.annotation, value, (key,), located, errors)
     unknown = {e.context.get("field") for e in errors[before:]
-               if e.message.startswith("unknown key")}
+               if e.message.startswith("unknown key") and e.context.get("field") in data}
     if len(errors) - before > len(unknown):
         return None
     try:  # unknown top-level keys are reported; the rest is still checked further

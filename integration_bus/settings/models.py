@@ -10,7 +10,7 @@ import re
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from integration_bus.durations import Millis, parse_millis
 
@@ -65,8 +65,8 @@ class StoreSettings(_Model):
                      description="SQLAlchemy URL; relative SQLite paths are under the project dir")
     pool_size: int = Field(5, ge=1)
     journal_retention: Millis | None = Field(
-        None, description="the scheduler deletes journal rows, published outbox rows and seen "
-                          "keys older than this, e.g. '30d'; none = keep them")
+        None, description="the scheduler deletes journal rows, published outbox rows, seen "
+                          "keys and ledger entries older than this, e.g. '30d'; none = keep them")
 
 
 class RetryPolicy(_Model):
@@ -76,6 +76,12 @@ class RetryPolicy(_Model):
     initial_delay: Millis = 1000
     multiplier: float = Field(2.0, ge=1.0, le=10.0)
     max_delay: Millis = 600_000
+
+    @model_validator(mode="after")
+    def _initial_within_max(self) -> RetryPolicy:
+        if self.initial_delay > self.max_delay:
+            raise ValueError("initial_delay is longer than max_delay")
+        return self
 
     def delay_ms(self, attempt: int) -> int:
         """Delay before attempt ``attempt + 1`` (attempt counts from 0)."""

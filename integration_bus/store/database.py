@@ -17,6 +17,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, event, make_url, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -24,7 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from integration_bus.envelope import dumps
 from integration_bus.errors import ConfigError, StoreUnavailable
 
-__all__ = ["Database"]
+__all__ = ["Database", "dialect_insert"]
 
 _UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -56,11 +57,17 @@ class Database:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """A transaction; commit on success. Unreachable/locked database → StoreUnavailable."""
+    def begin(self, *, read_only: bool = False) -> Iterator[Connection]:
+        """A transaction; commit on success. Unreachable/locked database → StoreUnavailable.
+
+        ``read_only`` (SQLite): a deferred transaction that does not queue behind writers.
+        """
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            with self.engine.connect() as conn:
+                if read_only:
+                    conn = conn.execution_options(bus_read_only=True)
+                with conn.begin():
+                    yield conn
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"store unavailable: {_first_line(exc)}") from exc
         except DBAPIError as exc:
@@ -93,6 +100,11 @@ class Database:
             self.engine.dispose()
 
 
+def dialect_insert(dialect: str, table: Any) -> Any:
+    """An INSERT with ``on_conflict_do_*`` for the store's dialect (both speak it)."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
 def _resolve(url: str, root: Path | None) -> URL:
     try:
         parsed = make_url(url)
@@ -119,7 +131,10 @@ def _sqlite_conventions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (no failed lock upgrade mid-transaction);
+        # readers do not, so they never wait for a writer (WAL).
+        read_only = conn.get_execution_options().get("bus_read_only")
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _first_line(exc: BaseException) -> str:

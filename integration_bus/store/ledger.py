@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from integration_bus.store.database import dialect_insert
 from integration_bus.store.schema import ledger
 
 __all__ = ["Claim", "ClaimOutcome", "claim_many", "complete", "release"]
@@ -54,7 +54,7 @@ def claim_many(conn: Connection, claims: Sequence[Claim], *, now: datetime,
     """
     if not claims:
         return []
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(ledger)
+    insert = dialect_insert(conn.dialect.name, ledger)
     unique: dict[tuple[str, str], Claim] = {}
     for claim in claims:
         unique.setdefault((claim.sink, claim.key), claim)

@@ -52,7 +52,7 @@ ledger = Table(
 dead_letters = Table(
     "dead_letters", metadata,
     Column("id", String(32), primary_key=True),
-    Column("envelope_id", String(64), nullable=False, unique=True),
+    Column("envelope_id", String(64), nullable=False),
     Column("route", String(128)),
     Column("step", String(128)),
     Column("sink", String(128)),
@@ -73,6 +73,8 @@ dead_letters = Table(
     Column("status_reason", Text),
     Column("replays", Integer, nullable=False, server_default="0"),
     Column("updated_at", Stamp),
+    # one per envelope *and route*: two routes taking the same envelope may both fail it
+    Index("ux_dead_letters_envelope_route", "envelope_id", "route", unique=True),
     Index("ix_dead_letters_route_status", "route", "status"),
     Index("ix_dead_letters_fingerprint", "fingerprint"),
     Index("ix_dead_letters_source", "source"),

@@ -5,6 +5,7 @@ Every method is one transaction and raises StoreUnavailable when the database ca
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Sequence
@@ -13,12 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+import structlog
+from sqlalchemy import and_, delete, func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
 
+from integration_bus.envelope import new_id
 from integration_bus.store import ledger as ledger_ops
 from integration_bus.store import outbox as outbox_ops
-from integration_bus.store.database import Database
+from integration_bus.store.database import Database, dialect_insert
 from integration_bus.store.ledger import Claim, ClaimOutcome
 from integration_bus.store.outbox import OutboxItem, OutboxRow
 from integration_bus.store.records import DeadLetter, JournalEntry
@@ -31,7 +34,9 @@ from integration_bus.store.schema import (
     seen_keys,
 )
 
-__all__ = ["Settlement", "Store"]
+__all__ = ["Settlement", "Store", "storable"]
+
+log = structlog.get_logger("integration_bus.store")
 
 
 def utcnow() -> datetime:
@@ -77,14 +82,28 @@ class Store:
             return ledger_ops.claim_many(conn, claims, now=utcnow(), lease=lease)
 
     def ledger_state(self, sink: str, key: str) -> str | None:
-        with self.db.begin() as conn:
+        with self.db.begin(read_only=True) as conn:
             row = conn.execute(select(ledger.c.state).where(
                 ledger.c.sink == sink, ledger.c.idempotency_key == key)).first()
         return row.state if row else None
 
     # -- settle a batch --------------------------------------------------------------------------
     def settle(self, batch: Settlement) -> None:
-        """Journal + ledger outcomes + dead letters of a batch, atomically."""
+        """Journal + ledger outcomes + dead letters of a batch, atomically.
+
+        Data the database refuses (PostgreSQL rejects NUL characters in text and JSON, and
+        over-long values in bounded columns) must not wedge the worker: the batch is written
+        again with such values made storable (NUL as U+FFFD, long values cut and marked), so
+        the dead letter exists, readable, instead of a redelivery loop.
+        """
+        try:
+            self._settle(batch)
+        except DBAPIError as exc:
+            log.warning("store.refused_batch", error=str(exc.orig or exc).splitlines()[0],
+                        hint="writing it again with unstorable characters replaced")
+            self._settle(storable(batch))
+
+    def _settle(self, batch: Settlement) -> None:
         now = utcnow()
         with self.db.begin() as conn:
             if batch.journal:
@@ -92,18 +111,20 @@ class Store:
             ledger_ops.complete(conn, batch.done, now=now)
             ledger_ops.release(conn, batch.failed, now=now)
             for letter in batch.dead:
-                history = self._attempt_history(conn, letter.envelope["id"])
+                history = self._attempt_history(conn, letter.envelope["id"], letter.route)
                 stmt = self._insert(dead_letters).values(**letter.row(history))
-                conn.execute(stmt.on_conflict_do_nothing(index_elements=["envelope_id"]))
+                conn.execute(stmt.on_conflict_do_nothing(
+                    index_elements=["envelope_id", "route"]))
 
     def _insert(self, table: Any) -> Any:
-        return (postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert)(table)
+        return dialect_insert(self.db.dialect, table)
 
     @staticmethod
-    def _attempt_history(conn: Any, envelope_id: str) -> list[dict[str, Any]]:
+    def _attempt_history(conn: Any, envelope_id: str, route: str | None) -> list[dict[str, Any]]:
         rows = conn.execute(
             select(journal.c.attempt, journal.c.at, journal.c.detail, journal.c.sink)
-            .where(journal.c.envelope_id == envelope_id, journal.c.event == "retried")
+            .where(journal.c.envelope_id == envelope_id, journal.c.event == "retried",
+                   journal.c.route == route)
             .order_by(journal.c.id)).all()
         return [{"attempt": r.attempt, "at": _iso(r.at), "sink": r.sink, **(r.detail or {})}
                 for r in rows]
@@ -111,7 +132,7 @@ class Store:
     # -- journal -------------------------------------------------------------------------------
     def journal_for(self, envelope_id: str) -> list[dict[str, Any]]:
         """An envelope's journal, oldest first, plus the events of envelopes it caused."""
-        with self.db.begin() as conn:
+        with self.db.begin(read_only=True) as conn:
             rows = conn.execute(select(journal).where(journal.c.envelope_id == envelope_id)
                                 .order_by(journal.c.id)).mappings().all()
         return [dict(r) for r in rows]
@@ -120,25 +141,14 @@ class Store:
         where = [journal.c.event == event]
         if route is not None:
             where.append(journal.c.route == route)
-        with self.db.begin() as conn:
+        with self.db.begin(read_only=True) as conn:
             return int(conn.execute(select(func.count()).where(*where)).scalar_one())
-
-    def route_counts(self) -> dict[str, dict[str, int]]:
-        """Per route, how many journal events of each kind."""
-        with self.db.begin() as conn:
-            rows = conn.execute(select(journal.c.route, journal.c.event, func.count())
-                                .where(journal.c.route.is_not(None))
-                                .group_by(journal.c.route, journal.c.event)).all()
-        out: dict[str, dict[str, int]] = {}
-        for route, event, count in rows:
-            out.setdefault(route, {})[event] = int(count)
-        return out
 
     def route_summary(self) -> dict[str, dict[str, int]]:
         """Per route, distinct envelopes by fate: received, delivered, filtered, dead_lettered,
         retried (ever), duplicate (sink deliveries suppressed by the ledger)."""
         events = ("received", "filtered", "dead_lettered", "retried", "duplicate")
-        with self.db.begin() as conn:
+        with self.db.begin(read_only=True) as conn:
             rows = conn.execute(
                 select(journal.c.route, journal.c.event,
                        func.count(journal.c.envelope_id.distinct()))
@@ -162,7 +172,7 @@ class Store:
         later = journal.alias("later")
         newer = select(later.c.id).where(later.c.envelope_id == journal.c.envelope_id,
                                          later.c.id > journal.c.id).exists()
-        with self.db.begin() as conn:
+        with self.db.begin(read_only=True) as conn:
             rows = conn.execute(select(journal.c.route, func.count())
                                 .where(journal.c.event == "retried", ~newer)
                                 .group_by(journal.c.route)).all()
@@ -176,13 +186,13 @@ class Store:
             where.append(dead_letters.c.route == route)
         if status is not None:
             where.append(dead_letters.c.status == status)
-        with self.db.begin() as conn:
+        with self.db.begin(read_only=True) as conn:
             rows = conn.execute(select(dead_letters).where(and_(True, *where))
                                 .order_by(dead_letters.c.created_at).limit(limit)).mappings()
             return [dict(r) for r in rows]
 
     def dead_letter_counts(self) -> dict[str, int]:
-        with self.db.begin() as conn:
+        with self.db.begin(read_only=True) as conn:
             rows = conn.execute(select(dead_letters.c.route, func.count())
                                 .where(dead_letters.c.status == "new")
                                 .group_by(dead_letters.c.route)).all()
@@ -208,13 +218,34 @@ class Store:
         with self.db.begin() as conn:
             outbox_ops.done(conn, rows, now=utcnow(), error=error)
 
+    def outbox_unroutable(self, row: OutboxRow, error: str) -> None:
+        """No route takes a row's message: settle the row and keep the message as a dead letter
+        (a replay's dead letter goes back to 'new', with the reason, to be redirected)."""
+        now = utcnow()
+        with self.db.begin() as conn:
+            outbox_ops.done(conn, [row], now=now, error=error)
+            if row.dead_letter_id:
+                conn.execute(update(dead_letters).where(dead_letters.c.id == row.dead_letter_id,
+                                                        dead_letters.c.status == "replaying")
+                             .values(status="new", status_reason=f"replay unroutable: {error}",
+                                     updated_at=now))
+                return
+            letter = DeadLetter(id=new_id(), envelope=row.envelope.to_dict(), route=None,
+                                reason="unroutable", error_type="UnroutableError",
+                                message=error, failed_at=now, step="outbox",
+                                source_ref=row.envelope.headers.get("source_ref"))
+            conn.execute(insert(journal).values(**JournalEntry(
+                row.envelope.id, "dead_lettered", now, detail={"reason": "unroutable"}).row()))
+            conn.execute(self._insert(dead_letters).values(**letter.row([]))
+                         .on_conflict_do_nothing(index_elements=["envelope_id", "route"]))
+
     def outbox_release(self, rows: Sequence[OutboxRow]) -> None:
         with self.db.begin() as conn:
             outbox_ops.release(conn, rows)
 
     def outbox_waiting(self) -> int:
         """Rows not yet published (claimed or not)."""
-        with self.db.begin() as conn:
+        with self.db.begin(read_only=True) as conn:
             return int(conn.execute(select(func.count()).where(
                 outbox.c.published_at.is_(None))).scalar_one())
 
@@ -229,6 +260,10 @@ class Store:
                     outbox.c.published_at < cutoff)).rowcount,
                 "seen_keys": conn.execute(delete(seen_keys).where(
                     seen_keys.c.at < cutoff)).rowcount,
+                # the ledger forgets deliveries older than the retention: a replay of something
+                # older is delivered again (with the same key, for the target to deduplicate)
+                "ledger": conn.execute(delete(ledger).where(
+                    ledger.c.state == "done", ledger.c.done_at < cutoff)).rowcount,
             }
         return {k: int(v or 0) for k, v in counts.items()}
 
@@ -268,7 +303,7 @@ class Store:
         """Which of ``keys`` were remembered before, with the envelope id they produced."""
         if not keys:
             return {}
-        with self.db.begin() as conn:
+        with self.db.begin(read_only=True) as conn:
             rows = conn.execute(select(seen_keys.c.key, seen_keys.c.envelope_id).where(
                 seen_keys.c.namespace == namespace, seen_keys.c.key.in_(list(keys)))).all()
         return {r.key: r.envelope_id for r in rows}
@@ -285,7 +320,7 @@ class Store:
 
     # -- cursors -------------------------------------------------------------------------------
     def cursor_get(self, key: str) -> str | None:
-        with self.db.begin() as conn:
+        with self.db.begin(read_only=True) as conn:
             row = conn.execute(select(cursors.c.value).where(cursors.c.key == key)).first()
         return row.value if row else None
 
@@ -297,6 +332,37 @@ class Store:
         stmt = self._insert(cursors).values(key=key, value=value, updated_at=utcnow())
         return stmt.on_conflict_do_update(index_elements=["key"],
                                           set_={"value": value, "updated_at": utcnow()})
+
+
+_LIMITS = {"envelope_id": 64, "route": 128, "step": 128, "sink": 128, "error_type": 128,
+           "event": 32, "reason": 32, "mapping_version": 80, "source": 128}
+
+
+def _clean(value: Any, limit: int | None = None) -> Any:
+    if isinstance(value, str):
+        value = value.replace("\x00", "\ufffd")
+        if limit is not None and len(value) > limit:
+            value = value[:limit - 1] + "…"
+        return value
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def storable(batch: Settlement) -> Settlement:
+    """The same settlement with values every database accepts (see ``Store.settle``)."""
+    journal_rows = [dataclasses.replace(e, **{k: _clean(getattr(e, k), n) for k, n in
+                                               _LIMITS.items() if hasattr(e, k)},
+                                        detail=_clean(e.detail)) for e in batch.journal]
+    letters = [dataclasses.replace(d, envelope=_clean(d.envelope), message=_clean(d.message),
+                                   traceback=_clean(d.traceback), attempts=_clean(d.attempts),
+                                   source_ref=_clean(d.source_ref),
+                                   route=_clean(d.route, 128), step=_clean(d.step, 128),
+                                   sink=_clean(d.sink, 128),
+                                   error_type=_clean(d.error_type, 128)) for d in batch.dead]
+    return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed, dead=letters)
 
 
 def _holder_alive(holder: str) -> bool:

@@ -159,9 +159,16 @@ class AmqpPublisher:
         self._pending_ids: dict[str, list[int]] = {}  # message id -> seqs (for returns)
         self._returned: set[int] = set()
         self._outcomes: list[BusError | object | None] = []
+        self._last_used = time.monotonic()
 
     # -- connection ----------------------------------------------------------------------------
     def _ensure(self) -> None:
+        idle = time.monotonic() - self._last_used
+        heartbeat = self._transport.heartbeat
+        if self._channel is not None and heartbeat and idle > heartbeat:
+            # Nobody served this connection's heartbeats while it was idle: the broker has
+            # probably closed it, and a publish on it would fail. Start a fresh one.
+            self._reset()
         if self._channel is not None:
             try:
                 self._conn.heartbeat_check()  # type: ignore[union-attr]
@@ -245,6 +252,7 @@ class AmqpPublisher:
             self._fail_unsettled(unsettled, BrokerUnavailable(f"broker connection lost: {exc}"))
         outcomes = self._outcomes
         self._outcomes = []
+        self._last_used = time.monotonic()
         return outcomes  # type: ignore[return-value]
 
     def _fail_unsettled(self, unsettled: object, error: BusError) -> None:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from queue import Empty
 from typing import Any
 
 from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
@@ -54,6 +55,13 @@ class EmbeddedBroker:
         due = time.monotonic() + delay_ms / 1000
         with self._lock:
             heapq.heappush(self._delayed, (due, next(self._counter), route, envelope))
+
+    def take_all(self) -> list[tuple[str, Envelope]]:
+        """Every message still waiting for a retry (at shutdown), whatever its due time."""
+        with self._lock:
+            out = [(route, envelope) for _, _, route, envelope in sorted(self._delayed)]
+            self._delayed.clear()
+        return out
 
     def take_due(self) -> list[tuple[str, Envelope]]:
         now = time.monotonic()
@@ -122,6 +130,26 @@ class MemoryTransport:
 
     def retry_waiting(self) -> int:
         return sum(self.broker.waiting().values())
+
+    def evacuate(self) -> list[tuple[str, Envelope]]:
+        """Take every message out of the embedded broker: (route, envelope) pairs of what was
+        queued or waiting for a retry. Call once consumers have stopped (graceful shutdown),
+        to keep them in durable storage until the next start."""
+        out = []
+        conn = self.connect()
+        try:
+            channel = conn.channel()
+            for route in self.topology.routes if self.topology else ():
+                while True:
+                    try:
+                        raw = channel._get(route.queue)
+                    except Empty:
+                        break
+                    message = channel.message_to_python(raw)
+                    out.append((route.route, Envelope.from_json(message.body)))
+        finally:
+            conn.release()
+        return out + self.broker.take_all()
 
     def close(self) -> None:
         """The broker lives as long as the objects holding it."""

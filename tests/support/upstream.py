@@ -22,6 +22,8 @@ class Upstream:
         self.hold = threading.Event()
         self.holding = threading.Event()
         self.hold.set()
+        self.crash_next = False  # the next poll dies of an unexpected error (a bug)
+        self.sources_built = 0
 
     def add(self, count: int) -> None:
         with self.lock:
@@ -31,6 +33,9 @@ class Upstream:
 
     def since(self, seq: int) -> list[dict[str, object]]:
         self.calls += 1
+        if self.crash_next:
+            self.crash_next = False
+            raise RuntimeError("bug in the upstream client")
         self.holding.set()
         self.hold.wait(30)
         with self.lock:
@@ -49,8 +54,12 @@ class ChangesSource:
         self.interval_ms = int(config.interval * 1000)
         self._context = context
         self._upstream = upstream
+        self._closed = False
+        upstream.sources_built += 1
 
     def poll(self) -> int:
+        if self._closed:
+            raise RuntimeError("polled after close")
         cursor = int(self._context.cursors.get("seq") or 0)
         changes = self._upstream.since(cursor)
         if not changes:
@@ -61,7 +70,7 @@ class ChangesSource:
         return len(envelopes)
 
     def close(self) -> None:
-        pass
+        self._closed = True
 
 
 def changes_plugin(upstream: Upstream) -> ConnectorPlugin:
