@@ -20,6 +20,25 @@ RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_logging() -> Iterator[None]:
+    """The CLI configures structlog and the root logger (process-global): undo it after each
+    test, so one test's ``bus ...`` invocation cannot change what the next one's logs look
+    like."""
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    structlog.reset_defaults()
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+
+
 def _reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2):
