@@ -60,18 +60,18 @@ def make_scheduler(config_dir: Path, *, environ: Mapping[str, str] | None = None
         broker_connection_retry_on_startup=True,
     )
 
-    @app.task(name=PURGE_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=PURGE_TASK, shared=False)  # type: ignore[untyped-decorator]
     def purge_dead_letters(older_than_ms: int) -> int:
         """Remove replayed and discarded dead letters older than the retention (audited)."""
         return DeadLetterConsole(bus(), actor="scheduler").purge(
             timedelta(milliseconds=older_than_ms))
 
-    @app.task(name=HISTORY_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=HISTORY_TASK, shared=False)  # type: ignore[untyped-decorator]
     def purge_history(older_than_ms: int) -> dict[str, int]:
         """Journal, published outbox rows and seen keys past the store's retention."""
         return bus().store.purge_history(timedelta(milliseconds=older_than_ms))
 
-    @app.task(name=POLL_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=POLL_TASK, shared=False)  # type: ignore[untyped-decorator]
     def poll_source(name: str) -> int | None:
         """One poll of a polling source (skipped while another poll of it is in flight)."""
         return bus().poll(name)
