@@ -72,7 +72,30 @@ def print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
                                                         f"{summary['seconds']} s)"))
     out.print(f"input rejected at sources (dead-lettered): {summary['rejected_at_sources']}")
     out.print(f"dead letters in the store: {summary['dead_letters_total']}")
-    verdict = "yes" if summary["nothing_lost"] else "NO - see the table"
+    if "availability" in summary:  # the retail scenario's extras
+        stock = Table(title="available to promise (projection)")
+        for column in ("location", "sku", "on_hand", "reserved", "available"):
+            stock.add_column(column, justify="left" if column in ("location", "sku")
+                             else "right")
+        for row in summary["availability"]:
+            stock.add_row(*(row[c] or "-" for c in ("location", "sku", "on_hand", "reserved",
+                                                     "available")))
+        out.print(stock)
+        sim = summary["simulated"]
+        out.print(f"simulated: {sim['files']} POS files ({sim['sale_lines']} lines), "
+                  f"{sim['orders_sent']} web orders ({sim['short_orders_sent']} short), "
+                  f"{sim['returns_sent']} returns")
+        erp = summary["erp"]
+        out.print(f"ERP: {erp['postings']} postings, {erp['reservations']} reservations, "
+                  f"{erp['sales_orders']} sales orders, {erp['repeats_absorbed']} repeats "
+                  "absorbed; "
+                  f"shop: {summary['shop']['inventory_levels']} inventory levels; "
+                  f"store stock files: {summary['store_files']}")
+        for group, count in sorted(summary["dead_letter_groups"].items()):
+            out.print(f"dead letters {group}: {count}")
+        for check, ok in summary["checks"].items():
+            out.print(f"{'ok ' if ok else 'FAILED'} {check}")
+    verdict = "yes" if summary["nothing_lost"] else "NO - see above"
     out.print(f"every message accounted for: {verdict}")
 
 

@@ -172,6 +172,21 @@ class StockProjection:
                                                    table.c.location == location)).first()
         return self._stock(row) if row is not None else None
 
+    def available_to_promise(self, pairs: Sequence[tuple[str, str]]
+                             ) -> dict[tuple[str, str], Decimal | None]:
+        """ATP per (sku, location) in one read; None for a pair without a level."""
+        wanted = set(pairs)
+        out: dict[tuple[str, str], Decimal | None] = dict.fromkeys(wanted)
+        if not wanted:
+            return out
+        skus = sorted({sku for sku, _ in wanted})
+        with self.store.db.begin(read_only=True) as conn:
+            rows = conn.execute(select(table).where(table.c.sku.in_(skus))).all()
+        for row in rows:
+            if (row.sku, row.location) in wanted:
+                out[(row.sku, row.location)] = self._stock(row).available
+        return out
+
     def all(self) -> list[Stock]:
         with self.store.db.begin(read_only=True) as conn:
             rows = conn.execute(select(table).order_by(table.c.sku, table.c.location)).all()

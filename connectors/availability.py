@@ -1,0 +1,183 @@
+"""``availability`` sink: lets an order through only when every line can be promised.
+
+The gate of the web order flow (docs/scenario.md, flow 2). For each order it reads available to
+promise (on hand - reserved - safety stock, from the bus's stock projection) of every line's SKU
+at the fulfilment location. When all lines fit, the order is published again as ``type`` (e.g.
+``order.accepted``), derived from the delivered one, for the routes that reserve and post it in
+the ERP. When one does not fit, the delivery fails with :class:`StockShort`, a permanent error:
+the order becomes a *business dead letter* naming every short line (visible in
+``bus dlq groups`` as one group per route), never a silent oversell. A SKU the projection has
+no level for counts as short (``unknown: short``) or is let through for the ERP to decide
+(``unknown: pass``).
+
+The gate checks the projection, which follows the ERP with the poll's delay; two orders close
+together can both pass for the last unit. The ERP's reservation is the final word: its
+``Deficit`` fault is a business fault too, and dead-letters the reservation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from integration_bus.connector import (
+    ConnectorContext,
+    ConnectorPlugin,
+    Envelope,
+    PermanentError,
+    Publisher,
+    TransientError,
+    check_type,
+)
+
+__all__ = ["AvailabilityGate", "AvailabilityGateConfig", "StockShort", "plugin"]
+
+
+class StockShort(PermanentError):
+    """An order asks for more than is available to promise (a business dead letter)."""
+
+
+class AvailabilityGateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    location: str = Field(min_length=1, description="the location orders are fulfilled from")
+    type: str = Field(description="message type published for an order that fits, e.g. "
+                                  "order.accepted")
+    schema_: str | None = Field(None, alias="schema", description="schema name@version it follows")
+    lines: str = Field("lines", description="payload field holding the order lines")
+    sku: str = Field("sku", description="line field holding the SKU")
+    quantity: str = Field("quantity", description="line field holding the ordered quantity")
+    unknown: Literal["short", "pass"] = Field(
+        "short", description="a SKU without a stock level: short (dead letter) or pass")
+
+    @field_validator("type")
+    @classmethod
+    def _valid_type(cls, value: str) -> str:
+        try:
+            return check_type(value)
+        except Exception as exc:
+            raise ValueError(str(exc)) from None
+
+
+class AvailabilityGate:
+    def __init__(self, config: AvailabilityGateConfig, context: ConnectorContext) -> None:
+        self.name = context.instance
+        self._config = config
+        self._context = context
+        self._publisher: Publisher | None = None  # opened in the thread that delivers
+
+    def deliver(self, envelope: Envelope) -> None:
+        (outcome,) = self.deliver_many([envelope])
+        if outcome is not None:
+            raise outcome
+
+    def deliver_many(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        """Check a worker batch with one read of the projection, publish the orders that fit
+        in one confirm window."""
+        outcomes: list[BaseException | None] = [None] * len(envelopes)
+        wanted: list[list[tuple[str, Decimal]]] = []
+        for index, envelope in enumerate(envelopes):
+            try:
+                wanted.append(self._demand(envelope))
+            except PermanentError as exc:
+                outcomes[index] = exc
+                wanted.append([])
+        location = self._config.location
+        pairs = sorted({(sku, location) for lines in wanted for sku, _ in lines})
+        try:
+            atp = self._context.stock.available_to_promise(pairs)
+        except Exception as exc:  # the store is down: the order waits, it is not refused
+            error = TransientError(f"cannot read available to promise: {exc}", sink=self.name)
+            return [outcome or error for outcome in outcomes]
+        accepted: list[int] = []
+        for index, (envelope, lines) in enumerate(zip(envelopes, wanted, strict=True)):
+            if outcomes[index] is not None:
+                continue
+            short = self._short_lines(lines, atp)
+            if short:
+                outcomes[index] = self._refusal(envelope, short)
+            else:
+                accepted.append(index)
+        if accepted:
+            if self._publisher is None:
+                self._publisher = self._context.open_publisher()
+            derived = [envelopes[i].derive(type=self._config.type, schema=self._config.schema_,
+                                           source=self.name) for i in accepted]
+            published = self._publisher.publish_many(derived)
+            for index, failure in zip(accepted, published, strict=True):
+                outcomes[index] = failure
+        return outcomes
+
+    def close(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.close()
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _demand(self, envelope: Envelope) -> list[tuple[str, Decimal]]:
+        """(sku, total quantity) per SKU of the order, in first-seen order."""
+        cfg = self._config
+        payload = envelope.payload
+        lines = payload.get(cfg.lines) if isinstance(payload, dict) else None
+        if not isinstance(lines, list) or not lines:
+            raise PermanentError(f"the order has no {cfg.lines!r} list", field=cfg.lines,
+                                 envelope_id=envelope.id, sink=self.name)
+        demand: dict[str, Decimal] = {}
+        for number, line in enumerate(lines):
+            where = f"{cfg.lines}[{number}]"
+            sku = line.get(cfg.sku) if isinstance(line, dict) else None
+            if not isinstance(sku, str) or not sku:
+                raise PermanentError("an order line without a SKU", field=f"{where}.{cfg.sku}",
+                                     envelope_id=envelope.id, sink=self.name)
+            quantity = _quantity(line.get(cfg.quantity))
+            if quantity is None:
+                raise PermanentError("an order line quantity must be a positive number",
+                                     field=f"{where}.{cfg.quantity}", envelope_id=envelope.id,
+                                     sink=self.name)
+            demand[sku] = demand.get(sku, Decimal(0)) + quantity
+        return list(demand.items())
+
+    def _short_lines(self, lines: list[tuple[str, Decimal]],
+                     atp: dict[tuple[str, str], Decimal | None]) -> list[dict[str, Any]]:
+        short = []
+        for sku, quantity in lines:
+            available = atp.get((sku, self._config.location))
+            if available is None and self._config.unknown == "pass":
+                continue
+            if available is None or available < quantity:
+                short.append({"sku": sku, "ordered": str(quantity),
+                              "available": None if available is None else str(available)})
+        return short
+
+    def _refusal(self, envelope: Envelope, short: list[dict[str, Any]]) -> StockShort:
+        location = self._config.location
+        parts = [f"'{line['sku']}' {line['ordered']} ordered, "
+                 + ("no stock level" if line["available"] is None
+                    else f"{line['available']} available to promise") for line in short]
+        order = envelope.payload.get("order_id") if isinstance(envelope.payload, dict) else None
+        return StockShort(f"short stock at '{location}': " + "; ".join(parts),
+                          envelope_id=envelope.id, sink=self.name, order_id=order,
+                          location=location, short_lines=short,
+                          hint="replenish or cancel the order, then `bus dlq replay` it "
+                               "(the gate checks again) or `bus dlq discard` it")
+
+
+def _quantity(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+        return None
+    try:
+        quantity = Decimal(value)
+    except InvalidOperation:
+        return None
+    return quantity if quantity.is_finite() and quantity > 0 else None
+
+
+plugin = ConnectorPlugin(
+    name="availability",
+    summary="sink: passes an order on (as a new type) only when every line is available to "
+            "promise at a location; a short order is a business dead letter",
+    sink_config=AvailabilityGateConfig,
+    create_sink=AvailabilityGate,
+)
