@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -51,8 +52,11 @@ __all__ = [
     "Sink",
     "Source",
     "StockBook",
+    "StockReader",
+    "StockReading",
     "TransientError",
     "UnroutableError",
+    "XrefTable",
     "check_type",
     "did_you_mean",
 ]
@@ -91,6 +95,57 @@ class StockBook(Protocol):
     on their source version, so late or replayed events never roll stock back."""
 
     def apply_envelopes(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]: ...
+
+    def available_to_promise(self, pairs: Sequence[tuple[str, str]]
+                             ) -> dict[tuple[str, str], Decimal | None]:
+        """Available to promise per (sku, location): on hand - reserved - safety stock
+        (+ in transit where configured), never below zero; None for a pair it has no level of."""
+
+
+@dataclass(frozen=True, slots=True)
+class StockReading:
+    """One (sku, location) as another system reports it, in the bus's own SKU and location
+    codes (the reader translates its system's keys). Quantities are exact decimals; a figure the
+    system does not keep is None (a shop keeps only what it may sell: ``available``)."""
+
+    sku: str
+    location: str
+    on_hand: Decimal | None = None
+    reserved: Decimal | None = None
+    available: Decimal | None = None
+    version: int | None = None
+
+
+@runtime_checkable
+class StockReader(Protocol):
+    """A source or sink that can say what stock its system holds (``bus reconcile``).
+
+    ``read_stock(pairs)`` returns one reading per requested (sku, location) that the system has
+    a record of; a pair it has no record of is left out (the caller decides what absence
+    means). ``pairs=None`` asks for every level the system can list (a shop's inventory list).
+    Raises TransientError when the system cannot be reached, PermanentError when it refuses
+    (or, for ``None``, when it can only be asked per item, as an ERP's stock query per
+    material is), ConfigError when the instance cannot name a requested key in its system's
+    terms (a location missing from its location table).
+    """
+
+    name: str
+
+    def read_stock(self, pairs: Sequence[tuple[str, str]] | None) -> list[StockReading]: ...
+
+
+class XrefTable(Protocol):
+    """A cross-reference table of the project (``mappings/xref/NAME.csv`` or ``.yaml``), as a
+    mapping's ``xref()`` reads it: value columns of key -> value."""
+
+    name: str
+    file: str
+
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+
+    def column(self, column: str | None) -> Mapping[str, Any]:
+        """The values of ``column`` (the first value column when None); KeyError if unknown."""
 
 
 class CursorStore(Protocol):
@@ -196,6 +251,19 @@ class ConnectorContext:
         """A config path relative to the project dir (the config dir's parent)."""
         candidate = Path(path)
         return candidate if candidate.is_absolute() else self.root / candidate
+
+    def xref(self, name: str, field: str | None = None) -> XrefTable:
+        """The project's cross-reference table ``name`` (``mappings/xref/NAME.csv|yaml``, the
+        tables mappings read with ``xref()``), loaded now. ConfigError naming ``field`` with a
+        did-you-mean when there is no such table, or naming file:line when it is malformed."""
+        from integration_bus.mapping.xref import load_tables
+
+        directory = self.root / "mappings" / "xref"
+        tables = load_tables(directory)
+        if name not in tables:
+            raise ConfigError(f"there is no xref table {name!r} in {directory}", field=field,
+                              hint=did_you_mean(name, tables))
+        return tables[name]
 
 
 @dataclass(frozen=True)

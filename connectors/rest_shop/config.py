@@ -23,6 +23,7 @@ __all__ = [
     "PollConfig",
     "RestShopSinkConfig",
     "RestShopSourceConfig",
+    "StockListConfig",
     "WebhookConfig",
     "WebhookShop",
 ]
@@ -73,6 +74,23 @@ class AuthConfig(_Model):
         if self.kind == "basic" and not (self.username and self.password):
             raise ValueError("auth kind 'basic' needs 'username' and 'password'")
         return self
+
+
+class StockListConfig(_Model):
+    """How ``bus reconcile`` reads this shop's inventory levels (the StockReader capability):
+    ``GET path`` (``Link: rel="next"`` pages followed), each level's ``sku``, ``location_id``,
+    ``available`` and ``version``, translated back into the bus's SKUs and location codes.
+    Tables are read only when stock is read."""
+
+    path: str = Field("/admin/api/2024-01/inventory_levels.json", pattern=r"^/")
+    skus: str | None = Field(None, description="xref table (mappings/xref/NAME.csv) from the "
+                                               "bus's SKUs to the shop's (first value column), "
+                                               "as the outbound mapping uses it; none: the same")
+    locations: str | None = Field(None, description="xref table from the bus's location codes "
+                                                    "to the shop's location ids; none: the same")
+    page_size: int = Field(250, ge=1, le=250)
+    max_pages: int = Field(400, ge=1, le=100_000, description="a longer list is an error "
+                                                             "(never a partial comparison)")
 
 
 class WebhookShop(_Model):
@@ -130,6 +148,7 @@ class PollConfig(_Model):
                        description="where the first poll starts (ISO-8601, UTC)")
     timeouts: HttpTimeouts = Field(default_factory=HttpTimeouts)
     type_prefix: str = Field("shop", pattern=r"^[a-z0-9_-]+$")
+    stock: StockListConfig = Field(default_factory=StockListConfig)
 
     @property
     def paging(self) -> Literal["link", "page"]:
@@ -173,6 +192,7 @@ class RestShopSinkConfig(_Model):
                                        "the shop has none (POST is then retried only after a "
                                        "lookup)")
     timeouts: HttpTimeouts = Field(default_factory=HttpTimeouts)
+    stock: StockListConfig = Field(default_factory=StockListConfig)
 
     @property
     def method_and_path(self) -> tuple[str, str]:

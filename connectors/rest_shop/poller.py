@@ -21,6 +21,7 @@ The shop must return each page in ascending update order; a page that is not is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +32,7 @@ import orjson
 
 from connectors.rest_shop.client import ClientPolicy, ShopClient
 from connectors.rest_shop.config import PollConfig
+from connectors.rest_shop.inventory import ShopStockReader
 from connectors.rest_shop.metrics import RestShopMetrics
 from connectors.rest_shop.payload import loads_exact
 from connectors.rest_shop.ratelimit import PacerPool
@@ -38,6 +40,7 @@ from integration_bus.connector import (
     ConnectorContext,
     Envelope,
     PermanentError,
+    StockReading,
     TransientError,
 )
 
@@ -85,7 +88,8 @@ class PollCursor:
 
 
 class OrdersPoller:
-    """A PollingSource: ``poll()`` stages the orders updated since the cursor."""
+    """A PollingSource: ``poll()`` stages the orders updated since the cursor. Also a
+    StockReader of the shop's inventory levels (``bus reconcile``, see ``inventory``)."""
 
     def __init__(self, config: PollConfig, context: ConnectorContext, pacers: PacerPool) -> None:
         self.name = context.instance
@@ -100,6 +104,12 @@ class OrdersPoller:
             policy=ClientPolicy(max_attempts=3, backoff=500, max_retry_after=60_000,
                                 max_inline_wait=5_000),
             metrics=RestShopMetrics.of(context.metrics.registry))
+        self._stock = ShopStockReader(self._client, config.stock, context,
+                                      base_url=config.base_url)
+
+    def read_stock(self, pairs: Sequence[tuple[str, str]] | None) -> list[StockReading]:
+        """StockReader: the shop's inventory levels (of ``pairs``; None: all it lists)."""
+        return self._stock.read(pairs)
 
     def _params(self, cursor: PollCursor, page: int) -> dict[str, str]:
         size = str(self._config.page_size)

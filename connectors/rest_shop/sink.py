@@ -16,6 +16,7 @@ or PermanentError (missing/invalid field, 4xx), both naming shop, sink and envel
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -24,9 +25,16 @@ import orjson
 
 from connectors.rest_shop.client import ClientPolicy, ShopClient
 from connectors.rest_shop.config import RestShopSinkConfig
+from connectors.rest_shop.inventory import ShopStockReader
 from connectors.rest_shop.metrics import RestShopMetrics
 from connectors.rest_shop.ratelimit import PacerPool
-from integration_bus.connector import ConfigError, ConnectorContext, Envelope, PermanentError
+from integration_bus.connector import (
+    ConfigError,
+    ConnectorContext,
+    Envelope,
+    PermanentError,
+    StockReading,
+)
 
 __all__ = ["ShopSink"]
 
@@ -41,7 +49,8 @@ def _field(payload: Any, name: str, kind: type | tuple[type, ...],
 
 
 class ShopSink:
-    """Delivers inventory levels, fulfilments or order statuses to one shop."""
+    """Delivers inventory levels, fulfilments or order statuses to one shop; also a
+    StockReader of the shop's inventory levels (``bus reconcile``, see ``inventory``)."""
 
     def __init__(self, config: RestShopSinkConfig, context: ConnectorContext,
                  pacers: PacerPool) -> None:
@@ -60,6 +69,12 @@ class ShopSink:
                                 max_retry_after=config.max_retry_after,
                                 max_inline_wait=config.max_inline_wait),
             metrics=RestShopMetrics.of(context.metrics.registry))
+        self._stock = ShopStockReader(self._client, config.stock, context,
+                                      base_url=config.base_url)
+
+    def read_stock(self, pairs: Sequence[tuple[str, str]] | None) -> list[StockReading]:
+        """StockReader: the shop's inventory levels (of ``pairs``; None: all it lists)."""
+        return self._stock.read(pairs)
 
     def _where(self, envelope: Envelope) -> dict[str, Any]:
         return {"sink": self.name, "envelope_id": envelope.id, "shop": self._config.shop}

@@ -28,6 +28,7 @@ __all__ = [
     "ReplyConfig",
     "SoapErpSinkConfig",
     "SoapErpSourceConfig",
+    "StockQueryConfig",
     "Timeouts",
     "TlsConfig",
     "WsSecurityConfig",
@@ -117,6 +118,22 @@ class FaultRules(_Model):
                                           "record lock reported as a Client fault)")
 
 
+class StockQueryConfig(_Model):
+    """How ``bus reconcile`` reads stock from this ERP (the StockReader capability): one
+    ``operation`` call per material and plant (``Material``, ``Plant`` in; ``Stock`` rows with
+    ``StorageLocation``, ``OnHand``, ``Reserved``, ``Available`` out). Tables are read only
+    when stock is read, so an instance that never reconciles needs none of them."""
+
+    operation: str = Field("QueryStock", min_length=1)
+    locations: str = Field("location", description="xref table (mappings/xref/NAME.csv) keyed "
+                                                   "by the bus's location codes")
+    plant_column: str = Field("erp_plant", description="its column holding the ERP plant")
+    storage_location_column: str = Field("storage_location", description="its column holding "
+                                                                         "the storage location")
+    skus: str | None = Field(None, description="xref table from the bus's SKUs to ERP material "
+                                               "numbers (first value column); none: the same")
+
+
 class EndpointConfig(_Model):
     """One SOAP endpoint: the WSDL shipped with the config and how to call it."""
 
@@ -135,6 +152,7 @@ class EndpointConfig(_Model):
                               description="largest response body read, in bytes")
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     faults: FaultRules = Field(default_factory=FaultRules)
+    stock: StockQueryConfig = Field(default_factory=StockQueryConfig)
 
 
 class DocumentNumberConfig(_Model):

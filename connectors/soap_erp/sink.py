@@ -41,12 +41,14 @@ from connectors.soap_erp.config import DocumentNumberConfig, SoapErpSinkConfig
 from connectors.soap_erp.faults import ErpUnavailable
 from connectors.soap_erp.metrics import SoapMetrics
 from connectors.soap_erp.payload import get_path, set_path
+from connectors.soap_erp.stock import ErpStockReader
 from integration_bus.connector import (
     ConfigError,
     ConnectorContext,
     Envelope,
     PermanentError,
     Publisher,
+    StockReading,
 )
 
 __all__ = ["SoapErpSink", "document_number", "load_pipeline"]
@@ -74,7 +76,8 @@ def load_pipeline(path: str, context: ConnectorContext, field: str) -> Callable[
 
 
 class SoapErpSink:
-    """Delivers envelopes to one ERP operation (see the module docstring for the contract)."""
+    """Delivers envelopes to one ERP operation (see the module docstring for the contract);
+    also a StockReader (``bus reconcile``, see ``connectors.soap_erp.stock``)."""
 
     def __init__(self, config: SoapErpSinkConfig, context: ConnectorContext, *,
                  document: Any, breaker: Callable[[str], CircuitBreaker]) -> None:
@@ -110,6 +113,7 @@ class SoapErpSink:
         self._doubt_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._publisher: Publisher | None = None
+        self._stock = ErpStockReader(self._client, config.stock, context)
 
     def _check_fields(self) -> None:
         cfg = self._config
@@ -235,6 +239,10 @@ class SoapErpSink:
     def _forget(self, number: str) -> None:
         with self._doubt_lock:
             self._doubt.pop(number, None)
+
+    def read_stock(self, pairs: Sequence[tuple[str, str]] | None) -> list[StockReading]:
+        """StockReader: the ERP's levels of ``pairs`` (one stock query per material, plant)."""
+        return self._stock.read(pairs)
 
     # -- request/reply -------------------------------------------------------------------------
     def _replies(self, envelope: Envelope, answer: dict[str, Any]) -> list[Envelope]:

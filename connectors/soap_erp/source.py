@@ -22,6 +22,7 @@ source, operation and position) rather than risking a loop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +31,14 @@ from connectors.soap_erp.client import SoapClient
 from connectors.soap_erp.config import SoapErpSourceConfig
 from connectors.soap_erp.metrics import SoapMetrics
 from connectors.soap_erp.payload import get_path, set_path
-from integration_bus.connector import ConfigError, ConnectorContext, Envelope, PermanentError
+from connectors.soap_erp.stock import ErpStockReader
+from integration_bus.connector import (
+    ConfigError,
+    ConnectorContext,
+    Envelope,
+    PermanentError,
+    StockReading,
+)
 
 __all__ = ["CURSOR_KEY", "SoapPoller"]
 
@@ -46,7 +54,8 @@ def _order(value: Any) -> tuple[int, Decimal | str]:
 
 
 class SoapPoller:
-    """A PollingSource over one ERP operation (see the module docstring)."""
+    """A PollingSource over one ERP operation (see the module docstring); also a StockReader
+    (``bus reconcile``, see ``connectors.soap_erp.stock``)."""
 
     def __init__(self, config: SoapErpSourceConfig, context: ConnectorContext, *,
                  document: Any, breaker: Any) -> None:
@@ -73,6 +82,7 @@ class SoapPoller:
             self._client.close()
             exc.with_context(source=self.name)
             raise
+        self._stock = ErpStockReader(self._client, config.stock, context)
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -124,6 +134,10 @@ class SoapPoller:
             if not items or not more:
                 break
         return staged
+
+    def read_stock(self, pairs: Sequence[tuple[str, str]] | None) -> list[StockReading]:
+        """StockReader: the ERP's levels of ``pairs`` (one stock query per material, plant)."""
+        return self._stock.read(pairs)
 
     def close(self) -> None:
         self._client.close()

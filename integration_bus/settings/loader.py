@@ -104,6 +104,7 @@ def load_config(config_dir: Path, registry: Registry,
                 if built is not None:
                     target[name] = built
         _check_routes(settings, located, errors)
+        _check_reconcile(settings, located, errors)
     if errors:
         raise ConfigErrors(errors)
     return config
@@ -186,6 +187,17 @@ def _check_routes(settings: BusSettings, located: Located, errors: list[ConfigEr
                     if sink in settings.sources else did_you_mean(sink, settings.sinks))
             errors.append(located.error(("routes", route_name, "to", index),
                                         f"no sink named {sink!r}", hint=hint))
+
+
+def _check_reconcile(settings: BusSettings, located: Located,
+                     errors: list[ConfigError]) -> None:
+    """``reconcile.erp`` / ``reconcile.shop`` must name a source or a sink."""
+    known = {*settings.sources, *settings.sinks}
+    for key in ("erp", "shop"):
+        name = getattr(settings.reconcile, key)
+        if name is not None and name not in known:
+            errors.append(located.error(("reconcile", key), f"no source or sink named {name!r}",
+                                        hint=did_you_mean(name, known)))
 
 
 def _translate(exc: ValidationError, located: Located, model: type[BaseModel],

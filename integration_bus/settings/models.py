@@ -20,6 +20,7 @@ __all__ = [
     "ConnectorInstance",
     "DeadLetterSettings",
     "Millis",
+    "ReconcileSettings",
     "RetryPolicy",
     "RouteSettings",
     "StoreSettings",
@@ -148,11 +149,25 @@ class AvailabilitySettings(_Model):
         return value
 
 
+class ReconcileSettings(_Model):
+    """Defaults of ``bus reconcile`` (its options override them): which connector instances
+    read the ERP's and the shop's stock, and which locations are compared."""
+
+    erp: str | None = Field(None, pattern=NAME_PATTERN,
+                            description="source or sink reading the ERP's stock (soap_erp)")
+    shop: str | None = Field(None, pattern=NAME_PATTERN,
+                             description="source or sink reading the shop's levels (rest_shop)")
+    locations: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="location codes compared; empty: every location "
+                                          "the projection or the shop knows")
+
+
 class BusSettings(_Model):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
     availability: AvailabilitySettings = Field(default_factory=AvailabilitySettings)
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(
         default_factory=dict)
     sinks: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(
