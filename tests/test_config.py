@@ -155,7 +155,12 @@ def test_exported_schema_validates_the_shipped_config(tmp_path: Path) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     shipped = load_yaml(Path(__file__).resolve().parent.parent / "config" / "bus.yaml").data
     assert list(validator.iter_errors(shipped)) == []
-    shipped["sinks"]["ops_log"]["levle"] = "debug"  # a typo in a connector's own config
+    assert shipped["sources"]["shop_hooks"]["webhooks"]["port"].startswith("${")  # interpolated
+    shipped["sources"]["shop_hooks"]["webhooks"]["port"] = "eighty"  # neither int nor ${ENV}
+    assert list(validator.iter_errors(shipped))
+    shipped["sources"]["shop_hooks"]["webhooks"]["port"] = 8088
+    assert list(validator.iter_errors(shipped)) == []
+    shipped["sinks"]["order_gate"]["locaton"] = "WH-01"  # a typo in a connector's own config
     assert list(validator.iter_errors(shipped))
     for name in ("mapping.schema.json", "mapping-test.schema.json"):
         assert (tmp_path / "schemas" / name).exists()

@@ -37,5 +37,36 @@ def bus_config_schema(registry: Registry) -> dict[str, Any]:
     for section in ("sources", "sinks", "routes"):
         schema["properties"][section]["additionalProperties"] = False  # names must match
     defs.pop("ConnectorInstance", None)
+    _allow_interpolation(schema)
+    defs["Interpolated"] = {
+        "type": "string", "pattern": _INTERPOLATED,
+        "description": "${ENV} or ${ENV:-default}: checked against the field once resolved"}
     schema["title"] = "integration-bus bus.yaml"
     return schema
+
+
+#: a value holding ``${NAME}`` or ``${NAME:-default}`` (see settings/interpolate.py)
+_INTERPOLATED = r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"
+_KEEP = {"connector"}  # discriminates the connector variants: never interpolated
+
+
+def _allow_interpolation(node: Any) -> None:
+    """Let every property also be an ``${ENV}`` string: the loader resolves it before the real
+    check, so an editor must not flag ``port: ${PORT:-8088}`` as "not an integer"."""
+    if isinstance(node, list):
+        for item in node:
+            _allow_interpolation(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for value in node.values():
+        _allow_interpolation(value)
+    properties = node.get("properties")
+    if isinstance(properties, dict):
+        for key, prop in list(properties.items()):
+            if key in _KEEP or not isinstance(prop, dict):
+                continue
+            wrapped: dict[str, Any] = {k: prop[k] for k in ("title", "description", "default")
+                                       if k in prop}
+            wrapped["anyOf"] = [prop, {"$ref": "#/$defs/Interpolated"}]
+            properties[key] = wrapped
