@@ -291,6 +291,20 @@ class DemoRun:
                 return False
         return False
 
+    def reconcile(self) -> dict[str, Any]:
+        """``bus reconcile`` while the fakes still run: compared pairs and mismatches."""
+        from integration_bus.errors import BusError
+        from integration_bus.reconcile import reconcile_bus
+
+        assert self.bus is not None
+        try:
+            report = reconcile_bus(self.bus)
+        except BusError as exc:
+            return {"error": str(exc)}
+        return {"compared": report.compared, "mismatched": report.mismatched,
+                "mismatch_ratio": round(report.ratio, 6),
+                "mismatches": [m.to_dict() for m in report.mismatches]}
+
     def availability(self) -> list[dict[str, Any]]:
         assert self.bus is not None
         out = []
@@ -315,6 +329,7 @@ class DemoRun:
         erp = self.erp.state
         out_dir = self.state / "pos" / "out"
         store_files = sorted(p for p in out_dir.rglob("STOCK_*.CSV")) if out_dir.exists() else []
+        reconciled = self.reconcile()
         checks = {
             "every webhook answered 2xx": counts["webhooks_failed"] == 0,
             "every sale line reached the bus":
@@ -325,6 +340,8 @@ class DemoRun:
                 "order_availability: StockShort", 0) >= counts["short_orders_sent"],
             "every route balanced": summary["nothing_lost"],
             "settled before stopping": settled,
+            "ERP, shop and projection agree (bus reconcile)":
+                reconciled.get("mismatched") == 0 and reconciled.get("compared", 0) > 0,
         }
         summary.update({
             "simulated": counts,
@@ -335,6 +352,7 @@ class DemoRun:
             "shop": {"inventory_levels": len(self.shop_state.inventory)},
             "store_files": len(store_files),
             "availability": self.availability(),
+            "reconcile": reconciled,
             "dead_letter_groups": groups,
             "checks": checks,
             "nothing_lost": all(checks.values()),

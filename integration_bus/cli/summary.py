@@ -91,6 +91,10 @@ def print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
                   "absorbed; "
                   f"shop: {summary['shop']['inventory_levels']} inventory levels; "
                   f"store stock files: {summary['store_files']}")
+        rec = summary["reconcile"]
+        out.print(f"bus reconcile: {rec['error']}" if "error" in rec else
+                  f"bus reconcile: {rec['mismatched']} of {rec['compared']} SKU/location pairs "
+                  "differ between ERP, shop and projection")
         for group, count in sorted(summary["dead_letter_groups"].items()):
             out.print(f"dead letters {group}: {count}")
         for check, ok in summary["checks"].items():
