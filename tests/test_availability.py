@@ -124,3 +124,67 @@ def test_bad_stock_level_is_a_dead_letter_naming_the_field(tmp_path: Path) -> No
         (letter,) = bus.store.dead_letters()
         assert "on_hand must be a decimal string or an integer" in letter["message"]
         assert bus.stock.get("A-1", "S") is None
+
+
+GATE = """
+store: {{url: "sqlite:///var/bus.db"}}
+availability:
+  per_location: {{WH-01: 2}}
+sinks:
+  gate: {{connector: availability, location: WH-01, type: order.accepted, unknown: {unknown}}}
+  accepted: {{connector: jsonl, path: var/accepted.jsonl}}
+routes:
+  accepted: {{from: [order.accepted], to: [accepted]}}
+"""
+
+
+def order(*lines: tuple[str, object]) -> Envelope:
+    return Envelope.create("order.created", {"order_id": "web-1", "lines": [
+        {"line_no": i + 1, "sku": sku, "quantity": qty} for i, (sku, qty) in enumerate(lines)]},
+        source="shop")
+
+
+@pytest.mark.parametrize("unknown", ["short", "pass"])
+def test_the_gate_passes_what_can_be_promised_and_names_every_short_line(
+        tmp_path: Path, unknown: str) -> None:
+    from connectors.availability import StockShort
+    from integration_bus.errors import PermanentError
+
+    config_dir = write_config(tmp_path, GATE.format(unknown=unknown))
+    with Bus.from_config_dir(config_dir, environ={}) as bus:
+        bus.stock.apply([StockLevel.from_envelope(Envelope.create("stock.level", level,
+                                                                  source="erp"))
+                         for level in ({"sku": "TEE", "location": "WH-01", "on_hand": "10",
+                                        "reserved": "3", "version": 5},
+                                       {"sku": "MUG", "location": "WH-01", "on_hand": "4",
+                                        "version": 2})])
+        gate = bus.sink("gate")
+        try:
+            fits = order(("TEE", 3), ("TEE", 2), ("MUG", "2"))  # TEE: 5 of 10-3-2=5
+            short = order(("TEE", 6), ("MUG", 1))
+            unknown_sku = order(("HAT", 1))
+            bad = [order(("TEE", 0)), order(("TEE", 1.5)),
+                   Envelope.create("order.created", {"order_id": "x"}, source="shop")]
+            outcomes = gate.deliver_many([fits, short, unknown_sku, *bad])  # type: ignore[attr-defined]
+        finally:
+            gate.close()
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], StockShort)
+        assert "'TEE' 6 ordered, 5 available to promise" in outcomes[1].message
+        assert "MUG" not in outcomes[1].message and outcomes[1].context["order_id"] == "web-1"
+        if unknown == "pass":
+            assert outcomes[2] is None
+        else:
+            assert isinstance(outcomes[2], StockShort)
+            assert "'HAT' 1 ordered, no stock level" in outcomes[2].message
+        fields = [o.context.get("field") for o in outcomes[3:]]
+        assert all(isinstance(o, PermanentError) and not isinstance(o, StockShort)
+                   for o in outcomes[3:])
+        assert fields == ["lines[0].quantity", "lines[0].quantity", "lines"]
+        # What passed was published as order.accepted, derived from the order
+        with running(bus.worker().run):
+            accepted = tmp_path / "var" / "accepted.jsonl"
+            wait_for(lambda: accepted.exists() and accepted.read_text().count("\n")
+                     == 1 + (unknown == "pass"))
+        first = json.loads(accepted.read_text().splitlines()[0])
+        assert first["type"] == "order.accepted" and first["causation_id"] == fits.id
