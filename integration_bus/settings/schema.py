@@ -21,8 +21,10 @@ def bus_config_schema(registry: Registry) -> dict[str, Any]:
             model = plugin.source_config if role == "source" else plugin.sink_config
             if model is None:
                 continue
-            sub = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
-            defs.update(sub.pop("$defs", {}))
+            # Each plugin's own models under its name: two plugins may both have a PollConfig.
+            sub = model.model_json_schema(by_alias=True,
+                                          ref_template=f"#/$defs/{name}.{{model}}")
+            defs.update({f"{name}.{k}": v for k, v in sub.pop("$defs", {}).items()})
             sub.setdefault("properties", {})["connector"] = {
                 "const": name, "description": plugin.summary}
             sub["required"] = ["connector", *sub.get("required", [])]
