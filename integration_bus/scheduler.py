@@ -1,5 +1,5 @@
-"""Scheduled jobs on celery (beat + a worker): polling sources and retention purges (later:
-reconciliation). celery is not the message router: it only runs these jobs.
+"""Scheduled jobs on celery (beat + a worker): polling sources, retention purges and stock
+reconciliation. celery is not the message router: it only runs these jobs.
 
 The celery app is built per configuration (never at import): its broker is the bus's RabbitMQ
 (its own ``bus.jobs`` exchange and queue), or kombu's in-process memory transport in embedded
@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import structlog
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -22,12 +23,16 @@ from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import Config, load_config
 
-__all__ = ["HISTORY_TASK", "POLL_TASK", "PURGE_TASK", "Scheduler", "make_scheduler"]
+__all__ = ["HISTORY_TASK", "POLL_TASK", "PURGE_TASK", "RECONCILE_TASK", "Scheduler",
+           "make_scheduler"]
 
 PURGE_TASK = "integration_bus.purge_dead_letters"
 POLL_TASK = "integration_bus.poll_source"
 HISTORY_TASK = "integration_bus.purge_history"
+RECONCILE_TASK = "integration_bus.reconcile"
 JOBS = "bus.jobs"
+
+log = structlog.get_logger("integration_bus.scheduler")
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,28 @@ def make_scheduler(config_dir: Path, *, environ: Mapping[str, str] | None = None
         """One poll of a polling source (skipped while another poll of it is in flight)."""
         return bus().poll(name)
 
+    @app.task(name=RECONCILE_TASK, shared=False)  # type: ignore[untyped-decorator]
+    def reconcile() -> dict[str, Any]:
+        """ERP vs shop vs projection (``bus reconcile``): gauges in the bus's metrics and in
+        ``reconcile.metrics_file``; a summary in the log. A system that cannot be read fails
+        the job (the file keeps its last figures, whose timestamp then grows old)."""
+        from integration_bus.reconcile import ReconcileMetrics, reconcile_bus, write_metrics_file
+
+        current = bus()
+        report = reconcile_bus(current)
+        if "reconcile" not in reconcile_metrics:
+            reconcile_metrics["reconcile"] = ReconcileMetrics(current.metrics.registry)
+        reconcile_metrics["reconcile"].observe(report)
+        target = config.settings.reconcile.metrics_file
+        if target is not None:
+            path = Path(target) if Path(target).is_absolute() else config.root / target
+            write_metrics_file(path, report)
+        log.info("reconcile.done", compared=report.compared, mismatched=report.mismatched,
+                 ratio=round(report.ratio, 6))
+        return {"compared": report.compared, "mismatched": report.mismatched,
+                "mismatch_ratio": report.ratio}
+
+    reconcile_metrics: dict[str, Any] = {}
     return Scheduler(app=app, bus=bus)
 
 
@@ -90,6 +117,10 @@ def _schedule(config: Config, bus: Bus) -> dict[str, Any]:
         schedule[f"poll-{name}"] = {"task": POLL_TASK, "args": (name,),
                                     "schedule": timedelta(milliseconds=source.interval_ms)}
         source.close()
+    if config.settings.reconcile.every is not None:
+        schedule["reconcile"] = {"task": RECONCILE_TASK, "args": (),
+                                 "schedule": timedelta(
+                                     milliseconds=config.settings.reconcile.every)}
     if settings.retention is not None:
         schedule["purge-dead-letters"] = {
             "task": PURGE_TASK, "schedule": timedelta(milliseconds=settings.purge_every),

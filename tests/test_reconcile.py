@@ -406,3 +406,42 @@ def test_a_third_party_stock_reader_takes_part(world: World) -> None:
     assert (result.shop, result.compared, result.mismatched) == ("marketplace", 3, 1)
     (mismatch,) = result.mismatches
     assert (mismatch.sku, mismatch.failed) == ("CAP-NVY-01", ("shop_available",))
+
+
+def test_the_scheduler_reconciles_on_its_beat_and_exports_the_gauges(tmp_path: Path) -> None:
+    from integration_bus.scheduler import RECONCILE_TASK, make_scheduler
+
+    extra = ("reconcile: {erp: erp_stock, shop: shop_stock, every: 15m, "
+             "metrics_file: var/bus_reconcile.prom}\n")
+    for world in make_world(tmp_path, "sqlite:///var/bus.db", extra):
+        registry = Registry([make_erp_plugin(), make_shop_plugin(), projection_plugin])
+        world.set_shop("MUG-WHITE", 5, 10)  # one pair now differs
+        scheduler = make_scheduler(world.config_dir, environ={}, registry=registry)
+        try:
+            entry = scheduler.app.conf.beat_schedule["reconcile"]
+            assert entry["task"] == RECONCILE_TASK
+            assert entry["schedule"].total_seconds() == 15 * 60
+            result = scheduler.app.tasks[RECONCILE_TASK].apply().get()
+            assert (result["compared"], result["mismatched"]) == (5, 1)
+            text = (tmp_path / "var" / "bus_reconcile.prom").read_text()
+            values = {s.name: s.value for f in text_string_to_metric_families(text)
+                      for s in f.samples if not s.labels.get("check")}
+            assert values["bus_reconcile_pairs_mismatched"] == 1
+            served = scheduler.bus().metrics.registry.get_sample_value(
+                "bus_reconcile_mismatch_ratio", {"erp": "erp_stock", "shop": "shop_stock"})
+            assert served == pytest.approx(0.2)
+        finally:
+            scheduler.bus().close()
+
+
+def test_a_scheduled_reconcile_needs_both_instances(tmp_path: Path) -> None:
+    from tests.conftest import write_config
+
+    config_dir = write_config(tmp_path, """
+        store: {url: sqlite:///var/bus.db}
+        reconcile: {every: 1h}
+        """)
+    result = CliRunner().invoke(cli, ["lint", "--config-dir", str(config_dir)])
+    assert result.exit_code == 2
+    assert "a scheduled reconcile (every) needs erp and shop" in result.output
+    assert "bus.yaml:2:" in result.output

@@ -160,6 +160,17 @@ class ReconcileSettings(_Model):
     locations: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, description="location codes compared; empty: every location "
                                           "the projection or the shop knows")
+    every: Millis | None = Field(None, description="bus scheduler (celery beat) reconciles this "
+                                                   "often, e.g. '1h'; none = only by hand")
+    metrics_file: str | None = Field(
+        None, description="the scheduled reconcile writes its gauges here (Prometheus textfile "
+                          "format, relative to the project dir), e.g. var/bus_reconcile.prom")
+
+    @model_validator(mode="after")
+    def _scheduled_needs_instances(self) -> ReconcileSettings:
+        if self.every is not None and (self.erp is None or self.shop is None):
+            raise ValueError("a scheduled reconcile (every) needs erp and shop")
+        return self
 
 
 class BusSettings(_Model):
