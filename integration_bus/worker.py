@@ -48,6 +48,7 @@ class WorkerOptions:
     reconnect_max_delay: float = 10.0
     fetch_timeout: float = 0.25
     archive_dead_letters: bool = True
+    drain_timeout: float = 10.0  # graceful stop: reading late deliveries ends by then
 
 
 @dataclass
@@ -136,13 +137,16 @@ class Worker:
         self.state.connected = False
 
     def _finish(self, stop: threading.Event) -> None:
-        # Deliveries already buffered are handled rather than returned (returning them would
-        # count against their delivery limit).
+        # Deliveries already buffered or under way are handled rather than returned (returning
+        # them would count against their delivery limit): stop_consuming takes in what the
+        # queue assigned to this consumer before cancelling, and a delivery that still comes
+        # after the cancel is read here, until the connection stays quiet (within a deadline).
         if self._consumer is not None:
             try:
                 self._consumer.stop_consuming()
-                while True:
-                    rest = self._consumer.fetch(self.options.batch_size, 0)
+                deadline = time.monotonic() + self.options.drain_timeout
+                while time.monotonic() < deadline:
+                    rest = self._consumer.fetch(self.options.batch_size, 0.3)
                     if not rest:
                         break
                     self._handle(rest, stop)

@@ -366,24 +366,48 @@ class AmqpConsumer:
         count = min(max_count, len(self._buffer))
         return [self._buffer.popleft() for _ in range(count)]
 
-    def stop_consuming(self) -> None:
-        """basic.cancel every consumer and wait for cancel-ok: deliveries already under way land
-        in the buffer (fetch them); after this the broker sends no more. Handling them instead
-        of closing with them unacked keeps their delivery counts (quorum queues count returns).
+    def stop_consuming(self, *, quiet: float = 0.3, limit: float = 10.0) -> None:
+        """Stop the broker sending more, without leaving a delivery stranded: deliveries
+        already under way land in the buffer (fetch them). Handling them instead of closing
+        with them unacked keeps their delivery counts (quorum queues count every return).
+
+        First read, acking nothing, until the connection stays quiet for ``quiet`` seconds
+        (at most ``limit``): the consumers' prefetch windows are then full, or their queues
+        empty, so the queue has nothing assigned to this channel that is not buffered. Only
+        then basic.cancel. (Measured on RabbitMQ 3.10: a quorum queue that assigned messages
+        to a consumer just before its cancel never sends them, and returns them when the
+        channel closes, redelivered with their delivery count raised.) :meth:`_cancel` also
+        keeps the callback for deliveries that arrive after the cancel-ok, which py-amqp would
+        otherwise reject back to the queue.
         """
         try:
+            deadline = time.monotonic() + limit
+            while time.monotonic() < deadline:
+                try:
+                    self._conn.drain_events(timeout=quiet)
+                except TimeoutError:
+                    break
             for consumer in self._consumers.values():
-                consumer.cancel()
+                self._cancel(consumer)
             self._consumers.clear()
         except self._errors as exc:
             raise BrokerUnavailable(f"cancel failed: {exc}") from exc
+
+    def _cancel(self, consumer: Consumer) -> None:
+        """basic.cancel, keeping the consumer's callback for deliveries that arrive after the
+        cancel-ok (quorum queues send some): they are buffered and handled like the others,
+        rather than rejected back to the queue, which would count as a delivery."""
+        tags = list(consumer._active_tags.values())
+        consumer.cancel()
+        for tag in tags:
+            self._channel.callbacks[tag] = consumer._receive_callback
 
     def pause(self, queue: str) -> None:
         """Stop consuming ``queue`` (its messages wait there) until :meth:`resume`."""
         consumer = self._consumers.pop(queue, None)
         if consumer is not None:
             try:
-                consumer.cancel()
+                self._cancel(consumer)
             except self._errors as exc:
                 raise BrokerUnavailable(f"cancel failed: {exc}") from exc
 
@@ -421,7 +445,7 @@ class AmqpConsumer:
         try:
             queues = list(self._consumers)
             for consumer in self._consumers.values():
-                consumer.cancel()
+                self._cancel(consumer)
             self._consumers.clear()
             self._consume(count, queues)
         except self._errors as exc:
