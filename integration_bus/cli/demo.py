@@ -169,7 +169,7 @@ class DemoRun:
         from connectors.pos_file.lane import write_daily_file
         from connectors.pos_file.layout_file import load_layout
 
-        layout = load_layout(self.config_dir.parent / "config" / "layouts" / "daily_sales.yaml")
+        layout = load_layout(self.config_dir / "layouts" / "daily_sales.yaml")
         day = date(2024, 3, 1) + timedelta(days=number - 1)
         name = f"SALES_{store}_{day:%Y%m%d}_{number}.DAT"
         temp = self.inbox / f".{name}.tmp"
