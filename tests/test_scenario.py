@@ -89,6 +89,18 @@ def test_a_sales_file_becomes_exactly_the_golden_erp_postings(scenario: DemoRun)
     archived = scenario.inbox / "archive"
     wait_for(lambda: any(archived.rglob(name)), timeout=30, message="the file is archived")
 
+    # When the till exports the same day again (a new header time: other bytes, another file)
+    again = "SALES_0042_20240301_1_REEXPORT.DAT"
+    data = (GOLDEN / name).read_bytes().replace(b"20240301 235900", b"20240302 061500", 1)
+    assert data != (GOLDEN / name).read_bytes()
+    (scenario.inbox / f".{again}.tmp").write_bytes(data)
+    (scenario.inbox / f".{again}.tmp").rename(scenario.inbox / again)
+    wait_for(lambda: any(archived.rglob(again)), timeout=30, message="the re-export is archived")
+    # Then its lines are the same sales (output.key: business day + sale id): no new posting
+    wait_for(lambda: bus.store.route_summary().get("pos_sales", {}).get("duplicate", 0) == 4,
+             timeout=30, message="the ledger recognises the 4 sales")
+    assert scenario.erp.state.count("PostStockAdjustment") == 4
+
 
 def send_order(demo: DemoRun, order_id: int, lines: list[tuple[str, int, str]]) -> None:
     from connectors.rest_shop.fakeshop.sender import Subscription, WebhookSender

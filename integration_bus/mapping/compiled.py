@@ -16,6 +16,7 @@ from typing import Any
 from integration_bus.envelope import Envelope
 from integration_bus.errors import MappingError
 from integration_bus.mapping.conform import plain_json
+from integration_bus.mapping.fn_refs import xref_key
 from integration_bus.mapping.runtime import Ctx
 from integration_bus.mapping.steps import Step
 from integration_bus.mapping.validation import LoadedSchema
@@ -40,6 +41,8 @@ class MappingInfo:
     validate_input: bool
     output_schema: LoadedSchema | None
     uses_meta: bool
+    #: ``output.key``: the business key of an output payload (None: keys derive from the input)
+    output_key: Callable[[Any, Ctx], Any] | None = None
 
 
 class CompiledMapping:
@@ -90,6 +93,10 @@ class CompiledMapping:
             exc.with_context(envelope_id=envelope.id, mapping=self.name)
             raise
         derive, output_type, schema = envelope.derive, info.output_type, self._output_schema
+        if info.output_key is not None:
+            return [derive(type=output_type, payload=payload, schema=schema,
+                           idempotency_key=self._business_key(payload, envelope, meta))
+                    for _, payload in results]
         if not self._splits:
             if len(results) == 1:  # the common case, without a comprehension's frame
                 return [derive(type=output_type, payload=results[0][1], schema=schema)]
@@ -98,6 +105,21 @@ class CompiledMapping:
         return [derive(type=output_type, payload=payload, schema=schema,
                        idempotency_key=f"{envelope.idempotency_key}/{suffix}")
                 for suffix, payload in results]
+
+    def _business_key(self, payload: Any, envelope: Envelope,
+                      meta: dict[str, Any] | None) -> str:
+        assert self.info.output_key is not None
+        try:
+            value = self.info.output_key(payload, Ctx(payload, meta))
+        except MappingError as exc:
+            exc.with_context(step="output", field="key", envelope_id=envelope.id,
+                             mapping=self.name)
+            raise
+        if value is None or isinstance(value, dict | list) or xref_key(value) == "":
+            raise MappingError("output.key gave no usable business key (empty, null or not "
+                               "a single value)", step="output", field="key",
+                               envelope_id=envelope.id, mapping=self.name)
+        return f"{self.info.output_type}:{xref_key(value)}"
 
     def run(self, payload: Any, meta: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
         """Map one payload; returns ``(split suffix, output payload)`` pairs.

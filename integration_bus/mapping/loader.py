@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from integration_bus.errors import ConfigError
 from integration_bus.mapping.compiled import CompiledMapping, MappingInfo
-from integration_bus.mapping.compiler import ExprCompiler
+from integration_bus.mapping.compiler import ExprCompiler, Scope
 from integration_bus.mapping.conform import PLAIN
 from integration_bus.mapping.functions import (
     BindContext,
@@ -92,6 +92,10 @@ class Loader:
             step, shape = compiler.compile(index, raw, shape, input_shape,
                                            plan if index == last else None)
             steps.append(step)
+        output_key = None
+        if spec.output.key is not None:  # an expression over each finished output
+            output_key = specs.located(spec.output.key, ("output", "key"),
+                                       Scope(shape, shape, input_shape))[1]
         name = spec.name or path.stem
         types = spec.input.type
         info = MappingInfo(
@@ -107,6 +111,7 @@ class Loader:
             validate_input=spec.input.validate_,
             output_schema=output_schema,
             uses_meta="$meta" in path.read_text(encoding="utf-8"),
+            output_key=output_key,
         )
         return CompiledMapping(info, steps,
                                decimal_context=exprs.needs_context or compiler.needs_context)

@@ -82,6 +82,12 @@ class OutputSpec(_Strict):
         None, alias="schema",
         description="Output JSON Schema: outputs are conformed (decimals as text or exact numbers "
                     "as it says) and validated.")
+    key: Expr | None = Field(
+        None, description="Business key of each output (an expression over the output, e.g. "
+                          "\"sale_id\"): its idempotency key becomes '<output type>:<value>' "
+                          "instead of one derived from the input's, so the same business event "
+                          "arriving again under another key (a re-exported file, a repeated "
+                          "export) is recognised by the ledger downstream.")
 
 
 class FilterSpec(_Strict):
@@ -162,6 +168,8 @@ class Expect(_Strict):
                                       description="All output payloads, exactly ([] = filtered).")
     subset: Any = Field(None, description="Fields the single output must contain (deep subset).")
     count: int | None = Field(None, ge=0, description="Number of outputs.")
+    keys: list[str] | None = Field(None, description="The outputs' idempotency keys, in order "
+                                                    "(with output.key: '<type>:<business key>').")
     error: ErrorExpect | None = None
 
 

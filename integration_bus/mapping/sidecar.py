@@ -149,11 +149,15 @@ class SidecarRunner:
             source="sidecar-test", headers=case.headers,
             idempotency_key=case.idempotency_key or f"test:{case.name}")
         try:
-            outputs = [e.payload for e in prepared.mapping(envelope)]
+            made = prepared.mapping(envelope)
         except BusError as exc:
             problem = _check_error(case, exc)
         else:
-            problem = _check_outputs(case, outputs)
+            problem = _check_outputs(case, [e.payload for e in made])
+            keys = case.expect.keys
+            if problem is None and keys is not None and keys != [e.idempotency_key for e in made]:
+                problem = (f"expected idempotency keys {keys}, got "
+                           f"{[e.idempotency_key for e in made]}")
         return CaseResult(prepared.file, prepared.line, case.name, problem is None, problem)
 
 

@@ -221,3 +221,42 @@ def test_version_changes_when_a_used_table_changes(tmp_path: Path) -> None:
     assert load_mapping(path).version == first
     table.write_text("k,v\na,c\n")
     assert load_mapping(path).version != first
+
+
+def test_output_key_makes_the_idempotency_key_from_the_business_key(make_mapping: Make) -> None:
+    mapping = make_mapping("""\
+        output: {type: sale.recorded, key: "concat(day, '/', id)"}
+        steps:
+          - split:
+              each: lines
+              map: {id: "$.receipt ~ '-' ~ ($index + 1)", day: "$.day", sku: sku}
+        """)
+    receipt = {"receipt": "R7", "day": "2024-03-01", "lines": [{"sku": "a"}, {"sku": "b"}]}
+    first = mapping(Envelope.create("pos.line", receipt, source="t", idempotency_key="file-1:7"))
+    again = mapping(Envelope.create("pos.line", receipt, source="t", idempotency_key="file-2:3"))
+    # The same business event under another input key: the same output keys
+    assert [e.idempotency_key for e in first] == [e.idempotency_key for e in again] == [
+        "sale.recorded:2024-03-01/R7-1", "sale.recorded:2024-03-01/R7-2"]
+
+
+@pytest.mark.parametrize("value", ["null", "''", "lines"])
+def test_output_key_without_a_usable_value_is_a_mapping_error(make_mapping: Make,
+                                                              value: str) -> None:
+    mapping = make_mapping(f"""\
+        output: {{type: a.b, key: "{value}"}}
+        steps:
+          - set: {{lines: "[1, 2]"}}
+        """)
+    with pytest.raises(MappingError) as caught:
+        mapping(Envelope.create("x.y", {"id": 1}, source="t"))
+    assert caught.value.context["step"] == "output" and caught.value.context["field"] == "key"
+
+
+def test_output_key_unknown_function_is_refused_at_load(make_mapping: Make) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_mapping("""\
+            output: {type: a.b, key: "id | uppper"}
+            steps:
+              - set: {x: "1"}
+            """)
+    assert "did you mean 'upper'" in str(caught.value) and "output.key" in str(caught.value)
