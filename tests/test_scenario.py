@@ -10,7 +10,11 @@ user runs it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -182,3 +186,28 @@ def test_bus_demo_json_counts_add_up(tmp_path: Path) -> None:
                                    + row["in_retry"]), row
     assert summary["erp"]["sales_orders"] == sim["orders_sent"] - sim["short_orders_sent"]
     assert summary["shop"]["inventory_levels"] > 0 and summary["store_files"] > 0
+
+
+def test_bus_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    for part in ("config", "mappings", "schemas"):
+        shutil.copytree(REPO / part, tmp_path / part)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "integration_bus", "demo", "--config-dir",
+         str(tmp_path / "config"), "--duration", "300", "--json"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "BUS_BROKER_URL": ""})
+    try:
+        archive = tmp_path / "var" / "demo" / "pos" / "inbox" / "archive"
+        wait_for(lambda: archive.exists() and any(archive.rglob("SALES_*")), timeout=120,
+                 message="the demo is under way")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    # Then it stopped early, on its own, with exit 0 and a summary of what it had done
+    assert proc.returncode == 0, err.decode()[-2000:]
+    summary = json.loads(out[out.index(b"{"):])
+    assert summary["seconds"] < 300 and summary["simulated"]["files"] >= 1
+    assert summary["checks"]["settled before stopping"] is False
