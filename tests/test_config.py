@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,34 @@ def test_exported_schema_validates_the_shipped_config(tmp_path: Path) -> None:
     assert list(validator.iter_errors(shipped))
     for name in ("mapping.schema.json", "mapping-test.schema.json"):
         assert (tmp_path / "schemas" / name).exists()
+
+
+def test_lint_build_loads_what_the_connectors_name_and_locates_each_problem(
+        tmp_path: Path) -> None:
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    for part in ("config", "mappings", "schemas"):
+        shutil.copytree(repo / part, tmp_path / part)
+    config_dir = str(tmp_path / "config")
+    runner = CliRunner()
+    # The plain lint does not look at folders and files; --build does, as start-up would
+    assert runner.invoke(cli, ["lint", "--config-dir", config_dir]).exit_code == 0
+    result = runner.invoke(cli, ["lint", "--build", "--config-dir", config_dir])
+    assert result.exit_code == 2
+    assert re.search(r"bus.yaml:\d+:\d+: sources.tills.inboxes\[0\].path: inbox .* is not a "
+                     r"folder", result.output), result.output
+    (tmp_path / "var" / "pos" / "inbox").mkdir(parents=True)
+    result = runner.invoke(cli, ["lint", "--build", "--config-dir", config_dir])
+    assert result.exit_code == 0, result.output
+    # A layout with a typo: the error names the layout's own line, and the instance
+    layout = tmp_path / "config" / "layouts" / "stock_download.yaml"
+    layout.write_text(layout.read_text().replace("header_row: true", "header_rows: true"))
+    result = runner.invoke(cli, ["lint", "--build", "--config-dir", config_dir])
+    assert result.exit_code == 2
+    assert re.search(r"stock_download.yaml:\d+:\d+: header_rows: unknown key 'header_rows' "
+                     r"\(instance=sinks.store_stock_files\)", result.output), result.output
+    # A WSDL that is not there: located at the instance's key in bus.yaml
+    (tmp_path / "config" / "erp" / "erp.wsdl").unlink()
+    result = runner.invoke(cli, ["lint", "--build", "--config-dir", config_dir])
+    assert result.exit_code == 2 and "sinks.erp_postings" in result.output, result.output

@@ -14,7 +14,7 @@ from rich.table import Table
 from integration_bus.cli import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
 from integration_bus.cli.summary import console, route_rows, route_table
 from integration_bus.envelope import Envelope
-from integration_bus.errors import ConfigError, EnvelopeError, UnroutableError
+from integration_bus.errors import BusError, ConfigError, EnvelopeError, UnroutableError
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
@@ -111,8 +111,12 @@ def trace_command(config_dir: Path, envelope_id: str, as_json: bool) -> None:
 
 @click.command("lint")
 @config_dir_option
+@click.option("--build", is_flag=True,
+              help="also build every source and sink, as the bus does at start-up: layouts, "
+                   "WSDLs, folders and tables they name are loaded and checked (opens the "
+                   "store, never the broker)")
 @handle_errors
-def lint_command(config_dir: Path) -> None:
+def lint_command(config_dir: Path, build: bool) -> None:
     """Check bus.yaml (and the mappings it names) without touching broker or store."""
     registry = Registry.from_entry_points()
     try:
@@ -122,12 +126,57 @@ def lint_command(config_dir: Path) -> None:
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)
+    if build:
+        try:
+            problems = _build_instances(bus)
+        finally:
+            bus.close()
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        if problems:
+            sys.exit(EXIT_USAGE)
     warnings = _warnings(bus)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"{config.file}: ok ({len(config.settings.routes)} routes, "
                f"{len(config.sources)} sources, {len(config.sinks)} sinks"
                f"{f', {len(warnings)} warning(s)' if warnings else ''})")
+
+
+def _build_instances(bus: Bus) -> list[BusError]:
+    """Build (and close) every source and sink; each refusal located in bus.yaml."""
+    from integration_bus.settings.yamlsource import load_yaml
+
+    located = load_yaml(bus.config.file)
+    problems: list[BusError] = []
+    for section, names, build in (("sources", bus.config.sources, bus.source),
+                                  ("sinks", bus.config.sinks, bus.sink)):
+        for name in names:
+            try:
+                build(name).close()
+            except ConfigError as exc:
+                field = str(exc.context.get("field") or "")
+                other = exc.context.get("file")
+                if other and exc.context.get("line") and Path(other) != bus.config.file:
+                    # a problem inside another file (a layout, a WSDL): it names its own line
+                    problems.append(exc.with_context(instance=f"{section}.{name}"))
+                    continue
+                message = f"{exc.message}: {other}" if other else exc.message
+                path = (section, name, *_field_path(field))
+                problems.append(located.error(path, message, hint=exc.context.get("hint")))
+            except (BusError, OSError) as exc:
+                problems.append(located.error((section, name),
+                                              f"cannot build it: {type(exc).__name__}: {exc}"))
+    return problems
+
+
+def _field_path(field: str) -> list[str | int]:
+    """``inboxes[0].path`` -> ``["inboxes", 0, "path"]``."""
+    out: list[str | int] = []
+    for part in field.replace("]", "").replace("[", ".").split("."):
+        if part:
+            out.append(int(part) if part.isdigit() else part)
+    return out
 
 
 def _warnings(bus: Bus) -> list[str]:
