@@ -118,17 +118,23 @@ class DemoRun:
         self.shop_state = ShopState(token=TOKEN)
         self.shop = AppServer(build_shop_app(self.shop_state))
         self.webhook_port = _free_port()
+        self.availability_port = _free_port()
         self.environ = {
             **os.environ, "BUS_VAR_DIR": str(state), "BUS_BROKER_URL": broker_url,
             "BUS_STORE_URL": f"sqlite:///{state / 'bus.db'}", "ERP_URL": self.erp.url,
             "SHOP_URL": self.shop.url, "BUS_WEBHOOK_PORT": str(self.webhook_port),
-            "SHOP_WEBHOOK_SECRET": SECRET, "SHOP_API_TOKEN": TOKEN, "ERP_POLL_INTERVAL": "1s"}
+            "SHOP_WEBHOOK_SECRET": SECRET, "SHOP_API_TOKEN": TOKEN, "ERP_POLL_INTERVAL": "1s",
+            "BUS_AVAILABILITY_PORT": str(self.availability_port)}
         self.config_dir = config_dir
         self.counts = Counts()
         self.bus: Bus | None = None
         self._rng = random.Random(scenario.seed)
         self._order_ids = itertools.count(1)
         self._sent_orders: list[dict[str, Any]] = []
+
+    @property
+    def availability_url(self) -> str:
+        return f"http://127.0.0.1:{self.availability_port}/availability"
 
     # -- lifecycle ------------------------------------------------------------------------------
     @contextmanager
@@ -305,6 +311,17 @@ class DemoRun:
                 "mismatch_ratio": round(report.ratio, 6),
                 "mismatches": [m.to_dict() for m in report.mismatches]}
 
+    def availability_endpoint(self) -> dict[str, Any]:
+        """What ``GET /availability`` answers for the first watched SKU (served by the bus)."""
+        location, sku = WATCHED[0]
+        try:
+            response = httpx.get(self.availability_url,
+                                 params={"sku": sku, "location": location}, timeout=5.0)
+        except httpx.TransportError as exc:
+            return {"url": self.availability_url, "error": str(exc)}
+        return {"url": self.availability_url, "status": response.status_code,
+                "body": response.json() if response.content else None}
+
     def availability(self) -> list[dict[str, Any]]:
         assert self.bus is not None
         out = []
@@ -330,6 +347,7 @@ class DemoRun:
         out_dir = self.state / "pos" / "out"
         store_files = sorted(p for p in out_dir.rglob("STOCK_*.CSV")) if out_dir.exists() else []
         reconciled = self.reconcile()
+        summary_endpoint = self.availability_endpoint()
         checks = {
             "every webhook answered 2xx": counts["webhooks_failed"] == 0,
             "every sale line reached the bus":
@@ -340,6 +358,8 @@ class DemoRun:
                 "order_availability: StockShort", 0) >= counts["short_orders_sent"],
             "every route balanced": summary["nothing_lost"],
             "settled before stopping": settled,
+            "GET /availability answers":
+                summary_endpoint.get("status") == 200,
             "ERP, shop and projection agree (bus reconcile)":
                 reconciled.get("mismatched") == 0 and reconciled.get("compared", 0) > 0,
         }
@@ -352,6 +372,7 @@ class DemoRun:
             "shop": {"inventory_levels": len(self.shop_state.inventory)},
             "store_files": len(store_files),
             "availability": self.availability(),
+            "availability_endpoint": summary_endpoint,
             "reconcile": reconciled,
             "dead_letter_groups": groups,
             "checks": checks,
@@ -372,7 +393,8 @@ class DemoRun:
         line = (f"simulated: {c['files']} POS files ({c['sale_lines']} lines), "
                 f"{c['orders_sent']} orders ({c['short_orders_sent']} short), "
                 f"{c['returns_sent']} returns; dead letters: "
-                f"{sum(self.bus.store.dead_letter_counts().values())}")
+                f"{sum(self.bus.store.dead_letter_counts().values())}\n"
+                f"try: curl '{self.availability_url}?sku=TEE-BLK-M&location=WH-01'")
         return Group(route_table(rows, title=f"bus demo, {elapsed:.0f} s (Ctrl-C stops)"), stock,
                      line)
 

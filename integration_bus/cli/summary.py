@@ -91,6 +91,12 @@ def print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
                   "absorbed; "
                   f"shop: {summary['shop']['inventory_levels']} inventory levels; "
                   f"store stock files: {summary['store_files']}")
+        endpoint = summary["availability_endpoint"]
+        body = endpoint.get("body") or {}
+        out.print(f"GET {endpoint['url']}?sku={body.get('sku')}&location={body.get('location')}"
+                  f" -> {endpoint.get('status', endpoint.get('error'))}: available "
+                  f"{body.get('available')}, as of {body.get('as_of')} (at most "
+                  f"{body.get('max_staleness_ms')} ms stale)")
         rec = summary["reconcile"]
         out.print(f"bus reconcile: {rec['error']}" if "error" in rec else
                   f"bus reconcile: {rec['mismatched']} of {rec['compared']} SKU/location pairs "
