@@ -10,9 +10,13 @@ the order becomes a *business dead letter* naming every short line (visible in
 no level for counts as short (``unknown: short``) or is let through for the ERP to decide
 (``unknown: pass``).
 
-The gate checks the projection, which follows the ERP with the poll's delay; two orders close
-together can both pass for the last unit. The ERP's reservation is the final word: its
-``Deficit`` fault is a business fault too, and dead-letters the reservation.
+Orders of one worker batch are checked in order against what the earlier ones left. An
+acceptance is recorded (cursor store) before the order is published, so a retry after a lost
+confirm or a crash publishes it again rather than checking stock that by then holds the order's
+own reservation. The gate checks the projection, which follows the ERP with the poll's delay;
+two orders in different batches close together can both pass for the last unit. The ERP's
+reservation is the final word: its ``Deficit`` fault is a business fault too, and dead-letters
+the reservation.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from integration_bus.connector import (
 )
 
 __all__ = ["AvailabilityGate", "AvailabilityGateConfig", "StockShort", "plugin"]
+
+_ACCEPTED = "accepted:"  # cursor-store key prefix: orders this gate let through
 
 
 class StockShort(PermanentError):
@@ -92,14 +98,31 @@ class AvailabilityGate:
             error = TransientError(f"cannot read available to promise: {exc}", sink=self.name)
             return [outcome or error for outcome in outcomes]
         accepted: list[int] = []
-        for index, (envelope, lines) in enumerate(zip(envelopes, wanted, strict=True)):
-            if outcomes[index] is not None:
-                continue
-            short = self._short_lines(lines, atp)
-            if short:
-                outcomes[index] = self._refusal(envelope, short)
-            else:
+        left = dict(atp)  # what later orders of this batch can still be promised
+        try:
+            for index, (envelope, lines) in enumerate(zip(envelopes, wanted, strict=True)):
+                if outcomes[index] is not None:
+                    continue
+                if self._accepted_before(envelope):
+                    accepted.append(index)  # decided on an earlier attempt: publish again
+                    continue
+                short = self._short_lines(lines, left)
+                if short:
+                    outcomes[index] = self._refusal(envelope, short)
+                    continue
+                for sku, quantity in lines:
+                    key = (sku, location)
+                    if left.get(key) is not None:
+                        left[key] = left[key] - quantity  # type: ignore[operator]
+                # Sticky before publishing: a retry (a lost confirm, a crash) publishes the
+                # same acceptance again instead of checking stock that now includes this
+                # order's own reservation. The published copy has the same key: the next
+                # routes' ledger takes a repeat as a duplicate.
+                self._context.cursors.set(_ACCEPTED + envelope.idempotency_key, envelope.id)
                 accepted.append(index)
+        except Exception as exc:  # the store failed mid-way: nothing of the rest is decided
+            error = TransientError(f"cannot record the acceptance: {exc}", sink=self.name)
+            return [outcome if outcome is not None else error for outcome in outcomes]
         if accepted:
             if self._publisher is None:
                 self._publisher = self._context.open_publisher()
@@ -109,6 +132,9 @@ class AvailabilityGate:
             for index, failure in zip(accepted, published, strict=True):
                 outcomes[index] = failure
         return outcomes
+
+    def _accepted_before(self, envelope: Envelope) -> bool:
+        return self._context.cursors.get(_ACCEPTED + envelope.idempotency_key) is not None
 
     def close(self) -> None:
         publisher, self._publisher = self._publisher, None

@@ -42,15 +42,17 @@ __all__ = ["DemoRun", "Scenario", "run_demo"]
 
 #: ERP stock at the start: (canonical location, plant, storage location) -> {sku: on hand}
 SEED: dict[tuple[str, str, str], dict[str, int]] = {
-    ("STORE-042", "1042", "0001"): {"PEN-STB-BLU": 600, "PEN-STB-RED": 600, "CHOC-70-100G": 600},
-    ("STORE-107", "1107", "0001"): {"PEN-STB-BLU": 600, "PEN-STB-RED": 600, "CHOC-70-100G": 600},
+    ("STORE-042", "1042", "0001"): {"PEN-STB-BLU": 5000, "PEN-STB-RED": 5000,
+                                    "CHOC-70-100G": 5000},
+    ("STORE-107", "1107", "0001"): {"PEN-STB-BLU": 5000, "PEN-STB-RED": 5000,
+                                    "CHOC-70-100G": 5000},
     ("WH-01", "2001", "0100"): {"TEE-BLK-M": 60, "TEE-BLK-L": 40, "MUG-WHT-01": 80,
-                                "HOOD-GRY-M": 3, "CAP-NVY-01": 25, "APL-IPN-2G": 0},
+                                "HOOD-GRY-M": 1, "CAP-NVY-01": 25, "APL-IPN-2G": 0},
 }
 #: what the shop calls the SKUs it sells (mappings/xref/sku.csv translates them)
 SHOP_SKUS = {"TSHIRT-BLK-M": Decimal("19.99"), "TSHIRT-BLK-L": Decimal("19.99"),
              "MUG-WHITE": Decimal("8.50"), "WOO-CAP-NVY": Decimal("14.00")}
-#: orders no one can promise: the hoodie (3 on hand, 2 safety stock) and the sold-out iPod
+#: orders no one can promise: two of the last hoodie, and the sold-out iPod
 SHORT_ORDERS = [[("WOO-HOODIE-GRY", 2, Decimal("39.00"))],
                 [("IPOD-NANO-2GB", 1, Decimal("149.00")), ("MUG-WHITE", 1, Decimal("8.50"))]]
 WATCHED = [("WH-01", "TEE-BLK-M"), ("WH-01", "MUG-WHT-01"), ("WH-01", "HOOD-GRY-M"),
@@ -79,6 +81,7 @@ class Counts:
     files: int = 0
     sale_lines: int = 0
     orders_sent: int = 0
+    order_lines_sent: int = 0
     short_orders_sent: int = 0
     returns_sent: int = 0
     webhooks_ok: int = 0
@@ -130,6 +133,7 @@ class DemoRun:
         self.bus: Bus | None = None
         self._rng = random.Random(scenario.seed)
         self._order_ids = itertools.count(1)
+        self._refund_ids = itertools.count(700_001)
         self._sent_orders: list[dict[str, Any]] = []
 
     @property
@@ -203,7 +207,8 @@ class DemoRun:
                             "quantity": qty, "price": str(price)}
                            for i, (sku, qty, price) in enumerate(lines)]}
         if self._post("orders/create", order, event=f"order-{number}"):
-            self.counts.add(orders_sent=1, short_orders_sent=int(short))
+            self.counts.add(orders_sent=1, order_lines_sent=len(lines),
+                            short_orders_sent=int(short))
             if not short:
                 self._sent_orders.append(order)
 
@@ -213,7 +218,7 @@ class DemoRun:
         order = self._sent_orders.pop(0)
         item = order["line_items"][0]
         refund = {
-            "id": 700_000 + len(self._sent_orders), "order_id": order["id"],
+            "id": next(self._refund_ids), "order_id": order["id"],
             "created_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
             "note": "did not fit", "restock": True,
             "refund_line_items": [{"id": item["id"] + 5, "quantity": 1, "line_item_id": item["id"],
@@ -348,14 +353,30 @@ class DemoRun:
         store_files = sorted(p for p in out_dir.rglob("STOCK_*.CSV")) if out_dir.exists() else []
         reconciled = self.reconcile()
         summary_endpoint = self.availability_endpoint()
+        refused = [letter for letter in bus.store.dead_letters()
+                   if letter["route"] == "order_availability"]
+        refused_lines = sum(len((letter["envelope"].get("payload") or {}).get("lines") or [])
+                            for letter in refused)
+        accepted = counts["orders_sent"] - len(refused)
         checks = {
             "every webhook answered 2xx": counts["webhooks_failed"] == 0,
             "every sale line reached the bus":
                 routes["pos_sales"]["received"] == counts["sale_lines"],
             "every order reached the gate":
                 routes["order_availability"]["received"] == counts["orders_sent"],
-            "short orders are business dead letters": groups.get(
-                "order_availability: StockShort", 0) >= counts["short_orders_sent"],
+            "short orders are business dead letters": len(refused) >= counts[
+                "short_orders_sent"] and all(r["error_type"] == "StockShort" for r in refused),
+            "every return reached the bus":
+                routes["web_returns"]["received"] == counts["returns_sent"],
+            "one ERP posting per sold and returned line (or its dead letter)":
+                erp.document_count("stock_posting") + routes["sale_postings"]["dead_letters"]
+                + routes["return_postings"]["dead_letters"]
+                == routes["pos_sales"]["delivered"] + counts["returns_sent"],
+            "one reservation per line and one sales order per accepted order (or dead letter)":
+                erp.document_count("reservation") + routes["order_reservations"]["dead_letters"]
+                == counts["order_lines_sent"] - refused_lines
+                and erp.document_count("sales_order") + routes["order_sales"]["dead_letters"]
+                == accepted,
             "every route balanced": summary["nothing_lost"],
             "settled before stopping": settled,
             "GET /availability answers":

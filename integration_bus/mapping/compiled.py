@@ -94,9 +94,17 @@ class CompiledMapping:
             raise
         derive, output_type, schema = envelope.derive, info.output_type, self._output_schema
         if info.output_key is not None:
+            keys = [self._business_key(payload, envelope, meta) for _, payload in results]
+            if len(set(keys)) != len(keys):
+                repeated = sorted({k for k in keys if keys.count(k) > 1})
+                raise MappingError(f"output.key gives several outputs of one input the same "
+                                   f"key ({', '.join(repeated)}): the ledger would take all "
+                                   "but one for duplicates", step="output", field="key",
+                                   envelope_id=envelope.id, mapping=self.name,
+                                   hint="make the key unique per output, e.g. add the line")
             return [derive(type=output_type, payload=payload, schema=schema,
-                           idempotency_key=self._business_key(payload, envelope, meta))
-                    for _, payload in results]
+                           idempotency_key=key)
+                    for (_, payload), key in zip(results, keys, strict=True)]
         if not self._splits:
             if len(results) == 1:  # the common case, without a comprehension's frame
                 return [derive(type=output_type, payload=results[0][1], schema=schema)]
@@ -109,8 +117,10 @@ class CompiledMapping:
     def _business_key(self, payload: Any, envelope: Envelope,
                       meta: dict[str, Any] | None) -> str:
         assert self.info.output_key is not None
+        ctx = Ctx(payload, meta)
+        ctx.input = envelope.payload  # $input: the mapping's input, as everywhere else
         try:
-            value = self.info.output_key(payload, Ctx(payload, meta))
+            value = self.info.output_key(payload, ctx)
         except MappingError as exc:
             exc.with_context(step="output", field="key", envelope_id=envelope.id,
                              mapping=self.name)

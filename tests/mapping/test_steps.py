@@ -260,3 +260,26 @@ def test_output_key_unknown_function_is_refused_at_load(make_mapping: Make) -> N
               - set: {x: "1"}
             """)
     assert "did you mean 'upper'" in str(caught.value) and "output.key" in str(caught.value)
+
+
+def test_output_key_reads_input_fields_with_dollar_input(make_mapping: Make) -> None:
+    mapping = make_mapping("""\
+        output: {type: a.b, key: "concat($input.id, '/', id)"}
+        steps:
+          - map: {id: "'OUT-' ~ id"}
+        """)
+    (out,) = mapping(Envelope.create("x.y", {"id": 7}, source="t"))
+    assert out.idempotency_key == "a.b:7/OUT-7"
+
+
+def test_output_key_repeated_within_one_input_is_a_mapping_error(make_mapping: Make) -> None:
+    mapping = make_mapping("""\
+        output: {type: a.b, key: "order_id"}
+        steps:
+          - split: {each: lines, map: {order_id: "$.order_id", sku: sku}}
+        """)
+    with pytest.raises(MappingError) as caught:
+        mapping(Envelope.create("x.y", {"order_id": "O1", "lines": [{"sku": "a"}, {"sku": "b"}]},
+                                source="t"))
+    assert "the same key (a.b:O1)" in caught.value.message
+    assert caught.value.context["field"] == "key"

@@ -20,8 +20,8 @@ from decimal import Decimal
 __all__ = ["MOVEMENT_SIGNS", "Change", "Document", "ErpFault", "ErpState", "StockRow"]
 
 #: goods movement types the fake ERP knows: +1 receipt, -1 issue (SAP-style numbers;
-#: 251: goods issue for a sale, 653: customer return into unrestricted stock)
-MOVEMENT_SIGNS = {"101": 1, "501": 1, "653": 1, "701": 1, "201": -1, "251": -1, "261": -1,
+#: 251: goods issue for a sale, 252: its reversal, 653: customer return into unrestricted stock)
+MOVEMENT_SIGNS = {"101": 1, "252": 1, "501": 1, "653": 1, "701": 1, "201": -1, "251": -1, "261": -1,
                   "551": -1, "552": -1, "702": -1}
 
 Location = tuple[str, str, str]  # material, plant, storage location
