@@ -8,6 +8,9 @@ mode, where beat and the worker share the ``bus scheduler`` process.
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -89,7 +92,15 @@ def make_scheduler(config_dir: Path, *, environ: Mapping[str, str] | None = None
         from integration_bus.reconcile import ReconcileMetrics, reconcile_bus, write_metrics_file
 
         current = bus()
-        report = reconcile_bus(current)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        every = config.settings.reconcile.every or 3_600_000
+        if not current.store.try_lease("reconcile", owner, timedelta(milliseconds=every)):
+            log.info("reconcile.skipped", reason="a reconcile is in flight")
+            return {"skipped": True}
+        try:
+            report = reconcile_bus(current)
+        finally:
+            current.store.release_lease("reconcile", owner)
         if "reconcile" not in reconcile_metrics:
             reconcile_metrics["reconcile"] = ReconcileMetrics(current.metrics.registry)
         reconcile_metrics["reconcile"].observe(report)
@@ -118,9 +129,10 @@ def _schedule(config: Config, bus: Bus) -> dict[str, Any]:
                                     "schedule": timedelta(milliseconds=source.interval_ms)}
         source.close()
     if config.settings.reconcile.every is not None:
-        schedule["reconcile"] = {"task": RECONCILE_TASK, "args": (),
-                                 "schedule": timedelta(
-                                     milliseconds=config.settings.reconcile.every)}
+        every = timedelta(milliseconds=config.settings.reconcile.every)
+        schedule["reconcile"] = {"task": RECONCILE_TASK, "args": (), "schedule": every,
+                                 # runs queued while no worker was up are not piled up
+                                 "options": {"expires": every.total_seconds()}}
     if settings.retention is not None:
         schedule["purge-dead-letters"] = {
             "task": PURGE_TASK, "schedule": timedelta(milliseconds=settings.purge_every),

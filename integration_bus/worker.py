@@ -145,8 +145,11 @@ class Worker:
             try:
                 self._consumer.stop_consuming()
                 deadline = time.monotonic() + self.options.drain_timeout
-                while time.monotonic() < deadline:
-                    rest = self._consumer.fetch(self.options.batch_size, 0.3)
+                while True:
+                    # Everything buffered is handled however long it takes; the deadline only
+                    # bounds waiting for deliveries still on their way.
+                    wait = 0.3 if time.monotonic() < deadline else 0.0
+                    rest = self._consumer.fetch(self.options.batch_size, wait)
                     if not rest:
                         break
                     self._handle(rest, stop)

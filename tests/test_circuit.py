@@ -87,3 +87,36 @@ def test_open_circuit_pauses_the_route_without_burning_attempts(
             attempts = {row.attempt for row in conn.execute(
                 journal.select().where(journal.c.event == "delivered"))}
         assert attempts == {0}  # no attempt was counted while the circuit was open
+
+
+@pytest.mark.rabbitmq
+def test_a_flapping_route_does_not_pile_up_consumer_callbacks(
+        tmp_path: Path, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import integration_bus.transport.amqp as amqp
+
+    config_dir = write_config(tmp_path, f"""
+        broker: {{url: "{rabbitmq_url}"}}
+        store: {{url: sqlite:///var/bus.db}}
+        sinks: {{out: {{connector: jsonl, path: var/out.jsonl}}}}
+        routes:
+          orders: {{from: [order.created], to: [out]}}
+        """)
+    with Bus.from_config_dir(config_dir, environ={}) as bus:
+        consumer = bus.transport.consumer(["bus.route.orders"], 10)
+        try:
+            channel = consumer._channel  # type: ignore[attr-defined]
+            base = len(channel.callbacks)
+            for _ in range(20):  # a breaker opening and closing
+                consumer.pause("bus.route.orders")
+                consumer.resume("bus.route.orders")
+            # Cancelled consumers keep their callback a while (late deliveries are buffered,
+            # not rejected back to the queue) ...
+            assert len(channel.callbacks) == base + 20
+            consumer.fetch(1, 0)
+            assert len(channel.callbacks) == base + 20
+            # ... and are forgotten once that while has passed
+            monkeypatch.setattr(amqp, "KEEP_CANCELLED", 0.0)
+            consumer.fetch(1, 0)
+            assert len(channel.callbacks) == base
+        finally:
+            consumer.close()

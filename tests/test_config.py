@@ -185,6 +185,7 @@ def test_lint_build_loads_what_the_connectors_name_and_locates_each_problem(
     (tmp_path / "var" / "pos" / "inbox").mkdir(parents=True)
     result = runner.invoke(cli, ["lint", "--build", "--config-dir", config_dir])
     assert result.exit_code == 0, result.output
+    assert not (tmp_path / "var" / "bus.db").exists()  # a scratch store, not the configured one
     # A layout with a typo: the error names the layout's own line, and the instance
     layout = tmp_path / "config" / "layouts" / "stock_download.yaml"
     layout.write_text(layout.read_text().replace("header_row: true", "header_rows: true"))

@@ -8,7 +8,7 @@ import re
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -421,8 +421,14 @@ def test_the_scheduler_reconciles_on_its_beat_and_exports_the_gauges(tmp_path: P
             entry = scheduler.app.conf.beat_schedule["reconcile"]
             assert entry["task"] == RECONCILE_TASK
             assert entry["schedule"].total_seconds() == 15 * 60
+            assert entry["options"]["expires"] == 15 * 60  # missed runs do not pile up
             result = scheduler.app.tasks[RECONCILE_TASK].apply().get()
             assert (result["compared"], result["mismatched"]) == (5, 1)
+            # one run at a time: while another holds the lease, a run is skipped
+            store = scheduler.bus().store
+            assert store.try_lease("reconcile", "elsewhere:1:1", timedelta(minutes=5))
+            assert scheduler.app.tasks[RECONCILE_TASK].apply().get() == {"skipped": True}
+            store.release_lease("reconcile", "elsewhere:1:1")
             text = (tmp_path / "var" / "bus_reconcile.prom").read_text()
             values = {s.name: s.value for f in text_string_to_metric_families(text)
                       for s in f.samples if not s.labels.get("check")}
@@ -432,6 +438,17 @@ def test_the_scheduler_reconciles_on_its_beat_and_exports_the_gauges(tmp_path: P
             assert served == pytest.approx(0.2)
         finally:
             scheduler.bus().close()
+
+
+def test_a_scheduled_reconcile_runs_at_most_once_a_minute(tmp_path: Path) -> None:
+    from tests.conftest import write_config
+
+    config_dir = write_config(tmp_path, """
+        store: {url: sqlite:///var/bus.db}
+        reconcile: {erp: a, shop: b, every: 10s}
+        """)
+    result = CliRunner().invoke(cli, ["lint", "--config-dir", str(config_dir)])
+    assert result.exit_code == 2 and "reconcile.every must be at least 1m" in result.output
 
 
 def test_a_scheduled_reconcile_needs_both_instances(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -113,8 +115,8 @@ def trace_command(config_dir: Path, envelope_id: str, as_json: bool) -> None:
 @config_dir_option
 @click.option("--build", is_flag=True,
               help="also build every source and sink, as the bus does at start-up: layouts, "
-                   "WSDLs, folders and tables they name are loaded and checked (opens the "
-                   "store, never the broker)")
+                   "WSDLs, folders and tables they name are loaded and checked (on a scratch "
+                   "store: never the configured store or the broker)")
 @handle_errors
 def lint_command(config_dir: Path, build: bool) -> None:
     """Check bus.yaml (and the mappings it names) without touching broker or store."""
@@ -127,10 +129,15 @@ def lint_command(config_dir: Path, build: bool) -> None:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)
     if build:
-        try:
-            problems = _build_instances(bus)
-        finally:
-            bus.close()
+        with tempfile.TemporaryDirectory(prefix="bus-lint-") as scratch:
+            store = config.settings.store.model_copy(
+                update={"url": f"sqlite:///{Path(scratch) / 'lint.db'}"})
+            settings = config.settings.model_copy(update={"store": store})
+            scratch_bus = Bus(dataclasses.replace(config, settings=settings), registry=registry)
+            try:
+                problems = _build_instances(scratch_bus)
+            finally:
+                scratch_bus.close()
         for problem in problems:
             click.echo(str(problem), err=True)
         if problems:

@@ -170,6 +170,9 @@ class ReconcileSettings(_Model):
     def _scheduled_needs_instances(self) -> ReconcileSettings:
         if self.every is not None and (self.erp is None or self.shop is None):
             raise ValueError("a scheduled reconcile (every) needs erp and shop")
+        if self.every is not None and self.every < 60_000:
+            raise ValueError("reconcile.every must be at least 1m: each run queries the ERP "
+                             "and the shop for every SKU and location")
         return self
 
 

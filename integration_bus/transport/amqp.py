@@ -38,6 +38,7 @@ from integration_bus.transport.base import Delivery, Outgoing, QueueStats
 __all__ = ["AmqpConsumer", "AmqpPublisher", "AmqpTransport"]
 
 CONFIRM_TIMEOUT = 30.0  # seconds a publish may wait for its confirm before it counts as failed
+KEEP_CANCELLED = 60.0  # seconds a cancelled consumer's callback still takes late deliveries
 _PRECONDITION_FAILED = 406
 _NOT_FOUND = 404
 
@@ -317,6 +318,7 @@ class AmqpConsumer:
         self._conn = transport.connect()
         self._buffer: deque[Delivery] = deque()
         self._consumers: dict[str, Consumer] = {}
+        self._cancelled: dict[str, float] = {}  # consumer tag -> when it was cancelled
         self._prefetch = prefetch
         try:
             self._channel = self._conn.channel()
@@ -345,6 +347,7 @@ class AmqpConsumer:
         return receive
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        self._forget_cancelled()
         deadline = time.monotonic() + timeout
         try:
             while not self._buffer:
@@ -396,11 +399,25 @@ class AmqpConsumer:
     def _cancel(self, consumer: Consumer) -> None:
         """basic.cancel, keeping the consumer's callback for deliveries that arrive after the
         cancel-ok (quorum queues send some): they are buffered and handled like the others,
-        rather than rejected back to the queue, which would count as a delivery."""
+        rather than rejected back to the queue, which would count as a delivery. Kept
+        callbacks are dropped a minute later (see :meth:`_forget_cancelled`)."""
         tags = list(consumer._active_tags.values())
         consumer.cancel()
+        now = time.monotonic()
         for tag in tags:
             self._channel.callbacks[tag] = consumer._receive_callback
+            self._cancelled[tag] = now
+
+    def _forget_cancelled(self) -> None:
+        """Drop callbacks of consumers cancelled over a minute ago (a route paused and resumed
+        every few seconds by a flapping breaker would otherwise pile them up)."""
+        if not self._cancelled:
+            return
+        cutoff = time.monotonic() - KEEP_CANCELLED
+        for tag, at in list(self._cancelled.items()):
+            if at < cutoff:
+                del self._cancelled[tag]
+                self._channel.callbacks.pop(tag, None)
 
     def pause(self, queue: str) -> None:
         """Stop consuming ``queue`` (its messages wait there) until :meth:`resume`."""
