@@ -11,12 +11,12 @@ no level for counts as short (``unknown: short``) or is let through for the ERP 
 (``unknown: pass``).
 
 Orders of one worker batch are checked in order against what the earlier ones left. An
-acceptance is recorded (cursor store) before the order is published, so a retry after a lost
-confirm or a crash publishes it again rather than checking stock that by then holds the order's
-own reservation. The gate checks the projection, which follows the ERP with the poll's delay;
-two orders in different batches close together can both pass for the last unit. The ERP's
-reservation is the final word: its ``Deficit`` fault is a business fault too, and dead-letters
-the reservation.
+acceptance is recorded (the connector's seen keys) before the order is published, so a retry
+after a lost confirm or a crash publishes it again rather than checking stock that by then holds
+the order's own reservation. The gate checks the projection, which follows the ERP with the
+poll's delay; two orders in different batches close together can both pass for the last unit.
+The ERP's reservation is the final word: its ``Deficit`` fault is a business fault too, and
+dead-letters the reservation.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from integration_bus.connector import (
 
 __all__ = ["AvailabilityGate", "AvailabilityGateConfig", "StockShort", "plugin"]
 
-_ACCEPTED = "accepted:"  # cursor-store key prefix: orders this gate let through
+_ACCEPTED = "accepted:"  # seen-keys prefix: orders this gate let through
 
 
 class StockShort(PermanentError):
@@ -98,12 +98,16 @@ class AvailabilityGate:
             error = TransientError(f"cannot read available to promise: {exc}", sink=self.name)
             return [outcome or error for outcome in outcomes]
         accepted: list[int] = []
+        newly: list[tuple[str, str | None]] = []
         left = dict(atp)  # what later orders of this batch can still be promised
         try:
+            before = self._context.seen.seen(
+                [_ACCEPTED + e.idempotency_key for e in envelopes])
             for index, (envelope, lines) in enumerate(zip(envelopes, wanted, strict=True)):
+                key = _ACCEPTED + envelope.idempotency_key
                 if outcomes[index] is not None:
                     continue
-                if self._accepted_before(envelope):
+                if before.get(key) is not None or any(k == key for k, _ in newly):
                     accepted.append(index)  # decided on an earlier attempt: publish again
                     continue
                 short = self._short_lines(lines, left)
@@ -111,16 +115,17 @@ class AvailabilityGate:
                     outcomes[index] = self._refusal(envelope, short)
                     continue
                 for sku, quantity in lines:
-                    key = (sku, location)
-                    if left.get(key) is not None:
-                        left[key] = left[key] - quantity  # type: ignore[operator]
-                # Sticky before publishing: a retry (a lost confirm, a crash) publishes the
-                # same acceptance again instead of checking stock that now includes this
-                # order's own reservation. The published copy has the same key: the next
-                # routes' ledger takes a repeat as a duplicate.
-                self._context.cursors.set(_ACCEPTED + envelope.idempotency_key, envelope.id)
+                    if left.get((sku, location)) is not None:
+                        left[(sku, location)] -= quantity  # type: ignore[operator]
+                newly.append((key, envelope.id))
                 accepted.append(index)
-        except Exception as exc:  # the store failed mid-way: nothing of the rest is decided
+            # Sticky before publishing: a retry (a lost confirm, a crash) publishes the same
+            # acceptance again instead of checking stock that by then holds this order's own
+            # reservation. The published copy has the same key: the next routes' ledger takes
+            # a repeat as a duplicate. (Seen keys are purged with the journal's retention.)
+            if newly:
+                self._context.seen.remember(newly)
+        except Exception as exc:  # the store failed: nothing is decided, all wait
             error = TransientError(f"cannot record the acceptance: {exc}", sink=self.name)
             return [outcome if outcome is not None else error for outcome in outcomes]
         if accepted:
@@ -132,9 +137,6 @@ class AvailabilityGate:
             for index, failure in zip(accepted, published, strict=True):
                 outcomes[index] = failure
         return outcomes
-
-    def _accepted_before(self, envelope: Envelope) -> bool:
-        return self._context.cursors.get(_ACCEPTED + envelope.idempotency_key) is not None
 
     def close(self) -> None:
         publisher, self._publisher = self._publisher, None
