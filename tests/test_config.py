@@ -161,6 +161,11 @@ def test_exported_schema_validates_the_shipped_config(tmp_path: Path) -> None:
     assert list(validator.iter_errors(shipped))
     shipped["sources"]["shop_hooks"]["webhooks"]["port"] = 8088
     assert list(validator.iter_errors(shipped)) == []
+    shipped["broker"]["retry_tiers"] = ["1s", "${SLOW_TIER:-5m}"]  # inside a list, too
+    assert list(validator.iter_errors(shipped)) == []
+    shipped["broker"]["retry_tiers"] = ["1s", "slowly"]
+    assert list(validator.iter_errors(shipped))
+    shipped["broker"]["retry_tiers"] = ["1s"]
     shipped["sinks"]["order_gate"]["locaton"] = "WH-01"  # a typo in a connector's own config
     assert list(validator.iter_errors(shipped))
     for name in ("mapping.schema.json", "mapping-test.schema.json"):

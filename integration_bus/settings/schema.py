@@ -63,6 +63,10 @@ def _allow_interpolation(node: Any) -> None:
         return
     for value in node.values():
         _allow_interpolation(value)
+    items = node.get("items")
+    interpolated = {"$ref": "#/$defs/Interpolated"}
+    if isinstance(items, dict) and interpolated not in items.get("anyOf", []):
+        node["items"] = {"anyOf": [items, interpolated]}  # list items: ["${A}", "${B:-x}"]
     properties = node.get("properties")
     if isinstance(properties, dict):
         for key, prop in list(properties.items()):
@@ -70,5 +74,5 @@ def _allow_interpolation(node: Any) -> None:
                 continue
             wrapped: dict[str, Any] = {k: prop[k] for k in ("title", "description", "default")
                                        if k in prop}
-            wrapped["anyOf"] = [prop, {"$ref": "#/$defs/Interpolated"}]
+            wrapped["anyOf"] = [prop, interpolated]
             properties[key] = wrapped
