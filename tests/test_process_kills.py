@@ -48,8 +48,15 @@ class WorkerProcess:
     def died(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
 
+    def ready(self) -> bool:
+        """This start has connected (each start logs ``worker.consuming`` once it consumes)."""
+        return self.log.read_bytes().count(b"worker.consuming") >= self.starts
+
     def stop(self) -> int:
         assert self.proc is not None
+        # SIGTERM to a process still importing Python would meet the default handler: wait
+        # until this start consumes, as an operator's stop would come to a running worker
+        wait_for(lambda: self.ready() or self.died(), timeout=60, message="worker started")
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(30)
 

@@ -50,7 +50,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 def run_command(config_dir: Path, routes: str | None, sources: str | None, no_sources: bool,
                 workers: int, metrics_port: int | None) -> None:
     """Run all sources and routes of a config in one process until Ctrl-C / SIGTERM."""
-    with Bus.from_config_dir(config_dir) as bus, _stop_on_signals() as stop:
+    with _stop_on_signals() as stop, Bus.from_config_dir(config_dir) as bus:
         if metrics_port:
             bus.metrics.serve(metrics_port)
         mode = "embedded" if bus.transport.embedded else "rabbitmq"
@@ -71,7 +71,8 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
 @handle_errors
 def worker_command(config_dir: Path, routes: str | None, metrics_port: int | None) -> None:
     """Consume route queues (and archive broker dead letters) until SIGTERM."""
-    with Bus.from_config_dir(config_dir) as bus, _stop_on_signals() as stop:
+    # Signals first: a SIGTERM while the bus opens (broker, store migrations) stops it cleanly.
+    with _stop_on_signals() as stop, Bus.from_config_dir(config_dir) as bus:
         if metrics_port:
             bus.metrics.serve(metrics_port)
         bus.worker(_split(routes)).run(stop)
