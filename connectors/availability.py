@@ -25,16 +25,15 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
+from connectors.bus import BusSink, BusSinkConfig
 from integration_bus.connector import (
     ConnectorContext,
     ConnectorPlugin,
     Envelope,
     PermanentError,
-    Publisher,
     TransientError,
-    check_type,
 )
 
 __all__ = ["AvailabilityGate", "AvailabilityGateConfig", "StockShort", "plugin"]
@@ -46,25 +45,15 @@ class StockShort(PermanentError):
     """An order asks for more than is available to promise (a business dead letter)."""
 
 
-class AvailabilityGateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AvailabilityGateConfig(BusSinkConfig):
+    """``type`` and ``schema``: what an order that fits is published as (as the ``bus`` sink)."""
+
     location: str = Field(min_length=1, description="the location orders are fulfilled from")
-    type: str = Field(description="message type published for an order that fits, e.g. "
-                                  "order.accepted")
-    schema_: str | None = Field(None, alias="schema", description="schema name@version it follows")
     lines: str = Field("lines", description="payload field holding the order lines")
     sku: str = Field("sku", description="line field holding the SKU")
     quantity: str = Field("quantity", description="line field holding the ordered quantity")
     unknown: Literal["short", "pass"] = Field(
         "short", description="a SKU without a stock level: short (dead letter) or pass")
-
-    @field_validator("type")
-    @classmethod
-    def _valid_type(cls, value: str) -> str:
-        try:
-            return check_type(value)
-        except Exception as exc:
-            raise ValueError(str(exc)) from None
 
 
 class AvailabilityGate:
@@ -72,7 +61,7 @@ class AvailabilityGate:
         self.name = context.instance
         self._config = config
         self._context = context
-        self._publisher: Publisher | None = None  # opened in the thread that delivers
+        self._forward = BusSink(config, context)  # publishes the orders that fit
 
     def deliver(self, envelope: Envelope) -> None:
         (outcome,) = self.deliver_many([envelope])
@@ -98,7 +87,7 @@ class AvailabilityGate:
             error = TransientError(f"cannot read available to promise: {exc}", sink=self.name)
             return [outcome or error for outcome in outcomes]
         accepted: list[int] = []
-        newly: list[tuple[str, str | None]] = []
+        newly: dict[str, str | None] = {}  # acceptance key -> envelope id, decided now
         left = dict(atp)  # what later orders of this batch can still be promised
         try:
             before = self._context.seen.seen(
@@ -107,7 +96,7 @@ class AvailabilityGate:
                 key = _ACCEPTED + envelope.idempotency_key
                 if outcomes[index] is not None:
                     continue
-                if before.get(key) is not None or any(k == key for k, _ in newly):
+                if before.get(key) is not None or key in newly:
                     accepted.append(index)  # decided on an earlier attempt: publish again
                     continue
                 short = self._short_lines(lines, left)
@@ -117,31 +106,25 @@ class AvailabilityGate:
                 for sku, quantity in lines:
                     if left.get((sku, location)) is not None:
                         left[(sku, location)] -= quantity  # type: ignore[operator]
-                newly.append((key, envelope.id))
+                newly[key] = envelope.id
                 accepted.append(index)
             # Sticky before publishing: a retry (a lost confirm, a crash) publishes the same
             # acceptance again instead of checking stock that by then holds this order's own
             # reservation. The published copy has the same key: the next routes' ledger takes
             # a repeat as a duplicate. (Seen keys are purged with the journal's retention.)
             if newly:
-                self._context.seen.remember(newly)
+                self._context.seen.remember(list(newly.items()))
         except Exception as exc:  # the store failed: nothing is decided, all wait
             error = TransientError(f"cannot record the acceptance: {exc}", sink=self.name)
             return [outcome if outcome is not None else error for outcome in outcomes]
         if accepted:
-            if self._publisher is None:
-                self._publisher = self._context.open_publisher()
-            derived = [envelopes[i].derive(type=self._config.type, schema=self._config.schema_,
-                                           source=self.name) for i in accepted]
-            published = self._publisher.publish_many(derived)
+            published = self._forward.deliver_many([envelopes[i] for i in accepted])
             for index, failure in zip(accepted, published, strict=True):
                 outcomes[index] = failure
         return outcomes
 
     def close(self) -> None:
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            publisher.close()
+        self._forward.close()
 
     # -- helpers --------------------------------------------------------------------------------
     def _demand(self, envelope: Envelope) -> list[tuple[str, Decimal]]:

@@ -27,8 +27,17 @@ _STANDARD_TAG = "tag:yaml.org,2002:"
 Where = dict[tuple[str | int, ...], tuple[int, int]]
 
 
-def load_layout(path: Path) -> Layout:
-    """Read, validate and compile the layout at ``path``; raises LayoutError."""
+def load_layout(path: Path, *, field: str | None = None) -> Layout:
+    """Read, validate and compile the layout at ``path``; raises LayoutError (naming ``field``,
+    the config key that named the file, when given)."""
+    try:
+        return _load_layout(path)
+    except LayoutError as exc:
+        exc.with_context(field=field)
+        raise
+
+
+def _load_layout(path: Path) -> Layout:
     try:
         if path.stat().st_size > MAX_LAYOUT_BYTES:
             raise LayoutError(f"layout file is over {MAX_LAYOUT_BYTES} bytes", file=str(path))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.pos_file.config import PosFileSinkConfig
-from connectors.pos_file.errors import LayoutError, RenderError
+from connectors.pos_file.errors import RenderError
 from connectors.pos_file.layout_file import load_layout
 from connectors.pos_file.parser import Record
 from connectors.pos_file.render import render_bytes, with_trailer
@@ -47,10 +47,7 @@ class PosFileSink:
     def __init__(self, config: PosFileSinkConfig, context: ConnectorContext) -> None:
         self.name = context.instance
         self._config, self._context = config, context
-        try:
-            self._layout = load_layout(context.resolve(config.layout))
-        except LayoutError as exc:
-            raise exc.with_context(field="layout") from None
+        self._layout = load_layout(context.resolve(config.layout), field="layout")
         details = [n for n, r in self._layout.records.items() if r.spec.role == "detail"]
         if config.record is None and len(details) != 1:
             raise ConfigError(f"layout {self._layout.spec.name!r} has several detail records",

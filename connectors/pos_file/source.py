@@ -23,7 +23,7 @@ from typing import Any
 from connectors.pos_file.calendar import AlertKind, Calendar
 from connectors.pos_file.config import ExpectedFile, PosFileSourceConfig
 from connectors.pos_file.dispose import Claimed, Disposer
-from connectors.pos_file.errors import LayoutError, RefusedEntry
+from connectors.pos_file.errors import RefusedEntry
 from connectors.pos_file.inbox import Inbox, Listed, classify, list_inbox, matches, shown
 from connectors.pos_file.ingest import Ingestor, Outcome
 from connectors.pos_file.layout_file import load_layout
@@ -49,10 +49,7 @@ class PosFileSource:
                  checkpoint: Checkpoint = _no_checkpoint) -> None:
         self.name = context.instance
         self._config, self._context = config, context
-        try:
-            self._layout = load_layout(context.resolve(config.layout))
-        except LayoutError as exc:
-            raise exc.with_context(field="layout") from None
+        self._layout = load_layout(context.resolve(config.layout), field="layout")
         self._inboxes = [self._inbox(index, box.path, box.store)
                          for index, box in enumerate(config.inboxes)]
         self._names = re.compile(config.name_pattern)

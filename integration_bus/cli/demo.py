@@ -135,6 +135,7 @@ class DemoRun:
         self._order_ids = itertools.count(1)
         self._refund_ids = itertools.count(700_001)
         self._sent_orders: list[dict[str, Any]] = []
+        self._sender: Any = None  # the shop's webhook sender, made on first use
 
     @property
     def availability_url(self) -> str:
@@ -148,6 +149,7 @@ class DemoRun:
             stack.callback(self.erp.stop)
             self.shop.start()
             stack.callback(self.shop.stop)
+            stack.callback(lambda: self._sender is not None and self._sender.close())
             bus = stack.enter_context(Bus.from_config_dir(self.config_dir, environ=self.environ))
             self.bus = bus
             runner = threading.Thread(target=bus.run, args=(stop,), name="demo-bus", daemon=True)
@@ -234,11 +236,10 @@ class DemoRun:
 
         subscription = Subscription(url=f"http://127.0.0.1:{self.webhook_port}/webhooks/acme",
                                     platform="shopify", secret=SECRET.encode(), topic=topic)
-        sender = WebhookSender()
-        try:
-            attempts = sender.send(sender.delivery(subscription, payload, event_id=event))
-        finally:
-            sender.close()
+        if self._sender is None:  # one connection pool for the whole run
+            self._sender = WebhookSender()
+        sender = self._sender
+        attempts = sender.send(sender.delivery(subscription, payload, event_id=event))
         ok = bool(attempts) and attempts[-1].status is not None and \
             200 <= attempts[-1].status < 300
         self.counts.add(webhooks_ok=int(ok), webhooks_failed=int(not ok))
@@ -344,8 +345,9 @@ class DemoRun:
         summary = demo_summary(bus, elapsed)
         routes = {row["route"]: row for row in summary["routes"]}
         counts = self.counts.as_dict()
+        letters = bus.store.dead_letters()
         groups: dict[str, int] = {}
-        for letter in bus.store.dead_letters():
+        for letter in letters:
             key = f"{letter['route'] or '(source)'}: {letter['error_type']}"
             groups[key] = groups.get(key, 0) + 1
         erp = self.erp.state
@@ -353,8 +355,7 @@ class DemoRun:
         store_files = sorted(p for p in out_dir.rglob("STOCK_*.CSV")) if out_dir.exists() else []
         reconciled = self.reconcile()
         summary_endpoint = self.availability_endpoint()
-        refused = [letter for letter in bus.store.dead_letters()
-                   if letter["route"] == "order_availability"]
+        refused = [letter for letter in letters if letter["route"] == "order_availability"]
         refused_lines = sum(len((letter["envelope"].get("payload") or {}).get("lines") or [])
                             for letter in refused)
         accepted = counts["orders_sent"] - len(refused)
