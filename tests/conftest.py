@@ -12,6 +12,7 @@ import subprocess
 import textwrap
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,9 +60,9 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture
-def rabbitmq_url() -> Iterator[str]:
-    """A fresh vhost on the shared broker, deleted afterwards."""
+@contextmanager
+def fresh_vhost() -> Iterator[str]:
+    """A fresh vhost on the shared broker (its URL), deleted afterwards."""
     _require("RabbitMQ", RABBIT_HOST, RABBIT_PORT)
     vhost = f"bus-test-{uuid.uuid4().hex[:10]}"
     _rabbitmqctl("add_vhost", vhost)
@@ -70,6 +71,20 @@ def rabbitmq_url() -> Iterator[str]:
         yield f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/{vhost}"
     finally:
         _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """A fresh vhost for one test."""
+    with fresh_vhost() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_rabbitmq_url() -> Iterator[str]:
+    """A fresh vhost shared by one test module (one bus start instead of one per test)."""
+    with fresh_vhost() as url:
+        yield url
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ shop playing the marketplace and the web shop, the fake ERP, a WMS share in a te
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -34,7 +33,6 @@ from integration_bus.mapping import load_mappings
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
 from integration_bus.settings.yamlsource import load_yaml
-from tests.conftest import RABBIT_HOST, RABBIT_PORT, _rabbitmqctl, _require
 from tests.rest_shop.support import wait_listening
 from tests.support.probe import registry_with, running, wait_for
 from tests.support.services import free_port
@@ -148,19 +146,6 @@ def test_editors_accept_the_example_files(path: Path, schema: str,
 
 # -- end to end on RabbitMQ ------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def broker_url() -> Iterator[str]:
-    """One fresh vhost for this module's runs: each example has its own route names and types."""
-    _require("RabbitMQ", RABBIT_HOST, RABBIT_PORT)
-    vhost = f"bus-test-{uuid.uuid4().hex[:10]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    try:
-        yield f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/{vhost}"
-    finally:
-        _rabbitmqctl("delete_vhost", vhost)
-
-
 @contextmanager
 def example_bus(system: str, environ: dict[str, str]) -> Iterator[Bus]:
     """The example's own bus.yaml, running (sources, one worker, relay) until the block ends."""
@@ -190,7 +175,7 @@ def jsonl_payloads(path: Path) -> list[Any]:
 
 @pytest.mark.rabbitmq
 def test_marketplace_orders_are_polled_into_canonical_orders_and_stock_goes_back(
-        tmp_path: Path, broker_url: str) -> None:
+        tmp_path: Path, module_rabbitmq_url: str) -> None:
     # Given the marketplace (the fake shop's WooCommerce order API) with a paid order and,
     # updated before it, one still waiting for payment
     state = ShopState(token=SECRETS["marketplace"]["MARKETPLACE_API_TOKEN"])
@@ -203,7 +188,7 @@ def test_marketplace_orders_are_polled_into_canonical_orders_and_stock_goes_back
     state.orders.update({pending.id: pending, paid.id: paid})
     with AppServer(build_shop_app(state)) as server:
         environ = {**SECRETS["marketplace"], **_local_paths(tmp_path),
-                   "BUS_BROKER_URL": broker_url, "MARKETPLACE_URL": server.url}
+                   "BUS_BROKER_URL": module_rabbitmq_url, "MARKETPLACE_URL": server.url}
         log = tmp_path / "marketplace-orders.jsonl"
         with example_bus("marketplace", environ) as bus:
             # When the bus polls it: then the paid order arrives as one canonical order
@@ -239,7 +224,7 @@ def test_marketplace_orders_are_polled_into_canonical_orders_and_stock_goes_back
 
 @pytest.mark.rabbitmq
 def test_a_wms_export_becomes_canonical_adjustments_erp_postings_and_pick_lists_go_out(
-        tmp_path: Path, broker_url: str) -> None:
+        tmp_path: Path, module_rabbitmq_url: str) -> None:
     # Given the ERP (plant 2001 / storage location 0100 is WH-01) with stock to lose, and the
     # WMS's export with its marker in the inbox share
     erp_state = ErpState()
@@ -251,7 +236,7 @@ def test_a_wms_export_becomes_canonical_adjustments_erp_postings_and_pick_lists_
     shutil.copyfile(sample, inbox / sample.name)
     (inbox / f"{sample.name}.ok").touch()
     with ErpServer(erp_state, basic=("bus", "erp-example-pw")) as erp:
-        environ = {**SECRETS["warehouse"], **paths, "BUS_BROKER_URL": broker_url,
+        environ = {**SECRETS["warehouse"], **paths, "BUS_BROKER_URL": module_rabbitmq_url,
                    "ERP_URL": erp.url}
         log = tmp_path / "warehouse-adjustments.jsonl"
         with example_bus("warehouse", environ) as bus:
@@ -287,14 +272,15 @@ def test_a_wms_export_becomes_canonical_adjustments_erp_postings_and_pick_lists_
 
 @pytest.mark.rabbitmq
 def test_a_signed_carrier_pickup_becomes_a_shop_fulfilment(tmp_path: Path,
-                                                           broker_url: str) -> None:
+                                                           module_rabbitmq_url: str) -> None:
     # Given the web shop with an order, and the carrier's webhook subscription (signed)
     state = ShopState(token=SECRETS["carrier"]["SHOP_API_TOKEN"])
     (order,) = state.add_orders(1)
     port = free_port()
     with AppServer(build_shop_app(state)) as shop:
-        environ = {**SECRETS["carrier"], **_local_paths(tmp_path), "BUS_BROKER_URL": broker_url,
-                   "SHOP_URL": shop.url, "CARRIER_HOOKS_PORT": str(port)}
+        environ = {**SECRETS["carrier"], **_local_paths(tmp_path),
+                   "BUS_BROKER_URL": module_rabbitmq_url, "SHOP_URL": shop.url,
+                   "CARRIER_HOOKS_PORT": str(port)}
         fixture = MAPPINGS / "carrier" / "fixtures" / "tracking_picked_up.json"
         picked_up = {**orjson.loads(fixture.read_bytes()), "reference": f"shopify-{order.id}"}
         in_transit = {**picked_up, "id": "evt_in_transit", "event": "in_transit",

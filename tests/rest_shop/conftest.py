@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,6 @@ from connectors.rest_shop.fakeshop import AppServer, ShopState, Subscription, We
 from connectors.rest_shop.fakeshop.api import build_shop_app
 from integration_bus.connector import Envelope
 from integration_bus.runtime import Bus
-from tests.conftest import RABBIT_HOST, RABBIT_PORT, _rabbitmqctl, _require
 from tests.rest_shop.support import (
     SECRETS,
     ConfirmLog,
@@ -55,19 +53,6 @@ class Hooks:
                             (secret or default).encode(),
                             topic=topic or ("orders/create" if platform == "shopify"
                                             else "order.created"), id=sub_id)
-
-
-@pytest.fixture(scope="module")
-def module_rabbitmq_url() -> Iterator[str]:
-    """A fresh vhost shared by one test module (one bus start instead of one per test)."""
-    _require("RabbitMQ", RABBIT_HOST, RABBIT_PORT)
-    vhost = f"bus-test-{uuid.uuid4().hex[:10]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    try:
-        yield f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/{vhost}"
-    finally:
-        _rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture(scope="module")
