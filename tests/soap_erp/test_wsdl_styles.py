@@ -190,3 +190,29 @@ def test_rpc_paths_resolve_through_element_parts(tmp_path: Path, field: str,
         assert caught.value.context["field"] == "document_number.field"
     finally:
         bus.close()
+
+
+@pytest.mark.parametrize(("poll", "field", "problem"), [
+    ("position: Sequense", "poll.position", "Change (Change) in the response of "
+                                            "GetStockChanges has no element 'Sequense'"),
+    ("items: Changes", "poll.items", "the response of GetStockChanges has no parameter "
+                                     "'Changes'"),
+    ("cursor_param: Since", "poll.cursor_param", "no parameter 'Since'"),
+])
+def test_a_poll_s_paths_are_resolved_too(tmp_path: Path, erp: ErpServer, poll: str,
+                                         field: str, problem: str) -> None:
+    sources = f"""
+  stock:
+    connector: soap_erp
+    wsdl: config/erp/erp.wsdl
+    service: ErpService
+    port: StockPort
+    address: "{erp.url}"
+    poll: {{operation: GetStockChanges, {poll}}}"""
+    bus = open_bus(write_config(tmp_path, "", sources=sources))
+    try:
+        with pytest.raises(ConfigError) as caught:
+            bus.source("stock")
+    finally:
+        bus.close()
+    assert problem in caught.value.message and caught.value.context["field"] == field
