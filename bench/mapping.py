@@ -5,7 +5,7 @@ lookup and casts. Both sides take an envelope and return the derived output enve
 same payload and envelope facts (checked before timing). The two are timed in alternating short
 rounds, chunk by chunk (best round per chunk), so a noisy neighbour slows both rather than one.
 Also measured: the same reshaping in jsonata-python, and the validate step (jsonschema alone vs
-the compiled fastjsonschema hot path).
+the compiled jsonschema-rs hot path).
 
     python bench/mapping.py [--quick] [--records N]
 
@@ -214,7 +214,7 @@ def main() -> int:
     compiled_rate = rate(schema.validate, outputs)
     print(f"validate, jsonschema    {detailed_rate:12,.0f} documents/s")
     print(f"validate, compiled      {compiled_rate:12,.0f} documents/s "
-          f"(fastjsonschema hot path, {compiled_rate / detailed_rate:.1f}x)")
+          f"(jsonschema-rs hot path, {compiled_rate / detailed_rate:.1f}x)")
     print(f"RESULT ratio={ratio:.2f} rate={engine_rate:.0f}")
     return 0
 

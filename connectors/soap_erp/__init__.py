@@ -1,7 +1,8 @@
 """``soap_erp``: an ERP over SOAP — idempotent postings, honest fault handling, hardened XML.
 
 Sink: calls one operation of a WSDL shipped with the config (document/literal wrapped,
-rpc/literal, SOAP 1.1 and 1.2, imported XSDs, several services and ports); an external document
+rpc/literal, SOAP 1.1 and 1.2, imported XSDs, several services and ports; rpc/encoded
+operations refused by name); an external document
 number derived from the idempotency key in every posting; a lookup by that number before any
 resend; a circuit breaker per endpoint; a fault classification table; optional request/reply.
 

@@ -33,6 +33,7 @@ from zeep.wsse.username import UsernameToken
 
 from connectors.soap_erp.breaker import CircuitBreaker
 from connectors.soap_erp.config import EndpointConfig
+from connectors.soap_erp.elements import unknown_parameter_hint
 from connectors.soap_erp.faults import (
     SOAP11_ENV,
     SOAP12_ENV,
@@ -44,7 +45,7 @@ from connectors.soap_erp.faults import (
 from connectors.soap_erp.http_transport import http_client, post
 from connectors.soap_erp.metrics import SoapMetrics
 from connectors.soap_erp.payload import to_plain
-from connectors.soap_erp.wsdl import LocalFiles, zeep_settings
+from connectors.soap_erp.wsdl import LocalFiles, check_literal, zeep_settings
 from connectors.soap_erp.xmlsafe import SafeXml, XmlMalformedError, XmlSecurityError, excerpt
 from integration_bus.connector import BusError, ConfigError, PermanentError, did_you_mean
 
@@ -124,6 +125,7 @@ class SoapClient:
         if name not in ops:
             raise ConfigError(f"operation {name!r} is not offered by port {self.port}",
                               field=field, hint=did_you_mean(name, ops))
+        check_literal(self._zeep.wsdl, self._binding, name, port=self.port, field=field)
         op = ops[name]
         return Operation(name, op.soapaction, "12" in type(self._binding).__name__,
                          _children(op.input), _children(op.output), op)
@@ -172,7 +174,8 @@ class SoapClient:
             field = text.split("'")[1] if "unexpected keyword argument '" in text else None
             raise PermanentError(f"{op.name}: the request does not fit the WSDL: "
                                  f"{text.split('. Signature')[0]}", field=field,
-                                 **context) from None
+                                 hint=unknown_parameter_hint(op.binding_op.input, field)
+                                 if field else None, **context) from None
         except zeep.exceptions.ValidationError as exc:
             path = ".".join(str(p) for p in (exc.path or []))
             raise PermanentError(f"{op.name}: the request does not fit the WSDL: {exc.message}",

@@ -14,7 +14,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from integration_bus.connector import BusError, Millis, check_type
+from integration_bus.connector import BusError, Millis, check_type, did_you_mean
 
 __all__ = [
     "BasicAuthConfig",
@@ -32,6 +32,7 @@ __all__ = [
     "Timeouts",
     "TlsConfig",
     "WsSecurityConfig",
+    "resolve_qname",
 ]
 
 _PATH = r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$"  # a dotted path into a request / response
@@ -86,19 +87,48 @@ class BreakerConfig(_Model):
     open_for: Millis = Field(30_000, description="how long it stays open before one probe")
 
 
-class FaultRule(_Model):
-    """Matches a SOAP fault: every given part must match (regular expressions)."""
+_QNAME = re.compile(r"^(?:\{(?P<ns>[^{}]*)\}|(?P<prefix>[A-Za-z_][\w.-]*):)?"
+                    r"(?P<local>[A-Za-z_][\w.-]*)$")
 
-    code: str | None = Field(None, description="full match against the fault code or a 1.2 "
-                                               "subcode (local names, e.g. 'Server.Deficit')")
-    string: str | None = Field(None, description="search in faultstring / Reason text")
-    detail: str | None = Field(None, description="search in the detail's text")
+
+def resolve_qname(text: str, namespaces: dict[str, str]) -> tuple[str | None, str]:
+    """``{namespace}local`` or ``prefix:local`` (prefix from ``namespaces``) as (namespace,
+    local); ``{}local`` is a code without namespace. Raises ValueError saying what to write."""
+    match = _QNAME.match(text)
+    if match is None or (match["ns"] is None and match["prefix"] is None):
+        raise ValueError(f"{text!r} is not a qualified name: write '{{namespace}}local' or "
+                         "'prefix:local' with the prefix declared in faults.namespaces "
+                         "('{}local' for a code without namespace)")
+    if match["prefix"] is not None:
+        namespace = namespaces.get(match["prefix"])
+        if namespace is None:
+            near = did_you_mean(match["prefix"], namespaces)
+            raise ValueError(f"prefix {match['prefix']!r} of {text!r} is not declared in "
+                             "faults.namespaces" + (f" ({near})" if near else ""))
+        return namespace, match["local"]
+    return match["ns"] or None, match["local"]
+
+
+class FaultRule(_Model):
+    """Matches a SOAP fault: every given part must match."""
+
+    qname: str | None = Field(None, description="the fault code or a 1.2 subcode is exactly "
+                                                "this QName: '{namespace}local' or "
+                                                "'prefix:local' (prefix declared in "
+                                                "faults.namespaces)")
+    code: str | None = Field(None, description="regular expression, full match against the "
+                                               "fault code or a 1.2 subcode (local names, "
+                                               "e.g. 'Server.Deficit')")
+    string: str | None = Field(None, description="regular expression searched in faultstring "
+                                                 "/ Reason text")
+    detail: str | None = Field(None, description="regular expression searched in the "
+                                                 "detail's text")
 
     @model_validator(mode="after")
     def _usable(self) -> FaultRule:
         given = [p for p in (self.code, self.string, self.detail) if p is not None]
-        if not given:
-            raise ValueError("a fault rule needs at least one of code, string, detail")
+        if not given and self.qname is None:
+            raise ValueError("a fault rule needs at least one of qname, code, string, detail")
         for pattern in given:
             try:
                 re.compile(pattern)
@@ -110,12 +140,23 @@ class FaultRule(_Model):
 class FaultRules(_Model):
     """Site-specific rows of the fault table (see ``faults``)."""
 
+    namespaces: dict[str, str] = Field(
+        default_factory=dict, description="prefixes for the rules' qnames (prefix: namespace "
+                                          "URI); a fault's own prefixes are resolved in the "
+                                          "fault, so they need not match these")
     business: list[FaultRule] = Field(
         default_factory=list, description="Server/Receiver faults that are business errors: "
                                           "dead-lettered at once, never retried")
     transient: list[FaultRule] = Field(
         default_factory=list, description="faults to retry whatever their code (e.g. a "
                                           "record lock reported as a Client fault)")
+
+    @model_validator(mode="after")
+    def _qnames_resolve(self) -> FaultRules:
+        for rule in (*self.business, *self.transient):
+            if rule.qname is not None:
+                resolve_qname(rule.qname, self.namespaces)
+        return self
 
 
 class StockQueryConfig(_Model):

@@ -38,6 +38,7 @@ from typing import Any
 from connectors.soap_erp.breaker import CircuitBreaker
 from connectors.soap_erp.client import Operation, SoapClient
 from connectors.soap_erp.config import DocumentNumberConfig, SoapErpSinkConfig
+from connectors.soap_erp.elements import check_path
 from connectors.soap_erp.faults import ErpUnavailable
 from connectors.soap_erp.metrics import SoapMetrics
 from connectors.soap_erp.payload import get_path, set_path
@@ -119,14 +120,14 @@ class SoapErpSink:
         cfg = self._config
         checks = []
         if cfg.document_number is not None:
-            checks.append((self._op, cfg.document_number.field, "document_number.field"))
+            checks.append((self._op, cfg.document_number.field, "document_number.field", True))
         if cfg.lookup is not None and self._lookup_op is not None:
-            checks.append((self._lookup_op, cfg.lookup.reference, "lookup.reference"))
-        for op, path, field in checks:
-            head = path.split(".", 1)[0]
-            if head not in op.inputs:
-                raise ConfigError(f"operation {op.name} has no parameter {head!r}",
-                                  field=field, hint=f"parameters: {', '.join(op.inputs)}")
+            checks.append((self._lookup_op, cfg.lookup.reference, "lookup.reference", True))
+            checks.append((self._lookup_op, cfg.lookup.found, "lookup.found", False))
+        for op, path, field, request in checks:  # to the leaf, against the WSDL's types
+            check_path(op.binding_op.input if request else op.binding_op.output, path,
+                       operation=op.name, field=field,
+                       direction="request" if request else "response")
 
     # -- one envelope ------------------------------------------------------------------------
     def _request(self, envelope: Envelope) -> tuple[Any, str | None, dict[str, Any]]:

@@ -28,7 +28,8 @@ from typing import Any
 
 from connectors.soap_erp.breaker import CircuitBreaker
 from connectors.soap_erp.client import SoapClient
-from connectors.soap_erp.config import SoapErpSourceConfig
+from connectors.soap_erp.config import PollConfig, SoapErpSourceConfig
+from connectors.soap_erp.elements import check_path
 from connectors.soap_erp.metrics import SoapMetrics
 from connectors.soap_erp.payload import get_path, set_path
 from connectors.soap_erp.stock import ErpStockReader
@@ -72,17 +73,28 @@ class SoapPoller:
             raise
         try:
             self._op = self._client.operation(config.poll.operation, field="poll.operation")
-            for path, field in ((config.poll.cursor_param, "poll.cursor_param"),
-                                (config.poll.page_size_param, "poll.page_size_param")):
-                if path is not None and path.split(".", 1)[0] not in self._op.inputs:
-                    raise ConfigError(f"operation {self._op.name} has no parameter {path!r}",
-                                      field=field, hint=f"parameters: "
-                                                        f"{', '.join(self._op.inputs)}")
+            self._check_paths(config.poll)
         except ConfigError as exc:
             self._client.close()
             exc.with_context(source=self.name)
             raise
         self._stock = ErpStockReader(self._client, config.stock, context)
+
+    def _check_paths(self, poll: PollConfig) -> None:
+        """Every path of ``poll`` resolves in the operation's types, to the leaf."""
+        op = self._op
+        for path, field in ((poll.cursor_param, "poll.cursor_param"),
+                            (poll.page_size_param, "poll.page_size_param")):
+            if path is not None:
+                check_path(op.binding_op.input, path, operation=op.name, field=field)
+        if poll.more is not None:
+            check_path(op.binding_op.output, poll.more, operation=op.name, field="poll.more",
+                       direction="response")
+        item = check_path(op.binding_op.output, poll.items, operation=op.name,
+                          field="poll.items", direction="response")
+        if item is not None:
+            check_path(op.binding_op.output, poll.position, operation=op.name,
+                       field="poll.position", direction="response", within=item)
 
     @property
     def breaker(self) -> CircuitBreaker:

@@ -1,32 +1,32 @@
 """JSON Schemas by reference (``name@N`` -> ``schemas/**/name.vN.json``) and the validate step.
 
-Each schema is checked with jsonschema when loaded (a broken schema is a ConfigError naming its
-file). At run time a compiled fastjsonschema validator answers the common "valid" case fast; only
-when it rejects a document does jsonschema (with format checking) run, to produce the detailed
-message with the failing field. When the two disagree jsonschema wins. Schemas must be
-self-contained: ``$ref`` may point inside the same file only (no network, no file lookups).
+Each schema is checked against its draft's meta-schema when loaded; a broken schema, an unknown
+``$schema`` or a ``$ref`` leaving the file is a ConfigError naming it (see :mod:`.drafts`). At run
+time the compiled validator (jsonschema-rs, the schema's own draft, formats asserted) decides;
+only when it rejects a document does jsonschema (same draft, format checking) run, to word the
+message with the failing field. The compiled validator has the last word: should jsonschema find
+nothing wrong, the compiled validator's own message is used. Schemas are self-contained (no
+network, no file lookups).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
-import jsonschema  # type: ignore[import-untyped]
-from jsonschema.exceptions import SchemaError, best_match  # type: ignore[import-untyped]
-from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+import referencing.exceptions
+from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
 
 from integration_bus.errors import ConfigError, MappingError
 from integration_bus.mapping.conform import Conformer, Plan, plan_for
+from integration_bus.mapping.drafts import Draft, Validators, compile_schema
 from integration_bus.mapping.shapes import Shape, from_schema
 from integration_bus.mapping.suggest import did_you_mean
 
-__all__ = ["SCHEMA_REF", "LoadedSchema", "SchemaStore"]
+__all__ = ["SCHEMA_REF", "LoadedSchema", "SchemaStore", "load_schema"]
 
 SCHEMA_REF = re.compile(r"^([a-z0-9_][a-z0-9_.-]*)@([0-9]+)$")
 _MAX_SCHEMA_BYTES = 2 * 1024 * 1024
@@ -41,8 +41,13 @@ class LoadedSchema:
     schema: dict[str, Any]
     plan: Plan
     shape: Shape
-    detailed: jsonschema.protocols.Validator
-    fast: Callable[[Any], Any] | None
+    validators: Validators
+    compiled: bool = True
+
+    @property
+    def draft(self) -> Draft:
+        """The JSON Schema draft the schema is read in (``$schema``; default 2020-12)."""
+        return self.validators.draft
 
     @property
     def conform(self) -> Conformer:
@@ -52,26 +57,51 @@ class LoadedSchema:
     def validate(self, document: Any) -> None:
         """Raise MappingError (field = JSON path of the first problem) if ``document`` is
         invalid."""
-        if self.fast is not None:
-            try:
-                self.fast(document)
-                return
-            except fastjsonschema.JsonSchemaException:
-                pass
-        error = best_match(self.detailed.iter_errors(document))
-        if error is None:
+        if not self.compiled:
+            self._raise_detailed(document, decided=False)
             return
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        raise MappingError(f"does not match schema {self.ref}: {error.message}",
-                           field=field.lstrip(".") or "(document)", schema=self.ref,
-                           hint="schema rule: " +
-                                "/".join(str(p) for p in error.absolute_schema_path))
+        try:
+            if self.validators.compiled.is_valid(document):
+                return
+        except ValueError:  # a Python value JSON has no word for (an int key): jsonschema says
+            self._raise_detailed(document, decided=False)
+            return
+        self._raise_detailed(document, decided=True)
 
     def validate_detailed(self, document: Any) -> None:
         """Validate with jsonschema only (used by the benchmark and tests to compare)."""
-        error = best_match(self.detailed.iter_errors(document))
+        self._raise_detailed(document, decided=False)
+
+    def _raise_detailed(self, document: Any, *, decided: bool) -> None:
+        """Raise jsonschema's best error; with ``decided`` (the compiled validator rejected the
+        document) raise the compiled validator's own error when jsonschema finds none."""
+        try:
+            error = best_match(self.validators.detailed.iter_errors(document))
+        except (referencing.exceptions.Unresolvable, re.error):  # an ECMA-only pattern
+            error = None
         if error is not None:
-            raise MappingError(f"does not match schema {self.ref}: {error.message}")
+            path, rule, message = (list(error.absolute_path), list(error.absolute_schema_path),
+                                   error.message)
+        elif decided:
+            first = next(iter(self.validators.compiled.iter_errors(document)), None)
+            if first is None:
+                return
+            path, rule, message = list(first.instance_path), list(first.schema_path), \
+                first.message
+        else:
+            return
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+        raise MappingError(f"does not match schema {self.ref}: {message}",
+                           field=field.lstrip(".") or "(document)", schema=self.ref,
+                           hint="schema rule: " + "/".join(str(p) for p in rule))
+
+
+def load_schema(schema: dict[str, Any], *, ref: str = "(inline)", file: str = "(inline)",
+                compiled: bool = True) -> LoadedSchema:
+    """A schema given as data, checked and compiled as a schema file is. Raises ConfigError."""
+    validators = compile_schema(schema, file=file)
+    return LoadedSchema(ref, file, schema, plan_for(schema), from_schema(schema), validators,
+                        compiled)
 
 
 class SchemaStore:
@@ -132,34 +162,4 @@ class SchemaStore:
                               column=exc.colno) from exc
         if not isinstance(schema, dict):
             raise ConfigError("a schema must be a JSON object", file=file)
-        _refuse_remote_refs(schema, file)
-        cls = validator_for(schema)
-        try:
-            cls.check_schema(schema)
-        except SchemaError as exc:
-            where = "/".join(str(p) for p in exc.absolute_path)
-            raise ConfigError(f"invalid JSON Schema: {exc.message}", file=file,
-                              field=where or None) from exc
-        detailed = cls(schema, format_checker=cls.FORMAT_CHECKER)
-        fast = None
-        if self.compiled:
-            try:
-                fast = fastjsonschema.compile(schema, use_default=False, use_formats=True)
-            except (fastjsonschema.JsonSchemaDefinitionException, ValueError, TypeError):
-                fast = None  # a draft or keyword fastjsonschema lacks: jsonschema alone is used
-        return LoadedSchema(ref, file, schema, plan_for(schema), from_schema(schema),
-                            detailed, fast)
-
-
-def _refuse_remote_refs(schema: Any, file: str) -> None:
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and not ref.startswith("#"):
-                raise ConfigError(f"$ref {ref!r} points outside this schema", file=file,
-                                  hint="copy the definition into $defs; schemas are self-contained")
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+        return load_schema(schema, ref=ref, file=file, compiled=self.compiled)

@@ -15,6 +15,8 @@ decides what happens instead of (or around) the normal answer:
                         ``Deficit`` / ``M7-021``): a business rule refused the posting
 ``drop``                close the connection without doing anything
 ``drop_after_commit``   do the work (commit), then close the connection without an answer
+``canned``              answer ``status`` (default 500) with ``body``, a SOAP envelope given
+                        verbatim (a fault as some other SOAP stack writes it)
 ``hostile``             answer 200 with a hostile body: ``payload`` is one of ``xxe_file``,
                         ``xxe_network``, ``billion_laughs``, ``doctype``, ``huge`` (50 MB,
                         chunked), ``huge_declared`` (Content-Length 50 MB), ``deep``
@@ -44,7 +46,7 @@ from integration_bus.connector import Millis
 __all__ = ["FaultPlan", "Injection", "Mode", "Payload"]
 
 Mode = Literal["slow", "timeout", "http_500", "html", "server_fault", "client_fault",
-               "business_fault", "drop", "drop_after_commit", "hostile"]
+               "business_fault", "drop", "drop_after_commit", "hostile", "canned"]
 Payload = Literal["xxe_file", "xxe_network", "billion_laughs", "doctype", "huge",
                   "huge_declared", "deep", "gzip_bomb"]
 
@@ -64,6 +66,8 @@ class Injection(BaseModel):
     code: str = "M7-021"
     string: str = "Deficit of SL Unrestricted-use"
     payload: Payload | None = None
+    body: str | None = Field(None, description="canned: the SOAP envelope answered verbatim")
+    status: int = Field(500, ge=200, le=599, description="canned: the HTTP status")
     target: str | None = Field(None, description="xxe_file: a path; xxe_network: a URL")
 
 

@@ -216,6 +216,9 @@ class ErpService:
         if rule.mode == "business_fault":
             return self._fault(request.env, ErpFault("server", rule.string, code=rule.code,
                                                      subcode=rule.subcode))
+        if rule.mode == "canned":
+            return Reply(status=rule.status, body=(rule.body or "").encode(),
+                         content_type=self._content_type(request.env))
         assert rule.mode == "hostile" and rule.payload is not None
         return Reply(body=hostile_body(rule.payload, rule.target),
                      declared_length=HUGE_BYTES if rule.payload == "huge_declared" else None,
