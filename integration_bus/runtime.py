@@ -59,8 +59,11 @@ class Bus:
 
     def __init__(self, config: Config, *, registry: Registry,
                  pipelines: Mapping[str, Pipeline] | None = None,
-                 embedded: EmbeddedBroker | None = None) -> None:
+                 embedded: EmbeddedBroker | None = None, migrate: bool = True) -> None:
+        """``migrate``: bring the store's schema to head when it is first used; False: require
+        it at head already (read-only commands; ConfigError naming ``bus db upgrade``)."""
         self.config = config
+        self.migrate = migrate
         self.registry = registry
         self.metrics = Metrics()
         self.topology = _topology(config)
@@ -71,9 +74,10 @@ class Bus:
 
     @classmethod
     def from_config_dir(cls, config_dir: Path, *, environ: Mapping[str, str] | None = None,
-                        registry: Registry | None = None) -> Bus:
+                        registry: Registry | None = None, migrate: bool = True) -> Bus:
         registry = registry or Registry.from_entry_points()
-        return cls(load_config(config_dir, registry, environ), registry=registry)
+        return cls(load_config(config_dir, registry, environ), registry=registry,
+                   migrate=migrate)
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -81,7 +85,7 @@ class Bus:
         if self._store is None:
             settings = self.config.settings.store
             self._store = Store.open(settings.url, root=self.config.root,
-                                     pool_size=settings.pool_size)
+                                     pool_size=settings.pool_size, migrate=self.migrate)
         return self._store
 
     @property
@@ -93,7 +97,8 @@ class Bus:
             include_in_transit=settings.include_in_transit))
 
     def open(self) -> Bus:
-        """Migrate the store and declare the topology (both idempotent)."""
+        """Open the store (migrated unless ``migrate`` is False) and declare the topology
+        (both idempotent)."""
         self.pipelines()
         _ = self.store
         self.transport.declare(self.topology)

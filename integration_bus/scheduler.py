@@ -47,14 +47,17 @@ class Scheduler:
 
 
 def make_scheduler(config_dir: Path, *, environ: Mapping[str, str] | None = None,
-                   registry: Registry | None = None) -> Scheduler:
+                   registry: Registry | None = None, migrate: bool = False) -> Scheduler:
+    """``migrate``: bring the store to the newest revision (always in embedded mode); else it
+    must be there already."""
     registry = registry or Registry.from_entry_points()
     config = load_config(config_dir, registry, environ)
+    migrate = migrate or config.settings.broker.url is None
     buses: dict[str, Bus] = {}  # one Bus per worker process, opened on first use
 
     def bus() -> Bus:
         if "bus" not in buses:
-            buses["bus"] = Bus(config, registry=registry).open()
+            buses["bus"] = Bus(config, registry=registry, migrate=migrate).open()
         return buses["bus"]
 
     app = Celery("integration_bus", broker=config.settings.broker.url or "memory://",

@@ -44,6 +44,9 @@ def test_send_trace_and_status_on_rabbitmq(tmp_path: Path, rabbitmq_url: str) ->
     envelope_id = out.split()[0]
     assert out.strip().endswith("published and confirmed")
     code, out = invoke("status", "--config-dir", config_dir, "--json")
+    assert code == 2 and "bus db upgrade" in out  # read-only commands never migrate
+    assert invoke("db", "upgrade", "--config-dir", config_dir)[0] == 0
+    code, out = invoke("status", "--config-dir", config_dir, "--json")
     assert code == 0, out
     (row,) = json.loads(out)["routes"]
     assert row["route"] == "orders" and row["queued"] == 1 and row["received"] == 0
@@ -79,6 +82,10 @@ def test_send_in_embedded_mode_goes_through_the_outbox(tmp_path: Path) -> None:
     code, out = invoke("send", "--config-dir", config_dir, "--type", "refund.created", "-",
                        input="{}")
     assert code == 1 and "no route takes message type 'refund.created'" in out
+    code, out = invoke("send", "--config-dir", config_dir, "--type", "order.created", "-",
+                       input='{"n": 1}')
+    assert code == 2 and "bus db upgrade" in out  # no store yet: `bus run` makes it
+    assert invoke("db", "upgrade", "--config-dir", config_dir)[0] == 0
     code, out = invoke("send", "--config-dir", config_dir, "--type", "order.created", "-",
                        input='{"n": 1}')
     assert code == 0 and "queued in the outbox" in out

@@ -83,7 +83,7 @@ def with_console(func: F) -> F:
     @config_dir_option
     @functools.wraps(func)
     def wrapper(config_dir: Path, actor: str | None, **kwargs: Any) -> Any:
-        with Bus.from_config_dir(config_dir) as bus:
+        with Bus.from_config_dir(config_dir, migrate=False) as bus:
             return func(DeadLetterConsole(bus, actor=actor), **kwargs)
     return handle_errors(wrapper)  # type: ignore[return-value]
 

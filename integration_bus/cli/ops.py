@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -44,7 +45,9 @@ def send_command(config_dir: Path, message_type: str, idempotency_key: str | Non
         raise EnvelopeError(f"not JSON: {exc}", file=getattr(file, "name", "-")) from exc
     envelope = Envelope.create(message_type, payload, source="cli",
                                idempotency_key=idempotency_key)
-    with Bus.from_config_dir(config_dir) as bus:
+    # Only what the command needs: the store in embedded mode (never migrated here), the
+    # broker's topology otherwise.
+    with contextlib.closing(Bus.from_config_dir(config_dir, migrate=False)) as bus:
         if bus.transport.embedded:
             if not bus.topology.routes_for(message_type):
                 raise UnroutableError(f"no route takes message type {message_type!r}",
@@ -55,6 +58,7 @@ def send_command(config_dir: Path, message_type: str, idempotency_key: str | Non
             click.echo(f"{envelope.id} queued in the outbox (embedded mode: a running "
                        "`bus run` publishes it)")
             return
+        bus.transport.declare(bus.topology)
         publisher = bus.publisher()
         try:
             publisher.publish(envelope)
@@ -69,7 +73,7 @@ def send_command(config_dir: Path, message_type: str, idempotency_key: str | Non
 @handle_errors
 def status_command(config_dir: Path, as_json: bool) -> None:
     """Per route: queue depth, consumers, in retry, dead letters, journal counts."""
-    with Bus.from_config_dir(config_dir) as bus:
+    with Bus.from_config_dir(config_dir, migrate=False) as bus:
         rows = route_rows(bus)
         mode = "embedded" if bus.transport.embedded else "rabbitmq"
     if as_json:
@@ -88,7 +92,7 @@ def status_command(config_dir: Path, as_json: bool) -> None:
 @handle_errors
 def trace_command(config_dir: Path, envelope_id: str, as_json: bool) -> None:
     """An envelope's journal: received, delivered, retried, dead-lettered, duplicate..."""
-    with Bus.from_config_dir(config_dir) as bus:
+    with Bus.from_config_dir(config_dir, migrate=False) as bus:
         events = bus.store.journal_for(envelope_id)
         dead = [d for d in bus.store.dead_letters(limit=100_000)
                 if d["envelope_id"] == envelope_id]

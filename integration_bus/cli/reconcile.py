@@ -50,7 +50,7 @@ def reconcile_command(config_dir: Path, erp: str | None, shop: str | None,
     Exit codes: 0 all agree, 1 mismatches found, 2 usage or configuration error, 3 a system
     could not be read (nothing compared; the metrics file is left as it was).
     """
-    bus = Bus.from_config_dir(config_dir)
+    bus = Bus.from_config_dir(config_dir, migrate=False)
     try:
         report = reconcile_bus(bus, erp=erp, shop=shop, locations=locations, skus=skus)
         if metrics_file is not None:

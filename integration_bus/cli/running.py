@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -14,6 +15,8 @@ from integration_bus.cli import config_dir_option, handle_errors
 from integration_bus.cli.summary import print_summary
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -38,6 +41,21 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
+def migrate_option(func: F) -> F:
+    return click.option(
+        "--migrate", is_flag=True,
+        help="bring the store's schema to the newest revision first (automatic in embedded "
+             "mode; with RabbitMQ, `bus db upgrade` is the usual way)")(func)
+
+
+def _open_bus(config_dir: Path, migrate: bool) -> Bus:
+    """The bus of ``config_dir``; its store is migrated in embedded mode or when asked, and
+    otherwise must be at the newest revision already (exit 2 naming `bus db upgrade`)."""
+    bus = Bus.from_config_dir(config_dir, migrate=False)
+    bus.migrate = migrate or bus.transport.embedded
+    return bus
+
+
 @click.command("run")
 @config_dir_option
 @click.option("--routes", help="comma-separated routes to work (default: all)")
@@ -46,11 +64,12 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 64),
               help="worker threads (0: sources and relay only, as `bus serve`)")
 @click.option("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+@migrate_option
 @handle_errors
 def run_command(config_dir: Path, routes: str | None, sources: str | None, no_sources: bool,
-                workers: int, metrics_port: int | None) -> None:
+                workers: int, metrics_port: int | None, migrate: bool) -> None:
     """Run all sources and routes of a config in one process until Ctrl-C / SIGTERM."""
-    with _stop_on_signals() as stop, Bus.from_config_dir(config_dir) as bus:
+    with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         if metrics_port:
             bus.metrics.serve(metrics_port)
         mode = "embedded" if bus.transport.embedded else "rabbitmq"
@@ -68,11 +87,13 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
 @config_dir_option
 @click.option("--routes", help="comma-separated routes to work (default: all)")
 @click.option("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+@migrate_option
 @handle_errors
-def worker_command(config_dir: Path, routes: str | None, metrics_port: int | None) -> None:
+def worker_command(config_dir: Path, routes: str | None, metrics_port: int | None,
+                   migrate: bool) -> None:
     """Consume route queues (and archive broker dead letters) until SIGTERM."""
     # Signals first: a SIGTERM while the bus opens (broker, store migrations) stops it cleanly.
-    with _stop_on_signals() as stop, Bus.from_config_dir(config_dir) as bus:
+    with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         if metrics_port:
             bus.metrics.serve(metrics_port)
         bus.worker(_split(routes)).run(stop)
@@ -103,12 +124,13 @@ def demo_command(config_dir: Path, duration: float | None, as_json: bool, keep: 
 
 @click.command("scheduler")
 @config_dir_option
+@migrate_option
 @handle_errors
-def scheduler_command(config_dir: Path) -> None:
+def scheduler_command(config_dir: Path, migrate: bool) -> None:
     """Run the scheduled jobs (celery beat + worker): retention purge of dead letters."""
     from integration_bus.scheduler import make_scheduler
 
-    scheduler = make_scheduler(config_dir)
+    scheduler = make_scheduler(config_dir, migrate=migrate)
     app = scheduler.app
     (Path(config_dir).resolve().parent / "var").mkdir(exist_ok=True)
     click.echo(f"scheduler running: {', '.join(app.conf.beat_schedule) or 'no jobs configured'}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Connection, create_engine, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine
@@ -25,10 +27,19 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from integration_bus.envelope import dumps
 from integration_bus.errors import ConfigError, StoreUnavailable
 
-__all__ = ["Database", "dialect_insert"]
+__all__ = ["Database", "Revision", "dialect_insert"]
 
 _UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 _MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One schema migration: its id, the one before it and its title."""
+
+    revision: str
+    down_revision: str | None
+    title: str
 
 
 class Database:
@@ -82,17 +93,88 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (serialised across processes)."""
+        if self.current_revision() == self.head_revision():
+            return
+        self.upgrade("head")
+
+    # -- revisions (``bus db``) ------------------------------------------------------------------
+    @staticmethod
+    def _alembic() -> AlembicConfig:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
-        head = ScriptDirectory.from_config(cfg).get_current_head()
+        return cfg
+
+    @classmethod
+    def head_revision(cls) -> str:
+        head = ScriptDirectory.from_config(cls._alembic()).get_current_head()
+        assert head is not None
+        return head
+
+    @classmethod
+    def history(cls) -> list[Revision]:
+        """Every revision, oldest first."""
+        script = ScriptDirectory.from_config(cls._alembic())
+        out = [Revision(r.revision, r.down_revision if isinstance(r.down_revision, str | None)
+                        else ",".join(r.down_revision), (r.doc or "").strip().splitlines()[0]
+                        if r.doc else "")
+               for r in script.walk_revisions()]
+        return out[::-1]
+
+    def exists(self) -> bool:
+        """False for an SQLite file that is not there yet (without creating it)."""
+        if self.is_sqlite and self.url.database not in (None, "", ":memory:"):
+            return Path(self.url.database).exists()
+        return True
+
+    def current_revision(self) -> str | None:
+        """The revision the database is at (None: never migrated, or an absent SQLite file)."""
+        if not self.exists():
+            return None
+        with self.begin(read_only=True) as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def require_current(self) -> None:
+        """ConfigError (exit 2) naming the command to run unless the schema is at head; never
+        changes the database (read-only commands call this instead of migrating)."""
+        current, head = self.current_revision(), self.head_revision()
+        if current == head:
+            return
+        where = self.url.render_as_string(hide_password=True)
+        if current is None:
+            problem = f"the store {where} has no bus tables yet"
+        elif current in {r.revision for r in self.history()}:
+            problem = f"the store {where} is at revision {current}; this bus needs {head}"
+        else:
+            raise ConfigError(f"the store {where} is at revision {current}, which this version "
+                              f"of the bus does not know (newer than {head}?)", field="store.url",
+                              hint="run the bus version that migrated it, or `bus db downgrade "
+                                   f"{head}` with that newer version")
+        raise ConfigError(problem, field="store.url",
+                          hint="run `bus db upgrade` (or start `bus run`/`bus worker` with "
+                               "--migrate)")
+
+    def upgrade(self, revision: str = "head") -> None:
+        self._run_alembic(command.upgrade, revision)
+
+    def downgrade(self, revision: str) -> None:
+        self._run_alembic(command.downgrade, revision)
+
+    def _run_alembic(self, action: Any, revision: str) -> None:
+        cfg = self._alembic()
+        if self.is_sqlite and self.url.database not in (None, "", ":memory:"):
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         with self.begin() as conn:
-            if MigrationContext.configure(conn).get_current_revision() == head:
-                return
-        with self.begin() as conn:
-            if self.dialect == "postgresql":
+            if self.dialect == "postgresql":  # one migrating process at a time
                 conn.execute(text("SELECT pg_advisory_xact_lock(7406128)"))
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            try:
+                action(cfg, revision)
+            except CommandError as exc:
+                raise ConfigError(f"cannot migrate to {revision!r}: {exc}",
+                                  hint="`bus db history` lists the revisions") from exc
+            except NotImplementedError as exc:
+                raise ConfigError(f"cannot migrate to {revision!r}: {exc}",
+                                  hint="restore a backup taken before the upgrade") from exc
 
     def close(self) -> None:
         if not self._closed:
@@ -114,7 +196,6 @@ def _resolve(url: str, root: Path | None) -> URL:
         path = Path(parsed.database)
         if not path.is_absolute() and root is not None:
             path = root / path
-        path.parent.mkdir(parents=True, exist_ok=True)
         parsed = parsed.set(database=str(path))
     return parsed
 

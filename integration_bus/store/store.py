@@ -65,9 +65,17 @@ class Store:
     @classmethod
     def open(cls, url: str, *, root: Path | None = None, migrate: bool = True,
              pool_size: int = 5) -> Store:
+        """``migrate``: bring the schema to head; else require it to be there already
+        (ConfigError naming ``bus db upgrade``), changing nothing."""
         store = cls(Database(url, root=root, pool_size=pool_size))
-        if migrate:
-            store.db.migrate()
+        try:
+            if migrate:
+                store.db.migrate()
+            else:
+                store.db.require_current()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def close(self) -> None:

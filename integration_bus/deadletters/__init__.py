@@ -1,0 +1,1 @@
+"""The dead-letter console: query, show, edit, replay, discard, purge, audit (``bus dlq``)."""
