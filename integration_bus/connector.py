@@ -33,6 +33,7 @@ from integration_bus.errors import (
     UnroutableError,
     did_you_mean,
 )
+from integration_bus.yamlsafe import Locator, read_yaml_text
 
 __all__ = [
     "BatchSink",
@@ -43,6 +44,7 @@ __all__ = [
     "ConnectorPlugin",
     "CursorStore",
     "Envelope",
+    "Locator",
     "LookupSink",
     "Millis",
     "PermanentError",
@@ -59,6 +61,7 @@ __all__ = [
     "XrefTable",
     "check_type",
     "did_you_mean",
+    "read_yaml_text",
 ]
 
 
