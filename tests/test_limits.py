@@ -6,11 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from connectors.pos_file.errors import LayoutError
 from connectors.pos_file.layout_file import load_layout
-from integration_bus.errors import ConfigError
+from integration_bus.cli import cli
+from integration_bus.errors import BrokerUnavailable, ConfigError
+from integration_bus.transport.amqp import AmqpTransport
 from integration_bus.yamlsafe import MAX_DEPTH, read_yaml
+from tests.conftest import write_config
 
 DEEP = 5000
 
@@ -54,3 +58,37 @@ def test_yaml_nesting_up_to_the_limit_still_loads(tmp_path: Path) -> None:
     while node:
         depth, node = depth + 1, node[0]
     assert depth == MAX_DEPTH - 2  # the innermost list is empty
+
+
+BROKER_CONFIG = """
+broker: {{url: "{url}"}}
+store: {{url: sqlite:///var/bus.db}}
+sinks:
+  out: {{connector: jsonl, path: var/out.jsonl}}
+routes:
+  orders: {{from: [order.*], to: [out]}}
+"""
+
+
+@pytest.mark.rabbitmq
+def test_wrong_broker_credentials_are_one_clean_line(tmp_path: Path, rabbitmq_url: str) -> None:
+    # Given a config whose broker URL carries a wrong password for the real RabbitMQ
+    password = "Wrong-Secret-4711"
+    url = rabbitmq_url.replace("guest:guest@", f"guest:{password}@")
+    config_dir = write_config(tmp_path, BROKER_CONFIG.format(url=url))
+    # When the transport connects, Then a typed error says the broker refused the login
+    with pytest.raises(BrokerUnavailable) as caught:
+        AmqpTransport(url, connect_timeout=5).connect()
+    assert caught.value.context["reason"] == "access_refused"
+    assert password not in str(caught.value)
+    # And `bus worker` prints one line (no traceback, no password) and exits 2
+    for command in ("worker", "send"):
+        args = [command, "--config-dir", str(config_dir)]
+        if command == "send":
+            args += ["--type", "order.created", "-"]
+        result = CliRunner().invoke(cli, args, input='{"id": 1}')
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2, result.output
+        assert len(lines) == 1 and lines[0].startswith("error: broker.url: "), result.output
+        assert "refused the login of user 'guest'" in lines[0]
+        assert password not in result.output and "Traceback" not in result.output
