@@ -12,6 +12,14 @@ from connectors.pos_file.errors import LayoutError
 from connectors.pos_file.layout_file import load_layout
 from integration_bus.cli import cli
 from integration_bus.errors import BrokerUnavailable, ConfigError
+from integration_bus.store import DeadLetter, JournalEntry, Settlement, Store, utcnow
+from integration_bus.store.records import (
+    MAX_MESSAGE_CHARS,
+    MAX_TRACEBACK_CHARS,
+    clip_text,
+    traceback_text,
+)
+from integration_bus.store.schema import journal
 from integration_bus.transport.amqp import AmqpTransport
 from integration_bus.yamlsafe import MAX_DEPTH, read_yaml
 from tests.conftest import write_config
@@ -92,3 +100,56 @@ def test_wrong_broker_credentials_are_one_clean_line(tmp_path: Path, rabbitmq_ur
         assert len(lines) == 1 and lines[0].startswith("error: broker.url: "), result.output
         assert "refused the login of user 'guest'" in lines[0]
         assert password not in result.output and "Traceback" not in result.output
+
+
+def test_clipped_text_says_how_much_was_left_out() -> None:
+    text = "head " + "x" * 100_000 + " tail"
+    clipped = clip_text(text, 1000)
+    assert len(clipped) <= 1000 and clipped.startswith("head ")
+    assert "(truncated, 100,010 characters, " in clipped
+    left_out = int(clipped.split(" characters, ")[1].split(" left out")[0].replace(",", ""))
+    kept = clipped.split(" … (truncated")[0]
+    assert len(kept) + left_out == len(text)  # the marker's figure is exact
+    both = clip_text(text, 1000, keep_tail=True)
+    assert both.startswith("head ") and both.endswith(" tail") and len(both) <= 1000
+    assert clip_text("short", 1000) == "short"
+
+
+def test_a_huge_error_keeps_its_frames_and_is_stored_small(tmp_path: Path) -> None:
+    # Given an error whose message is 9 MB (a partner's fault text), raised a few frames deep
+    def deep(n: int) -> None:
+        if n == 0:
+            raise RuntimeError("fault: " + "y" * (9 << 20))
+        deep(n - 1)
+
+    try:
+        deep(3)
+    except RuntimeError as exc:
+        error = exc
+    text = traceback_text(error)
+    assert len(text) <= MAX_TRACEBACK_CHARS and text.count("in deep") == 4
+    assert text.startswith("Traceback") and "truncated" in text
+    # When rows are written that were not clipped by their builder (the store's last net)
+    store = Store.open(f"sqlite:///{tmp_path / 'bus.db'}")
+    try:
+        now = utcnow()
+        huge = "z" * (9 << 20)
+        store.settle(Settlement(
+            journal=[JournalEntry("E1", "rejected", now, detail={"message": huge,
+                                                                 "nested": [{"x": huge}]})],
+            dead=[DeadLetter(id="D1", envelope={"id": "E1"}, route="r", reason="rejected",
+                             error_type="X", message=huge, failed_at=now, traceback=huge,
+                             attempts=[{"attempt": 0, "at": now.isoformat(),
+                                        "message": huge}])]))
+        (letter,) = store.dead_letters()
+        with store.db.begin() as conn:
+            (row,) = conn.execute(journal.select()).mappings().all()
+    finally:
+        store.close()
+    # Then every stored text is bounded and marked
+    assert len(letter["message"]) <= 2 * MAX_MESSAGE_CHARS
+    assert len(letter["traceback"]) <= 2 * MAX_TRACEBACK_CHARS
+    assert len(letter["attempts"][0]["message"]) <= 2 * MAX_MESSAGE_CHARS
+    assert len(row["detail"]["message"]) <= 2 * MAX_MESSAGE_CHARS
+    assert len(row["detail"]["nested"][0]["x"]) <= 2 * MAX_MESSAGE_CHARS
+    assert f"(truncated, {9 << 20:,} characters" in letter["message"]

@@ -3,7 +3,8 @@
 Failure texts are bounded here, once: a partner's 9 MB fault string must not become tens of MB
 per failure (message, traceback, attempt history and journal each held a copy). The runtime
 clips when it builds rows (:func:`clip_text`, :func:`traceback_text`) and ``row()`` clips again
-as the last net for any other writer. What is cut is said in the text itself.
+at twice the limits as the last net for any other writer (twice: a builder may put a short
+prefix before a text it clipped). What is cut is said in the text itself.
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ def traceback_text(error: BaseException) -> str:
     return clip_text(text, MAX_TRACEBACK_CHARS, keep_tail=True)
 
 
+_NET = 2  # row() clips at this many times the limits
+
+
 def _clip_values(value: Any) -> Any:
-    """Strings anywhere inside ``value`` clipped to MAX_MESSAGE_CHARS (journal detail)."""
+    """Strings anywhere inside ``value`` clipped (the last net: journal detail, attempts)."""
     if isinstance(value, str):
-        return clip_text(value)
+        return clip_text(value, _NET * MAX_MESSAGE_CHARS)
     if isinstance(value, dict):
         return {k: _clip_values(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -103,7 +107,7 @@ class DeadLetter:
     def row(self, attempts: list[dict[str, Any]]) -> dict[str, Any]:
         history = [_clip_values(a) for a in attempts + self.attempts]
         first = min((a["at"] for a in history if a.get("at")), default=None)
-        message = clip_text(self.message)
+        message = clip_text(self.message, _NET * MAX_MESSAGE_CHARS)
         return {
             "id": self.id,
             "envelope_id": self.envelope["id"],
@@ -113,7 +117,7 @@ class DeadLetter:
             "reason": self.reason,
             "error_type": self.error_type,
             "message": message,
-            "traceback": clip_text(self.traceback, MAX_TRACEBACK_CHARS, keep_tail=True)
+            "traceback": clip_text(self.traceback, _NET * MAX_TRACEBACK_CHARS, keep_tail=True)
             if self.traceback is not None else None,
             "fingerprint": fingerprint(self.error_type, message, self.route, self.step),
             "attempts": history,
