@@ -66,8 +66,9 @@ class JsonataProgram:
     def __call__(self, document: Any) -> Any:
         frame = self._program.create_frame(self._program.environment)
         Timebox(frame, self.timeout_ms, self.max_depth)
-        # The library applies lambdas ($map, $sort, ...) through the instance it keeps per
-        # thread: make that this program in whichever worker thread runs it.
+        # The library evaluates (and applies lambdas for $map, $sort, ...) through the
+        # instance it keeps per thread, a copy of the first one that thread ran: make it this
+        # program, whose environment holds the bounded builtins.
         Jsonata.CURRENT.jsonata = self._program
         try:
             with self._watchdog.guard(self.timeout_ms):
