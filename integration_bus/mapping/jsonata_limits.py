@@ -51,6 +51,7 @@ MAX_STRING = 4 * 1024 * 1024  # characters of one string a builtin may build
 MAX_ITEMS = 1_000_000  # items of one list a builtin may return
 MAX_MATCHES = 100_000  # matches of one regex call (each becomes an object)
 _NO_RUN_TIMEOUT = 1.0  # seconds for a regex used outside a guarded evaluation
+_IDLE_EXIT = 60.0  # seconds without evaluations after which the watchdog thread ends
 
 
 class Interrupted(BaseException):
@@ -87,7 +88,8 @@ def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
 
 class Watchdog:
     """Interrupts guarded evaluations that pass their deadline. One daemon thread, started on
-    first use, sleeping until the earliest deadline. Thread-safe."""
+    first use, sleeping until the earliest deadline, ending after a minute without work (the
+    next guard starts it again). Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
@@ -122,7 +124,9 @@ class Watchdog:
                 while self._heap and self._heap[0].done:
                     heapq.heappop(self._heap)
                 if not self._heap:
-                    self._lock.wait()
+                    if not self._lock.wait(_IDLE_EXIT) and not self._heap:
+                        self._thread = None  # idle: a reloaded mapping leaves no thread behind
+                        return
                     continue
                 first = self._heap[0]
                 left = first.seconds_left()
