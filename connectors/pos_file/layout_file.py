@@ -98,7 +98,5 @@ def _load(text: str, source: str) -> tuple[Any, Locator]:
     its ConfigError re-raised as a LayoutError at the same place."""
     try:
         return read_yaml_text(text, source, max_bytes=MAX_LAYOUT_BYTES)
-    except LayoutError:
-        raise
     except ConfigError as exc:
         raise LayoutError(exc.message, **exc.context) from exc
