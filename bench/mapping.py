@@ -30,6 +30,7 @@ from jsonata import Jsonata
 
 from integration_bus.envelope import Envelope, dumps
 from integration_bus.mapping import load_mapping
+from integration_bus.mapping.jsonata_limits import Watchdog, bound_builtins, timed_regex
 from integration_bus.mapping.validation import SchemaStore
 
 MAPPING = """\
@@ -205,9 +206,21 @@ def main() -> int:
     program = Jsonata(JSONATA)
     sample = inputs[: max(records // 20, 500)]
     plain = [json.loads(json.dumps(e.payload)) for e in sample]
-    jsonata_rate = rate(lambda p: program.evaluate(p, {"skus": SKUS}), plain, repeat=1)
+    bounded = Jsonata(JSONATA, timed_regex)  # as the jsonata step runs it (jsonata_limits)
+    bound_builtins(bounded)
+    watchdog = Watchdog()
+
+    def guarded(payload: Any) -> Any:
+        with watchdog.guard(1000):
+            return bounded.evaluate(payload, {"skus": SKUS})
+
+    jsonata_rates = rates({"raw": lambda p: program.evaluate(p, {"skus": SKUS}),
+                           "bounded": guarded}, plain, repeat=2)
+    jsonata_rate = jsonata_rates["raw"]
     print(f"jsonata-python          {jsonata_rate:12,.0f} records/s "
           f"({engine_rate / jsonata_rate:.0f}x slower than the engine; {len(plain)} records)")
+    print(f"jsonata, bounded        {jsonata_rates['bounded']:12,.0f} records/s "
+          f"(ratio to jsonata-python alone: {jsonata_rates['bounded'] / jsonata_rate:.2f})")
 
     outputs = [engine.run(e.payload)[0][1] for e in inputs[: max(records // 4, 1000)]]
     detailed_rate = rate(schema.validate_detailed, outputs)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import enum
 import time
-import traceback as tb
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,7 +20,7 @@ from integration_bus.errors import BusError, CircuitOpen, PermanentError
 from integration_bus.metrics import Metrics
 from integration_bus.route import Route
 from integration_bus.store import Claim, ClaimOutcome, DeadLetter, Settlement, Store, utcnow
-from integration_bus.store.records import JournalEntry
+from integration_bus.store.records import JournalEntry, clip_text, traceback_text
 from integration_bus.topology import route_of_queue
 from integration_bus.transport import Delivery
 
@@ -180,7 +179,7 @@ class Batch:
             results[i] = "failed"
             item.fail(error, sink=sink.name)
             log.info("sink.failed", route=item.route.name, sink=sink.name,
-                     envelope_id=work[i][2].id, error=f"{type(error).__name__}: {error}")
+                     envelope_id=work[i][2].id, error=clip_text(f"{type(error).__name__}: {error}"))
 
     def _decide(self) -> None:
         for item in self.items:
@@ -261,7 +260,7 @@ class Batch:
         s.dead.append(DeadLetter(
             id=new_id(), envelope=envelope, route=item.route.name, reason="error",
             error_type=_type_name(error), message=message, failed_at=now, step=item.step,
-            sink=item.sink, traceback="".join(tb.format_exception(error)),
+            sink=item.sink, traceback=traceback_text(error),
             source_ref=(env.headers.get("source_ref") if env else None),
             attempts=[{"attempt": env.attempt if env else 0, "at": now.isoformat(),
                        "sink": item.sink, "step": item.step, "error_type": _type_name(error),
@@ -343,7 +342,8 @@ def _type_name(error: BaseException) -> str:
 
 
 def _message(error: BaseException) -> str:
-    return error.message if isinstance(error, BusError) else str(error) or type(error).__name__
+    return clip_text(error.message if isinstance(error, BusError)
+                     else str(error) or type(error).__name__)
 
 
 def _raw_envelope(delivery: Delivery) -> dict[str, Any]:

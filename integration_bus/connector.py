@@ -33,8 +33,17 @@ from integration_bus.errors import (
     UnroutableError,
     did_you_mean,
 )
+from integration_bus.httpbody import (
+    ACCEPT_ENCODING,
+    ResponseDecodeError,
+    ResponseTooLarge,
+    endpoint_label,
+    read_body,
+)
+from integration_bus.yamlsafe import Locator, read_yaml_text
 
 __all__ = [
+    "ACCEPT_ENCODING",
     "BatchSink",
     "BusError",
     "CircuitOpen",
@@ -43,11 +52,14 @@ __all__ = [
     "ConnectorPlugin",
     "CursorStore",
     "Envelope",
+    "Locator",
     "LookupSink",
     "Millis",
     "PermanentError",
     "PollingSource",
     "Publisher",
+    "ResponseDecodeError",
+    "ResponseTooLarge",
     "SeenStore",
     "Sink",
     "Source",
@@ -59,6 +71,9 @@ __all__ = [
     "XrefTable",
     "check_type",
     "did_you_mean",
+    "endpoint_label",
+    "read_body",
+    "read_yaml_text",
 ]
 
 

@@ -4,7 +4,8 @@
 duplicate keys, oversized files) and returns plain Python data plus a :class:`Locator` that turns a
 path into that data (``("steps", 0, "map", "sku")``) back into ``line:column`` (1-based) — so
 every later error can point at the spot in the file. Floats are refused everywhere: money is never
-a float.
+a float. Nesting deeper than :data:`MAX_DEPTH` mappings/lists is refused from the event stream,
+before anything recursive (the composer, ``_plain``) could run out of stack.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent, NodeEvent, ScalarEvent
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    NodeEvent,
+    ScalarEvent,
+)
 from ruamel.yaml.scalarfloat import ScalarFloat
 from ruamel.yaml.scalarstring import (
     DoubleQuotedScalarString,
@@ -31,9 +38,10 @@ from ruamel.yaml.scalarstring import (
 
 from integration_bus.errors import ConfigError
 
-__all__ = ["MAX_FILE_BYTES", "Locator", "Position", "read_yaml", "read_yaml_text"]
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "Locator", "Position", "read_yaml", "read_yaml_text"]
 
 MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 64  # nested mappings/lists; real config nests a dozen levels at most
 _STANDARD_TAG_PREFIX = "tag:yaml.org,2002:"
 _ALLOWED_STANDARD_TAGS = {"str", "int", "bool", "null", "map", "seq"}
 
@@ -170,9 +178,17 @@ def _yaml_hint(problem: str) -> str | None:
 
 
 def _refuse_unsafe_events(yaml: YAML, text: str, file: str) -> None:
+    depth = 0
     for event in yaml.parse(io.StringIO(text)):
         mark = event.start_mark
         where = {"file": file, "line": mark.line + 1, "column": mark.column + 1}
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"YAML nested deeper than {MAX_DEPTH} levels", **where,
+                                  hint="flatten the structure; no configuration needs this depth")
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
         if isinstance(event, AliasEvent):
             raise ConfigError("YAML aliases (*name) are not allowed", **where,
                               hint="repeat the value instead; aliases hide what a step really does")

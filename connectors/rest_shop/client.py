@@ -15,6 +15,11 @@ makes at most ``max_attempts`` HTTP attempts and:
   the route's retry tiers instead of holding a worker.
 
 Other statuses (2xx, 3xx, 4xx) are returned to the caller, who knows what they mean.
+
+Every answer is streamed and read by the core's ``read_body``: at most ``max_response`` bytes
+(more raises ResponseTooLarge, a PermanentError naming the limit, and reading stops there),
+gzip/deflate inflated in bounded steps; malformed compression counts as an answer lost on the
+way (retried like a dropped connection, naming the endpoint without credentials).
 """
 
 from __future__ import annotations
@@ -27,13 +32,18 @@ from typing import Any
 
 import httpx
 
-from connectors.rest_shop.config import AuthConfig, HttpTimeouts
+from connectors.rest_shop.config import DEFAULT_MAX_RESPONSE, AuthConfig, HttpTimeouts
 from connectors.rest_shop.metrics import RestShopMetrics
 from connectors.rest_shop.ratelimit import ShopPacer, parse_retry_after
-from integration_bus.connector import TransientError
+from integration_bus.connector import (
+    ACCEPT_ENCODING,
+    ResponseDecodeError,
+    ResponseTooLarge,
+    TransientError,
+    read_body,
+)
 
 __all__ = ["ClientPolicy", "ShopClient", "http_timeout", "no_delay_transport"]
-
 _SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
@@ -64,15 +74,18 @@ class ShopClient:
 
     def __init__(self, *, shop: str, action: str, base_url: str, auth: AuthConfig,
                  timeouts: HttpTimeouts, pacer: ShopPacer, policy: ClientPolicy,
-                 metrics: RestShopMetrics, sleep: Callable[[float], None] = time.sleep) -> None:
+                 metrics: RestShopMetrics, sleep: Callable[[float], None] = time.sleep,
+                 max_response: int = DEFAULT_MAX_RESPONSE) -> None:
         self.shop = shop
+        self.max_response = max_response
         self._action = action
         self._pacer = pacer
         self._policy = policy
         self._metrics = metrics
         self._sleep = sleep
         self._backoff_ms = 0
-        headers: dict[str, str] = {"Accept": "application/json"}
+        headers: dict[str, str] = {"Accept": "application/json",
+                                   "Accept-Encoding": ACCEPT_ENCODING}
         basic: httpx.BasicAuth | None = None
         if auth.kind == "token" and auth.token is not None:
             token = auth.token.get_secret_value()
@@ -113,7 +126,11 @@ class ShopClient:
                 return None  # the earlier attempt did take effect
             self._wait_turn(where)
             attempt += 1
-            problem, delay = self._attempt(method, url, json, params, headers)
+            try:
+                problem, delay = self._attempt(method, url, json, params, headers)
+            except ResponseTooLarge as exc:
+                exc.with_context(attempts=attempt, **where)
+                raise
             if isinstance(problem, httpx.Response):
                 return problem
             if attempt >= self._policy.max_attempts or (
@@ -130,16 +147,22 @@ class ShopClient:
 
     def _attempt(self, method: str, url: str, json: Any, params: Mapping[str, str] | None,
                  headers: Mapping[str, str]) -> tuple[httpx.Response | str, float]:
-        """One HTTP attempt: the response to hand back, or (problem, seconds to wait)."""
+        """One HTTP attempt: the response to hand back, or (problem, seconds to wait).
+        Raises ResponseTooLarge."""
         try:
-            response = self._http.request(method, url, json=json, params=params,
-                                          headers=headers)
+            response = self._exchange(method, url, json, params, headers)
         except httpx.TimeoutException as exc:
             self._count("connection_error")
             return f"timed out ({type(exc).__name__})", self._backoff()
         except httpx.TransportError as exc:
             self._count("connection_error")
             return f"connection failed ({type(exc).__name__})", self._backoff()
+        except ResponseDecodeError as exc:
+            self._count("bad_encoding")
+            return exc.message, self._backoff()
+        except ResponseTooLarge:
+            self._count("too_large")
+            raise
         status = response.status_code
         if status == 429:
             self._count("throttled")
@@ -154,6 +177,22 @@ class ShopClient:
         self._count("ok" if status < 400 else "client_error")
         self._backoff_ms = 0
         return response, 0.0
+
+    def _exchange(self, method: str, url: str, json: Any, params: Mapping[str, str] | None,
+                  headers: Mapping[str, str]) -> httpx.Response:
+        """Send, then read the answer with limits; a response whose body is already read and
+        decoded (no content-encoding left to apply)."""
+        request = self._http.build_request(method, url, json=json, params=params,
+                                           headers=headers)
+        streamed = self._http.send(request, stream=True)
+        try:
+            body = read_body(streamed, limit=self.max_response, shop=self.shop)
+        finally:
+            streamed.close()
+        kept = [(k, v) for k, v in streamed.headers.multi_items()
+                if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+        return httpx.Response(streamed.status_code, headers=kept, content=body,
+                              request=request, extensions=streamed.extensions)
 
     def _backoff(self) -> float:
         self._backoff_ms = (self._policy.backoff if not self._backoff_ms

@@ -40,6 +40,9 @@ ACTION_PATHS: dict[str, tuple[str, str]] = {
 }
 
 
+DEFAULT_MAX_RESPONSE = 32 * 1024 * 1024  # bytes of one shop answer, decoded
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -147,6 +150,9 @@ class PollConfig(_Model):
     since: str = Field("1970-01-01T00:00:00Z",
                        description="where the first poll starts (ISO-8601, UTC)")
     timeouts: HttpTimeouts = Field(default_factory=HttpTimeouts)
+    max_response: int = Field(DEFAULT_MAX_RESPONSE, ge=1024, le=1024 ** 3,
+                              description="bytes of one answer (decoded) at most; a larger "
+                                          "answer is refused, never read whole")
     type_prefix: str = Field("shop", pattern=r"^[a-z0-9_-]+$")
     stock: StockListConfig = Field(default_factory=StockListConfig)
 
@@ -192,6 +198,9 @@ class RestShopSinkConfig(_Model):
                                        "the shop has none (POST is then retried only after a "
                                        "lookup)")
     timeouts: HttpTimeouts = Field(default_factory=HttpTimeouts)
+    max_response: int = Field(DEFAULT_MAX_RESPONSE, ge=1024, le=1024 ** 3,
+                              description="bytes of one answer (decoded) at most; a larger "
+                                          "answer is refused, never read whole")
     stock: StockListConfig = Field(default_factory=StockListConfig)
 
     @property

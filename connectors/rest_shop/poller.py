@@ -103,7 +103,8 @@ class OrdersPoller:
             timeouts=config.timeouts, pacer=pacers.get(config.shop, 1000.0, 1000),
             policy=ClientPolicy(max_attempts=3, backoff=500, max_retry_after=60_000,
                                 max_inline_wait=5_000),
-            metrics=RestShopMetrics.of(context.metrics.registry))
+            metrics=RestShopMetrics.of(context.metrics.registry),
+            max_response=config.max_response)
         self._stock = ShopStockReader(self._client, config.stock, context,
                                       base_url=config.base_url)
 

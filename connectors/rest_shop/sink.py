@@ -68,7 +68,8 @@ class ShopSink:
             policy=ClientPolicy(max_attempts=config.max_attempts, backoff=config.backoff,
                                 max_retry_after=config.max_retry_after,
                                 max_inline_wait=config.max_inline_wait),
-            metrics=RestShopMetrics.of(context.metrics.registry))
+            metrics=RestShopMetrics.of(context.metrics.registry),
+            max_response=config.max_response)
         self._stock = ShopStockReader(self._client, config.stock, context,
                                       base_url=config.base_url)
 

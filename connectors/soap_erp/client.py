@@ -81,7 +81,7 @@ class SoapClient:
         self._config = config
         self._metrics = metrics
         self._faults = FaultClassifier(config.faults)
-        self._xml = SafeXml(config.max_response)
+        self._xml = SafeXml(config.max_response, config.max_nodes)
         wsse = None
         if config.ws_security is not None:
             wsse = UsernameToken(  # type: ignore[no-untyped-call]

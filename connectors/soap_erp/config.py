@@ -14,6 +14,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from connectors.soap_erp.xmlsafe import DEFAULT_MAX_NODES
 from integration_bus.connector import BusError, Millis, check_type, did_you_mean
 
 __all__ = [
@@ -191,6 +192,9 @@ class EndpointConfig(_Model):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     max_response: int = Field(10 * 1024 * 1024, ge=4096, le=512 * 1024 * 1024,
                               description="largest response body read, in bytes")
+    max_nodes: int = Field(DEFAULT_MAX_NODES, ge=1000, le=10_000_000,
+                           description="most XML elements + attributes in one answer "
+                                       "(a parsed tree costs 100-200 bytes per node)")
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     faults: FaultRules = Field(default_factory=FaultRules)
     stock: StockQueryConfig = Field(default_factory=StockQueryConfig)

@@ -7,17 +7,21 @@ bound read. The boundary where httpx exceptions become bus errors.
   refused or timed out, no pooled connection free, TLS verification failed);
 - ErpUnavailable, ``in_doubt=True``: it may have (no answer before the operation deadline, the
   connection dropped while sending or waiting) — look the document up before sending again;
+- ErpUnavailable, ``in_doubt=True``, ``outcome="bad_encoding"``: the answer's gzip/deflate is
+  malformed or cut short (it may have been a success: look the document up);
 - XmlSecurityError: the answer announced or delivered more than ``max_response`` bytes (the
   read stops there: a 50 MB answer never sits in memory). gzip/deflate answers are inflated
   in bounded steps, so a small compressed body cannot expand past the cap either.
+
+The body is read by the core's ``read_body`` (limits, bounded inflating); errors name the
+endpoint without credentials.
 """
 
 from __future__ import annotations
 
 import ssl
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,12 @@ import httpx
 from connectors.soap_erp.config import EndpointConfig, TlsConfig
 from connectors.soap_erp.faults import ErpUnavailable
 from connectors.soap_erp.xmlsafe import XmlSecurityError
-from integration_bus.connector import BusError
+from integration_bus.connector import (
+    ACCEPT_ENCODING,
+    ResponseDecodeError,
+    ResponseTooLarge,
+    read_body,
+)
 
 __all__ = ["http_client", "post"]
 
@@ -53,7 +62,7 @@ def http_client(config: EndpointConfig, resolve: Callable[[str], Path],
         timeout=httpx.Timeout(connect=config.timeouts.connect / 1000, read=operation,
                               write=operation, pool=operation),
         limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
-        headers={"Accept-Encoding": "gzip, deflate", "User-Agent": "integration-bus"})
+        headers={"Accept-Encoding": ACCEPT_ENCODING, "User-Agent": "integration-bus"})
 
 
 def post(http: httpx.Client, address: str, body: bytes, headers: Mapping[str, str], *,
@@ -85,41 +94,15 @@ def post(http: httpx.Client, address: str, body: bytes, headers: Mapping[str, st
 
 def _read(response: httpx.Response, deadline: float, cap: int,
           context: dict[str, Any]) -> bytes:
-    """The body, decoded, up to ``cap`` bytes and before the deadline."""
+    """The body, decoded, up to ``cap`` bytes and before the deadline (``read_body``), its
+    errors in the ERP's terms: too large is a refused answer, garbled compression an answer
+    lost on the way (the posting may have happened: ``in_doubt``)."""
     operation = context.get("operation", "the call")
-    declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise XmlSecurityError(f"{operation}: the answer announces {int(declared):,} bytes, "
-                               f"over the cap of {cap:,}", reason="size",
-                               outcome="refused_xml", **context)
-    parts: list[bytes] = []
-    size = 0
     try:
-        for chunk in _decoded(response, cap):
-            size += len(chunk)
-            if size > cap:
-                raise XmlSecurityError(f"{operation}: the answer is over the cap of {cap:,} "
-                                       "bytes", reason="size", outcome="refused_xml", **context)
-            if time.monotonic() > deadline:
-                raise httpx.ReadTimeout("the operation deadline passed while reading")
-            parts.append(chunk)
-    except BusError as exc:
-        exc.with_context(**context)
-        raise
-    return b"".join(parts)
-
-
-def _decoded(response: httpx.Response, cap: int) -> Iterator[bytes]:
-    """The body's bytes, gzip/deflate inflated with a bound on each step's output."""
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
-        yield from response.iter_raw()
-        return
-    if encoding not in ("gzip", "deflate"):
-        raise ErpUnavailable(f"unsupported content-encoding {encoding!r}", outcome="http_error")
-    inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
-    for chunk in response.iter_raw():
-        yield inflater.decompress(chunk, cap + 1)
-        while inflater.unconsumed_tail:
-            yield inflater.decompress(inflater.unconsumed_tail, cap + 1)
-    yield inflater.flush()
+        return read_body(response, limit=cap, deadline=deadline, **context)
+    except ResponseTooLarge as exc:
+        raise XmlSecurityError(f"{operation}: {exc.message}", reason="size",
+                               outcome="refused_xml", **exc.context) from None
+    except ResponseDecodeError as exc:
+        raise ErpUnavailable(f"{operation}: {exc.message}", in_doubt=True,
+                             outcome="bad_encoding", **exc.context) from exc

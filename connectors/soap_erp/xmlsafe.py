@@ -6,6 +6,12 @@ here before zeep sees them, see ``client``). The rules:
 
 - **size cap**: more than ``max_bytes`` is refused before parsing (the HTTP client also stops
   reading a body at the cap, so a 50 MB answer never sits in memory);
+- **node cap**: more than ``max_nodes`` elements plus attributes (plus namespace declarations)
+  is refused before a tree is built. A tree costs 100-200 bytes per node, so 1.5 million empty
+  elements (6 MB of ``<a/>``) would cost about 200 MB. Documents with fewer ``<`` and ``=``
+  than the cap pass at the price of two byte scans; others are counted by a tree-less parse
+  that stops at the cap. Text nodes need no count of their own: they sit between tags, so
+  there are at most twice as many as elements;
 - **no DOCTYPE at all**: the prolog is scanned before lxml sees the bytes (UTF-8/16/32), and the
   parsed tree's ``docinfo`` is checked again, so no internal subset is ever used: no entity
   declarations (billion laughs), no external entities (XXE: files, URLs), no external DTD;
@@ -32,9 +38,11 @@ from lxml import etree
 
 from integration_bus.connector import PermanentError
 
-__all__ = ["DEFAULT_MAX_BYTES", "SafeXml", "XmlMalformedError", "XmlSecurityError", "excerpt"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_NODES", "SafeXml", "XmlMalformedError",
+           "XmlSecurityError", "excerpt"]
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_NODES = 250_000  # elements + attributes: a tree of ~50 MB at worst
 _PROLOG_SCAN = 64 * 1024  # a prolog longer than this (before the root element) is refused
 
 
@@ -94,12 +102,37 @@ def _prolog_problem(head: str | bytes) -> str | None:
     return None if n < _PROLOG_SCAN else "the prolog does not end within the first 64 KiB"
 
 
-class SafeXml:
-    """The hardened parser (one lxml parser per thread, options fixed). ``max_bytes``: the
-    size cap applied to every document this instance parses."""
+class _TooManyNodes(Exception):
+    pass
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+
+class _NodeCounter:
+    """An lxml parser target: counts elements, attributes and namespace declarations, and
+    stops the parse (no tree is built) once there are more than ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        self.left -= 1 + len(attrib)
+        if self.left < 0:
+            raise _TooManyNodes
+
+    def start_ns(self, prefix: str, uri: str) -> None:
+        self.left -= 1
+
+    def close(self) -> None:
+        return None
+
+
+class SafeXml:
+    """The hardened parser (one lxml parser per thread, options fixed). ``max_bytes`` and
+    ``max_nodes``: the size and node caps applied to every document this instance parses."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_nodes: int = DEFAULT_MAX_NODES) -> None:
         self.max_bytes = max_bytes
+        self.max_nodes = max_nodes
         self._local = threading.local()
 
     def _parser(self) -> etree.XMLParser:
@@ -122,6 +155,9 @@ class SafeXml:
         if problem is not None:
             raise XmlSecurityError(f"{what}: refused {problem}", what=what, reason="doctype",
                                    **context)
+        if self._too_many_nodes(data):
+            raise XmlSecurityError(f"{what}: refused: more than {self.max_nodes:,} elements and "
+                                   "attributes", what=what, reason="limits", **context)
         try:
             root = etree.fromstring(data, self._parser())
         except etree.XMLSyntaxError as exc:
@@ -137,3 +173,21 @@ class SafeXml:
             raise XmlSecurityError(f"{what}: refused a DOCTYPE declaration", what=what,
                                    reason="doctype", **context)
         return root
+
+    def _too_many_nodes(self, data: bytes) -> bool:
+        """True when ``data`` holds more than ``max_nodes`` elements + attributes. Every element
+        needs a ``<`` and every attribute an ``=`` (in UTF-16/32 too, as a byte), so few of
+        them settle it without parsing; otherwise a tree-less parse counts up to the cap."""
+        if data.count(b"<") + data.count(b"=") <= self.max_nodes:
+            return False
+        target: Any = _NodeCounter(self.max_nodes)  # lxml's stubs want every target method
+        counter = etree.XMLParser(
+            target=target, resolve_entities=False, no_network=True,
+            load_dtd=False, huge_tree=False, remove_comments=True, remove_pis=True)
+        try:
+            etree.fromstring(data, counter)
+        except _TooManyNodes:
+            return True
+        except etree.XMLSyntaxError:
+            return False  # the real parse reports it, with its line
+        return False

@@ -1,9 +1,13 @@
 """The ``jsonata`` step: an escape hatch for a rare complex reshape, with a time and depth limit.
 
-The expression is compiled once at load (syntax errors are ConfigErrors at its line). Each run gets
-a fresh frame with its own time box, so the limit counts per document. Decimals enter JSONata as
-their decimal text, because JSONata computes in binary floats: do money arithmetic in the mapping
-language, not here. Numbers JSONata returns come back as Decimal via their shortest repr.
+The expression is compiled once at load (syntax errors, ``$eval`` and regular expressions the
+engine cannot compile are ConfigErrors at its line). Each run gets a fresh frame with its own
+time box, so the limit counts per document, and runs under the bounds of ``jsonata_limits``:
+the time limit holds inside builtins too (a watchdog interrupts the thread; regular expressions
+carry the time left as their own timeout) and builtins cannot build huge strings or lists.
+Decimals enter JSONata as their decimal text, because JSONata computes in binary floats: do
+money arithmetic in the mapping language, not here. Numbers JSONata returns come back as Decimal
+via their shortest repr.
 """
 
 from __future__ import annotations
@@ -11,12 +15,21 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import regex
 from jsonata import Jsonata  # type: ignore[import-untyped]
 from jsonata.jexception import JException  # type: ignore[import-untyped]
 from jsonata.timebox import Timebox  # type: ignore[import-untyped]
 
 from integration_bus.errors import ConfigError, MappingError
 from integration_bus.mapping.conform import plain_json
+from integration_bus.mapping.jsonata_limits import (
+    Interrupted,
+    Refused,
+    Watchdog,
+    bound_builtins,
+    names_eval,
+    timed_regex,
+)
 
 __all__ = ["JsonataProgram"]
 
@@ -31,20 +44,42 @@ class JsonataProgram:
         self.timeout_ms = timeout_ms
         self.max_depth = max_depth
         try:
-            self._program = Jsonata(expression)
+            self._program = Jsonata(expression, timed_regex)
         except JException as exc:
             raise ConfigError(f"invalid JSONata: {exc}", file=file, line=line, column=column,
                               field="jsonata.expression",
                               hint="see the JSONata language reference for the syntax") from exc
+        except regex.error as exc:
+            raise ConfigError(f"invalid regular expression in JSONata: {exc}", file=file,
+                              line=line, column=column, field="jsonata.expression") from exc
         except (RecursionError, ValueError, TypeError, IndexError) as exc:
             raise ConfigError(f"invalid JSONata: {exc}", file=file, line=line,
                               column=column) from exc
+        if names_eval(self._program):
+            raise ConfigError("$eval is not allowed in a jsonata step", file=file, line=line,
+                              column=column, field="jsonata.expression",
+                              hint="it would run an expression taken from the data; write the "
+                                   "expression itself into the step")
+        bound_builtins(self._program)
+        self._watchdog = Watchdog()
 
     def __call__(self, document: Any) -> Any:
         frame = self._program.create_frame(self._program.environment)
         Timebox(frame, self.timeout_ms, self.max_depth)
+        # The library evaluates (and applies lambdas for $map, $sort, ...) through the
+        # instance it keeps per thread, a copy of the first one that thread ran: make it this
+        # program, whose environment holds the bounded builtins.
+        Jsonata.CURRENT.jsonata = self._program
         try:
-            result = self._program.evaluate(plain_json(document), frame)
+            with self._watchdog.guard(self.timeout_ms):
+                result = self._program.evaluate(plain_json(document), frame)
+        except Interrupted:
+            raise MappingError(f"JSONata ran longer than {self.timeout_ms} ms",
+                               hint="simplify the expression or raise timeout_ms") from None
+        except Refused as exc:
+            raise MappingError(f"JSONata refused: {exc}",
+                               hint="the limits of builtins are in docs/mapping-language.md"
+                               ) from None
         except JException as exc:
             code = getattr(exc, "error", "")
             if code == "D1012":

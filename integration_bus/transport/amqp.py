@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from amqp.exceptions import AccessRefused, NotAllowed
 from kombu import Connection, Consumer, Exchange, Queue, binding
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -61,19 +62,38 @@ class AmqpTransport:
             *probe.connection_errors, *probe.channel_errors, OSError)
 
     def connect(self) -> Connection:
-        """A connected kombu Connection; BrokerUnavailable if the broker cannot be reached."""
+        """A connected kombu Connection. BrokerUnavailable if the broker cannot be reached, or
+        refuses the login or the vhost (``reason="access_refused"``: one line naming user and
+        broker, password masked; a running bus keeps retrying, as an operator may fix the user).
+        """
         conn = Connection(self.url, heartbeat=self.heartbeat,
                           connect_timeout=self.connect_timeout)
         try:
             conn.ensure_connection(max_retries=0)  # fail at once; callers own the backoff
+        except (AccessRefused, NotAllowed) as exc:
+            where = conn.as_uri()  # the password masked as **
+            conn.release()
+            what = "the login of user" if isinstance(exc, AccessRefused) else "access for user"
+            said = " ".join(str(getattr(exc, "reply_text", "") or exc).split())
+            raise BrokerUnavailable(
+                f"the broker at {where} refused {what} {conn.userid!r} ({said}): check the "
+                "user, password and vhost in the broker URL (broker.url / BUS_BROKER_URL)",
+                reason="access_refused") from exc
         except (*conn.connection_errors, KombuOperationalError, OSError) as exc:
             conn.release()
             raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc
         return conn
 
     def declare(self, topology: Topology) -> None:
+        """Declare exchanges and queues (at start-up). ConfigError when the broker refuses
+        the credentials: at start that is the configuration's fault, not an outage."""
         self.topology = topology
-        conn = self.connect()
+        try:
+            conn = self.connect()
+        except BrokerUnavailable as exc:
+            if exc.context.get("reason") == "access_refused":
+                raise ConfigError(exc.message, field="broker.url") from exc
+            raise
         try:
             channel = conn.channel()
             ingress = Exchange(INGRESS_EXCHANGE, "topic", durable=True)

@@ -84,7 +84,7 @@ def test_controls_must_name_real_trailer_fields() -> None:
 
 def test_yaml_anchors_and_custom_tags_are_refused() -> None:
     assert "anchors" in str(layout_error(BASE + "x: &a 1\ny: *a\n"))
-    assert "custom YAML tag" in str(layout_error(BASE + "x: !python/object 1\n"))
+    assert "YAML tag" in str(layout_error(BASE + "x: !python/object 1\n"))
 
 
 @pytest.mark.parametrize(("text", "value"), [

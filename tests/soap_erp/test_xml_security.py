@@ -1,5 +1,6 @@
 """Hostile XML from the ERP: XXE (file and network), billion laughs, any DOCTYPE, a 50 MB body
-(streamed, announced, or gzip-compressed), 10,000-deep nesting — each refused in under a second
+(streamed, announced, or gzip-compressed), 10,000-deep nesting, 400,000 empty elements under
+the size cap — each refused in under a second
 with XmlSecurityError, the canary file's content nowhere, memory small. The parser is also
 checked on its own and on the WSDL path."""
 
@@ -27,7 +28,7 @@ from tests.soap_erp.support import bus_running, open_bus, sink_yaml, write_confi
 from tests.support.probe import wait_for
 
 PAYLOADS: list[Payload] = ["xxe_file", "xxe_network", "billion_laughs", "doctype", "huge",
-                           "huge_declared", "deep", "gzip_bomb"]
+                           "huge_declared", "deep", "wide", "gzip_bomb"]
 
 
 class Listener:

@@ -46,6 +46,11 @@ def _huge() -> Iterator[bytes]:
     yield f"</t:Material>{_TAIL}".encode()
 
 
+def _wide(count: int = 400_000) -> bytes:
+    """1.6 MB of empty elements: small on the wire, a 60 MB tree (elements cost ~150 B)."""
+    return _with_material("", "M").replace(b"<t:Stock>", b"<t:Stock>" + b"<x/>" * count)
+
+
 def _deep(levels: int = 10_000) -> bytes:
     inner = "<t:x>" * levels + "</t:x>" * levels
     return _with_material("", "M") .replace(b"<t:Stock>", f"<t:Stock>{inner}".encode())
@@ -80,6 +85,8 @@ def hostile_body(payload: str, target: str | None) -> bytes | Iterator[bytes]:
         return _huge()
     if payload == "deep":
         return _deep()
+    if payload == "wide":
+        return _wide()
     if payload == "gzip_bomb":
         return gzip_bomb()
     raise ValueError(f"unknown hostile payload {payload!r}")

@@ -20,7 +20,8 @@ decides what happens instead of (or around) the normal answer:
 ``hostile``             answer 200 with a hostile body: ``payload`` is one of ``xxe_file``,
                         ``xxe_network``, ``billion_laughs``, ``doctype``, ``huge`` (50 MB,
                         chunked), ``huge_declared`` (Content-Length 50 MB), ``deep``
-                        (10,000 levels), ``gzip_bomb`` (50 KB inflating to 50 MB)
+                        (10,000 levels), ``wide`` (400,000 empty elements in 1.6 MB),
+                        ``gzip_bomb`` (50 KB inflating to 50 MB)
 ======================  ==========================================================================
 
 A rule matches calls of its ``operation`` (``*``: any) whose request contains the text ``when``
@@ -48,7 +49,7 @@ __all__ = ["FaultPlan", "Injection", "Mode", "Payload"]
 Mode = Literal["slow", "timeout", "http_500", "html", "server_fault", "client_fault",
                "business_fault", "drop", "drop_after_commit", "hostile", "canned"]
 Payload = Literal["xxe_file", "xxe_network", "billion_laughs", "doctype", "huge",
-                  "huge_declared", "deep", "gzip_bomb"]
+                  "huge_declared", "deep", "wide", "gzip_bomb"]
 
 
 class Injection(BaseModel):
