@@ -90,6 +90,8 @@ def test_wrong_broker_credentials_are_one_clean_line(tmp_path: Path, rabbitmq_ur
     assert caught.value.context["reason"] == "access_refused"
     assert password not in str(caught.value)
     # And `bus worker` prints one line (no traceback, no password) and exits 2
+    assert CliRunner().invoke(cli, ["db", "upgrade", "--config-dir", str(config_dir)]
+                              ).exit_code == 0  # the store is ready: only the broker is wrong
     for command in ("worker", "send"):
         args = [command, "--config-dir", str(config_dir)]
         if command == "send":
