@@ -33,6 +33,7 @@ from integration_bus.errors import (
     UnroutableError,
     did_you_mean,
 )
+from integration_bus.redact import known, redact_url
 
 __all__ = [
     "BatchSink",
@@ -59,7 +60,17 @@ __all__ = [
     "XrefTable",
     "check_type",
     "did_you_mean",
+    "redact_url",
+    "scrub_secrets",
 ]
+
+
+def scrub_secrets(text: str) -> str:
+    """``text`` without secrets: URL passwords, secret query values, credentials, and every
+    value the loaded configurations mark secret (replaced by ``***``). For whatever a plugin
+    puts in a log line, an error message or a metrics label itself; the bus applies it too
+    at each of those boundaries."""
+    return known().scrub(text)
 
 
 class Publisher(Protocol):

@@ -87,11 +87,12 @@ def status_command(config_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def trace_command(config_dir: Path, envelope_id: str, as_json: bool) -> None:
-    """An envelope's journal: received, delivered, retried, dead-lettered, duplicate..."""
+    """An envelope's journal: received, delivered, retried, dead-lettered, duplicate...
+    (personal data masked, as in ``bus dlq show``)."""
+    from integration_bus.cli.dlq import console_for
+
     with Bus.from_config_dir(config_dir) as bus:
-        events = bus.store.journal_for(envelope_id)
-        dead = [d for d in bus.store.dead_letters(limit=100_000)
-                if d["envelope_id"] == envelope_id]
+        events, dead = console_for(bus).trace(envelope_id)
     if not events and not dead:
         click.echo(f"no journal entries for {envelope_id}", err=True)
         sys.exit(EXIT_FAILURE)
