@@ -114,7 +114,8 @@ class Store:
 
     def _redacted(self, batch: Settlement) -> Settlement:
         hide = self.redaction
-        journal_rows = [e if not e.detail else dataclasses.replace(e, detail=hide.data(e.detail))
+        journal_rows = [e if not e.detail or e.event in _BUS_MADE_DETAIL
+                        else dataclasses.replace(e, detail=hide.data(e.detail))
                         for e in batch.journal]
         letters = [dataclasses.replace(d, message=hide.text(d.message, unmask=True) or "",
                                        traceback=hide.text(d.traceback, unmask=True),
@@ -355,6 +356,11 @@ class Store:
         return stmt.on_conflict_do_update(index_elements=["key"],
                                           set_={"value": value, "updated_at": utcnow()})
 
+
+# Events whose detail the worker writes from its own facts only (type, delivery count, output
+# id, idempotency key): nothing a partner sent, no error text. They are most of the journal, so
+# they skip the redaction walk (measured: ~0.1 ms per message otherwise).
+_BUS_MADE_DETAIL = frozenset({"received", "delivered", "duplicate", "filtered"})
 
 _LIMITS = {"envelope_id": 64, "route": 128, "step": 128, "sink": 128, "error_type": 128,
            "event": 32, "reason": 32, "mapping_version": 80, "source": 128}
