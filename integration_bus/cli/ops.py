@@ -17,6 +17,7 @@ from integration_bus.cli import EXIT_FAILURE, EXIT_USAGE, config_dir_option, han
 from integration_bus.cli.summary import console, route_rows, route_table
 from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError, ConfigError, EnvelopeError, UnroutableError
+from integration_bus.redact import known
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
@@ -127,7 +128,7 @@ def lint_command(config_dir: Path, build: bool) -> None:
         bus = Bus(config, registry=registry)
         bus.pipelines()
     except ConfigError as exc:
-        click.echo(str(exc), err=True)
+        click.echo(known().scrub(str(exc)), err=True)
         sys.exit(EXIT_USAGE)
     if build:
         with tempfile.TemporaryDirectory(prefix="bus-lint-") as scratch:
@@ -140,7 +141,7 @@ def lint_command(config_dir: Path, build: bool) -> None:
             finally:
                 scratch_bus.close()
         for problem in problems:
-            click.echo(str(problem), err=True)
+            click.echo(known().scrub(str(problem)), err=True)
         if problems:
             sys.exit(EXIT_USAGE)
     warnings = _warnings(bus)
