@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["PersonalData", "mask"]
+__all__ = ["PersonalData", "mask", "unecho", "unecho_data"]
 
 MASK = "***"
 
@@ -94,7 +94,7 @@ _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-
 _PHONE = re.compile(  # international (+...), with a trunk 0, an area code in parentheses, NANP
     r"(?:(?<![\w+])\+[1-9]\d{0,3}(?:[ .\-/]?\(?\d{1,5}\)?){1,6}"
     r"|(?<![\w.+/:-])(?:0\d{1,4}(?:[ -]\d{2,5}){2,4}|0\d{1,4}[ -]\d{5,8}"
-    r"|\(\d{2,5}\)[ -]?\d{2,4}(?:[ -]\d{2,5}){0,3}|\d{3}([-. ])\d{3}\1\d{4}))"
+    r"|\(\d{2,5}\)[ -]?\d{2,4}(?:[ -]\d{2,5}){0,3}|\d{3}([-. ])\d{3}\1\d{4}|\d{3}-\d{4}))"
     r"(?!\w|[:/-]|\.\d)")
 _DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$|^\d{1,2}-\d{1,2}-\d{4}$")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
@@ -237,6 +237,14 @@ class PersonalData:
             document = _at_path(document, path)
         return self.data(document)
 
+    def echoes(self, document: Any) -> dict[str, str]:
+        """Each value ``payload(document)`` masks -> its masked form, to mask the same values
+        where an error message, a traceback or the journal repeats them (``'5550100' does not
+        match ...``, ``no customer Jane``) whatever their format."""
+        found: dict[str, str] = {}
+        _differences(document, self.payload(document), found)
+        return {k: v for k, v in found.items() if len(k) >= 3}
+
     def raw(self, text: str) -> str:
         """A raw body: masked as data if it is JSON, else as text."""
         if not self.builtin:
@@ -268,6 +276,35 @@ class PersonalData:
 
 
 _DEFAULT = PersonalData()
+
+
+def _differences(before: Any, after: Any, found: dict[str, str]) -> None:
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        for key, value in before.items():
+            _differences(value, after.get(key), found)
+    elif isinstance(before, list | tuple) and isinstance(after, list | tuple):
+        for old, new in zip(before, after, strict=False):
+            _differences(old, new, found)
+    elif before is not None and not isinstance(before, bool | Mapping | list | tuple) \
+            and before != after:
+        found[str(before)] = str(after)
+
+
+def unecho(text: str, echoes: Mapping[str, str]) -> str:
+    """``text`` with each key of ``echoes`` standing alone (not inside a longer word or
+    number) replaced by its masked form."""
+    if not echoes or not text:
+        return text
+    pattern = re.compile("|".join(rf"(?<![\w@.+-]){re.escape(v)}(?![\w@-])"
+                                  for v in sorted(echoes, key=len, reverse=True)))
+    return pattern.sub(lambda m: echoes[m.group(0)], text)
+
+
+def unecho_data(value: Any, echoes: Mapping[str, str]) -> Any:
+    """``unecho`` on every string of JSON-like ``value``."""
+    if not echoes:
+        return value
+    return _every_leaf(value, lambda v: unecho(v, echoes) if isinstance(v, str) else v)
 
 
 def _masked(node: Any, kind: str) -> Any:

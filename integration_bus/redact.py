@@ -25,10 +25,11 @@ import re
 import threading
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from integration_bus.pii import PersonalData
+from integration_bus.pii import PersonalData, unecho, unecho_data
 
 __all__ = [
     "MASK",
@@ -135,17 +136,29 @@ class Redaction:
         self.personal = personal if personal is not None else PersonalData.default()
         self.secrets = secrets if secrets is not None else known()
 
-    def text(self, value: str | None, *, unmask: bool = False) -> str | None:
-        """Free text: a message, a traceback, an error."""
+    def text(self, value: str | None, *, unmask: bool = False,
+             echoes: Mapping[str, str] | None = None) -> str | None:
+        """Free text: a message, a traceback, an error. ``echoes`` (from :meth:`echoes`):
+        values of the message's own payload to mask wherever the text repeats them."""
         if not value:
             return value
         value = self.secrets.scrub(value)
-        return value if unmask else self.personal.text(value)
+        return value if unmask else unecho(self.personal.text(value), echoes or {})
 
-    def data(self, value: Any, *, unmask: bool = False) -> Any:
+    def data(self, value: Any, *, unmask: bool = False,
+             echoes: Mapping[str, str] | None = None) -> Any:
         """JSON-like data other than a payload (journal detail, attempts, source refs)."""
         value = self.secrets.scrub_data(value)
-        return value if unmask else self.personal.data(value)
+        return value if unmask else unecho_data(self.personal.data(value), echoes or {})
+
+    def echoes(self, envelope: Mapping[str, Any] | None, *more: Any) -> dict[str, str]:
+        """The personal values in an envelope's payload (and in ``more`` payloads, e.g. an
+        edit), each with its masked form."""
+        found: dict[str, str] = {}
+        for payload in ((envelope or {}).get("payload"), *more):
+            if payload is not None:
+                found.update(self.personal.echoes(payload))
+        return found
 
     def payload(self, value: Any, *, unmask: bool = False) -> Any:
         """A payload: the configured paths too."""
@@ -184,8 +197,8 @@ def collect_secrets(value: Any, name: str = "") -> set[str]:
     elif isinstance(value, str):
         if name and looks_secret(name):
             found.add(value)
-        for match in _URL_USERINFO.finditer(value):
-            found.add(match["password"])
+        for match in _URL_USERINFO.finditer(value):  # as written, and as a client decodes it
+            found |= {match["password"], unquote(match["password"])}
     elif isinstance(value, BaseModel):
         for field in type(value).model_fields:
             found |= collect_secrets(getattr(value, field), field)

@@ -66,7 +66,7 @@ def test_config_errors_never_echo_env_values_and_secrets_are_collected(tmp_path:
             to: [out]
             retry: {initial_delay: "${ERP_PASSWORD}"}
         """)
-    environ = {"AMQP_PASSWORD": "amqp-" + PASSWORD, "PG_SECRET": "pg-" + PASSWORD,
+    environ = {"AMQP_PASSWORD": "amqp%40" + PASSWORD, "PG_SECRET": "pg-" + PASSWORD,
                "ERP_PASSWORD": PASSWORD}
     with pytest.raises(ConfigErrors) as caught:
         load_config(config_dir, Registry.from_entry_points(), environ)
@@ -74,11 +74,12 @@ def test_config_errors_never_echo_env_values_and_secrets_are_collected(tmp_path:
     assert "not a duration" in text and "${ERP_PASSWORD}" in text
     assert PASSWORD not in text
     # once loaded, every secret is known to the process (what logs hide)
-    assert {"amqp-" + PASSWORD, "pg-" + PASSWORD, PASSWORD} <= known().values
+    assert {"amqp%40" + PASSWORD, "pg-" + PASSWORD, PASSWORD} <= known().values
     (config_dir / "bus.yaml").write_text((config_dir / "bus.yaml").read_text().replace(
         '"${ERP_PASSWORD}"', "100ms"))
     config = load_config(config_dir, Registry.from_entry_points(), environ)
-    assert {"amqp-" + PASSWORD, "pg-" + PASSWORD} <= config.secrets
+    # the URL's password as written, and as a client decodes it
+    assert {"amqp%40" + PASSWORD, "amqp@" + PASSWORD, "pg-" + PASSWORD} <= config.secrets
 
 
 def test_connector_secret_fields_are_collected(tmp_path: Path) -> None:

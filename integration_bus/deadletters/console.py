@@ -110,15 +110,16 @@ class DeadLetterConsole:
     def _view(self, row: dict[str, Any], unmask: bool) -> dict[str, Any]:
         hide = self.redaction
         edited = row.get("edited_payload")
+        # what the payload holds is masked wherever the error repeats it, whatever its format
+        echoes = {} if unmask else hide.echoes(row["envelope"], edited)
         return {**row,
                 "envelope": hide.envelope(row["envelope"], unmask=unmask),
                 "edited_payload": hide.payload(edited, unmask=unmask)
                 if edited is not None else None,
-                "message": hide.text(row.get("message"), unmask=unmask),
-                "traceback": hide.text(row.get("traceback"), unmask=unmask),
-                "status_reason": hide.text(row.get("status_reason"), unmask=unmask),
-                "attempts": hide.data(row.get("attempts"), unmask=unmask),
-                "source_ref": hide.data(row.get("source_ref"), unmask=unmask)}
+                **{key: hide.text(row.get(key), unmask=unmask, echoes=echoes)
+                   for key in ("message", "traceback", "status_reason")},
+                **{key: hide.data(row.get(key), unmask=unmask, echoes=echoes)
+                   for key in ("attempts", "source_ref")}}
 
     def _reading(self, selection: Selection | None, unmask: bool, target: str) -> None:
         self.require("read", target)
@@ -159,8 +160,11 @@ class DeadLetterConsole:
         events = self.bus.store.journal_for(envelope_id)
         with self.db.begin(read_only=True) as conn:
             dead = query.fetch(conn, Selection(ids=(envelope_id,), statuses=()))
-        return ([{**e, "detail": self.redaction.data(e["detail"])} for e in events],
-                [self._view(d, False) for d in dead])
+        echoes: dict[str, str] = {}
+        for letter in dead:
+            echoes.update(self.redaction.echoes(letter["envelope"], letter["edited_payload"]))
+        return ([{**e, "detail": self.redaction.data(e["detail"], echoes=echoes)}
+                 for e in events], [self._view(d, False) for d in dead])
 
     def show(self, ident: str, *, unmask: bool = False) -> dict[str, Any]:
         self._reading(None, unmask, f"show {ident}")

@@ -114,8 +114,11 @@ class Store:
 
     def _redacted(self, batch: Settlement) -> Settlement:
         hide = self.redaction
+        # a dead letter's journal entry may repeat values of its payload: mask those too
+        echoes = {d.envelope.get("id"): hide.echoes(d.envelope) for d in batch.dead}
         journal_rows = [e if not e.detail or e.event in _BUS_MADE_DETAIL
-                        else dataclasses.replace(e, detail=hide.data(e.detail))
+                        else dataclasses.replace(e, detail=hide.data(
+                            e.detail, echoes=echoes.get(e.envelope_id)))
                         for e in batch.journal]
         letters = [dataclasses.replace(d, message=hide.text(d.message, unmask=True) or "",
                                        traceback=hide.text(d.traceback, unmask=True),
