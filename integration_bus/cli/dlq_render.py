@@ -151,12 +151,15 @@ def write_export(rows: Sequence[dict[str, Any]], fmt: str, output: IO[str]) -> N
 
 def print_audit(rows: Sequence[dict[str, Any]]) -> None:
     table = Table(title="dead-letter audit (newest first)")
-    for column in ("at", "actor", "action", "count", "outcome", "target", "detail"):
-        table.add_column(column, no_wrap=column in ("at", "actor", "action"))
+    for column in ("at", "actor", "role", "action", "count", "outcome", "target", "detail"):
+        table.add_column(column, no_wrap=column in ("at", "actor", "role", "action"))
     for r in rows:
         detail = r["detail"] or {}
         summary = detail.get("reason") or detail.get("error") or (
             "diff recorded" if detail.get("diff") else "")
-        table.add_row(_when(r["at"]), r["actor"], r["action"], str(r["count"]), r["outcome"],
-                      _short(r["target"], 50), _short(str(summary), 50))
+        if detail.get("unchecked"):
+            summary = f"unchecked (no schema); {summary}"
+        table.add_row(_when(r["at"]), r["actor"], r.get("role") or "-", r["action"],
+                      str(r["count"]), r["outcome"], _short(r["target"], 50),
+                      _short(str(summary), 50))
     console().print(table)
