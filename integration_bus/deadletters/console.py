@@ -82,12 +82,13 @@ class DeadLetterConsole:
             raise
 
     def _audit(self, conn: Connection, action: str, target: str, *, count: int = 0,
-               outcome: str = "ok", detail: dict[str, Any] | None = None) -> None:
+               outcome: str = "ok", detail: dict[str, Any] | None = None,
+               echoes: dict[str, str] | None = None) -> None:
         hide = self.redaction
         audit.append(conn, self.db.dialect, at=utcnow(), actor=self.operator.name,
                      role=self.operator.role, action=action, target=hide.text(target) or "-",
                      count=count, outcome=outcome,
-                     detail=hide.data(detail) if detail is not None else None)
+                     detail=hide.data(detail, echoes=echoes) if detail is not None else None)
 
     def _searched(self, conn: Connection, selection: Selection, count: int) -> None:
         if selection.text:  # a search over masked fields could confirm a value: audited
@@ -275,9 +276,10 @@ class DeadLetterConsole:
         try:
             checked = self._validate(row, payload)
         except BusError as exc:
-            with self.db.begin() as conn:
+            with self.db.begin() as conn:  # the error may repeat a value of the edit
                 self._audit(conn, "edit", row["id"], count=0, outcome="refused",
-                            detail={"error": str(exc), "diff": masked_diff})
+                            detail={"error": str(exc), "diff": masked_diff},
+                            echoes=hide.echoes(row["envelope"], before, payload))
             raise EditRefused(f"the edit does not fit: {exc}", envelope_id=row["envelope_id"],
                               **{k: v for k, v in exc.context.items()
                                  if k in ("field", "hint")}) from exc
