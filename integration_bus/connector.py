@@ -40,6 +40,7 @@ from integration_bus.httpbody import (
     endpoint_label,
     read_body,
 )
+from integration_bus.redact import known, redact_url
 from integration_bus.yamlsafe import Locator, read_yaml_text
 
 __all__ = [
@@ -74,7 +75,17 @@ __all__ = [
     "endpoint_label",
     "read_body",
     "read_yaml_text",
+    "redact_url",
+    "scrub_secrets",
 ]
+
+
+def scrub_secrets(text: str) -> str:
+    """``text`` without secrets: URL passwords, secret query values, credentials, and every
+    value the loaded configurations mark secret (replaced by ``***``). For whatever a plugin
+    puts in a log line, an error message or a metrics label itself; the bus applies it too
+    at each of those boundaries."""
+    return known().scrub(text)
 
 
 class Publisher(Protocol):

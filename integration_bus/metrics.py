@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from collections.abc import Iterable
 
-__all__ = ["Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
+
+from integration_bus.redact import known
+
+__all__ = ["Metrics", "RedactingRegistry"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                     5, 10, 30)
+
+
+class RedactingRegistry(CollectorRegistry):
+    """A registry whose label values pass the secrets scrub when scraped: a plugin that labels
+    by URL (an endpoint with ``user:password@``) cannot put the password on ``/metrics``."""
+
+    def collect(self) -> Iterable[Metric]:
+        secrets = known()
+        for metric in super().collect():
+            metric.samples = [
+                sample._replace(labels={k: secrets.scrub(v) for k, v in sample.labels.items()})
+                for sample in metric.samples]
+            yield metric
 
 
 class Metrics:
@@ -21,7 +39,7 @@ class Metrics:
     """
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry: CollectorRegistry = RedactingRegistry(auto_describe=True)
         self.route_messages = Counter("bus_route_messages", "Messages handled per route",
                                       ["route", "outcome"], registry=self.registry)
         self.sink_deliveries = Counter("bus_sink_deliveries", "Deliveries per sink",

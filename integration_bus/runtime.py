@@ -22,7 +22,9 @@ from integration_bus.connector import ConnectorContext, PollingSource, Sink, Sou
 from integration_bus.envelope import Envelope, new_id
 from integration_bus.errors import BusError, ConfigError
 from integration_bus.metrics import Metrics
+from integration_bus.pii import PersonalData
 from integration_bus.pipeline import IdentityPipeline, Pipeline
+from integration_bus.redact import Redaction
 from integration_bus.registry import Registry
 from integration_bus.relay import OutboxRelay
 from integration_bus.reload import MappingReloader, ReloadablePipeline
@@ -66,6 +68,10 @@ class Bus:
         self.migrate = migrate
         self.registry = registry
         self.metrics = Metrics()
+        dead_letters = config.settings.dead_letters
+        #: what this bus hides from logs, the journal, dead letters and everything shown
+        self.redaction = Redaction(PersonalData(dead_letters.redact,
+                                                builtin=dead_letters.redact_builtin))
         self.topology = _topology(config)
         self.transport: Transport = open_transport(config.settings.broker, embedded)
         self._pipelines = dict(pipelines) if pipelines is not None else None
@@ -85,7 +91,8 @@ class Bus:
         if self._store is None:
             settings = self.config.settings.store
             self._store = Store.open(settings.url, root=self.config.root,
-                                     pool_size=settings.pool_size, migrate=self.migrate)
+                                     pool_size=settings.pool_size, migrate=self.migrate,
+                                     redaction=self.redaction)
         return self._store
 
     @property

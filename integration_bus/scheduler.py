@@ -22,6 +22,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from integration_bus.deadletters.console import DeadLetterConsole
+from integration_bus.operators import Operator
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import Config, load_config
@@ -74,7 +75,7 @@ def make_scheduler(config_dir: Path, *, environ: Mapping[str, str] | None = None
     @app.task(name=PURGE_TASK, shared=False)  # type: ignore[untyped-decorator]
     def purge_dead_letters(older_than_ms: int) -> int:
         """Remove replayed and discarded dead letters older than the retention (audited)."""
-        return DeadLetterConsole(bus(), actor="scheduler").purge(
+        return DeadLetterConsole(bus(), Operator.system("scheduler")).purge(
             timedelta(milliseconds=older_than_ms))
 
     @app.task(name=HISTORY_TASK, shared=False)  # type: ignore[untyped-decorator]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,9 @@ from integration_bus.envelope import Envelope
 from integration_bus.runtime import Bus
 from tests.conftest import write_config
 from tests.support.probe import running
+
+#: who the CLI says acted: the OS user running the tests (identities are not self-declared)
+OS_USER = pwd.getpwuid(os.getuid()).pw_name
 
 INPUT_SCHEMA = {
     "$schema": "http://json-schema.org/draft-07/schema#",

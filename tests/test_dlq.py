@@ -16,6 +16,7 @@ from integration_bus.cli import cli
 from integration_bus.store import Store
 from tests.dlq_project import (
     FIXED,
+    OS_USER,
     effects,
     make_project,
     order,
@@ -30,8 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def bus_cli(config_dir: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, [*args[:2], "--config-dir", str(config_dir), *args[2:]],
-                                env={"BUS_ACTOR": "ops-anna"})
+    result = CliRunner().invoke(cli, [*args[:2], "--config-dir", str(config_dir), *args[2:]])
     return result.exit_code, result.output
 
 
@@ -139,7 +139,7 @@ def test_edit_is_validated_audited_and_delivered(tmp_path: Path, rabbitmq_url: s
     audit = json.loads(out)
     edits = [a for a in audit if a["action"] == "edit"]
     assert [e["outcome"] for e in edits] == ["ok", "refused"]  # newest first
-    assert all(e["actor"] == "ops-anna" for e in audit)
+    assert all(e["actor"] == OS_USER and e["role"] == "admin" for e in audit)
     assert '+  "qty": 2' in edits[0]["detail"]["diff"]
     code, out = bus_cli(config_dir, "dlq", "show", letter["id"], "--json")
     shown = json.loads(out)

@@ -12,13 +12,22 @@ from click.testing import CliRunner
 
 from integration_bus.cli import cli
 from integration_bus.runtime import Bus
-from tests.dlq_project import FIXED, effects, make_project, order, publish, set_mapping, worker
+from tests.dlq_project import (
+    FIXED,
+    OS_USER,
+    effects,
+    make_project,
+    order,
+    publish,
+    set_mapping,
+    worker,
+)
 from tests.support.probe import running, wait_for
 
 
 def run(config_dir: Path, *args: str, stdout_only: bool = False) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["dlq", args[0], "--config-dir", str(config_dir),
-                                      *args[1:]], env={"BUS_ACTOR": "ops-ben"})
+                                      *args[1:]])
     return result.exit_code, result.stdout if stdout_only else result.output
 
 
@@ -50,7 +59,7 @@ def test_list_show_groups_with_redaction_and_audited_unmask(project: Path) -> No
     code, out = run(project, "show", ident, "--unmask", "--json")
     assert json.loads(out)["envelope"]["payload"]["email"] == "customer2@example.com"
     code, out = run(project, "audit", "--json")
-    assert json.loads(out)[0]["action"] == "unmask" and json.loads(out)[0]["actor"] == "ops-ben"
+    assert json.loads(out)[0]["action"] == "unmask" and json.loads(out)[0]["actor"] == OS_USER
     code, out = run(project, "groups")
     assert code == 0 and "failure groups (3 dead letters)" in out
     code, out = run(project, "list", "--text", "9999", "--json")

@@ -28,6 +28,7 @@ from integration_bus.cli import cli
 from integration_bus.cli.demo import DemoRun, Scenario
 from integration_bus.deadletters.console import DeadLetterConsole
 from integration_bus.deadletters.query import Selection
+from integration_bus.operators import Operator
 from tests.support.probe import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,7 +155,7 @@ def test_a_short_order_is_a_business_dead_letter_and_never_reaches_the_erp(
     assert letter["route"] == "order_availability" and letter["error_type"] == "StockShort"
     assert "'HOOD-GRY-M' 2 ordered, 1 available to promise" in letter["message"]
     # It is one group in the console, with its reason
-    groups = DeadLetterConsole(bus, actor="test").groups(Selection())
+    groups = DeadLetterConsole(bus, Operator.system("test")).groups(Selection())
     assert [(g["error_type"], g["route"], g["count"]) for g in groups] == [
         ("StockShort", "order_availability", 1)]
     # And nothing about it reached the ERP (an order that fits does, after it)

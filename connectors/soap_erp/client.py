@@ -47,7 +47,13 @@ from connectors.soap_erp.metrics import SoapMetrics
 from connectors.soap_erp.payload import to_plain
 from connectors.soap_erp.wsdl import LocalFiles, check_literal, zeep_settings
 from connectors.soap_erp.xmlsafe import SafeXml, XmlMalformedError, XmlSecurityError, excerpt
-from integration_bus.connector import BusError, ConfigError, PermanentError, did_you_mean
+from integration_bus.connector import (
+    BusError,
+    ConfigError,
+    PermanentError,
+    did_you_mean,
+    redact_url,
+)
 
 __all__ = ["Operation", "SoapClient"]
 
@@ -95,7 +101,9 @@ class SoapClient:
         if not self.address.startswith(("http://", "https://")):
             raise ConfigError("the port has no http(s) soap:address: set 'address'",
                               field="address")
-        self.breaker = breaker(self.address)
+        #: the address as shown (errors, breaker, metrics labels): no password of its user-info
+        self.endpoint = redact_url(self.address)
+        self.breaker = breaker(self.endpoint)
         self._binding = port.binding
         self._proxy = self._zeep.create_service(  # type: ignore[no-untyped-call]
             port.binding.name, self.address)
@@ -135,7 +143,7 @@ class SoapClient:
         """Call ``op`` with ``payload`` (a dict of the operation's parameters); the answer as a
         plain dict (element name -> value). Raises as described in the module docstring;
         every error names the operation and ``where`` (document number, envelope id...)."""
-        context = {"operation": op.name, "endpoint": self.address, **where}
+        context = {"operation": op.name, "endpoint": self.endpoint, **where}
         body = self._envelope(op, payload, context)
         probe = self.breaker.admit(**context)
         started = time.perf_counter()
@@ -158,8 +166,8 @@ class SoapClient:
             self.breaker.succeeded()
             return result
         finally:
-            self._metrics.calls.labels(self.address, op.name, outcome).inc()
-            self._metrics.seconds.labels(self.address, op.name).observe(
+            self._metrics.calls.labels(self.endpoint, op.name, outcome).inc()
+            self._metrics.seconds.labels(self.endpoint, op.name).observe(
                 time.perf_counter() - started)
 
     def _envelope(self, op: Operation, payload: Any, context: dict[str, Any]) -> bytes:

@@ -1,5 +1,7 @@
 """Prometheus collectors of the ``soap_erp`` connector, registered on the bus's own registry.
 
+``endpoint`` is the address without the password of its user-info (``redact_url``).
+
 - ``soap_erp_calls_total{endpoint, operation, outcome}``: ok, fault_business, fault_client,
   fault_server, fault_other, http_error, html_page, timeout, connection_error, tls_error,
   refused_xml (calls the breaker refused are not counted: no call was made)

@@ -224,7 +224,7 @@ class SoapErpSink:
         answer = self._client.call(self._lookup_op,
                                    set_path({}, self._config.lookup.reference, number), **where)
         found = get_path(answer, self._config.lookup.found) not in (None, "", [], {})
-        self._metrics.lookups.labels(self._client.address, str(found).lower()).inc()
+        self._metrics.lookups.labels(self._client.endpoint, str(found).lower()).inc()
         return found
 
     def _doubted(self, number: str) -> bool:

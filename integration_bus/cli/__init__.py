@@ -1,4 +1,5 @@
-"""The ``bus`` command. Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error."""
+"""The ``bus`` command. Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error,
+3 not allowed (the operator's role does not permit the action)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import click
 import structlog
 
 from integration_bus.errors import BusError, ConfigError
+from integration_bus.operators import AccessDenied
+from integration_bus.redact import LogFilter, known, log_processor
 
 __all__ = ["cli", "config_dir_option", "handle_errors", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_DENIED = 0, 1, 2, 3
 
 
 def config_dir_option(func: F) -> F:
@@ -35,22 +38,36 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ConfigError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {known().scrub(str(exc))}", err=True)
             sys.exit(EXIT_USAGE)
+        except AccessDenied as exc:
+            click.echo(f"not allowed: {exc}", err=True)
+            sys.exit(EXIT_DENIED)
         except BusError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {known().scrub(str(exc))}", err=True)
             sys.exit(EXIT_FAILURE)
     return wrapper  # type: ignore[return-value]
 
 
 def configure_logging(level: str, json_logs: bool) -> None:
+    """structlog and the standard library's logging to stderr, both through the redaction
+    boundary (``integration_bus.redact``): no secret, no unmasked personal data in a log line.
+    Tracebacks are rendered as plain text first so they pass it too (and never show locals)."""
+    root = logging.getLogger()
+    before = set(root.handlers)
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")
+    for handler in root.handlers:
+        if handler not in before:
+            handler.addFilter(LogFilter())
     renderer: Any = (structlog.processors.JSONRenderer() if json_logs
-                     else structlog.dev.ConsoleRenderer(colors=False))
+                     else structlog.dev.ConsoleRenderer(
+                         colors=False, exception_formatter=structlog.dev.plain_traceback))
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars,
                     structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    structlog.processors.format_exc_info,
+                    log_processor,
                     renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]),

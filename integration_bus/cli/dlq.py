@@ -16,7 +16,7 @@ import click
 import orjson
 from rich.progress import Progress
 
-from integration_bus.cli import config_dir_option, handle_errors
+from integration_bus.cli import EXIT_FAILURE, config_dir_option, handle_errors
 from integration_bus.cli.dlq_render import (
     print_groups,
     print_letter,
@@ -29,6 +29,7 @@ from integration_bus.deadletters.console import DeadLetterConsole, pretty
 from integration_bus.deadletters.query import STATUSES, Selection
 from integration_bus.durations import parse_millis
 from integration_bus.errors import BusError
+from integration_bus.operators import os_operator
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
 
@@ -59,7 +60,8 @@ def selection_options(func: F) -> F:
         click.option("--source", help="the source connector instance"),
         click.option("--since", help="failed at or after: ISO time or an age like 2h, 7d"),
         click.option("--until", help="failed before: ISO time or an age"),
-        click.option("--text", help="text in the error message or the envelope"),
+        click.option("--text", help="text in the error message or the envelope (searched "
+                                     "unmasked, so audited)"),
         click.option("--group", help="a failure group (fingerprint or its prefix)"),
         click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
                      help="[default: new]"),
@@ -77,14 +79,19 @@ def selection(ids: tuple[str, ...], route: str | None, error_type: str | None,
                      statuses=statuses or ("new",))
 
 
+def console_for(bus: Bus) -> DeadLetterConsole:
+    """The console as the OS user running this process, with the role bus.yaml gives them
+    (never a name passed in: the audit must say who really acted)."""
+    return DeadLetterConsole(bus, os_operator(bus.config.settings.operators, bus.config.file))
+
+
 def with_console(func: F) -> F:
     """Open the bus (store) and hand the command a DeadLetterConsole as ``dlq``."""
-    @click.option("--actor", envvar="BUS_ACTOR", help="who acts [default: the OS user]")
     @config_dir_option
     @functools.wraps(func)
-    def wrapper(config_dir: Path, actor: str | None, **kwargs: Any) -> Any:
+    def wrapper(config_dir: Path, **kwargs: Any) -> Any:
         with Bus.from_config_dir(config_dir, migrate=False) as bus:
-            return func(DeadLetterConsole(bus, actor=actor), **kwargs)
+            return func(console_for(bus), **kwargs)
     return handle_errors(wrapper)  # type: ignore[return-value]
 
 
@@ -103,7 +110,7 @@ def dlq_group() -> None:
 @selection_options
 @click.option("--limit", default=50, show_default=True)
 @click.option("--page", default=1, show_default=True)
-@click.option("--unmask", is_flag=True, help="show personal data unmasked (audited)")
+@click.option("--unmask", is_flag=True, help="show personal data unmasked (admins; audited)")
 @click.option("--json", "as_json", is_flag=True)
 @with_console
 def list_command(dlq: DeadLetterConsole, limit: int, page: int, unmask: bool, as_json: bool,
@@ -119,7 +126,7 @@ def list_command(dlq: DeadLetterConsole, limit: int, page: int, unmask: bool, as
 
 @dlq_group.command("show")
 @click.argument("ident")
-@click.option("--unmask", is_flag=True, help="show personal data unmasked (audited)")
+@click.option("--unmask", is_flag=True, help="show personal data unmasked (admins; audited)")
 @click.option("--json", "as_json", is_flag=True)
 @with_console
 def show_command(dlq: DeadLetterConsole, ident: str, unmask: bool, as_json: bool) -> None:
@@ -149,7 +156,8 @@ def groups_command(dlq: DeadLetterConsole, as_json: bool, **kwargs: Any) -> None
 @click.option("--dry-run", is_flag=True, help="run the current pipeline and show, send nothing")
 @click.option("--to-route", help="send to this route instead of the one that failed")
 @click.option("--rate", type=float, help="at most N messages per second")
-@click.option("--force", is_flag=True, help="deliver even where the ledger says done (audited)")
+@click.option("--force", is_flag=True,
+              help="deliver even where the ledger says done (admins; audited)")
 @click.option("--json", "as_json", is_flag=True)
 @with_console
 def replay_command(dlq: DeadLetterConsole, dry_run: bool, to_route: str | None,
@@ -205,7 +213,9 @@ def _set_path(document: Any, path: str, value: Any) -> Any:
 @with_console
 def edit_command(dlq: DeadLetterConsole, ident: str, assignments: tuple[str, ...],
                  patch: IO[bytes] | None, replay: bool) -> None:
-    """Fix a dead letter's payload ($EDITOR, --set or --patch); validated, diff audited."""
+    """Fix a dead letter's payload ($EDITOR, --set or --patch); validated, diff audited.
+    Admins only: an edit needs the real (unmasked) payload."""
+    dlq.require("edit", ident)
     letter = dlq.show(ident, unmask=True)
     current = letter["edited_payload"] if letter["edited_payload"] is not None else \
         letter["envelope"].get("payload")
@@ -232,8 +242,11 @@ def edit_command(dlq: DeadLetterConsole, ident: str, assignments: tuple[str, ...
             payload = json.loads(text)
         except json.JSONDecodeError as exc:
             raise BusError(f"the edited text is not JSON: {exc}") from exc
-    diff = dlq.edit(ident, payload)
-    click.echo(diff or "no change")
+    edit = dlq.edit(ident, payload)
+    click.echo(edit.diff or "no change")
+    if edit.validated_against is None:
+        click.echo("warning: the route has no schema: the edit was stored unchecked (audited "
+                   "as such)", err=True)
     if replay:
         outcome = dlq.replay(Selection(ids=(letter["id"],)))
         click.echo(f"queued {len(outcome.queued)} replay(s)")
@@ -278,7 +291,7 @@ def purge_command(dlq: DeadLetterConsole, older_than: str, include_new: bool) ->
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
               show_default=True)
 @click.option("--output", "-o", type=click.File("w"), default="-")
-@click.option("--unmask", is_flag=True, help="export personal data unmasked (audited)")
+@click.option("--unmask", is_flag=True, help="export personal data unmasked (admins; audited)")
 @with_console
 def export_command(dlq: DeadLetterConsole, fmt: str, output: IO[str], unmask: bool,
                    **kwargs: Any) -> None:
@@ -292,10 +305,28 @@ def export_command(dlq: DeadLetterConsole, fmt: str, output: IO[str], unmask: bo
 @click.option("--limit", default=50, show_default=True)
 @click.option("--action")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--verify", is_flag=True,
+              help="check the hash chain of the whole log: exit 1 if a row was changed, "
+                   "deleted, inserted or moved")
+@click.option("--head", "expect_head", metavar="ID:HASH",
+              help="with --verify: the head printed by an earlier --verify, to compare")
 @with_console
 def audit_command(dlq: DeadLetterConsole, limit: int, action: str | None,
-                  as_json: bool) -> None:
-    """Who did what to which dead letters, and how it went."""
+                  as_json: bool, verify: bool, expect_head: str | None) -> None:
+    """Who did what to which dead letters (with which role), and how it went."""
+    if verify:
+        check = dlq.verify_audit(expect_head=expect_head)
+        if as_json:
+            click.echo(json.dumps({"ok": check.ok, "rows": check.rows, "head": check.head,
+                                   "problems": check.problems}))
+        else:
+            for problem in check.problems:
+                click.echo(f"tampered: {problem}", err=True)
+            click.echo(f"audit log {'intact' if check.ok else 'TAMPERED'}: {check.rows} rows, "
+                       f"head {check.head or '-'}")
+        if not check.ok:
+            sys.exit(EXIT_FAILURE)
+        return
     rows = dlq.audit_log(limit=limit, action=action)
     if as_json:
         click.echo(json.dumps(rows, default=str))

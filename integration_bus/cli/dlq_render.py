@@ -1,4 +1,8 @@
-"""How ``bus dlq`` prints: rich tables for people, JSON lines / CSV for scripts."""
+"""How ``bus dlq`` prints: rich tables for people, JSON lines / CSV for scripts.
+
+Everything printed comes from data (messages, payloads, routes named by partners' input): the
+console never reads markup, and styles are set on Text objects only (``summary.console``).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from typing import IO, Any
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
-from integration_bus.cli.summary import console
+from integration_bus.cli.summary import console, plain
 from integration_bus.deadletters.console import pretty
 from integration_bus.deadletters.replay import Preview
 
@@ -62,7 +67,7 @@ def print_letter(letter: dict[str, Any]) -> None:
             ("first / last failure", f"{_when(letter['first_failed_at'])} / "
                                      f"{_when(letter['last_failed_at'])}"),
             ("group", letter["fingerprint"])):
-        facts.add_row(f"[bold]{name}[/]", str(value if value is not None else "-"))
+        facts.add_row(Text(name, style="bold"), plain(value if value is not None else "-"))
     out.print(facts)
     if envelope.get("headers"):
         out.print(Panel(Syntax(pretty(envelope["headers"]), "json"), title="headers"))
@@ -71,9 +76,10 @@ def print_letter(letter: dict[str, Any]) -> None:
     if letter.get("edited_payload") is not None:
         out.print(Panel(Syntax(pretty(letter["edited_payload"]), "json"),
                         title="payload (edited, will be sent on replay)"))
-    out.print(Panel(f"[bold red]{letter['error_type']}[/]: {letter['message']}", title="error"))
+    out.print(Panel(Text.assemble(plain(letter["error_type"], "bold red"), ": ",
+                                  plain(letter["message"])), title="error"))
     if letter.get("traceback"):
-        out.print(Panel(letter["traceback"].rstrip(), title="traceback"))
+        out.print(Panel(plain(letter["traceback"].rstrip()), title="traceback"))
     timeline = Table(title="attempts")
     for column in ("attempt", "at", "step/sink", "error", "message"):
         timeline.add_column(column)
@@ -111,12 +117,13 @@ def print_previews(previews: Sequence[Preview], *, total: int, as_json: bool) ->
     out = console()
     out.print(f"dry run: {total} dead letter(s) would be replayed; nothing is sent")
     for p in previews:
-        head = f"[bold]{p.id}[/] → route {p.route}"
+        head = Text.assemble(plain(p.id, "bold"), " → route ", plain(p.route))
         if p.error:
-            out.print(f"{head}: [red]would fail again[/]: {p.error}")
+            out.print(Text.assemble(head, ": ", ("would fail again", "red"), ": ",
+                                    plain(p.error)))
         else:
             effects = ", ".join(f"{k}: {v}" for k, v in p.effects.items())
-            out.print(f"{head}: {len(p.outputs)} output(s); {effects}")
+            out.print(Text.assemble(head, f": {len(p.outputs)} output(s); ", plain(effects)))
             for output in p.outputs:
                 out.print(Syntax(pretty(output), "json"))
         if p.diff:
@@ -144,12 +151,15 @@ def write_export(rows: Sequence[dict[str, Any]], fmt: str, output: IO[str]) -> N
 
 def print_audit(rows: Sequence[dict[str, Any]]) -> None:
     table = Table(title="dead-letter audit (newest first)")
-    for column in ("at", "actor", "action", "count", "outcome", "target", "detail"):
-        table.add_column(column, no_wrap=column in ("at", "actor", "action"))
+    for column in ("at", "actor", "role", "action", "count", "outcome", "target", "detail"):
+        table.add_column(column, no_wrap=column in ("at", "actor", "role", "action"))
     for r in rows:
         detail = r["detail"] or {}
         summary = detail.get("reason") or detail.get("error") or (
             "diff recorded" if detail.get("diff") else "")
-        table.add_row(_when(r["at"]), r["actor"], r["action"], str(r["count"]), r["outcome"],
-                      _short(r["target"], 50), _short(str(summary), 50))
+        if detail.get("unchecked"):
+            summary = f"unchecked (no schema); {summary}"
+        table.add_row(_when(r["at"]), r["actor"], r.get("role") or "-", r["action"],
+                      str(r["count"]), r["outcome"], _short(r["target"], 50),
+                      _short(str(summary), 50))
     console().print(table)

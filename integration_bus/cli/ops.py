@@ -18,6 +18,7 @@ from integration_bus.cli import EXIT_FAILURE, EXIT_USAGE, config_dir_option, han
 from integration_bus.cli.summary import console, route_rows, route_table
 from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError, ConfigError, EnvelopeError, UnroutableError
+from integration_bus.redact import known
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
@@ -91,11 +92,12 @@ def status_command(config_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def trace_command(config_dir: Path, envelope_id: str, as_json: bool) -> None:
-    """An envelope's journal: received, delivered, retried, dead-lettered, duplicate..."""
+    """An envelope's journal: received, delivered, retried, dead-lettered, duplicate...
+    (personal data masked, as in ``bus dlq show``)."""
+    from integration_bus.cli.dlq import console_for
+
     with Bus.from_config_dir(config_dir, migrate=False) as bus:
-        events = bus.store.journal_for(envelope_id)
-        dead = [d for d in bus.store.dead_letters(limit=100_000)
-                if d["envelope_id"] == envelope_id]
+        events, dead = console_for(bus).trace(envelope_id)
     if not events and not dead:
         click.echo(f"no journal entries for {envelope_id}", err=True)
         sys.exit(EXIT_FAILURE)
@@ -130,7 +132,7 @@ def lint_command(config_dir: Path, build: bool) -> None:
         bus = Bus(config, registry=registry)
         bus.pipelines()
     except ConfigError as exc:
-        click.echo(str(exc), err=True)
+        click.echo(known().scrub(str(exc)), err=True)
         sys.exit(EXIT_USAGE)
     if build:
         with tempfile.TemporaryDirectory(prefix="bus-lint-") as scratch:
@@ -143,7 +145,7 @@ def lint_command(config_dir: Path, build: bool) -> None:
             finally:
                 scratch_bus.close()
         for problem in problems:
-            click.echo(str(problem), err=True)
+            click.echo(known().scrub(str(problem)), err=True)
         if problems:
             sys.exit(EXIT_USAGE)
     warnings = _warnings(bus)

@@ -9,9 +9,10 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from integration_bus.cli import EXIT_FAILURE, config_dir_option, handle_errors
-from integration_bus.cli.summary import console
+from integration_bus.cli.summary import console, plain
 from integration_bus.errors import BusError, ConfigError
 from integration_bus.reconcile import ReconcileReport, reconcile_bus, write_metrics_file
 from integration_bus.runtime import Bus
@@ -70,9 +71,9 @@ def reconcile_command(config_dir: Path, erp: str | None, shop: str | None,
         sys.exit(EXIT_FAILURE)
 
 
-def _cell(side: dict[str, Any] | None, field: str, differs: bool = False) -> str:
+def _cell(side: dict[str, Any] | None, field: str, differs: bool = False) -> Text:
     text = "-" if side is None or side.get(field) is None else str(side[field])
-    return f"[bold red]{text}[/]" if differs else text
+    return plain(text, "bold red" if differs else "")
 
 
 def report_table(report: ReconcileReport) -> Table:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from integration_bus.errors import BrokerUnavailable
 from integration_bus.runtime import Bus
@@ -58,9 +60,34 @@ def demo_summary(bus: Bus, elapsed: float) -> dict[str, Any]:
     }
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters shown as ``\\xNN`` (data must not move the cursor,
+    clear the screen or colour the terminal)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+
+
+def plain(value: Any, style: str = "") -> Text:
+    """A value from data as rich text: never read as markup, control characters shown."""
+    return Text(visible("" if value is None else str(value)), style=style)
+
+
+class _DataConsole(Console):
+    """Prints data as it is: no markup (``[bold]``, ``[/]``, ``[link=...]`` in a message or a
+    payload would crash or spoof the output), no emoji codes, control characters visible.
+    Styling is done with Text objects, never with markup in strings."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(visible(text), **kwargs)
+
+
 def console() -> Console:
-    """A console that does not squeeze tables to 80 columns when output is not a terminal."""
-    return Console(width=None if sys.stdout.isatty() else 140)
+    """The CLI's console (see _DataConsole); it does not squeeze tables to 80 columns when
+    output is not a terminal."""
+    return _DataConsole(width=None if sys.stdout.isatty() else 140, markup=False, emoji=False,
+                        highlight=False)
 
 
 def print_summary(summary: dict[str, Any], *, as_json: bool) -> None:

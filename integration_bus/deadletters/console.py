@@ -1,34 +1,39 @@
 """The dead-letter console API: what ``bus dlq`` (and later a web console) calls.
 
-Every action is audited in the same transaction as its effect: who (actor), when, what (the
-selection or ids, the diff of an edit, the reason), how many, and the outcome.
+It acts as one :class:`~integration_bus.operators.Operator` (a name and a role; the caller
+establishes who): each method checks the role first and audits a refusal. Everything it returns
+passes the bus's redaction: secrets never, personal data masked unless an admin unmasks it
+(audited). Every action is audited in the same transaction as its effect, in the hash-chained
+audit log (``store/audit.py``): who and with which role, when, what (the selection or ids, the
+masked diff of an edit, the reason), how many, and the outcome. Audit rows never hold unmasked
+personal data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import getpass
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from integration_bus.deadletters import query
 from integration_bus.deadletters.query import Selection
-from integration_bus.deadletters.redact import Redactor
 from integration_bus.deadletters.replay import Preview, ReplayOutcome, enqueue_chunk, preview
 from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError, ConfigError, EnvelopeError
+from integration_bus.operators import AccessDenied, Operator
 from integration_bus.pipeline import Pipeline
 from integration_bus.runtime import Bus
-from integration_bus.store import utcnow
+from integration_bus.store import audit, utcnow
 from integration_bus.store.schema import dead_letters as table
-from integration_bus.store.schema import dlq_audit, journal, outbox
+from integration_bus.store.schema import journal, outbox
 
-__all__ = ["DeadLetterConsole", "EditRefused"]
+__all__ = ["DeadLetterConsole", "EditOutcome", "EditRefused"]
 
 CHUNK = 500
 
@@ -47,65 +52,123 @@ def payload_diff(before: Any, after: Any, *, label: str = "payload") -> str:
                                         f"{label} (failed)", f"{label} (to send)"))
 
 
-class DeadLetterConsole:
-    """Reads and acts on the dead-letter store of one bus, as ``actor``."""
+@dataclass(frozen=True)
+class EditOutcome:
+    """A stored edit: the diff (unmasked: an admin made it) and the schema it was checked
+    against (None: the route has no schema; the edit is marked ``unchecked`` in the audit)."""
 
-    def __init__(self, bus: Bus, *, actor: str | None = None) -> None:
+    diff: str
+    validated_against: str | None
+
+
+class DeadLetterConsole:
+    """Reads and acts on the dead-letter store of one bus, as ``operator``."""
+
+    def __init__(self, bus: Bus, operator: Operator) -> None:
         self.bus = bus
         self.db = bus.store.db
-        self.actor = actor or getpass.getuser()
-        self.redactor = Redactor(bus.config.settings.dead_letters.redact)
+        self.operator = operator
+        self.redaction = bus.redaction
         self.routes = {n: list(r.to) for n, r in bus.config.settings.routes.items()}
 
-    # -- audit ---------------------------------------------------------------------------------
+    # -- who may, and the audit ------------------------------------------------------------------
+    def require(self, action: str, target: str = "-") -> None:
+        """Raise AccessDenied (after auditing the refusal) unless the operator may ``action``."""
+        try:
+            self.operator.require(action)
+        except AccessDenied:
+            with self.db.begin() as conn:
+                self._audit(conn, action, target, outcome="denied")
+            raise
+
     def _audit(self, conn: Connection, action: str, target: str, *, count: int = 0,
-               outcome: str = "ok", detail: dict[str, Any] | None = None) -> None:
-        conn.execute(insert(dlq_audit).values(at=utcnow(), actor=self.actor, action=action,
-                                              target=target, count=count, outcome=outcome,
-                                              detail=detail))
+               outcome: str = "ok", detail: dict[str, Any] | None = None,
+               echoes: dict[str, str] | None = None) -> None:
+        hide = self.redaction
+        audit.append(conn, self.db.dialect, at=utcnow(), actor=self.operator.name,
+                     role=self.operator.role, action=action, target=hide.text(target) or "-",
+                     count=count, outcome=outcome,
+                     detail=hide.data(detail, echoes=echoes) if detail is not None else None)
+
+    def _searched(self, conn: Connection, selection: Selection, count: int) -> None:
+        if selection.text:  # a search over masked fields could confirm a value: audited
+            self._audit(conn, "search", selection.describe(), count=count)
 
     def audit_log(self, *, limit: int = 100, action: str | None = None) -> list[dict[str, Any]]:
-        with self.db.begin() as conn:
-            q = select(dlq_audit).order_by(dlq_audit.c.id.desc()).limit(limit)
-            if action:
-                q = q.where(dlq_audit.c.action == action)
-            return [dict(r) for r in conn.execute(q).mappings()]
+        self.require("audit")
+        with self.db.begin(read_only=True) as conn:
+            rows = audit.recent(conn, limit=limit, action=action)
+        return [{**r, "target": self.redaction.text(r["target"]),
+                 "detail": self.redaction.data(r["detail"])} for r in rows]
+
+    def verify_audit(self, *, expect_head: str | None = None) -> audit.AuditCheck:
+        """Recompute the audit's hash chain (see ``store/audit.py``)."""
+        self.require("audit")
+        with self.db.begin(read_only=True) as conn:
+            return audit.verify(conn, expect_head=expect_head)
 
     # -- reading -------------------------------------------------------------------------------
     def _view(self, row: dict[str, Any], unmask: bool) -> dict[str, Any]:
-        if unmask or not self.redactor:
-            return row
-        envelope = dict(row["envelope"])
-        if "payload" in envelope:
-            envelope["payload"] = self.redactor.apply(envelope["payload"])
-        return {**row, "envelope": envelope,
-                "edited_payload": self.redactor.apply(row["edited_payload"])
-                if row.get("edited_payload") is not None else None}
+        hide = self.redaction
+        edited = row.get("edited_payload")
+        # what the payload holds is masked wherever the error repeats it, whatever its format
+        echoes = {} if unmask else hide.echoes(row["envelope"], edited)
+        return {**row,
+                "envelope": hide.envelope(row["envelope"], unmask=unmask),
+                "edited_payload": hide.payload(edited, unmask=unmask)
+                if edited is not None else None,
+                **{key: hide.text(row.get(key), unmask=unmask, echoes=echoes)
+                   for key in ("message", "traceback", "status_reason")},
+                **{key: hide.data(row.get(key), unmask=unmask, echoes=echoes)
+                   for key in ("attempts", "source_ref")}}
 
-    def _unmasked(self, conn: Connection, what: str, count: int) -> None:
-        self._audit(conn, "unmask", what, count=count)
+    def _reading(self, selection: Selection | None, unmask: bool, target: str) -> None:
+        self.require("read", target)
+        if selection is not None and selection.text:
+            self.require("search", target)
+        if unmask:
+            self.require("unmask", target)
 
     def find(self, selection: Selection, *, limit: int = 50, offset: int = 0,
              unmask: bool = False) -> tuple[list[dict[str, Any]], int]:
+        self._reading(selection, unmask, f"list {selection.describe()}")
         with self.db.begin() as conn:
             rows = query.fetch(conn, selection, limit=limit, offset=offset)
             total = query.count(conn, selection)
+            self._searched(conn, selection, total)
             if unmask:
-                self._unmasked(conn, f"list {selection.describe()}", len(rows))
+                self._audit(conn, "unmask", f"list {selection.describe()}", count=len(rows))
         return [self._view(r, unmask) for r in rows], total
 
     def ids(self, selection: Selection) -> list[str]:
         """Just the ids of the dead letters selected (oldest first)."""
+        self._reading(selection, False, f"ids {selection.describe()}")
         with self.db.begin(read_only=True) as conn:
             return [str(r) for r in conn.execute(
                 select(table.c.id).where(selection.where()).order_by(table.c.created_at))
                 .scalars()]
 
     def groups(self, selection: Selection) -> list[dict[str, Any]]:
+        self._reading(selection, False, f"groups {selection.describe()}")
         with self.db.begin() as conn:
-            return query.groups(conn, selection)
+            groups = query.groups(conn, selection)
+            self._searched(conn, selection, sum(g["count"] for g in groups))
+        return [{**g, "example": self.redaction.text(g["example"])} for g in groups]
+
+    def trace(self, envelope_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """An envelope's journal (oldest first) and its dead letters, masked (``bus trace``)."""
+        self.require("read", f"trace {envelope_id}")
+        events = self.bus.store.journal_for(envelope_id)
+        with self.db.begin(read_only=True) as conn:
+            dead = query.fetch(conn, Selection(ids=(envelope_id,), statuses=()))
+        echoes: dict[str, str] = {}
+        for letter in dead:
+            echoes.update(self.redaction.echoes(letter["envelope"], letter["edited_payload"]))
+        return ([{**e, "detail": self.redaction.data(e["detail"], echoes=echoes)}
+                 for e in events], [self._view(d, False) for d in dead])
 
     def show(self, ident: str, *, unmask: bool = False) -> dict[str, Any]:
+        self._reading(None, unmask, f"show {ident}")
         with self.db.begin() as conn:
             row = query.one(conn, ident)
             if row is None:
@@ -120,8 +183,9 @@ class DeadLetterConsole:
                                     .order_by(journal.c.id.desc()).limit(1)).first()
                 replay["outcome"] = last.event if last else (
                     "published" if replay["published_at"] else "waiting in outbox")
+                replay["error"] = self.redaction.text(replay["error"], unmask=unmask)
             if unmask:
-                self._unmasked(conn, f"show {row['id']}", 1)
+                self._audit(conn, "unmask", f"show {row['id']}", count=1)
         return {**self._view(row, unmask), "replay_history": replays}
 
     # -- replay ----------------------------------------------------------------------------------
@@ -140,7 +204,11 @@ class DeadLetterConsole:
     def replay(self, selection: Selection, *, to_route: str | None = None,
                force: bool = False, progress: Callable[[int], None] | None = None
                ) -> ReplayOutcome:
-        """Enqueue replays of the ``new`` dead letters selected (outbox + status, audited)."""
+        """Enqueue replays of the ``new`` dead letters selected (outbox + status, audited).
+        ``force`` (reset the ledger so sinks deliver again) needs an admin."""
+        self.require("replay", selection.describe())
+        if force:
+            self.require("force", selection.describe())
         if to_route is not None and to_route not in self.routes:
             raise ConfigError(f"no route named {to_route!r}",
                               hint=f"routes are: {', '.join(self.routes)}")
@@ -165,26 +233,36 @@ class DeadLetterConsole:
 
     def preview(self, selection: Selection, *, to_route: str | None = None,
                 limit: int = 20) -> tuple[list[Preview], int]:
-        """What a replay would do now, without sending anything (audited as a dry run)."""
+        """What a replay would do now, without sending anything (audited as a dry run). Output
+        payloads and diffs are masked."""
+        self.require("dry-run", selection.describe())
         pipelines = self._route_pipelines()
+        hide = self.redaction
         with self.db.begin() as conn:
             rows = query.fetch(conn, selection, limit=limit, newest_first=False)
             total = query.count(conn, selection)
             previews = []
             for row in rows:
-                original = row["envelope"].get("payload")
                 edited = row.get("edited_payload")
-                diff = payload_diff(original, edited) if edited is not None else ""
-                previews.append(preview(conn, row, routes=self.routes, pipelines=pipelines,
-                                        to_route=to_route, diff=diff))
+                diff = payload_diff(hide.payload(row["envelope"].get("payload")),
+                                    hide.payload(edited)) if edited is not None else ""
+                shown = preview(conn, row, routes=self.routes, pipelines=pipelines,
+                                to_route=to_route, diff=diff)
+                shown.outputs = [{**o, "payload": hide.payload(o["payload"])}
+                                 for o in shown.outputs]
+                shown.error = hide.text(shown.error)
+                previews.append(shown)
             self._audit(conn, "replay-dry-run", selection.describe(), count=total,
                         detail={"to_route": to_route})
         return previews, total
 
     # -- edit, discard, restore, purge --------------------------------------------------------
-    def edit(self, ident: str, payload: Any) -> str:
+    def edit(self, ident: str, payload: Any) -> EditOutcome:
         """Store a fixed payload for a ``new`` dead letter after validating it against the
-        route's input schema; returns the diff. EditRefused (audited) if it does not fit."""
+        route's input schema (an admin's job: it needs the unmasked payload). Where the route
+        has no schema the edit is stored unchecked and audited as such. EditRefused (audited)
+        if it does not fit. The audit keeps the diff of the *masked* payloads."""
+        self.require("edit", ident)
         with self.db.begin() as conn:
             row = query.one(conn, ident)
             if row is None or row["status"] != "new":
@@ -193,12 +271,15 @@ class DeadLetterConsole:
             before = row["edited_payload"] if row["edited_payload"] is not None else \
                 row["envelope"].get("payload")
             diff = payload_diff(before, payload)
+            hide = self.redaction
+            masked_diff = payload_diff(hide.payload(before), hide.payload(payload))
         try:
             checked = self._validate(row, payload)
         except BusError as exc:
-            with self.db.begin() as conn:
+            with self.db.begin() as conn:  # the error may repeat a value of the edit
                 self._audit(conn, "edit", row["id"], count=0, outcome="refused",
-                            detail={"error": str(exc), "diff": diff})
+                            detail={"error": str(exc), "diff": masked_diff},
+                            echoes=hide.echoes(row["envelope"], before, payload))
             raise EditRefused(f"the edit does not fit: {exc}", envelope_id=row["envelope_id"],
                               **{k: v for k, v in exc.context.items()
                                  if k in ("field", "hint")}) from exc
@@ -211,8 +292,9 @@ class DeadLetterConsole:
                 raise BusError(f"dead letter {row['id']} is no longer waiting (replayed or "
                                "discarded meanwhile); the edit was not stored")
             self._audit(conn, "edit", row["id"], count=1,
-                        detail={"diff": diff, "validated_against": checked})
-        return diff
+                        detail={"diff": masked_diff, "validated_against": checked,
+                                **({"unchecked": True} if checked is None else {})})
+        return EditOutcome(diff, checked)
 
     def _validate(self, row: dict[str, Any], payload: Any) -> str | None:
         try:
@@ -248,16 +330,19 @@ class DeadLetterConsole:
         return len(ids)
 
     def discard(self, selection: Selection, reason: str) -> int:
+        self.require("discard", selection.describe())
         return self._set_status(dataclasses.replace(selection, statuses=("new",)),
                                 "discarded", reason, "discard")
 
     def restore(self, selection: Selection, reason: str) -> int:
+        self.require("restore", selection.describe())
         return self._set_status(
             dataclasses.replace(selection, statuses=("discarded", "replayed")),
             "new", reason, "restore")
 
     def purge(self, older_than: timedelta, *, include_new: bool = False) -> int:
         statuses = ("replayed", "discarded", *(("new",) if include_new else ()))
+        self.require("purge", f"older_than={older_than} status={','.join(statuses)}")
         with self.db.begin() as conn:
             result = conn.execute(delete(table).where(
                 table.c.status.in_(statuses), table.c.last_failed_at < utcnow() - older_than))
@@ -267,8 +352,11 @@ class DeadLetterConsole:
         return purged
 
     def rows_for_export(self, selection: Selection, *, unmask: bool) -> list[dict[str, Any]]:
+        self._reading(selection, unmask, f"export {selection.describe()}")
+        self.require("export", selection.describe())
         with self.db.begin() as conn:
             rows = query.fetch(conn, selection, newest_first=False)
             self._audit(conn, "export", selection.describe(), count=len(rows),
                         detail={"unmasked": unmask})
+            self._searched(conn, selection, len(rows))
         return [self._view(r, unmask) for r in rows]

@@ -7,6 +7,7 @@ them at once; :func:`load_config` raises :class:`ConfigErrors` holding them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import types
@@ -19,8 +20,9 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from integration_bus.errors import ConfigError, did_you_mean
+from integration_bus.redact import collect_secrets, known, looks_secret, remember
 from integration_bus.registry import Registry
-from integration_bus.settings.interpolate import interpolate
+from integration_bus.settings.interpolate import Substituted, interpolate
 from integration_bus.settings.models import (
     NAME_PATTERN,
     BusSettings,
@@ -64,6 +66,8 @@ class Config:
     settings: BusSettings
     sources: dict[str, Instance] = field(default_factory=dict)
     sinks: dict[str, Instance] = field(default_factory=dict)
+    #: values never to be shown: secret fields, URL passwords, ${ENV} values of secret names
+    secrets: frozenset[str] = frozenset()
 
     @property
     def embedded(self) -> bool:
@@ -87,7 +91,7 @@ def load_config(config_dir: Path, registry: Registry,
     """Load ``<config_dir>/bus.yaml``; raises ConfigErrors (all problems) or ConfigError."""
     file = Path(config_dir) / CONFIG_FILE
     located = load_yaml(file)
-    interpolate(located, os.environ if environ is None else environ)
+    used = interpolate(located, os.environ if environ is None else environ)
     if located.data is None:
         located.data = {}
     if not isinstance(located.data, dict):
@@ -96,7 +100,12 @@ def load_config(config_dir: Path, registry: Registry,
     errors: list[ConfigError] = []
     settings = _validate_sections(located, errors)
     root = Path(config_dir).resolve().parent
-    config = Config(file=file, root=root, settings=settings or BusSettings())
+    secrets = {v for k, v in used.items() if looks_secret(k, env=True)}
+    if settings is not None:
+        secrets |= collect_secrets(settings)
+    remember(secrets)
+    config = Config(file=file, root=root, settings=settings or BusSettings(),
+                    secrets=frozenset(secrets))
     if settings is not None:
         for section, target in (("sources", config.sources), ("sinks", config.sinks)):
             for name, instance in getattr(settings, section).items():
@@ -105,9 +114,29 @@ def load_config(config_dir: Path, registry: Registry,
                     target[name] = built
         _check_routes(settings, located, errors)
         _check_reconcile(settings, located, errors)
+    secrets |= {s for i in (*config.sources.values(), *config.sinks.values())
+                for s in collect_secrets(i.config)}
+    remember(secrets)
     if errors:
-        raise ConfigErrors(errors)
-    return config
+        raise ConfigErrors([_unechoed(e, used) for e in errors])
+    return dataclasses.replace(config, secrets=frozenset(secrets))
+
+
+def _unechoed(error: ConfigError, used: Substituted) -> ConfigError:
+    """``error`` without the values ${ENV} references put in (``${NAME}`` instead) and
+    without known secrets: an env value is often a password, and a message like
+    ``not a duration: '...'`` would echo it."""
+    def clean(text: str) -> str:
+        for name, value in sorted(used.items(), key=lambda item: -len(item[1])):
+            if len(value) >= 3:
+                text = text.replace(value, f"${{{name}}}")
+        return known().scrub(text)
+
+    error.message = clean(error.message)
+    error.args = (error.message,)
+    if isinstance(error.context.get("hint"), str):
+        error.context["hint"] = clean(error.context["hint"])
+    return error
 
 
 def _validate_sections(located: Located, errors: list[ConfigError]) -> BusSettings | None:

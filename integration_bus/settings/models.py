@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,6 +20,7 @@ __all__ = [
     "ConnectorInstance",
     "DeadLetterSettings",
     "Millis",
+    "OperatorSettings",
     "ReconcileSettings",
     "RetryPolicy",
     "RouteSettings",
@@ -120,13 +121,40 @@ class DeadLetterSettings(_Model):
 
     redact: list[str] = Field(
         default_factory=list,
-        description="payload paths masked in list/show/export: 'customer.email', "
-                    "'lines[*].card', '**.phone' (any depth)")
+        description="more payload paths masked in list/show/export (beside the built-in "
+                    "list): 'customer.email', 'lines[*].card', '**.loyalty_id' (any depth)")
+    redact_builtin: bool = Field(
+        True, description="mask emails, phones, names, street addresses, payment and identity "
+                          "fields by key name and in text (docs/security.md); false: only the "
+                          "redact paths")
     retention: Millis | None = Field(
         None, description="the scheduled purge (bus scheduler) removes replayed and discarded "
                           "dead letters older than this, e.g. '30d'; none = keep them")
     purge_every: Millis = Field(3_600_000, gt=0,
                                 description="how often the scheduled purge runs")
+
+
+Role = Literal["viewer", "operator", "admin"]
+
+
+class OperatorSettings(_Model):
+    """Who may do what with dead letters (``bus dlq``): OS users and groups mapped to roles.
+
+    viewer: read masked data; operator: also replay, retry, discard, restore; admin: also
+    edit, unmask, purge, force. The role of the user running the CLI is, in this order: their
+    entry in ``users``; the highest role of their groups in ``groups``; ``config_owner`` if
+    they own bus.yaml (whoever can write the config can grant themselves any role anyway);
+    ``default``.
+    """
+
+    users: dict[Annotated[str, Field(min_length=1)], Role] = Field(
+        default_factory=dict, description="OS user name -> role")
+    groups: dict[Annotated[str, Field(min_length=1)], Role] = Field(
+        default_factory=dict, description="OS group name -> role")
+    config_owner: Role | Literal["none"] = Field(
+        "admin", description="role of the OS user owning config/bus.yaml")
+    default: Role | Literal["none"] = Field(
+        "viewer", description="role of everyone else; none: no access")
 
 
 class AvailabilitySettings(_Model):
@@ -180,6 +208,7 @@ class BusSettings(_Model):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     dead_letters: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    operators: OperatorSettings = Field(default_factory=OperatorSettings)
     availability: AvailabilitySettings = Field(default_factory=AvailabilitySettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(

@@ -109,6 +109,9 @@ dlq_audit = Table(
     Column("count", Integer, nullable=False, server_default="0"),
     Column("outcome", String(16), nullable=False),
     Column("detail", Json),
+    Column("role", String(16)),  # the actor's role when acting
+    Column("prev_hash", String(64)),  # hash chain (store/audit.py)
+    Column("hash", String(64)),
     Index("ix_dlq_audit_at", "at"),
 )
 

@@ -19,6 +19,7 @@ from sqlalchemy import and_, delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from integration_bus.envelope import new_id
+from integration_bus.redact import Redaction
 from integration_bus.store import ledger as ledger_ops
 from integration_bus.store import outbox as outbox_ops
 from integration_bus.store.database import Database, dialect_insert
@@ -57,17 +58,24 @@ class Settlement:
 
 
 class Store:
-    """Owns a Database. Build with :meth:`open`; ``close()`` is idempotent."""
+    """Owns a Database. Build with :meth:`open`; ``close()`` is idempotent.
 
-    def __init__(self, db: Database) -> None:
+    What it writes about failures passes ``redaction`` first: secrets never reach the journal
+    or a dead letter's message, traceback and attempts; journal detail is also stripped of
+    personal data (nothing needs it back). The envelope itself is stored as received: a replay
+    must send the real payload (it is masked when shown).
+    """
+
+    def __init__(self, db: Database, *, redaction: Redaction | None = None) -> None:
         self.db = db
+        self.redaction = redaction or Redaction()
 
     @classmethod
     def open(cls, url: str, *, root: Path | None = None, migrate: bool = True,
-             pool_size: int = 5) -> Store:
+             pool_size: int = 5, redaction: Redaction | None = None) -> Store:
         """``migrate``: bring the schema to head; else require it to be there already
         (ConfigError naming ``bus db upgrade``), changing nothing."""
-        store = cls(Database(url, root=root, pool_size=pool_size))
+        store = cls(Database(url, root=root, pool_size=pool_size), redaction=redaction)
         try:
             if migrate:
                 store.db.migrate()
@@ -104,12 +112,28 @@ class Store:
         again with such values made storable (NUL as U+FFFD, long values cut and marked), so
         the dead letter exists, readable, instead of a redelivery loop.
         """
+        batch = self._redacted(batch)
         try:
             self._settle(batch)
         except DBAPIError as exc:
             log.warning("store.refused_batch", error=str(exc.orig or exc).splitlines()[0],
                         hint="writing it again with unstorable characters replaced")
             self._settle(storable(batch))
+
+    def _redacted(self, batch: Settlement) -> Settlement:
+        hide = self.redaction
+        # a dead letter's journal entry may repeat values of its payload: mask those too
+        echoes = {d.envelope.get("id"): hide.echoes(d.envelope) for d in batch.dead}
+        journal_rows = [e if not e.detail or e.event in _BUS_MADE_DETAIL
+                        else dataclasses.replace(e, detail=hide.data(
+                            e.detail, echoes=echoes.get(e.envelope_id)))
+                        for e in batch.journal]
+        letters = [dataclasses.replace(d, message=hide.text(d.message, unmask=True) or "",
+                                       traceback=hide.text(d.traceback, unmask=True),
+                                       attempts=hide.data(d.attempts, unmask=True))
+                   for d in batch.dead]
+        return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed,
+                          dead=letters)
 
     def _settle(self, batch: Settlement) -> None:
         now = utcnow()
@@ -223,12 +247,14 @@ class Store:
                                     dead_letter_ids=dead_letter_ids)
 
     def outbox_done(self, rows: Sequence[OutboxRow], *, error: str | None = None) -> None:
+        error = self.redaction.text(error, unmask=True)
         with self.db.begin() as conn:
             outbox_ops.done(conn, rows, now=utcnow(), error=error)
 
     def outbox_unroutable(self, row: OutboxRow, error: str) -> None:
         """No route takes a row's message: settle the row and keep the message as a dead letter
         (a replay's dead letter goes back to 'new', with the reason, to be redirected)."""
+        error = self.redaction.text(error, unmask=True) or ""
         now = utcnow()
         with self.db.begin() as conn:
             outbox_ops.done(conn, [row], now=now, error=error)
@@ -341,6 +367,11 @@ class Store:
         return stmt.on_conflict_do_update(index_elements=["key"],
                                           set_={"value": value, "updated_at": utcnow()})
 
+
+# Events whose detail the worker writes from its own facts only (type, delivery count, output
+# id, idempotency key): nothing a partner sent, no error text. They are most of the journal, so
+# they skip the redaction walk (measured: ~0.1 ms per message otherwise).
+_BUS_MADE_DETAIL = frozenset({"received", "delivered", "duplicate", "filtered"})
 
 _LIMITS = {"envelope_id": 64, "route": 128, "step": 128, "sink": 128, "error_type": 128,
            "event": 32, "reason": 32, "mapping_version": 80, "source": 128}
