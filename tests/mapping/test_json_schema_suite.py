@@ -53,12 +53,14 @@ class Outcome:
 
 
 @pytest.fixture(scope="session")
-def suite_root(request: pytest.FixtureRequest) -> Path:
-    """``json/tests`` of jsonschema's sdist, fetched once into the pytest cache."""
-    cache = request.config.cache
-    assert cache is not None
+def suite_root(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``json/tests`` of jsonschema's sdist, fetched once into the pytest cache (or a temporary
+    folder when the cache plugin is off)."""
     wanted = version("jsonschema")
-    base = cache.mkdir(f"json-schema-test-suite-{wanted}")
+    cache = getattr(request.config, "cache", None)
+    base = (cache.mkdir(f"json-schema-test-suite-{wanted}") if cache is not None
+            else tmp_path_factory.mktemp(f"json-schema-test-suite-{wanted}"))
     root = base / "tests"
     if (root / "draft2020-12").is_dir():
         return root
