@@ -46,12 +46,12 @@ class _Control:
 
     def delta(self, get: Getter) -> int:
         """What a record adds to this control (0 when its conditions exclude it)."""
-        if not all(get(f) in values for f, values in self.where):
+        if self.where and not all(get(f) in values for f, values in self.where):
             return 0
-        if self.spec.count is not None:
+        field = self.field
+        if field is None or self.spec.count is not None:
             return 1
-        assert self.field is not None
-        amount = _minor(get(self.field), self.scale, self.field)
+        amount = _minor(get(field), self.scale, field)
         if self.negate and all(get(f) in values for f, values in self.negate):
             return -amount
         return amount
@@ -103,6 +103,10 @@ class FileCheck:
         self.seen_column_header = False
         self._controls = [compile_control(layout, c) for c in layout.spec.controls]
         self._totals = [0] * len(self._controls)
+        self._batched = layout.spec.batched
+        self._filler_at_end = layout.spec.filler is not None and layout.spec.filler.where == "end"
+        self._applies = {name: tuple(i for i, c in enumerate(self._controls) if c.applies(name))
+                         for name in layout.records}  # per record: the controls it feeds
 
     # -- feeding --------------------------------------------------------------------------------
     def feed(self, record: Record, line: int) -> None:
@@ -189,8 +193,7 @@ class FileCheck:
     # -- structure ------------------------------------------------------------------------------
     def _structure(self, codec: RecordCodec, line: int) -> None:
         role = codec.spec.role
-        if self.filler_line is not None and self.layout.spec.filler is not None and \
-                self.layout.spec.filler.where == "end":
+        if self.filler_line is not None and self._filler_at_end:
             raise FileStructureError(f"a record ({codec.name}) follows the filler of line "
                                      f"{self.filler_line}", file=self.file, line=line)
         if self.trailer is not None:
@@ -202,7 +205,7 @@ class FileCheck:
         if role != "header" and self.records == 0 and self.layout.header is not None:
             raise FileStructureError("the file does not start with a header record",
                                      file=self.file, line=line)
-        if not self.layout.spec.batched:
+        if not self._batched:
             return
         if role == "batch_header" and self.batch is not None:
             raise FileStructureError(f"a batch header before the batch of line "
@@ -246,13 +249,12 @@ class FileCheck:
         self.batch = self.batch_line = None
 
     def _add(self, name: str, get: Getter, line: int) -> None:
-        for index, control in enumerate(self._controls):
-            if control.applies(name):
-                try:
-                    self._totals[index] += control.delta(get)
-                except ControlTotalError as exc:
-                    exc.with_context(file=self.file, line=line)
-                    raise
+        for index in self._applies[name]:
+            try:
+                self._totals[index] += self._controls[index].delta(get)
+            except ControlTotalError as exc:
+                exc.with_context(file=self.file, line=line)
+                raise
 
     def _compare(self, control: _Control, actual: Any, trailer: Record, line: int) -> None:
         expected = trailer.values[control.target]
@@ -318,10 +320,14 @@ def _minor(value: Any, scale: int, field: str) -> int:
             raise ControlTotalError(f"{field}: {value!r} is not a number, so the control total "
                                     "cannot be verified", field=field)
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+    if type(value) is Decimal:  # the common case: a parsed amount, quantized to its scale
+        scaled = value.scaleb(scale)  # exact: parsed decimals have at most 28 digits
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return int(value * 10 ** scale)
+    else:
         raise ControlTotalError(f"{field}: expected a number, got {value!r}", field=field)
-    scaled = Decimal(value).scaleb(scale)  # exact: parsed decimals have at most 28 digits
-    if scaled != scaled.to_integral_value():
+    whole = int(scaled)
+    if whole != scaled:
         raise ControlTotalError(f"{field}: {value} has more than {scale} decimal places",
                                 field=field)
-    return int(scaled)
+    return whole
