@@ -304,6 +304,12 @@ class ConnectorPlugin:
     create_sink: Callable[[Any, ConnectorContext], Sink] | None = None
     #: a click command that runs a simulator of the connector's system (``bus sim NAME``)
     simulator: Any = None
+    #: click commands (or groups) the connector adds to ``bus`` (e.g. ``bus layout``)
+    commands: tuple[Any, ...] = ()
+    #: ``lint(config, resolve)``: checks the files an instance's config names (layouts,
+    #: WSDLs) without connecting or creating anything; raises ConfigError. ``bus lint`` calls
+    #: it for every source and sink; ``resolve`` makes a config path absolute.
+    lint: Callable[[Any, Callable[[str], Path]], None] | None = None
 
     def __post_init__(self) -> None:
         if (self.source_config is None) != (self.create_source is None):

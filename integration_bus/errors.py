@@ -13,6 +13,7 @@ Errors are classified by **what the runtime should do** with them::
         ├── UnroutableError       a mandatory publish matched no queue
         ├── EnvelopeError         bytes that are not a valid envelope
         └── MappingError          a pipeline step failed on this input
+            └── CheckFailed       a ``check`` step: the input breaks a business rule
 
 Third-party exceptions are translated into this tree at exactly one boundary (the transport, the
 store, a connector's client) with ``raise X(...) from exc`` so the cause is kept.
@@ -27,6 +28,7 @@ from typing import Any
 __all__ = [
     "BrokerUnavailable",
     "BusError",
+    "CheckFailed",
     "CircuitOpen",
     "ConfigError",
     "EnvelopeError",
@@ -156,6 +158,11 @@ class EnvelopeError(PermanentError):
 
 class MappingError(PermanentError):
     """A pipeline step could not turn this input into output (context names step and field)."""
+
+
+class CheckFailed(MappingError):
+    """A mapping's ``check`` step found a business rule broken (an order whose money does not
+    add up, a line without a SKU): a business dead letter whose message names the figures."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -184,16 +184,22 @@ def test_marketplace_orders_are_polled_into_canonical_orders_and_stock_goes_back
                     lines=[("MKT-MUG-WHT", 1, Decimal("16.50"))], status="pending")
     paid = Order(id=2**53 + 12, number=100482, created=stamp, updated=stamp.replace(minute=5),
                  lines=[("MKT-TEE-BLK-L", 2, Decimal("14.99")),
-                        ("MKT-MUG-WHT", 1, Decimal("16.50"))], email="buyer@relay.example")
+                        ("MKT-MUG-WHT", 1, Decimal("16.50")),
+                        ("", 1, Decimal("5.00"))],  # no seller SKU: held (policy "hold")
+                 email="buyer@relay.example")
     state.orders.update({pending.id: pending, paid.id: paid})
     with AppServer(build_shop_app(state)) as server:
         environ = {**SECRETS["marketplace"], **_local_paths(tmp_path),
                    "BUS_BROKER_URL": module_rabbitmq_url, "MARKETPLACE_URL": server.url}
         log = tmp_path / "marketplace-orders.jsonl"
+        exceptions = tmp_path / "order-line-exceptions.jsonl"
         with example_bus("marketplace", environ) as bus:
-            # When the bus polls it: then the paid order arrives as one canonical order
+            # When the bus polls it: then the paid order arrives as one canonical order, and
+            # its line without a seller SKU in the exception queue
             wait_for(lambda: len(jsonl_payloads(log)) >= 1, timeout=15,
                      message="the canonical order in the order log")
+            wait_for(lambda: len(jsonl_payloads(exceptions)) >= 1, timeout=15,
+                     message="the held line in the exception queue")
             # And when the ERP reports a stock level at the central warehouse
             publish(bus, "stock.level", {"sku": "TEE-BLK-L", "location": "WH-01",
                                          "on_hand": "17", "reserved": "3", "version": 184467},
@@ -201,17 +207,27 @@ def test_marketplace_orders_are_polled_into_canonical_orders_and_stock_goes_back
             # Then the marketplace gets it under its SKU, less the buffer, with the version
             wait_for(lambda: ("MKT-TEE-BLK-L", "WH-01") in state.inventory, timeout=15,
                      message="the marketplace's inventory level")
+    held = {"line_no": 3, "sku": None, "name": "", "product_id": None, "quantity": 1,
+            "unit_price": "5.00", "line_total": "5.00", "discount": "0.00", "tax": "0.00",
+            "reason": "no SKU"}
     assert jsonl_payloads(log) == [{
         "order_id": f"mkt-{paid.id}", "channel": "marketplace", "order_number": "100482",
         "placed_at": "2024-03-01T09:00:00+00:00", "business_day": "2024-03-01",
         "currency": "EUR", "status": "paid",
         "customer": {"external_id": "mkt-26", "email": "buyer@relay.example",
                      "name": "Anna Schmidt"},
+        "taxes_included": False,
         "lines": [{"line_no": 1, "sku": "TEE-BLK-L", "quantity": 2, "unit_price": "14.99",
-                   "line_total": "29.98"},
+                   "line_total": "29.98", "discount": "0.00", "tax": "0.00"},
                   {"line_no": 2, "sku": "MUG-WHT-01", "quantity": 1, "unit_price": "16.50",
-                   "line_total": "16.50"}],
-        "total": "46.48"}]
+                   "line_total": "16.50", "discount": "0.00", "tax": "0.00"}],
+        "held_lines": [held],
+        "subtotal": "51.48", "discount_total": "0.00", "shipping_total": "0.00",
+        "fee_total": "0.00", "tax_total": "0.00", "total": "51.48"}]
+    assert jsonl_payloads(exceptions) == [{
+        "order_id": f"mkt-{paid.id}", "channel": "marketplace", "order_number": "100482",
+        "business_day": "2024-03-01", "currency": "EUR",
+        **{k: v for k, v in held.items() if k != "sku"}}]
     assert state.inventory[("MKT-TEE-BLK-L", "WH-01")] == (12, 184467)
     polls = [r.path for r in state.count_attempts("/wp-json/wc/v3/orders")]
     assert polls and all("page=" in p and "modified_after=" in p for p in polls)

@@ -113,7 +113,8 @@ def send_order(demo: DemoRun, order_id: int, lines: list[tuple[str, int, str]]) 
     order = {
         "id": order_id, "name": f"#{order_id % 10000}", "email": "ann@example.com",
         "created_at": "2026-11-27T10:00:00+01:00", "updated_at": "2026-11-27T10:00:00+01:00",
-        "currency": "EUR", "financial_status": "paid",
+        "currency": "EUR", "financial_status": "paid", "taxes_included": True,
+        "total_price": str(sum(Decimal(price) * qty for _, qty, price in lines)),
         "customer": {"id": 4711, "email": "ann@example.com", "first_name": "Ann",
                      "last_name": "Example"},
         "line_items": [{"id": order_id * 10 + i, "sku": sku, "quantity": qty, "price": price}

@@ -64,7 +64,8 @@ class Disposer:
         target = unique_target(claimed.inbox.error, claimed.name)
         detail = {"file": shown(claimed.name), "store": claimed.store, "sha256": sha256,
                   "error_type": error.error_type, "reason": str(error),
-                  "line": error.context.get("line"), "field": error.context.get("field"),
+                  "line": error.context.get("line"), "column": error.context.get("column"),
+                  "field": error.context.get("field"),
                   "quarantined_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   **(extra or {})}
         write_reason(target, detail)

@@ -1,9 +1,13 @@
-"""Record layouts of POS flat files, as written in ``config/layouts/*.yaml`` (the spec).
+"""Record layouts of POS, bank and legacy flat files, as written in ``config/layouts/*.yaml``.
 
 A layout is ``fixed`` (each field at a start column with a length) or ``delimited`` (fields in
 columns split by a separator, optionally quoted, optionally under a column-header row). A file
-holds one kind of record, or several told apart by a record-type code (header, details,
-trailer). Control totals compare trailer fields with counts and sums of the detail records.
+holds one kind of record, or several told apart by a record-type code: a file header and
+trailer, details, and optionally batches (a batch header, its details, a batch trailer — the
+shape of NACHA/ACH files). Fixed records may have a fixed length (``record_length``), with or
+without line breaks between them; ``filler`` records (e.g. all-``9`` lines) pad the file to a
+whole number of blocks (``block_factor``). Control totals compare trailer fields with counts and
+sums of the detail records (:mod:`.layout_controls`).
 
 Positions are 1-based and counted in characters of the decoded line. Validation happens here, at
 load: overlapping fields, a code that does not fit, a control total naming an unknown field — all
@@ -18,32 +22,30 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from connectors.pos_file.layout_controls import ControlSpec, check_controls
+from connectors.pos_file.layout_problem import LayoutProblem
 from integration_bus.connector import BusError, check_type
 
 __all__ = [
     "ControlSpec",
     "FieldSpec",
     "FieldType",
+    "FillerSpec",
     "LayoutProblem",
     "LayoutSpec",
     "RecordSpec",
     "RecordTypeSpec",
+    "Role",
     "Sign",
 ]
 
 FieldType = Literal["text", "int", "decimal", "date", "time"]
 Sign = Literal["none", "leading", "trailing", "overpunch"]
+Role = Literal["header", "batch_header", "detail", "batch_trailer", "trailer"]
 Encoding = Literal["utf-8", "utf-8-sig", "cp1252", "latin-1", "ascii"]
+SINGLE_BYTE = ("cp1252", "latin-1", "ascii")
 _NAME = r"^[a-z][a-z0-9_]*$"
 _RESERVED = {"header"}  # not a field name: readers of payloads must not confuse them
-
-
-class LayoutProblem(ValueError):
-    """A layout-level problem that knows where in the file it is (``path`` into the YAML)."""
-
-    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 class _Spec(BaseModel):
@@ -61,8 +63,10 @@ class FieldSpec(_Spec):
     align: Literal["left", "right"] | None = Field(
         None, description="where the value sits in its width; default text left, numbers right")
     pad: str = Field(" ", min_length=1, max_length=1, description="fill character (fixed)")
-    scale: int = Field(0, ge=0, le=18, description="decimal: implied decimal places")
-    point: bool = Field(False, description="decimal: the text carries an explicit '.'")
+    scale: int = Field(0, ge=0, le=18, description="decimal: implied decimal places, or with "
+                                                   "point: the most places written after '.'")
+    point: bool = Field(False, description="decimal: the text carries an explicit '.' (needs a "
+                                           "scale: the places it may have)")
     sign: Sign = Field("none", description="int/decimal: how a sign is written; 'overpunch' is "
                                            "signed zoned decimal ({=+0, A-I=+1..9, }=-0, J-R)")
     format: str | None = Field(None, description="date/time: strftime pattern "
@@ -88,6 +92,12 @@ class FieldSpec(_Spec):
     def _consistent(self) -> FieldSpec:
         if self.type != "decimal" and (self.scale or self.point):
             raise ValueError(f"field {self.name!r}: scale/point apply to decimals only")
+        if self.point and not self.scale:
+            # without a scale no '.' can ever be read: every "12.50" would fail at run time
+            raise LayoutProblem((), f"field {self.name!r}: point: true needs a scale (the "
+                                "number of places after the '.')",
+                                hint="add e.g. scale: 2 (money) or scale: 3 (weights); for "
+                                     "whole numbers drop point: true")
         if not self.numeric and self.sign != "none":
             raise ValueError(f"field {self.name!r}: sign applies to int/decimal only")
         if self.format is not None and self.type not in ("date", "time"):
@@ -119,13 +129,39 @@ class RecordTypeSpec(_Spec):
     column: int | None = Field(None, ge=0, description="0-based column (delimited)")
 
 
+class FillerSpec(_Spec):
+    """Records that only pad a file (NACHA pads to a block of 10 with lines of 94 '9's): read,
+    counted, never parsed or published."""
+
+    pattern: str = Field(min_length=1, description="regular expression the whole record "
+                                                   "(trailing blanks removed) matches, e.g. '9+'")
+    where: Literal["end", "anywhere"] = Field(
+        "end", description="end: only after the trailer (or the last record); anywhere")
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"filler pattern is not a regular expression: {exc}") from None
+        if compiled.fullmatch(""):
+            raise ValueError("filler pattern matches an empty record; blank lines are skipped "
+                             "anyway — describe what a filler record holds, e.g. '9+'")
+        return value
+
+
 class RecordSpec(_Spec):
     code: str | None = Field(None, min_length=1, description="record-type code")
-    role: Literal["header", "detail", "trailer"] = "detail"
+    role: Role = Field("detail", description="header/trailer: once per file, first/last; "
+                                             "batch_header/batch_trailer: around each batch of "
+                                             "details; detail: published")
     type: str | None = Field(None, description="message type published per record (details)")
     fields: list[FieldSpec] = Field(min_length=1)
     from_header: list[str] = Field(default_factory=list,
                                    description="header fields copied into each detail payload")
+    from_batch: list[str] = Field(default_factory=list, description="batch header fields "
+                                                                    "copied into each detail")
 
     @field_validator("type")
     @classmethod
@@ -148,25 +184,15 @@ class RecordSpec(_Spec):
             raise ValueError(f"{reserved[0]!r} is reserved; rename the field")
         if self.role == "detail" and self.type is None:
             raise ValueError("a detail record needs a message 'type' (e.g. pos.sale_line)")
-        if self.role != "detail" and (self.type is not None or self.from_header):
-            raise ValueError(f"a {self.role} record has no 'type' or 'from_header'")
-        clash = sorted(set(self.from_header) & set(names))
+        if self.role != "detail" and (self.type is not None or self.from_header or
+                                      self.from_batch):
+            raise ValueError(f"a {self.role} record has no 'type', 'from_header' or "
+                             "'from_batch'")
+        inherited = [*self.from_header, *self.from_batch]
+        clash = sorted({n for n in inherited if n in names or inherited.count(n) > 1})
         if clash:
-            raise ValueError(f"from_header field {clash[0]!r} is also a field of this record")
-        return self
-
-
-class ControlSpec(_Spec):
-    """``count`` (detail record names) or ``sum`` (``record.field``) ``equals`` a trailer field."""
-
-    count: list[str] | None = Field(None, min_length=1)
-    sum: str | None = None
-    equals: str = Field(description="trailer field, as 'record.field'")
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> ControlSpec:
-        if (self.count is None) == (self.sum is None):
-            raise ValueError("a control is either 'count' or 'sum'")
+            raise ValueError(f"inherited field {clash[0]!r} is also a field of this record "
+                             "or inherited twice")
         return self
 
 
@@ -181,6 +207,13 @@ class LayoutSpec(_Spec):
     quote: str | None = Field('"', min_length=1, max_length=1)
     header_row: bool = Field(False, description="delimited: the first line names the columns")
     record_type: RecordTypeSpec | None = None
+    record_length: int | None = Field(
+        None, ge=1, le=65_536, description="fixed: every record is this many bytes; records "
+                                           "may follow each other without line breaks")
+    filler: FillerSpec | None = None
+    block_factor: int | None = Field(
+        None, ge=2, le=10_000, description="records (filler included) come in whole blocks of "
+                                           "this many; the last one is padded with filler")
     records: dict[str, RecordSpec] = Field(min_length=1)
     controls: list[ControlSpec] = Field(default_factory=list)
     max_line_length: int = Field(65_536, ge=16, le=1 << 24, description="bytes per line")
@@ -196,21 +229,30 @@ class LayoutSpec(_Spec):
     @model_validator(mode="after")
     def _consistent(self) -> LayoutSpec:
         roles = [r.role for r in self.records.values()]
-        if roles.count("header") > 1 or roles.count("trailer") > 1:
-            raise ValueError("a layout has at most one header and one trailer record")
+        for role in ("header", "trailer", "batch_header", "batch_trailer"):
+            if roles.count(role) > 1:
+                raise ValueError(f"a layout has at most one {role} record")
+        if ("batch_header" in roles) != ("batch_trailer" in roles):
+            raise ValueError("batches need both a batch_header and a batch_trailer record")
         if "detail" not in roles:
             raise ValueError("a layout needs at least one detail record")
         if self.format == "fixed":
             self._check_fixed()
         else:
             self._check_delimited()
+        self._check_blocks()
         self._check_codes()
-        self._check_from_header()
-        self._check_controls()
+        self._check_inherited("from_header", "header")
+        self._check_inherited("from_batch", "batch_header")
+        check_controls(self)
         return self
 
     def record_of(self, role: str) -> tuple[str, RecordSpec] | None:
         return next(((n, r) for n, r in self.records.items() if r.role == role), None)
+
+    @property
+    def batched(self) -> bool:
+        return self.record_of("batch_header") is not None
 
     def _check_fixed(self) -> None:
         if self.header_row:
@@ -218,6 +260,10 @@ class LayoutSpec(_Spec):
         code = self.record_type
         if code is not None and (code.start is None or code.length is None or code.column):
             raise ValueError("record_type of a fixed layout needs start and length")
+        if self.record_length is not None and self.encoding not in SINGLE_BYTE:
+            raise LayoutProblem(("record_length",), f"record_length counts bytes: it needs a "
+                                f"single-byte encoding, not {self.encoding}",
+                                hint=f"use one of {', '.join(SINGLE_BYTE)}")
         for rname, record in self.records.items():
             spans: list[tuple[int, int, str]] = []
             if code is not None and code.start is not None and code.length is not None:
@@ -225,20 +271,28 @@ class LayoutSpec(_Spec):
             for index, fld in enumerate(record.fields):
                 if fld.start is None or fld.length is None:
                     raise LayoutProblem(("records", rname, "fields", index),
-                                       f"{rname}.{fld.name}: fixed fields need start and length")
+                                        f"{rname}.{fld.name}: fixed fields need start and "
+                                        "length")
                 spans.append((fld.start - 1, fld.end, fld.name))
             spans.sort()
             for (_, end_a, name_a), (start_b, _, name_b) in itertools.pairwise(spans):
                 if start_b < end_a:
                     raise LayoutProblem(("records", rname, "fields"),
                                         f"{rname}: {name_a} and {name_b} overlap "
-                                     f"(column {start_b + 1})")
+                                        f"(column {start_b + 1})")
+            width = spans[-1][1] if spans else 0
+            if self.record_length is not None and width > self.record_length:
+                raise LayoutProblem(("records", rname, "fields"),
+                                    f"{rname}: {spans[-1][2]} ends at column {width}, past "
+                                    f"the record length {self.record_length}")
 
     def _check_delimited(self) -> None:
         if self.quote is not None and self.quote == self.delimiter:
             raise ValueError("quote and delimiter must differ")
         if self.delimiter in "\r\n" or (self.quote is not None and self.quote in "\r\n"):
             raise ValueError("delimiter and quote cannot be line breaks")
+        if self.record_length is not None:
+            raise LayoutProblem(("record_length",), "record_length applies to fixed layouts")
         code = self.record_type
         if code is not None and (code.column is None or code.start or code.length):
             raise ValueError("record_type of a delimited layout needs a column")
@@ -248,8 +302,16 @@ class LayoutSpec(_Spec):
             for index, fld in enumerate(record.fields):
                 if fld.start is not None or fld.length is not None:
                     raise LayoutProblem(("records", rname, "fields", index),
-                                       f"{rname}.{fld.name}: delimited fields have no "
-                                       "start/length")
+                                        f"{rname}.{fld.name}: delimited fields have no "
+                                        "start/length")
+
+    def _check_blocks(self) -> None:
+        if self.block_factor is not None and self.filler is None:
+            raise LayoutProblem(("block_factor",), "block_factor needs a filler record to pad "
+                                "the last block", hint="e.g. filler: {pattern: '9+'}")
+        if self.header_row and self.filler is not None:
+            raise LayoutProblem(("filler",), "filler records need a record layout, not a "
+                                "column-header row")
 
     def _check_codes(self) -> None:
         code = self.record_type
@@ -266,59 +328,22 @@ class LayoutSpec(_Spec):
             if code.length is not None and len(record.code) != code.length:
                 raise LayoutProblem(("records", name, "code"),
                                     f"record {name!r}: code {record.code!r} is not "
-                                 f"{code.length} characters")
+                                    f"{code.length} characters")
             if record.code != record.code.strip() or not record.code.isprintable():
                 raise LayoutProblem(("records", name, "code"),
                                     f"record {name!r}: code must be printable, without edge "
                                     "spaces")
             if record.code in seen:
                 raise LayoutProblem(("records", name, "code"),
-                                   f"records {seen[record.code]!r} and {name!r} share a code")
+                                    f"records {seen[record.code]!r} and {name!r} share a code")
             seen[record.code] = name
 
-    def _check_from_header(self) -> None:
-        header = self.record_of("header")
-        header_fields = {f.name for f in header[1].fields} if header else set()
+    def _check_inherited(self, key: Literal["from_header", "from_batch"], role: str) -> None:
+        source = self.record_of(role)
+        known = {f.name for f in source[1].fields} if source else set()
         for name, record in self.records.items():
-            for wanted in record.from_header:
-                if wanted not in header_fields:
-                    raise LayoutProblem(("records", name, "from_header"),
-                                        f"record {name!r}: from_header {wanted!r} is not a "
-                                        "header field")
-
-    def _field(self, dotted: str, what: str) -> tuple[str, RecordSpec, FieldSpec]:
-        rname, _, fname = dotted.partition(".")
-        record = self.records.get(rname)
-        fld = next((f for f in record.fields if f.name == fname), None) if record else None
-        if record is None or fld is None:
-            raise ValueError(f"control {what} {dotted!r}: no such record.field")
-        return rname, record, fld
-
-    def _check_controls(self) -> None:
-        for index, control in enumerate(self.controls):
-            try:
-                self._check_control(control)
-            except ValueError as exc:
-                raise LayoutProblem(("controls", index), str(exc)) from None
-
-    def _check_control(self, control: ControlSpec) -> None:
-        _, target_rec, target = self._field(control.equals, "equals")
-        if target_rec.role != "trailer":
-            raise ValueError(f"control equals {control.equals!r}: must be a trailer field")
-        if control.count is not None:
-            for rname in control.count:
-                if self.records.get(rname) is None or self.records[rname].role != "detail":
-                    raise ValueError(f"control count {rname!r}: not a detail record")
-            if target.type != "int":
-                raise ValueError(f"control count: {control.equals!r} must be an int field")
-        else:
-            assert control.sum is not None
-            _, rec, summed = self._field(control.sum, "sum")
-            if rec.role != "detail" or not summed.numeric:
-                raise ValueError(f"control sum {control.sum!r}: must be a number field of "
-                                 "a detail record")
-            if not target.numeric:
-                raise ValueError(f"control sum: {control.equals!r} must be a number field")
-            if target.scale != summed.scale:
-                raise ValueError(f"control sum: {control.equals!r} needs scale "
-                                 f"{summed.scale}, like {control.sum!r}")
+            for wanted in getattr(record, key):
+                if wanted not in known:
+                    raise LayoutProblem(("records", name, key),
+                                        f"record {name!r}: {key} {wanted!r} is not a {role} "
+                                        "field")

@@ -61,10 +61,11 @@ def _first_problem(exc: ValidationError, where: Locator, source: str) -> LayoutE
     first = errors[0]
     loc: tuple[str | int, ...] = tuple(first["loc"])
     cause = (first.get("ctx") or {}).get("error")
+    hint = None
     if isinstance(cause, LayoutProblem):  # a layout-wide check that knows where it applies
-        loc = (*loc, *cause.path)
+        loc, hint = (*loc, *cause.path), cause.hint
     line, column = _position(where, loc)
-    message, hint = first["msg"].removeprefix("Value error, "), None
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}"
         hint = _did_you_mean(str(loc[-1]), loc[:-1])

@@ -12,15 +12,16 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from connectors.pos_file.errors import FileStructureError, ParseError
 from connectors.pos_file.fields import FieldCodec, FieldError, compile_field
 from connectors.pos_file.layout import LayoutSpec, RecordSpec
-from connectors.pos_file.lines import read_lines
+from connectors.pos_file.lines import CHUNK_BYTES, RawLine, read_lines, read_records
 
-__all__ = ["Layout", "Record", "RecordCodec", "parse_bytes"]
+__all__ = ["FILLER", "Layout", "Record", "RecordCodec", "parse_bytes"]
 
 _BOM = b"\xef\xbb\xbf"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # tab is data; the rest is not
@@ -32,6 +33,10 @@ class Record:
 
     name: str
     values: dict[str, Any]
+
+
+FILLER = Record("(filler)", {})
+"""What a filler record parses to (a name no layout record can have): counted, never used."""
 
 
 class RecordCodec:
@@ -57,9 +62,10 @@ class Layout:
                         for name, r in spec.records.items()}
         self.by_code = {r.spec.code: r for r in self.records.values() if r.spec.code}
         self.single = next(iter(self.records.values())) if spec.record_type is None else None
-        header, trailer = spec.record_of("header"), spec.record_of("trailer")
-        self.header = self.records[header[0]] if header else None
-        self.trailer = self.records[trailer[0]] if trailer else None
+        self.header, self.trailer, self.batch_header, self.batch_trailer = (
+            self.records[found[0]] if (found := spec.record_of(role)) else None
+            for role in ("header", "trailer", "batch_header", "batch_trailer"))
+        self._filler = re.compile(spec.filler.pattern) if spec.filler else None
         self.width = max((r.width for r in self.records.values()), default=0)
         code = spec.record_type
         self._code_span = ((code.start - 1, code.start - 1 + code.length)
@@ -69,6 +75,19 @@ class Layout:
         self.column_names = [f.name for f in self.single.spec.fields] if self.single else []
 
     # -- lines -----------------------------------------------------------------------------------
+    def read_lines(self, handle: BinaryIO, *, offset: int = 0, number: int = 0,
+                   chunk_bytes: int = CHUNK_BYTES,
+                   observe: Callable[[bytes], None] | None = None,
+                   file: str | None = None) -> Iterator[RawLine]:
+        """The raw records of ``handle`` from ``offset``: lines, or fixed-length records (with
+        or without line breaks) when the layout has a ``record_length``."""
+        if self.spec.record_length is not None:
+            return read_records(handle, self.spec.record_length, offset=offset, number=number,
+                                chunk_bytes=chunk_bytes, observe=observe, file=file)
+        return read_lines(handle, offset=offset, number=number,
+                          max_length=self.spec.max_line_length, chunk_bytes=chunk_bytes,
+                          observe=observe, file=file)
+
     def decode(self, data: bytes, line: int, *, file: str | None = None) -> str:
         """Bytes of one line → text. A UTF-8 byte-order mark on line 1 is dropped. Control
         characters other than tab are refused (they are never data in a POS file)."""
@@ -94,7 +113,10 @@ class Layout:
         return not text.strip(" \t")
 
     def parse_line(self, text: str, line: int, *, file: str | None = None) -> Record:
-        """One decoded, non-blank line → a Record; raises ParseError (file, line, column, field)."""
+        """One decoded, non-blank line → a Record (:data:`FILLER` for a filler record); raises
+        ParseError (file, line, column, field)."""
+        if self._filler is not None and self._filler.fullmatch(text.rstrip(" ")):
+            return FILLER
         if self.fixed:
             return self._parse_fixed(text, line, file)
         return self._parse_delimited(text, line, file)
@@ -200,8 +222,7 @@ def parse_bytes(layout: Layout, data: bytes, *, file: str | None = None) -> list
 
     check = FileCheck(layout, file=file)
     out: list[Record] = []
-    for number, _, raw in read_lines(io.BytesIO(data), max_length=layout.spec.max_line_length,
-                                     file=file):
+    for number, _, raw in layout.read_lines(io.BytesIO(data), file=file):
         text = layout.decode(raw, number, file=file)
         if layout.is_blank(text):
             continue
@@ -211,6 +232,7 @@ def parse_bytes(layout: Layout, data: bytes, *, file: str | None = None) -> list
             continue
         record = layout.parse_line(text, number, file=file)
         check.feed(record, number)
-        out.append(record)
+        if record is not FILLER:
+            out.append(record)
     check.finish()
     return out

@@ -12,7 +12,7 @@ file:line and the raw line.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, time
 from decimal import Decimal
@@ -69,15 +69,23 @@ class WindowPublisher:
         waits for the broker (only the helper advances the file; windows stay in order)."""
         inherited = self._inherited(scan.header)
         key_prefix = f"pos:{claimed.store}:{scan.sha256}:"
-        items = iter_records(handle, self._layout, file=claimed.name, offset=entry.next_offset,
-                             line=entry.next_line)
+        items = self._items(handle, claimed.name, entry)
+        batch_header = self._layout.batch_header.name if self._layout.batch_header else None
+        from_batch: dict[str, Any] = {}
 
         def next_window() -> list[tuple[Item, Envelope | None]]:
+            nonlocal from_batch
             batch: list[tuple[Item, Envelope | None]] = []
-            for item in items:
+            for item, publish in items:
+                record = item.record
+                if record is not None and record.name == batch_header:
+                    from_batch = {f: json_value(v) for f, v in record.values.items()}
+                if not publish:
+                    continue  # before the resume point: only read for its batch header
                 envelope = None
-                if item.record is not None and item.record.name in inherited:
-                    envelope = self._envelope(claimed, item, item.record, inherited, key_prefix)
+                if record is not None and record.name in inherited:
+                    envelope = self._envelope(claimed, item, record, inherited, key_prefix,
+                                              from_batch)
                 batch.append((item, envelope))
                 if len(batch) >= self._window:
                     break
@@ -93,6 +101,16 @@ class WindowPublisher:
                     return "stopped"
         return "done"
 
+    def _items(self, handle: BinaryIO, file: str,
+               entry: FileEntry) -> Iterator[tuple[Item, bool]]:
+        """The records to publish from the entry's resume point, each with ``True``; a layout
+        whose details inherit batch header fields is read from the top so that a resume in
+        the middle of a batch knows its header (the records before are ``False``)."""
+        batched = any(r.spec.from_batch for r in self._layout.records.values())
+        start, line = (0, 0) if batched else (entry.next_offset, entry.next_line)
+        for item in iter_records(handle, self._layout, file=file, offset=start, line=line):
+            yield item, item.end > entry.next_offset
+
     def _inherited(self, header: Record | None) -> dict[str, dict[str, Any]]:
         """Per detail record name: the header values its payload carries."""
         values = header.values if header is not None else {}
@@ -100,10 +118,14 @@ class WindowPublisher:
                 for name, codec in self._layout.records.items() if codec.spec.role == "detail"}
 
     def _envelope(self, claimed: Claimed, item: Item, record: Record,
-                  inherited: dict[str, dict[str, Any]], key_prefix: str) -> Envelope:
+                  inherited: dict[str, dict[str, Any]], key_prefix: str,
+                  from_batch: dict[str, Any]) -> Envelope:
         values = record.values
         payload = {name: json_value(values[name]) for name in self._published_fields[record.name]}
         payload.update(inherited[record.name])
+        codec = self._layout.records[record.name]
+        for name in codec.spec.from_batch:
+            payload[name] = from_batch.get(name)
         message_type = self._layout.records[record.name].spec.type
         assert message_type is not None  # a detail record always has one (layout validation)
         return Envelope.create(message_type, payload, source=self._source,

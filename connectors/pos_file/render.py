@@ -14,7 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
-from connectors.pos_file.errors import RenderError
+from connectors.pos_file.checks import compile_control
+from connectors.pos_file.errors import ControlTotalError, RenderError
 from connectors.pos_file.parser import Layout, Record, RecordCodec
 
 __all__ = ["render_bytes", "render_line", "render_lines", "with_trailer"]
@@ -89,53 +90,42 @@ def render_bytes(layout: Layout, records: Iterable[Record]) -> bytes:
 def with_trailer(layout: Layout, header: Mapping[str, Any] | None,
                  details: Iterable[Record], trailer: Mapping[str, Any] | None = None
                  ) -> Iterator[Record]:
-    """Header, details and a trailer whose control fields are computed from the details."""
+    """Header, details and a trailer whose control fields are computed from the details (and
+    ``match`` fields copied from the header). Layouts with batches or blocks are not written."""
+    if layout.spec.batched or layout.spec.block_factor is not None:
+        raise RenderError(f"the layout {layout.spec.name!r} has batches or blocks, which are "
+                          "read but not written")
     if layout.header is not None:
         yield Record(layout.header.name, dict(header or {}))
     elif header:
         raise RenderError(f"the layout {layout.spec.name!r} has no header record")
-    counts: dict[str, int] = {}
-    minor: dict[str, int] = {}  # exact sums in minor units of the summed field
+    controls = [compile_control(layout, c) for c in layout.spec.controls]
+    totals = [0] * len(controls)
     for record in details:
         codec = layout.records.get(record.name)
         if codec is None or codec.spec.role != "detail":
             raise RenderError(f"{record.name!r} is not a detail record of {layout.spec.name!r}")
-        counts[record.name] = counts.get(record.name, 0) + 1
-        for control in layout.spec.controls:
-            rname, _, fname = (control.sum or "").partition(".")
-            if rname == record.name:
-                scale = codec.by_name[fname].spec.scale
-                minor[control.sum or ""] = (minor.get(control.sum or "", 0)
-                                            + _minor(record.values.get(fname), scale, fname))
+        for index, control in enumerate(controls):
+            if control.applies(record.name):
+                try:
+                    totals[index] += control.delta(record.values.get)
+                except ControlTotalError as exc:
+                    raise RenderError(exc.message, field=exc.context.get("field")) from None
         yield record
     if layout.trailer is None:
         return
     values = dict(trailer or {})
-    for control in layout.spec.controls:
-        target = control.equals.partition(".")[2]
-        if control.count is not None:
-            values[target] = sum(counts.get(name, 0) for name in control.count)
+    for index, control in enumerate(controls):
+        if control.spec.match is not None:
+            values[control.target] = (header or {}).get(control.spec.match.partition(".")[2])
             continue
-        rname, _, fname = (control.sum or "").partition(".")
-        scale = layout.records[rname].by_name[fname].spec.scale
-        total = Decimal(f"{minor.get(control.sum or '', 0)}e-{scale}")
-        spec = layout.trailer.by_name[target].spec
+        total = control.actual(totals[index])
+        spec = layout.trailer.by_name[control.target].spec
         if spec.type == "int":
-            if total != total.to_integral_value():
-                raise RenderError(f"trailer {target} is an int but the sum {total} is not",
-                                  field=target)
-            values[target] = int(total)
+            if total != int(total):
+                raise RenderError(f"trailer {control.target} is an int but the total {total} "
+                                  "is not", field=control.target)
+            values[control.target] = int(total)
         else:
-            values[target] = total.quantize(Decimal(1).scaleb(-spec.scale))
+            values[control.target] = Decimal(total).quantize(Decimal(1).scaleb(-spec.scale))
     yield Record(layout.trailer.name, values)
-
-
-def _minor(value: Any, scale: int, field: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise RenderError(f"{field}: expected a number, got {value!r}", field=field)
-    scaled = Decimal(value).scaleb(scale)
-    if scaled != scaled.to_integral_value():
-        raise RenderError(f"{field}: {value} has more than {scale} decimal places", field=field)
-    return int(scaled)

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from connectors.pos_file.checks import FileCheck
 from connectors.pos_file.errors import FileStructureError, ParseError
-from connectors.pos_file.lines import CHUNK_BYTES, read_lines
+from connectors.pos_file.lines import CHUNK_BYTES
 from connectors.pos_file.parser import Layout, Record
 
 __all__ = ["Item", "Scan", "iter_records", "scan_file"]
@@ -57,9 +57,8 @@ def scan_file(handle: BinaryIO, layout: Layout, *, file: str, max_bad: int,
     check = FileCheck(layout, file=file)
     scan = Scan(sha256="", size=0)
     try:
-        for number, _, raw in read_lines(handle, max_length=layout.spec.max_line_length,
-                                         observe=digest.update, file=file,
-                                         chunk_bytes=chunk_bytes):
+        for number, _, raw in layout.read_lines(handle, observe=digest.update, file=file,
+                                                chunk_bytes=chunk_bytes):
             scan.lines = number
             text: str | None = None
             try:
@@ -107,8 +106,7 @@ def iter_records(handle: BinaryIO, layout: Layout, *, file: str, offset: int = 0
                  line: int = 0) -> Iterator[Item]:
     """Every non-blank record line from byte ``offset`` (after line ``line``), parsed."""
     header_row_pending = layout.spec.header_row and offset == 0
-    for number, end, raw in read_lines(handle, offset=offset, number=line,
-                                       max_length=layout.spec.max_line_length, file=file):
+    for number, end, raw in layout.read_lines(handle, offset=offset, number=line, file=file):
         try:
             text = layout.decode(raw, number, file=file)
             if layout.is_blank(text):

@@ -48,6 +48,9 @@ class PosFileSink:
         self.name = context.instance
         self._config, self._context = config, context
         self._layout = load_layout(context.resolve(config.layout), field="layout")
+        if self._layout.spec.batched or self._layout.spec.block_factor is not None:
+            raise ConfigError(f"layout {self._layout.spec.name!r} has batches or blocks: the "
+                              "sink writes header, details and trailer only", field="layout")
         details = [n for n, r in self._layout.records.items() if r.spec.role == "detail"]
         if config.record is None and len(details) != 1:
             raise ConfigError(f"layout {self._layout.spec.name!r} has several detail records",

@@ -76,7 +76,29 @@ def configure_logging(level: str, json_logs: bool) -> None:
     )
 
 
-@click.group()
+class BusGroup(click.Group):
+    """The ``bus`` group: its own commands, then those connector plugins add (``commands`` of
+    :class:`~integration_bus.connector.ConnectorPlugin`), loaded only when asked for."""
+
+    def _plugin_commands(self) -> dict[str, click.Command]:
+        from integration_bus.registry import Registry
+
+        registry = Registry.from_entry_points()
+        found: dict[str, click.Command] = {}
+        for name in registry.names():
+            for command in registry.get(name).commands:
+                if command.name and command.name not in self.commands:
+                    found.setdefault(command.name, command)
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugin_commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._plugin_commands().get(cmd_name)
+
+
+@click.group(cls=BusGroup)
 @click.option("--log-level", default="warning", envvar="BUS_LOG_LEVEL", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @click.option("--log-json", is_flag=True, envvar="BUS_LOG_JSON", help="log as JSON lines")

@@ -21,7 +21,7 @@ from integration_bus.errors import BusError, ConfigError, EnvelopeError, Unrouta
 from integration_bus.redact import known
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
-from integration_bus.settings import load_config
+from integration_bus.settings import Config, load_config
 from integration_bus.store import OutboxItem
 from integration_bus.topology import INGRESS_EXCHANGE
 
@@ -134,6 +134,11 @@ def lint_command(config_dir: Path, build: bool) -> None:
     except ConfigError as exc:
         click.echo(known().scrub(str(exc)), err=True)
         sys.exit(EXIT_USAGE)
+    file_problems = [] if build else _lint_files(config, registry)  # --build loads them all
+    for file_problem in file_problems:
+        click.echo(str(file_problem), err=True)
+    if file_problems:
+        sys.exit(EXIT_USAGE)
     if build:
         with tempfile.TemporaryDirectory(prefix="bus-lint-") as scratch:
             store = config.settings.store.model_copy(
@@ -154,6 +159,23 @@ def lint_command(config_dir: Path, build: bool) -> None:
     click.echo(f"{config.file}: ok ({len(config.settings.routes)} routes, "
                f"{len(config.sources)} sources, {len(config.sinks)} sinks"
                f"{f', {len(warnings)} warning(s)' if warnings else ''})")
+
+
+def _lint_files(config: Config, registry: Registry) -> list[ConfigError]:
+    """The files each source and sink names (layouts, WSDLs...), checked by its connector's
+    ``lint`` hook without building it."""
+    problems: list[ConfigError] = []
+    for section, instances in (("sources", config.sources), ("sinks", config.sinks)):
+        for name, instance in instances.items():
+            check = registry.get(instance.connector).lint
+            if check is None:
+                continue
+            try:
+                check(instance.config, lambda path: config.resolve(path))
+            except ConfigError as exc:
+                exc.with_context(instance=f"{section}.{name}")
+                problems.append(exc)
+    return problems
 
 
 def _build_instances(bus: Bus) -> list[BusError]:

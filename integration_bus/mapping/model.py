@@ -17,7 +17,7 @@ from integration_bus.mapping.suggest import did_you_mean
 from integration_bus.yamlsafe import Locator
 
 __all__ = [
-    "STEP_KINDS", "STEP_MODELS", "ErrorExpect", "Expect", "FilterSpec", "InputSpec",
+    "STEP_KINDS", "STEP_MODELS", "CheckSpec", "ErrorExpect", "Expect", "FilterSpec", "InputSpec",
     "JsonataSpec", "LookupSpec", "MappingFile", "OutputSpec", "SidecarCase", "SidecarFile",
     "SplitSpec", "ValidateSpec", "mapping_file_schema", "pydantic_error", "sidecar_file_schema",
 ]
@@ -94,6 +94,16 @@ class FilterSpec(_Strict):
     when: Expr = Field(description="Keep the document when this is true; drop it otherwise.")
 
 
+class CheckSpec(_Strict):
+    that: Expr = Field(description="A business rule that must be true (e.g. the order's money "
+                                   "adds up); else the input is a business dead letter "
+                                   "(CheckFailed) naming every field the rule reads.")
+    each: Expr | None = Field(None, description="A list: the rule is checked for every item "
+                                                "(bare names are the item's fields).")
+    message: Expr | None = Field(None, description="An expression giving the error's text, "
+                                                   "evaluated only when the rule fails.")
+
+
 class SplitSpec(_Strict):
     each: Expr = Field(description="A list; every item becomes its own output.")
     map: FieldSpecValue = Field(None, description="Optional field spec built for every item.")
@@ -129,6 +139,7 @@ STEP_KINDS: dict[str, Any] = {
     "lookup": LookupSpec,
     "validate": SchemaRef | ValidateSpec,
     "jsonata": str | JsonataSpec,
+    "check": Expr | CheckSpec,
 }
 
 
@@ -230,7 +241,7 @@ def sidecar_file_schema() -> dict[str, Any]:
 
 
 StepKind = Literal["map", "set", "rename", "drop", "filter", "split", "lookup", "validate",
-                   "jsonata"]
+                   "jsonata", "check"]
 STEP_MODELS: dict[str, type[BaseModel]] = {kind: _step_model(kind, body)
                                            for kind, body in STEP_KINDS.items()}
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import decimal
+from functools import partial
 from typing import Any
 
 from integration_bus.errors import MappingError
 from integration_bus.mapping import nodes as n
+from integration_bus.mapping.checkstep import check_failure, figure_paths
 from integration_bus.mapping.conform import plain_json
 from integration_bus.mapping.functions import UNKNOWN, BindContext, FunctionRegistry
 from integration_bus.mapping.grammar import Parser
@@ -21,7 +23,7 @@ from integration_bus.mapping.jsonata_step import JsonataProgram
 from integration_bus.mapping.ops import apply_binary, apply_unary
 from integration_bus.mapping.runtime import get_field, get_index, get_wild
 from integration_bus.mapping.validation import SchemaStore
-from integration_bus.mapping.values import DECIMAL_CONTEXT, truthy, type_name
+from integration_bus.mapping.values import DECIMAL_CONTEXT, to_text, truthy, type_name
 
 __all__ = ["ReferenceInterpreter"]
 
@@ -114,10 +116,34 @@ class ReferenceInterpreter:
             doc = schema.conform(doc)
             schema.validate(doc)
             return [(suffix, doc)]
+        if kind == "check":
+            self._check({"that": body} if isinstance(body, str) else body, doc, env)
+            return [(suffix, doc)]
         spec = {"expression": body} if isinstance(body, str) else body
         program = JsonataProgram(spec["expression"], timeout_ms=spec.get("timeout_ms", 1000),
                                  max_depth=spec.get("max_depth", 200))
         return [(suffix, program(doc))]
+
+    def _check(self, body: dict[str, Any], doc: Any, env: dict[str, Any]) -> None:
+        items: list[tuple[int | None, Any]] = [(None, doc)]
+        if body.get("each") is not None:
+            found = self.expr(body["each"], doc, env)
+            if found is None:
+                return
+            if not isinstance(found, list):
+                raise MappingError(f"check each needs a list, got {type_name(found)}")
+            items = list(enumerate(found))
+        rule = self.parser.parse(body["that"])
+        for index, item in items:
+            env["index"] = index
+            if truthy(self.eval(rule, item, env)):
+                continue
+            text = None if body.get("message") is None else \
+                to_text(self.expr(body["message"], item, env), "check message")
+            raise check_failure(body["that"], text, [
+                (label, partial(self.eval, path, item, env))
+                for label, path in figure_paths(rule)])
+        env["index"] = None
 
     def _segments(self, target: str) -> list[n.Segment]:
         node = self.parser.parse(target)

@@ -1,8 +1,8 @@
 """Compiling the ``steps:`` of a mapping file into :class:`Step` objects.
 
 A step is one of three kinds of callable, all ``(document, ctx)``: ``apply`` returns the next
-document (map, set, rename, drop, lookup, validate, jsonata), ``test`` says whether to keep it
-(filter), ``items`` returns the documents it splits into (split). :mod:`.compiled` chains them.
+document (map, set, rename, drop, lookup, validate, jsonata, check), ``test`` says whether to keep
+it (filter), ``items`` returns the documents it splits into (split). :mod:`.compiled` chains them.
 The shape of the document is tracked from step to step so field names can be checked at load.
 The last step gets the output's conform plan: a ``map`` (or a ``split`` with a ``map``) then
 produces conformed documents itself and the output needs no second pass.
@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from integration_bus.errors import ConfigError
+from integration_bus.errors import ConfigError, MappingError
 from integration_bus.mapping import docpath
 from integration_bus.mapping import nodes as n
+from integration_bus.mapping.checkstep import check_failure, figure_paths
 from integration_bus.mapping.compiler import Scope
 from integration_bus.mapping.conform import Plan
 from integration_bus.mapping.functions import UNKNOWN, BindError
@@ -27,6 +29,7 @@ from integration_bus.mapping.jsonata_step import JsonataProgram
 from integration_bus.mapping.mapbuild import Loc, SpecCompiler
 from integration_bus.mapping.model import (
     STEP_MODELS,
+    CheckSpec,
     FilterSpec,
     JsonataSpec,
     LookupSpec,
@@ -38,7 +41,7 @@ from integration_bus.mapping.shapes import ANY, ObjectShape, Shape, item_of
 from integration_bus.mapping.stepfns import dropper, renamer, setter, splitter
 from integration_bus.mapping.suggest import did_you_mean
 from integration_bus.mapping.validation import SchemaStore
-from integration_bus.mapping.values import truthy, type_name
+from integration_bus.mapping.values import to_text, truthy, type_name
 
 __all__ = ["Step", "StepCompiler"]
 
@@ -234,6 +237,54 @@ class StepCompiler:
             return conformed
 
         return (validate, None, None), schema.shape
+
+    def _check(self, body: str | CheckSpec, loc: Loc,
+               scope: Scope) -> tuple[tuple[Any, ...], Shape]:
+        spec = CheckSpec(that=body) if isinstance(body, str) else body
+        that_loc = loc if isinstance(body, str) else (*loc, "that")
+        each: Fn | None = None
+        inner = scope
+        if spec.each is not None:
+            source, each = self.specs.located(spec.each, (*loc, "each"), scope)
+            inner = scope.enter(item_of(source.shape))
+        rule, that = self.specs.located(spec.that, that_loc, inner)
+        message = None if spec.message is None else \
+            self.specs.located(spec.message, (*loc, "message"), inner)[1]
+        figures = [(label, self.specs.exprs.node(path, inner))
+                   for label, path in figure_paths(rule.node)]
+        position = self.locator.position(that_loc)
+        where = {"file": self.locator.file, "line": position.line, "column": position.column}
+        what = spec.each
+
+        def check_one(item: Any, ctx: Ctx, index: int | None) -> None:
+            if truthy(that(item, ctx)):
+                return
+            text = None if message is None else to_text(message(item, ctx), "check message")
+            error = check_failure(spec.that, text, [
+                (label, partial(fn, item, ctx)) for label, fn in figures])
+            raise error.with_context(field=None if index is None else f"{what}[{index}]",
+                                     **where)
+
+        def check(doc: Any, ctx: Ctx) -> Any:
+            if each is None:
+                check_one(doc, ctx, None)
+                return doc
+            items = each(doc, ctx)
+            if items is None:
+                return doc
+            if type(items) is not list:
+                raise MappingError(f"check each needs a list, got {type_name(items)}",
+                                   field=what)
+            saved = ctx.index
+            try:
+                for index, item in enumerate(items):
+                    ctx.index = index
+                    check_one(item, ctx, index)
+            finally:
+                ctx.index = saved
+            return doc
+
+        return (check, None, None), scope.cur
 
     def _jsonata(self, body: str | JsonataSpec, loc: Loc,
                  scope: Scope) -> tuple[tuple[Any, ...], Shape]:

@@ -21,7 +21,7 @@ def test_run_prints_outputs() -> None:
     assert result.exit_code == 0, result.output
     outputs = json.loads(result.stdout)
     assert outputs[0]["type"] == "order.created"
-    assert outputs[0]["payload"]["total"] == "80.06"
+    assert outputs[0]["payload"]["total"] == "87.16"  # what the customer was charged
 
 
 def test_run_reads_stdin_and_writes_exact_numbers() -> None:

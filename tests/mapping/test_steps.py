@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from integration_bus.envelope import Envelope
-from integration_bus.errors import ConfigError, MappingError
+from integration_bus.errors import CheckFailed, ConfigError, MappingError
 from integration_bus.mapping import CompiledMapping, load_mapping, load_mappings
 from integration_bus.pipeline import Pipeline
 
@@ -283,3 +283,51 @@ def test_output_key_repeated_within_one_input_is_a_mapping_error(make_mapping: M
                                 source="t"))
     assert "the same key (a.b:O1)" in caught.value.message
     assert caught.value.context["field"] == "key"
+
+
+def test_check_passes_the_document_on_or_fails_with_the_figures_it_read(
+        make_mapping: Make) -> None:
+    mapping = make_mapping("""\
+        output: {type: a.b}
+        steps:
+          - name: adds_up
+            check:
+              that: "sum(lines[*].amount) - discount == total"
+              message: "'the lines less the discount are not the total'"
+          - name: every_line_has_a_sku
+            check:
+              each: lines
+              that: "sku != null"
+              message: "'line ' ~ ($index + 1) ~ ' has no SKU'"
+          - check: "total > 0"
+        """)
+    order = {"lines": [{"sku": "a", "amount": "10.00"}, {"sku": "b", "amount": "5.50"}],
+             "discount": "1.50", "total": "14.00"}
+    assert run_payload(mapping, order) == [order]
+    with pytest.raises(CheckFailed) as caught:
+        run_payload(mapping, {**order, "total": "14.01"})
+    error = caught.value
+    assert isinstance(error, MappingError) and error.context["step"] == "adds_up"
+    assert error.message == ("the lines less the discount are not the total (lines[*].amount="
+                             "[10.00, 5.50], discount=1.50, total=14.01)")
+    assert error.context["line"] == 5  # the rule's own line in the mapping file
+    with pytest.raises(CheckFailed) as caught:
+        run_payload(mapping, {**order, "lines": [*order["lines"], {"amount": "0"}]})
+    assert caught.value.message == "line 3 has no SKU (sku=null)"
+    assert caught.value.context["field"] == "lines[2]"
+    with pytest.raises(CheckFailed) as caught:
+        run_payload(mapping, {"lines": [], "discount": "0", "total": "0"})
+    assert caught.value.message == "check failed: total > 0 (total=0)"
+
+
+def test_a_check_that_cannot_be_evaluated_is_a_mapping_error_naming_its_expression(
+        make_mapping: Make) -> None:
+    mapping = make_mapping("""\
+        output: {type: a.b}
+        steps:
+          - check: "total - discount > 0"
+        """)
+    with pytest.raises(MappingError) as caught:
+        run_payload(mapping, {"total": "1.00"})
+    assert not isinstance(caught.value, CheckFailed)
+    assert caught.value.context["expr"] == "total - discount > 0"

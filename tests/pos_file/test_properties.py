@@ -39,7 +39,7 @@ def field_specs(draw: st.DrawFn, name: str, fixed: bool, first: bool) -> dict[st
         spec["pad"] = draw(st.sampled_from([" ", "0"]))
         if kind == "decimal":
             spec["scale"] = draw(st.integers(0, 4))
-            spec["point"] = draw(st.booleans())
+            spec["point"] = spec["scale"] > 0 and draw(st.booleans())  # a point needs places
         narrowest = 1 + (spec["scale"] + 1 if spec.get("point") and spec["scale"] else 0) + (
             1 if spec["sign"] in ("leading", "trailing") else 0)
         width = draw(st.integers(narrowest, 16))
