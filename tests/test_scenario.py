@@ -90,7 +90,7 @@ def test_a_sales_file_becomes_exactly_the_golden_erp_postings(scenario: DemoRun)
     assert bus is not None
     wait_for(lambda: (level := bus.stock.get("PEN-STB-BLU", "STORE-042")) is not None
              and level.on_hand == Decimal(4997), timeout=60, message="projection follows")
-    archived = scenario.inbox / "archive"
+    archived = scenario.inbox.parent / "inbox.work" / "archive"
     wait_for(lambda: any(archived.rglob(name)), timeout=30, message="the file is archived")
 
     # When the till exports the same day again (a new header time: other bytes, another file)
@@ -197,7 +197,7 @@ def test_bus_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "BUS_BROKER_URL": ""})
     try:
-        archive = tmp_path / "var" / "demo" / "pos" / "inbox" / "archive"
+        archive = tmp_path / "var" / "demo" / "pos" / "inbox.work" / "archive"
         wait_for(lambda: archive.exists() and any(archive.rglob("SALES_*")), timeout=120,
                  message="the demo is under way")
         proc.send_signal(signal.SIGINT)
