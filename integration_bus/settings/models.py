@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from integration_bus.durations import Millis, parse_millis
+from integration_bus.http_limits import HttpLimits
 
 __all__ = [
     "BrokerSettings",
@@ -140,6 +141,8 @@ class AvailabilitySettings(_Model):
                                                     "at most this old")
     http_port: int | None = Field(None, ge=1, le=65535,
                                   description="bus run serves GET /availability here")
+    http: HttpLimits = Field(default_factory=HttpLimits,
+                             description="read deadlines, connection limit, bounded error logs")
 
     @field_validator("safety_stock", mode="before")
     @classmethod
