@@ -122,6 +122,12 @@ class WebhookConfig(_Model):
     window: int = Field(256, ge=1, le=4096,
                         description="most deliveries published in one confirm window")
     type_prefix: str = Field("shop", pattern=r"^[a-z0-9_-]+$")
+    max_depth: int = Field(64, ge=8, le=200, description="deepest nesting of a body (deeper: "
+                                                         "400 and a dead letter)")
+    max_age: Millis | None = Field(
+        None, description="refuse bodies whose own newest time (updated_at, date_modified_gmt, "
+                          "created_at...) is older than this: dead-lettered once, answered 200 "
+                          "'stale'. Keep it above the platform's retry span (Shopify: 4 h)")
     http: HttpLimits = Field(default_factory=HttpLimits,
                              description="read deadlines, connection limit, bounded error logs")
 
