@@ -173,3 +173,11 @@ def _now_iso() -> str:
     from datetime import UTC, datetime
 
     return datetime.now(UTC).isoformat()
+
+
+def test_health_names_no_shop_and_the_api_schema_is_not_served(hooks: Hooks) -> None:
+    health = httpx.get(f"{hooks.base}/healthz", timeout=5)
+    assert health.json() == {"status": "ok"}
+    assert "acme" not in health.text and "woo" not in health.text
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert httpx.get(f"{hooks.base}{path}", timeout=5).status_code == 404, path
