@@ -51,16 +51,17 @@ class Inbox:
         self.work.open()
 
     def reopen_if_moved(self) -> bool:
-        """The configured inbox path (trusted: it comes from config) names another folder now,
-        e.g. a share mounted after the start: hold that one instead. True if it changed."""
+        """The inbox's path names another real folder now (e.g. a share mounted after the
+        start): hold that one instead. A link or anything else there is not followed (the old
+        folder stays held). True if it changed."""
         folder = self.folder
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == folder.identity or not stat.S_ISDIR(st.st_mode):
+                return False
+            self._folder = Folder.open(self.path)
         except OSError:
             return False
-        if (st.st_dev, st.st_ino) == folder.identity or not stat.S_ISDIR(st.st_mode):
-            return False
-        self._folder = Folder.open(self.path)
         folder.close()
         return True
 

@@ -12,6 +12,7 @@ These run on the embedded transport: what is checked is the file system, not the
 from __future__ import annotations
 
 import grp
+import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from connectors.pos_file.errors import RefusedEntry
 from connectors.pos_file.folders import Folder, _group_has_others
 from connectors.pos_file.inbox import open_claimed
 from connectors.pos_file.lane import daily_file_bytes
+from connectors.pos_file.ledger import FileEntry, FileLedger
 from connectors.pos_file.source import PosFileSource
 from integration_bus.connector import ConfigError
 from tests.pos_file.support import (
@@ -320,3 +322,24 @@ def test_the_default_work_folder_is_beside_the_inbox(embedded: PosBus) -> None:
     assert sorted(os.listdir(embedded.work())) == sorted(ROLES)
     assert os.listdir(embedded.inbox()) == []
     assert stat.S_IMODE(os.stat(embedded.work() / "archive").st_mode) & 0o027 == 0
+
+
+def test_a_file_left_in_the_old_layout_resumes_once_moved_as_documented(
+        embedded: PosBus) -> None:
+    # Given a file an earlier version claimed into inbox/processing/node-a/ and had begun to
+    # publish (its ledger entry points there), moved by the operator into the new work folder
+    data = _valid(5)
+    sha = hashlib.sha256(data).hexdigest()
+    old = embedded.inbox() / "processing" / "node-a" / GOOD_A
+    ledger = FileLedger(embedded.bus.context("tills").cursors, "node-a")
+    ledger.put(FileEntry(store="0042", sha256=sha, name=GOOD_A, size=len(data), node="node-a",
+                         claimed_as=str(old), records=3))
+    moved = embedded.work() / "processing" / "node-a" / GOOD_A
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes(data)
+    # When the source starts, it says where the ledger still points, and finishes the file
+    with embedded.running_source(embedded.source()):
+        wait_for(lambda: files_in(embedded.work() / "archive") == [GOOD_A], message="archived")
+    entry = ledger.get("0042", sha)
+    assert entry is not None and (entry.state, entry.confirmed) == ("archived", 3)
+    assert embedded.queued() == 3
