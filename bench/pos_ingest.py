@@ -221,7 +221,7 @@ def child(root: str) -> None:
     registry = Registry.from_entry_points()
     if "pos_file" not in registry:  # until setup.cfg names the entry point
         registry.add(plugin)
-    archive = Path(root) / "inbox" / "archive" / NAME
+    archive = Path(root) / "inbox.work" / "archive" / NAME
     with Bus(load_config(Path(root) / "config", registry, {}), registry=registry) as bus:
         source, publisher = bus.source("tills"), bus.publisher()
         assert isinstance(source, PosFileSource)
@@ -258,7 +258,7 @@ def ours(url: str, root: Path, path: Path, lines: int) -> dict[str, float]:
     if result.returncode != 0:
         raise SystemExit(f"child failed:\n{result.stderr[-3000:]}")
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    os.rename(root / "inbox" / "archive" / NAME, path)  # back, for the next side
+    os.rename(root / "inbox.work" / "archive" / NAME, path)  # back, for the next side
     return {"rate": lines / out["seconds"], "rss_mb": out["rss_mb"], "seconds": out["seconds"]}
 
 

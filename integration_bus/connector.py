@@ -8,6 +8,9 @@ and the generated JSON Schema), and constructors.
 Lifecycle: the runtime validates config at start-up (constructors validate; run loops don't),
 builds sources/sinks with a :class:`ConnectorContext`, calls ``open()``, uses them, and calls
 ``close()`` (idempotent) at shutdown.
+
+A plugin that serves HTTP (a webhook receiver) uses :class:`HttpServer` under
+:class:`HttpLimits` — the same runner, deadlines and connection limit as the bus's own faces.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -33,6 +36,7 @@ from integration_bus.errors import (
     UnroutableError,
     did_you_mean,
 )
+from integration_bus.http_limits import HttpLimits
 from integration_bus.httpbody import (
     ACCEPT_ENCODING,
     ResponseDecodeError,
@@ -42,6 +46,10 @@ from integration_bus.httpbody import (
 )
 from integration_bus.redact import known, redact_url
 from integration_bus.yamlsafe import Locator, read_yaml_text
+
+if TYPE_CHECKING:
+    from integration_bus.web.serve import HttpServer
+    from integration_bus.web.serve import api as http_api
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -53,6 +61,8 @@ __all__ = [
     "ConnectorPlugin",
     "CursorStore",
     "Envelope",
+    "HttpLimits",
+    "HttpServer",
     "Locator",
     "LookupSink",
     "Millis",
@@ -73,6 +83,7 @@ __all__ = [
     "check_type",
     "did_you_mean",
     "endpoint_label",
+    "http_api",
     "read_body",
     "read_yaml_text",
     "redact_url",
@@ -316,3 +327,14 @@ class ConnectorPlugin:
             raise ValueError(f"connector {self.name}: source_config and create_source go together")
         if (self.sink_config is None) != (self.create_sink is None):
             raise ValueError(f"connector {self.name}: sink_config and create_sink go together")
+
+
+def __getattr__(name: str) -> Any:
+    """``HttpServer`` (the one ASGI server runner) and ``http_api`` (a FastAPI app without
+    OpenAPI/docs unless the limits enable them), from :mod:`integration_bus.web.serve`, are
+    loaded on first use: uvicorn and FastAPI stay out of processes that serve no HTTP."""
+    if name in ("HttpServer", "http_api"):
+        from integration_bus.web import serve
+
+        return serve.HttpServer if name == "HttpServer" else serve.api
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 
 from integration_bus.redact import known
@@ -36,6 +36,8 @@ class Metrics:
     - ``bus_sink_deliveries_total{route, sink, outcome}``: delivered, duplicate, failed
     - ``bus_sink_delivery_seconds{route, sink}``: time spent in a sink per envelope
     - ``bus_source_published_total{source}``, ``bus_worker_paused`` (1 while the store is down)
+
+    Served over HTTP by :func:`integration_bus.web.metrics.serve_metrics`.
     """
 
     def __init__(self) -> None:
@@ -51,7 +53,3 @@ class Metrics:
                                         ["source"], registry=self.registry)
         self.worker_paused = Gauge("bus_worker_paused", "1 while the worker waits for the store",
                                    registry=self.registry)
-
-    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        """Expose ``/metrics`` on ``addr:port`` (a daemon thread)."""
-        start_http_server(port, addr=addr, registry=self.registry)

@@ -305,9 +305,11 @@ class Bus:
         if port is not None:
             from integration_bus.web.app import make_app, serve
 
-            app = make_app(self.stock, max_staleness_ms=self.config.settings.availability
-                           .max_staleness)
-            threads.append(self._thread("http", functools.partial(serve, app, port, stop), stop))
+            availability = self.config.settings.availability
+            app = make_app(self.stock, max_staleness_ms=availability.max_staleness,
+                           limits=availability.http)
+            threads.append(self._thread("http", functools.partial(
+                serve, app, port, stop, limits=availability.http), stop))
         reloader = self.reloader()
         if reloader is not None:
             threads.append(self._thread("reload", functools.partial(reloader.run, stop), stop))

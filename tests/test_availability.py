@@ -107,6 +107,15 @@ def test_availability_endpoint_states_its_staleness(tmp_path: Path) -> None:
                      message="new level visible within the staleness bound")
             assert get("A-1")[1]["short"] == "1"  # 1 - 0 - 2: one short of the safety stock
             assert get("NOPE")[0] == 404
+            # no API schema or docs unless availability.http.docs; health says only "ok"
+            for path in ("/openapi.json", "/docs"):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2)
+                    raise AssertionError(f"{path} is served")
+                except urllib.error.HTTPError as exc:
+                    assert exc.code == 404, path
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                assert json.loads(answer.read()) == {"status": "ok"}
         publisher.close()
 
 

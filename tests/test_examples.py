@@ -261,8 +261,8 @@ def test_a_wms_export_becomes_canonical_adjustments_erp_postings_and_pick_lists_
                      message="three ERP stock postings")
             wait_for(lambda: len(jsonl_payloads(log)) == 3, timeout=5,
                      message="three canonical adjustments in the log")
-            wait_for(lambda: (inbox / "archive" / sample.name).is_file(), timeout=5,
-                     message="the export archived")
+            archived = inbox.parent / f"{inbox.name}.work" / "archive" / sample.name
+            wait_for(archived.is_file, timeout=5, message="the export archived")
             # And when stock is reserved for an order at the warehouse, a pick list goes out
             publish(bus, "stock.reserved", {
                 "reservation_id": "shopify-1001/WH-01", "order_id": "shopify-1001",

@@ -16,9 +16,11 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -91,7 +93,7 @@ def test_a_sales_file_becomes_exactly_the_golden_erp_postings(scenario: DemoRun)
     assert bus is not None
     wait_for(lambda: (level := bus.stock.get("PEN-STB-BLU", "STORE-042")) is not None
              and level.on_hand == Decimal(4997), timeout=60, message="projection follows")
-    archived = scenario.inbox / "archive"
+    archived = scenario.inbox.parent / "inbox.work" / "archive"
     wait_for(lambda: any(archived.rglob(name)), timeout=30, message="the file is archived")
 
     # When the till exports the same day again (a new header time: other bytes, another file)
@@ -107,10 +109,8 @@ def test_a_sales_file_becomes_exactly_the_golden_erp_postings(scenario: DemoRun)
     assert scenario.erp.state.count("PostStockAdjustment") == 4
 
 
-def send_order(demo: DemoRun, order_id: int, lines: list[tuple[str, int, str]]) -> None:
-    from connectors.rest_shop.fakeshop.sender import Subscription, WebhookSender
-
-    order = {
+def shopify_order(order_id: int, lines: list[tuple[str, int, str]]) -> dict[str, Any]:
+    return {
         "id": order_id, "name": f"#{order_id % 10000}", "email": "ann@example.com",
         "created_at": "2026-11-27T10:00:00+01:00", "updated_at": "2026-11-27T10:00:00+01:00",
         "currency": "EUR", "financial_status": "paid", "taxes_included": True,
@@ -119,6 +119,12 @@ def send_order(demo: DemoRun, order_id: int, lines: list[tuple[str, int, str]]) 
                      "last_name": "Example"},
         "line_items": [{"id": order_id * 10 + i, "sku": sku, "quantity": qty, "price": price}
                        for i, (sku, qty, price) in enumerate(lines)]}
+
+
+def send_order(demo: DemoRun, order_id: int, lines: list[tuple[str, int, str]]) -> None:
+    from connectors.rest_shop.fakeshop.sender import Subscription, WebhookSender
+
+    order = shopify_order(order_id, lines)
     sub = Subscription(url=f"http://127.0.0.1:{demo.webhook_port}/webhooks/acme",
                        platform="shopify", secret=b"demo-webhook-secret", topic="orders/create")
     sender = WebhookSender()
@@ -142,6 +148,73 @@ def test_a_web_order_becomes_the_golden_reservations_and_sales_order(scenario: D
     # And the reservation flows back to the shop as what can still be promised
     wait_for(lambda: scenario.shop_state.inventory.get(("TSHIRT-BLK-M", "WH-01"), (0, 0))[0]
              == 58, timeout=60, message="the shop sees 60 - 2 reserved")
+
+
+def _captured_order(order_id: int) -> tuple[Any, Any, Any]:
+    """One signed Shopify order body of two lines (a sender, its subscription, the delivery)."""
+    from connectors.rest_shop.fakeshop.sender import Subscription, WebhookSender
+
+    order = shopify_order(order_id, [("TSHIRT-BLK-M", 2, "19.99"), ("MUG-WHITE", 1, "8.50")])
+    sender = WebhookSender()
+    return sender, order, sender.delivery(Subscription(
+        url="", platform="shopify", secret=b"demo-webhook-secret", topic="orders/create"),
+        order, event_id="evt-original")
+
+
+def _repost(demo: DemoRun, sender: Any, delivery: Any, topic: str = "orders/create",
+            body: bytes | None = None) -> dict[str, Any]:
+    """POST a captured body again with fresh delivery and event ids (and maybe a topic)."""
+    import httpx
+
+    from connectors.rest_shop.signatures import sign
+
+    body = delivery.body if body is None else body
+    headers = {**sender.headers(delivery, signature=sign(b"demo-webhook-secret", body)),
+               "X-Shopify-Topic": topic, "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+               "X-Shopify-Event-Id": str(uuid.uuid4())}
+    answer = httpx.post(f"http://127.0.0.1:{demo.webhook_port}/webhooks/acme", content=body,
+                        headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def test_a_replayed_order_makes_no_second_effect_and_a_wrong_topic_no_return(
+        scenario: DemoRun) -> None:
+    # Given one signed order body of two lines, captured
+    sender, order, delivery = _captured_order(9_007_199_254_741_111)
+    try:
+        # When it is posted 5 times with fresh delivery and event ids
+        statuses = [_repost(scenario, sender, delivery)["status"] for _ in range(5)]
+        # and the shop re-sends the same order as a new body (another updated_at), and the
+        # captured body is posted under the refunds/create topic
+        resent = json.dumps({**order, "updated_at": "2026-11-27T10:05:00+01:00"}).encode()
+        again = _repost(scenario, sender, delivery, body=resent)
+        as_refund = _repost(scenario, sender, delivery, topic="refunds/create")
+    finally:
+        sender.close()
+    # Then the receiver took the body once and the re-sent one once
+    assert statuses == ["accepted"] + ["duplicate"] * 4
+    assert again["status"] == "accepted" and as_refund["status"] == "accepted"
+    bus = scenario.bus
+    assert bus is not None
+    # the refund topic's body is refused by the refund's input schema: a dead letter, no return
+    wait_for(lambda: any(d["route"] == "web_returns" for d in bus.store.dead_letters()),
+             timeout=60, message="the order under refunds/create is dead-lettered")
+    (letter,) = [d for d in bus.store.dead_letters() if d["route"] == "web_returns"]
+    assert "does not match schema shopify_refund@1" in letter["message"], letter["message"]
+    # and the ERP got exactly one sales order and one reservation per line, nothing else
+    erp = scenario.erp.state
+    wait_for(lambda: erp.count("CreateSalesOrder") >= 1 and erp.count("ReserveStock") >= 2,
+             timeout=60, message="the sales order and the reservations reach the ERP")
+    assert scenario.settle(threading.Event(), timeout=60), "the bus settles"
+    assert (erp.count("CreateSalesOrder"), erp.count("ReserveStock")) == (1, 2)
+    assert erp.count("PostStockAdjustment") == 0  # no restock
+    routes = bus.store.route_summary()
+    assert routes["web_orders"].get("duplicate", 0) == 1, routes  # the re-sent order: the same
+    assert routes["order_availability"]["received"] == 1, routes  # order, once downstream
+    wait_for(lambda: scenario.shop_state.inventory.get(("TSHIRT-BLK-M", "WH-01"), (0, 0))[0]
+             == 58, timeout=60, message="the shop sees 60 - 2 reserved, once")
 
 
 def test_a_short_order_is_a_business_dead_letter_and_never_reaches_the_erp(
@@ -199,7 +272,7 @@ def test_bus_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "BUS_BROKER_URL": ""})
     try:
-        archive = tmp_path / "var" / "demo" / "pos" / "inbox" / "archive"
+        archive = tmp_path / "var" / "demo" / "pos" / "inbox.work" / "archive"
         wait_for(lambda: archive.exists() and any(archive.rglob("SALES_*")), timeout=120,
                  message="the demo is under way")
         proc.send_signal(signal.SIGINT)

@@ -1,6 +1,8 @@
 """The ``pos_file`` connector's config models: the spec behind validation, ``bus lint`` and the
-generated JSON Schema. Paths are relative to the project dir; work folders relative to each inbox
-(they must be on the inbox's file system: files move by atomic rename)."""
+generated JSON Schema. Paths are relative to the project dir. Each inbox has its work folders
+(processing, archive, error, duplicate, refused) under a work root *outside* it, on the same file
+system (files move by atomic rename): by default the folder beside the inbox named after it plus
+``.work``."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ __all__ = [
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _BUSINESS_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat")
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+ -]{0,199}$"
+FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # one path component, never '.' or '..'
 
 
 class _Model(BaseModel):
@@ -36,6 +39,11 @@ class InboxConfig(_Model):
     path: str = Field(description="folder the tills drop files into")
     store: str | None = Field(None, description="the store this folder belongs to (per-store "
                                                 "folders); else taken from the file name")
+    work: str | None = Field(
+        None, description="folder holding this inbox's work folders (processing/, archive/, "
+                          "error/, duplicate/, refused/); never inside an inbox, on the inbox's "
+                          "file system, not writable by the tills. Default: beside the inbox, "
+                          "named after it plus '.work' (var/pos/inbox -> var/pos/inbox.work)")
 
 
 class ReadinessConfig(_Model):
@@ -95,11 +103,12 @@ class PosFileSourceConfig(_Model):
     name_pattern: str = Field(SAFE_NAME, description="file names allowed (others are refused)")
     node: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
                       description="this bus instance's name; its claims go to processing/NODE")
-    processing_dir: str = "processing"
-    archive_dir: str = "archive"
-    error_dir: str = "error"
-    duplicate_dir: str = "duplicate"
-    refused_dir: str = "refused"
+    processing_dir: str = Field("processing", pattern=FOLDER_NAME,
+                                description="work folder names, inside each inbox's work root")
+    archive_dir: str = Field("archive", pattern=FOLDER_NAME)
+    error_dir: str = Field("error", pattern=FOLDER_NAME)
+    duplicate_dir: str = Field("duplicate", pattern=FOLDER_NAME)
+    refused_dir: str = Field("refused", pattern=FOLDER_NAME)
     calendar: list[ExpectedFile] = Field(default_factory=list)
 
     @field_validator("store_pattern", "name_pattern")

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from connectors.pos_file.errors import ParseError, RefusedEntry
-from connectors.pos_file.inbox import Inbox, move_unique, shown, unique_target, write_reason
+from connectors.pos_file.folders import Folder
+from connectors.pos_file.inbox import Inbox, shown, write_reason
 from connectors.pos_file.ledger import FileEntry
 from connectors.pos_file.metrics import PosFileMetrics
 from integration_bus.connector import ConnectorContext
@@ -34,13 +35,18 @@ __all__ = ["Claimed", "Disposer"]
 
 @dataclass(frozen=True)
 class Claimed:
-    """A file this node claimed: it sits at ``path`` in processing/<node>/ under its own name."""
+    """A file this node claimed: ``name`` in ``folder`` (its processing/<node>/, held by
+    descriptor)."""
 
     inbox: Inbox
     name: str
-    path: Path
+    folder: Folder
     st: os.stat_result  # as listed and claimed (device and inode identify it)
     store: str
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path / self.name
 
 
 class Disposer:
@@ -61,28 +67,35 @@ class Disposer:
     def quarantine(self, claimed: Claimed, error: ParseError, *, sha256: str | None,
                    extra: dict[str, Any] | None = None) -> Path:
         """Move to error/ with ``NAME.reason.json`` beside it; nothing of it is published."""
-        target = unique_target(claimed.inbox.error, claimed.name)
+        errors = claimed.inbox.work.get("error")
+        name = errors.free_name(claimed.name)
         detail = {"file": shown(claimed.name), "store": claimed.store, "sha256": sha256,
                   "error_type": error.error_type, "reason": str(error),
                   "line": error.context.get("line"), "column": error.context.get("column"),
                   "field": error.context.get("field"),
                   "quarantined_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   **(extra or {})}
-        write_reason(target, detail)
-        os.rename(claimed.path, target)
+        write_reason(errors, name, detail)
+        name = claimed.folder.move(claimed.name, errors, name)
+        target = errors.path / name
         self._trace("quarantined", "pos_file.quarantined", {**detail, "moved_to": str(target)},
                     warn=True)
         return target
 
-    def refuse(self, inbox: Inbox, path: Path, name: str, error: RefusedEntry) -> Path | None:
-        """Move a hostile entry (the link itself, never its target) to refused/."""
+    def refuse(self, inbox: Inbox, folder: Folder, name: str,
+               error: RefusedEntry) -> Path | None:
+        """Move a hostile entry (the entry itself, never a link's target) from ``folder`` to
+        refused/ with a reason file. None when it could not be moved (it is left alone)."""
         detail = {"file": shown(name), "reason": error.reason, "error": str(error)}
         target: Path | None = None
         try:
-            target = move_unique(path, inbox.refused, name)
-            write_reason(target, detail)
+            refused = inbox.work.get("refused")
+            moved = folder.move(name, refused)
+            target = refused.path / moved
+            write_reason(refused, moved, detail)
         except FileNotFoundError:
-            return None  # gone already: nothing to refuse
+            if target is None:
+                return None  # gone already: nothing to refuse
         except OSError as exc:  # cannot move it: the source remembers and leaves it alone
             detail["move_failed"] = str(exc)
         self._metrics.files.labels(self._source, "refused").inc()
@@ -91,7 +104,8 @@ class Disposer:
         return target
 
     def duplicate(self, claimed: Claimed, sha256: str, first: dict[str, Any]) -> Path:
-        target = move_unique(claimed.path, claimed.inbox.duplicate, claimed.name)
+        duplicates = claimed.inbox.work.get("duplicate")
+        target = duplicates.path / claimed.folder.move(claimed.name, duplicates)
         self._trace("duplicate", "pos_file.duplicate", {
             "file": shown(claimed.name), "store": claimed.store, "sha256": sha256,
             "moved_to": str(target), **first})
@@ -100,15 +114,15 @@ class Disposer:
     def give_back(self, claimed: Claimed, why: str) -> Path:
         """A file that changed while it was read goes back to the inbox to become ready
         again (or to error/ if its name was taken meanwhile)."""
-        home = claimed.inbox.path / claimed.name
-        if os.path.lexists(home):
+        inbox = claimed.inbox
+        if inbox.folder.lstat(claimed.name) is not None:
             error = ParseError(f"{why}, and a new file took its name", file=claimed.name)
             return self.quarantine(claimed, error, sha256=None)
-        os.rename(claimed.path, home)
+        claimed.folder.move(claimed.name, inbox.folder, claimed.name)
         self._trace("returned", "pos_file.returned", {"file": shown(claimed.name),
                                                       "store": claimed.store, "why": why},
                     warn=True)
-        return home
+        return inbox.path / claimed.name
 
     def archived(self, entry: FileEntry, *, recovered: bool = False) -> None:
         detail = {"file": shown(entry.name), "store": entry.store, "sha256": entry.sha256,

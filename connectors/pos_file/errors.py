@@ -6,8 +6,10 @@
     │   │                       column-header row, too many bad records
     │   └── ControlTotalError   a trailer count or amount sum disagrees with the detail records
     ├── RenderError             a record cannot be written in its layout (sink side)
-    └── RefusedEntry            an inbox entry that is never read: symlink, hardlink, FIFO/device,
-                                odd name, empty, too large, changed under us
+    └── RefusedEntry            an inbox entry that is never read, with a typed reason: symlink,
+                                hardlink, not_regular (FIFO, device, folder), bad_name, empty,
+                                too_large, sparse, truncated, replaced, permission_denied,
+                                unreadable
     ConfigError
     └── LayoutError             a layout file is wrong (file:line:col: field: problem)
 
@@ -53,6 +55,7 @@ class LayoutError(ConfigError):
 
 
 RefusalReason = Literal["symlink", "hardlink", "not_regular", "bad_name", "empty", "too_large",
+                        "sparse", "truncated", "replaced", "permission_denied", "unreadable",
                         "changed"]
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import BinaryIO, Literal
 
 from connectors.pos_file.config import PosFileSourceConfig
 from connectors.pos_file.dispose import Claimed, Disposer
 from connectors.pos_file.errors import ParseError, RefusedEntry
-from connectors.pos_file.inbox import open_claimed, unique_target
+from connectors.pos_file.inbox import open_claimed
 from connectors.pos_file.ledger import FileEntry, FileLedger
 from connectors.pos_file.parser import Layout
 from connectors.pos_file.publish import Checkpoint, WindowPublisher
@@ -47,14 +48,15 @@ class Ingestor:
         Transient publish failures are retried here with backoff."""
         self._checkpoint("claimed", {"file": claimed.name})
         try:
-            handle = open_claimed(claimed.path, claimed.st, max_size=self._config.max_file_size)
+            handle = open_claimed(claimed.folder, claimed.name, claimed.st,
+                                  max_size=self._config.max_file_size)
         except RefusedEntry as exc:
-            self._disposer.refuse(claimed.inbox, claimed.path, claimed.name, exc)
+            self._disposer.refuse(claimed.inbox, claimed.folder, claimed.name, exc)
             return "refused"
         with handle:
             before = os.fstat(handle.fileno())
             if before.st_size == 0:
-                self._disposer.refuse(claimed.inbox, claimed.path, claimed.name, RefusedEntry(
+                self._disposer.refuse(claimed.inbox, claimed.folder, claimed.name, RefusedEntry(
                     "the file is empty (0 bytes)", reason="empty", file=claimed.name))
                 return "refused"
             scan = scan_file(handle, self._layout, file=claimed.name,
@@ -79,16 +81,17 @@ class Ingestor:
         """The ledger entry to continue with, or None when the file is a duplicate."""
         entry = self._ledger.get(claimed.store, scan.sha256)
         here = str(claimed.path)
+        work = claimed.inbox.work
         if entry is None or entry.state == "quarantined":  # new, or worth another look
             entry = FileEntry(store=claimed.store, sha256=scan.sha256, name=claimed.name,
                               size=scan.size, node=self._config.node, claimed_as=here,
                               records=scan.details)
         elif entry.state != "archived" and entry.claimed_as != here:
             if entry.state == "published" and entry.archive_as and \
-                    os.path.lexists(entry.archive_as) and not os.path.lexists(entry.claimed_as):
+                    work.holds(entry.archive_as) and not work.holds(entry.claimed_as):
                 entry.state = "archived"  # a crash came between the move and recording it
                 self._ledger.put(entry)
-            elif not os.path.lexists(entry.claimed_as):
+            elif not work.holds(entry.claimed_as):
                 entry.claimed_as = here  # its earlier claim is gone: go on where it stopped
         if entry.state == "archived" or entry.claimed_as != here:
             self._disposer.duplicate(claimed, scan.sha256, {
@@ -110,7 +113,8 @@ class Ingestor:
         if progress == "stopped":
             return progress
         entry.state = "published"
-        entry.archive_as = str(unique_target(claimed.inbox.archive, claimed.name))
+        archive = claimed.inbox.work.get("archive")
+        entry.archive_as = str(archive.path / archive.free_name(claimed.name))
         self._ledger.put(entry)
         return "done"
 
@@ -125,11 +129,17 @@ class Ingestor:
             entry.state, entry.reason = "quarantined", str(error)
             self._ledger.put(entry)
             return "quarantined"
-        target = entry.archive_as
-        if target is None or os.path.lexists(target):  # taken while we were down
-            target = entry.archive_as = str(unique_target(claimed.inbox.archive, claimed.name))
+        archive = claimed.inbox.work.get("archive")
+        planned = Path(entry.archive_as) if entry.archive_as else None
+        if planned is None or planned.parent != archive.path or \
+                archive.lstat(planned.name) is not None:  # taken while we were down
+            planned = archive.path / archive.free_name(claimed.name)
+            entry.archive_as = str(planned)
             self._ledger.put(entry)
-        os.rename(claimed.path, target)
+        moved = claimed.folder.move(claimed.name, archive, planned.name)
+        if moved != planned.name:  # taken in between (only by someone else's hand)
+            entry.archive_as = str(archive.path / moved)
+        target = entry.archive_as
         self._checkpoint("moved", {"file": claimed.name, "archive": target})
         entry.state = "archived"
         self._ledger.put(entry)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import time
 from collections.abc import Callable
@@ -75,9 +74,8 @@ class Readiness:
         return len(self._seen)
 
     def _marker_ready(self, entry: Listed) -> bool:
-        try:
-            marker = os.lstat(entry.inbox.path / self.marker_name(entry.name))
-        except FileNotFoundError:
+        marker = entry.inbox.folder.lstat(self.marker_name(entry.name))
+        if marker is None:
             return False
         return stat.S_ISREG(marker.st_mode) and marker.st_mtime_ns >= entry.st.st_mtime_ns
 

@@ -24,11 +24,13 @@ from connectors.pos_file.calendar import AlertKind, Calendar
 from connectors.pos_file.config import ExpectedFile, PosFileSourceConfig
 from connectors.pos_file.dispose import Claimed, Disposer
 from connectors.pos_file.errors import RefusedEntry
+from connectors.pos_file.folders import Folder, WorkFolders
 from connectors.pos_file.inbox import Inbox, Listed, classify, list_inbox, matches, shown
 from connectors.pos_file.ingest import Ingestor, Outcome
 from connectors.pos_file.layout_file import load_layout
 from connectors.pos_file.ledger import FileLedger
 from connectors.pos_file.metrics import PosFileMetrics
+from connectors.pos_file.placement import Placement, check_placements, default_work_root
 from connectors.pos_file.publish import Checkpoint, WindowPublisher
 from connectors.pos_file.readiness import Readiness
 from connectors.pos_file.watch import Watcher
@@ -50,8 +52,7 @@ class PosFileSource:
         self.name = context.instance
         self._config, self._context = config, context
         self._layout = load_layout(context.resolve(config.layout), field="layout")
-        self._inboxes = [self._inbox(index, box.path, box.store)
-                         for index, box in enumerate(config.inboxes)]
+        self._inboxes = self._place_inboxes()
         self._names = re.compile(config.name_pattern)
         self._stores = re.compile(config.store_pattern) if config.store_pattern else None
         self.metrics = PosFileMetrics.of(context.metrics.registry)
@@ -71,21 +72,35 @@ class PosFileSource:
         self._waiting: dict[tuple[Path, str], Listed] = {}
         self._left_alone: set[tuple[int, int, str]] = set()  # refused but could not be moved
 
-    def _inbox(self, index: int, path: str, store: str | None) -> Inbox:
-        folder = self._context.resolve(path)
-        if not folder.is_dir():
-            raise ConfigError(f"inbox {folder} is not a folder", field=f"inboxes[{index}].path",
-                              hint="create it, or mount the share before starting the bus")
-        config = self._config
-        return Inbox(path=folder, store=store,
-                     processing=folder / config.processing_dir / config.node,
-                     archive=folder / config.archive_dir, error=folder / config.error_dir,
-                     duplicate=folder / config.duplicate_dir, refused=folder / config.refused_dir)
+    def _place_inboxes(self) -> list[Inbox]:
+        """Each inbox with its work root, checked (ConfigError) but not yet opened."""
+        config, placements = self._config, []
+        for index, box in enumerate(config.inboxes):
+            folder = self._context.resolve(box.path)
+            if not folder.is_dir():
+                raise ConfigError(f"inbox {folder} is not a folder",
+                                  field=f"inboxes[{index}].path",
+                                  hint="create it, or mount the share before starting the bus")
+            real = folder.resolve()  # the configured path is trusted; held by descriptor later
+            work = self._context.resolve(box.work) if box.work else default_work_root(real)
+            placements.append(Placement(index, real, work, configured=box.work is not None))
+        check_placements(placements)
+        names = {"processing": config.processing_dir, "archive": config.archive_dir,
+                 "error": config.error_dir, "duplicate": config.duplicate_dir,
+                 "refused": config.refused_dir}
+        return [Inbox(p.inbox, box.store,
+                      WorkFolders(p.work, names, config.node,
+                                  inbox_gid=os.stat(p.inbox).st_gid, alarm=self._folder_alarm))
+                for p, box in zip(placements, config.inboxes, strict=True)]
+
+    def _folder_alarm(self, event: str, detail: dict[str, object]) -> None:
+        self._context.record(event, dict(detail))
+        self._context.log.error(event, **detail)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, publisher: Publisher, stop: threading.Event) -> None:
         for inbox in self._inboxes:
-            inbox.ensure()
+            inbox.open()
         self._watcher.start()
         try:
             self._recover(publisher, stop)
@@ -113,12 +128,15 @@ class PosFileSource:
 
     def close(self) -> None:
         self._watcher.stop()
+        for inbox in self._inboxes:
+            inbox.close()
 
     # -- discovery ------------------------------------------------------------------------------
     def _rescan(self) -> None:
         self._watcher.take()  # a full listing covers every hint
         seen: dict[tuple[Path, str], Listed] = {}
         for inbox in self._inboxes:
+            self._check_folders(inbox)
             for entry in list_inbox(inbox):
                 seen[(inbox.path, entry.name)] = entry
         for key in set(self._waiting) - set(seen):
@@ -133,15 +151,15 @@ class PosFileSource:
             keys.add((folder, data or name))
         by_path = {b.path: b for b in self._inboxes}
         for folder, name in keys:
-            try:
-                st = os.lstat(folder / name)
-            except FileNotFoundError:
+            inbox = by_path.get(folder)
+            st = inbox.folder.lstat(name) if inbox is not None and "/" not in name else None
+            if st is None:
                 entry = self._waiting.pop((folder, name), None)
                 if entry is not None:
                     self._readiness.forget(entry)
                 continue
-            if not stat.S_ISDIR(st.st_mode) and name not in by_path[folder].work_names():
-                self._note((folder, name), Listed(by_path[folder], name, st))
+            if inbox is not None and not stat.S_ISDIR(st.st_mode):
+                self._note((folder, name), Listed(inbox, name, st))
 
     def _note(self, key: tuple[Path, str], entry: Listed) -> None:
         if self._readiness.ignored(entry.name) or not matches(entry.name, [self._config.pattern]):
@@ -162,7 +180,8 @@ class PosFileSource:
                                        reason="too_large", file=entry.name)
             if refusal is not None:
                 del self._waiting[key]
-                if self._disposer.refuse(entry.inbox, entry.path, entry.name, refusal) is None:
+                if self._disposer.refuse(entry.inbox, entry.inbox.folder, entry.name,
+                                         refusal) is None:
                     self._left_alone.add((entry.st.st_dev, entry.st.st_ino, entry.name))
                 continue
             if self._readiness.ready(entry):
@@ -173,30 +192,32 @@ class PosFileSource:
     # -- claiming -------------------------------------------------------------------------------
     def _take(self, entry: Listed, publisher: Publisher, stop: threading.Event) -> Outcome | None:
         inbox = entry.inbox
-        target = inbox.processing / entry.name
-        if os.path.lexists(target):
-            return None  # the same name is still in processing: after that one finishes
         try:
-            os.rename(entry.path, target)  # the claim: one node wins, the others see ENOENT
+            processing = inbox.work.get("processing")
+            if processing.lstat(entry.name) is not None:
+                return None  # the same name is still in processing: after that one finishes
+            # the claim: one node wins, the others see ENOENT
+            os.rename(entry.name, entry.name, src_dir_fd=inbox.folder.fd,
+                      dst_dir_fd=processing.fd)
         except FileNotFoundError:
             return None
         except OSError as exc:  # e.g. no permission on the share: try again at the next look
             self._context.log.error("pos_file.claim_failed", file=shown(entry.name),
                                     error=str(exc))
             return None
-        st = os.lstat(target)
+        st = processing.lstat(entry.name)
+        if st is None:
+            return None  # taken out of processing/ meanwhile (not by this bus)
         replaced = (st.st_ino, st.st_size, st.st_mtime_ns) != (
             entry.st.st_ino, entry.st.st_size, entry.st.st_mtime_ns)
-        if replaced and not os.path.lexists(entry.path):
-            os.rename(target, entry.path)  # changed since its readiness was judged: look again
+        if replaced and inbox.folder.lstat(entry.name) is None:
+            # changed since its readiness was judged: back to the inbox, look again
+            processing.move(entry.name, inbox.folder, entry.name)
             return None
         if self._readiness.policy == "marker":
-            try:
-                os.unlink(inbox.path / self._readiness.marker_name(entry.name))
-            except FileNotFoundError:
-                pass
+            inbox.folder.unlink(self._readiness.marker_name(entry.name))
         self._calendar.arrived(entry.name, st.st_mtime)
-        claimed = Claimed(inbox=inbox, name=entry.name, path=target, st=st,
+        claimed = Claimed(inbox=inbox, name=entry.name, folder=processing, st=st,
                           store=self._store_of(inbox, entry.name))
         return self._ingestor.ingest(claimed, publisher, stop)
 
@@ -214,9 +235,17 @@ class PosFileSource:
             entry = self.ledger.get_key(key)
             if entry is None or entry.terminal:
                 self.ledger.unlist(key)
-            elif not os.path.lexists(entry.claimed_as):
+                continue
+            inbox = self._holder(entry.claimed_as)
+            if inbox is None:  # claimed under the old layout (work folders inside the inbox)
+                self._context.log.warning(
+                    "pos_file.claim_outside_work_folders", file=entry.name,
+                    path=entry.claimed_as, state=entry.state,
+                    hint="move it into this inbox's processing/<node>/ folder: "
+                         "docs/pos-file.md, 'Upgrading'")
+            elif not inbox.work.holds(entry.claimed_as):
                 if entry.state == "published" and entry.archive_as and \
-                        os.path.lexists(entry.archive_as):
+                        inbox.work.holds(entry.archive_as):
                     entry.state = "archived"  # moved to archive/, then the crash came
                     self.ledger.put(entry)
                     self._disposer.archived(entry, recovered=True)
@@ -224,29 +253,41 @@ class PosFileSource:
                     self._context.log.warning("pos_file.claim_missing", file=entry.name,
                                               path=entry.claimed_as, state=entry.state)
         for inbox in self._inboxes:
-            for name in sorted(os.listdir(inbox.processing)):
+            processing = inbox.work.get("processing")
+            for name, st in sorted(processing.entries()):
                 if stop.is_set():
                     return
-                self._resume(inbox, name, publisher, stop)
+                self._resume(inbox, processing, name, st, publisher, stop)
 
-    def _resume(self, inbox: Inbox, name: str, publisher: Publisher,
-                stop: threading.Event) -> None:
-        path = inbox.processing / name
-        st = os.lstat(path)
+    def _holder(self, path: str) -> Inbox | None:
+        """The inbox whose work folders ``path`` lies in."""
+        for inbox in self._inboxes:
+            if Path(path).is_relative_to(inbox.work.root_path):
+                return inbox
+        return None
+
+    def _resume(self, inbox: Inbox, processing: Folder, name: str, st: os.stat_result,
+                publisher: Publisher, stop: threading.Event) -> None:
         refusal = classify(Listed(inbox, name, st), self._names)
         if refusal is not None:
-            self._disposer.refuse(inbox, path, name, refusal)
+            self._disposer.refuse(inbox, processing, name, refusal)
             return
         if self._readiness.policy == "marker":
-            marker = inbox.path / self._readiness.marker_name(name)
-            try:
-                if os.lstat(marker).st_mtime_ns <= st.st_ctime_ns:  # the claimed file's marker
-                    os.unlink(marker)
-            except FileNotFoundError:
-                pass
-        claimed = Claimed(inbox=inbox, name=name, path=path, st=st,
+            marker = inbox.folder.lstat(self._readiness.marker_name(name))
+            if marker is not None and marker.st_mtime_ns <= st.st_ctime_ns:
+                inbox.folder.unlink(self._readiness.marker_name(name))  # the claimed file's
+        claimed = Claimed(inbox=inbox, name=name, folder=processing, st=st,
                           store=self._store_of(inbox, name))
         self._ingestor.ingest(claimed, publisher, stop)
+
+    def _check_folders(self, inbox: Inbox) -> None:
+        """At each rescan: follow a re-mounted inbox; say so if the work root was moved."""
+        if inbox.reopen_if_moved():
+            self._context.log.warning("pos_file.inbox_reopened", inbox=str(inbox.path))
+        if inbox.work.root_moved():
+            self._folder_alarm("pos_file.work_root_moved", {
+                "folder": str(inbox.work.root_path),
+                "note": "the folders opened at start stay in use; restart to take the new one"})
 
     # -- calendar -------------------------------------------------------------------------------
     def _alert(self, kind: AlertKind, expected: ExpectedFile, day: date,

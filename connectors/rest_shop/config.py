@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from integration_bus.connector import Millis
+from integration_bus.connector import HttpLimits, Millis
 
 __all__ = [
     "ACTION_PATHS",
@@ -113,7 +113,7 @@ class WebhookShop(_Model):
 
 
 class WebhookConfig(_Model):
-    """The webhook receiver: FastAPI on uvicorn inside the source's thread."""
+    """The webhook receiver: FastAPI on the bus's HTTP runner inside the source's thread."""
 
     host: str = "127.0.0.1"
     port: int = Field(8088, ge=0, le=65535, description="0 = any free port (tests)")
@@ -125,6 +125,14 @@ class WebhookConfig(_Model):
     window: int = Field(256, ge=1, le=4096,
                         description="most deliveries published in one confirm window")
     type_prefix: str = Field("shop", pattern=r"^[a-z0-9_-]+$")
+    max_depth: int = Field(64, ge=8, le=200, description="deepest nesting of a body (deeper: "
+                                                         "400 and a dead letter)")
+    max_age: Millis | None = Field(
+        None, description="refuse bodies whose own newest time (updated_at, date_modified_gmt, "
+                          "created_at...) is older than this: dead-lettered once, answered 200 "
+                          "'stale'. Keep it above the platform's retry span (Shopify: 4 h)")
+    http: HttpLimits = Field(default_factory=HttpLimits,
+                             description="read deadlines, connection limit, bounded error logs")
 
     @field_validator("shops")
     @classmethod

@@ -1,4 +1,5 @@
-"""Shop payloads: exact JSON parsing, message types from topics, business event identity.
+"""Shop payloads: exact JSON parsing (with a nesting cap), message types from topics, the
+identity and the time of what a signed body describes.
 
 Parsing keeps every number exact. orjson keeps integers exact up to 64 bits but silently turns
 larger ones (and every fraction) into binary floats, so a document in which orjson produced any
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +21,8 @@ import orjson
 
 from integration_bus.connector import PermanentError
 
-__all__ = ["PayloadError", "event_id_of", "loads_exact", "message_type", "parse_exact"]
+__all__ = ["PayloadError", "body_identity", "body_time", "loads_exact", "message_type",
+           "parse_exact"]
 
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
@@ -39,29 +42,47 @@ def _exact_int(text: str) -> int | str:
     return value if _INT64_MIN <= value <= _UINT64_MAX else text
 
 
-def _has_float(value: Any) -> bool:
+class _TooDeep(Exception):
+    pass
+
+
+def _has_float(value: Any, depth: int) -> bool:
+    """Does ``value`` hold a float? Raises _TooDeep past ``depth`` levels of nesting."""
     if isinstance(value, float):
         return True
-    if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
+    if isinstance(value, dict | list):
+        if depth <= 0:
+            raise _TooDeep
+        items = value.values() if isinstance(value, dict) else value
+        found = False
+        for item in items:  # every item: the depth of all of them is checked
+            if isinstance(item, dict | list | float):
+                found = _has_float(item, depth - 1) or found
+        return found
     return False
 
 
-def parse_exact(body: bytes) -> dict[str, Any]:
-    """The JSON object in ``body`` with exact numbers; PayloadError if it is not one."""
-    data = loads_exact(body)
+def parse_exact(body: bytes, *, max_depth: int = 64) -> dict[str, Any]:
+    """The JSON object in ``body`` with exact numbers; PayloadError if it is not one, or if it
+    nests deeper than ``max_depth`` (such a document could not be carried on the bus: its
+    encoder stops at a fixed depth)."""
+    data = loads_exact(body, max_depth=max_depth)
     if not isinstance(data, dict):
         raise PayloadError("body is not a JSON object", field="body")
     return data
 
 
-def loads_exact(body: bytes) -> Any:
-    """Any JSON document in ``body`` with exact numbers; PayloadError if it is not JSON."""
+def loads_exact(body: bytes, *, max_depth: int = 64) -> Any:
+    """Any JSON document in ``body`` with exact numbers; PayloadError if it is not JSON or
+    nests deeper than ``max_depth``."""
     try:
         data = orjson.loads(body)
-        if _has_float(data):
+        try:
+            floats = _has_float(data, max_depth)
+        except _TooDeep:
+            raise PayloadError(f"body nests deeper than {max_depth} levels",
+                               field="body") from None
+        if floats:
             data = json.loads(body, parse_float=Decimal, parse_int=_exact_int,
                               parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:  # orjson's and json's decode errors
@@ -96,15 +117,40 @@ def message_type(prefix: str, platform: str, topic: str) -> str:
     return f"{prefix}.{platform}.{name}"
 
 
-def event_id_of(platform: str, header_event_id: str | None, payload: dict[str, Any]) -> str:
-    """The business event id: the platform's event id header when sent (Shopify's
-    ``X-Shopify-Event-Id`` is the same for every subscription a merchant action fans out to),
-    else the resource id and its modification time (WooCommerce)."""
-    if header_event_id:
-        return header_event_id.strip()
+_ID_MAX = 100  # characters of a body's id in a key
+_STAMP_FIELDS = ("updated_at", "date_modified_gmt", "date_modified", "created_at",
+                 "date_created_gmt", "date_created")
+
+
+def body_identity(payload: dict[str, Any]) -> str | None:
+    """What the signed body says it is: its ``id`` and, if it has one, the time it describes
+    (``123@2024-03-01T10:00:00Z``); None without an ``id``. PayloadError for an id that is not
+    a short string or an integer."""
     resource_id = payload.get("id")
-    stamp = (payload.get("date_modified_gmt") or payload.get("updated_at")
-             or payload.get("date_modified") or "")
     if resource_id is None:
-        raise PayloadError("the body has no 'id' to identify the event", field="id")
-    return f"{resource_id}@{stamp}"
+        return None
+    if isinstance(resource_id, bool) or not isinstance(resource_id, int | str) or \
+            not str(resource_id) or len(str(resource_id)) > _ID_MAX:
+        raise PayloadError(f"the body's 'id' is not a string or integer of 1 to {_ID_MAX} "
+                           "characters", field="id")
+    stamp = next((payload[f] for f in _STAMP_FIELDS if isinstance(payload.get(f), str)), "")
+    return f"{resource_id}@{stamp[:40]}" if stamp else str(resource_id)
+
+
+def body_time(payload: dict[str, Any]) -> datetime | None:
+    """The newest time the signed body states about itself (``updated_at``, WooCommerce's
+    ``date_modified_gmt``, ``created_at``, ...), as an aware datetime (no offset: UTC, as
+    WooCommerce's ``*_gmt`` fields are); None if it states none that can be read."""
+    newest: datetime | None = None
+    for name in _STAMP_FIELDS:
+        value = payload.get(name)
+        if not isinstance(value, str) or len(value) > 40:
+            continue
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        newest = moment if newest is None or moment > newest else newest
+    return newest

@@ -7,19 +7,32 @@ Contract of one request, in order:
 2. a WooCommerce creation ping (``webhook_id=N``, unsigned) is answered 200, nothing published
    or stored (a log line and the ``ping`` counter);
 3. the signature is verified over the raw bytes against every current secret of the shop
-   (401 if none matches; nothing about the body is logged, ever);
-4. the body is parsed with exact numbers; an authentic body that is not a JSON object goes to
-   the dead-letter store once per delivery id and is answered 400;
-5. the envelope goes to the :class:`PublishBridge`; the answer is 200 only once the broker
-   confirmed it **and** it was routed (or it was a duplicate of one that was, or no route takes
-   it and it is in the dead-letter store); 503 if that did not happen within ``answer_within``.
+   (401 if none matches; nothing about the body is logged, ever); headers are read in every
+   spelling the platform documents (``signatures``), a header with conflicting values is 400;
+4. the body is parsed with exact numbers and at most ``max_depth`` levels of nesting; what it
+   is comes from the signed body itself — its ``id`` and the time it states — else from the
+   platform's event id, else its delivery id header. An authentic body that cannot become a
+   message (not a JSON object, too deep, neither an ``id`` nor an id header) goes to the
+   dead-letter store once per body and is answered 400;
+5. with ``max_age`` set, a body whose own newest time is older than that is dead-lettered once
+   per body (reason: stale) and answered 200 with status ``stale``: an operator can replay it;
+6. the envelope goes to the :class:`PublishBridge`, keyed by the SHA-256 of the body and the
+   topic: the same signed body posted again — with any delivery or event id headers — is a
+   ``duplicate``. The answer is 200 only once the broker confirmed it **and** it was routed
+   (or it was a duplicate of one that was, or it was dead-lettered because no route takes it or
+   it cannot be published); 503 if that did not happen within ``answer_within``.
+
+What a replayed body can and cannot do is in docs/rest-shop.md ("Replays").
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -30,14 +43,74 @@ from starlette.requests import ClientDisconnect
 from connectors.rest_shop.bridge import PublishBridge, Submission
 from connectors.rest_shop.config import WebhookConfig, WebhookShop
 from connectors.rest_shop.metrics import RestShopMetrics
-from connectors.rest_shop.payload import event_id_of, message_type, parse_exact
-from connectors.rest_shop.signatures import PLATFORM_HEADERS, verify
-from integration_bus.connector import BusError, ConnectorContext, Envelope
+from connectors.rest_shop.payload import (
+    PayloadError,
+    body_identity,
+    body_time,
+    message_type,
+    parse_exact,
+)
+from connectors.rest_shop.signatures import (
+    PLATFORM_HEADERS,
+    HeaderConflict,
+    PlatformHeaders,
+    read_header,
+    read_signatures,
+    verify_any,
+)
+from integration_bus.connector import (
+    BusError,
+    ConnectorContext,
+    Envelope,
+    PermanentError,
+    http_api,
+)
 
 __all__ = ["build_app"]
 
 _PING = re.compile(rb"^webhook_id=\d{1,20}$")
 _MAX_HEADER = 200
+_MAX_SIGNATURES = 4  # signature values checked per request (each costs an HMAC of the body)
+
+
+class StaleWebhook(PermanentError):
+    """A signed body older than the receiver's ``max_age``: a replay, or a delivery that came
+    too late to be taken without a person looking at it."""
+
+
+class _BadHeaders(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """What the headers say about a delivery (unsigned: used to route and to trace)."""
+
+    topic: str
+    delivery_id: str | None
+    event_id: str | None
+
+
+def _read_meta(names: PlatformHeaders, headers: Any) -> _Meta:
+    try:
+        topic = read_header(headers, names.topic)
+        if topic is None and names.resource and names.event:
+            resource, event = (read_header(headers, names.resource),
+                               read_header(headers, names.event))
+            topic = f"{resource}.{event}" if resource and event else None
+        delivery_id = read_header(headers, names.delivery_id)
+        event_id = read_header(headers, names.event_id)
+    except HeaderConflict as exc:
+        raise _BadHeaders(str(exc)) from None
+    for field, value in ((names.topic, topic), (names.delivery_id, delivery_id),
+                         (names.event_id, event_id)):
+        if value is not None and (not value or len(value) > _MAX_HEADER):
+            raise _BadHeaders(f"header {field} is empty or too long")
+    if not topic:
+        raise _BadHeaders(f"header {names.topic} is missing")
+    return _Meta(topic, delivery_id, event_id)
 
 
 class _TooLarge(Exception):
@@ -90,53 +163,80 @@ class _Receiver:
             self.count(shop_name, "truncated")  # the sender never sees an answer
             return _answer(400, error="body cut short")
         names = PLATFORM_HEADERS[shop.platform]
-        signature = request.headers.get(names.signature)
+        signatures = read_signatures(request.headers, names.signature)
+        if len(signatures) > _MAX_SIGNATURES:
+            self.count(shop_name, "bad_request")
+            return _answer(400, error=f"more than {_MAX_SIGNATURES} signatures", shop=shop_name)
+        secrets = self.secrets[shop_name]
         if shop.platform == "woocommerce" and _PING.match(body) and (
-                signature is None or verify(self.secrets[shop_name], body, signature)):
+                not signatures or verify_any(secrets, body, signatures)):
             # unsigned, so nothing is written anywhere but a log line and a counter
             self.count(shop_name, "ping")
-            self.context.log.info("webhook.ping", shop=shop_name, signed=signature is not None)
+            self.context.log.info("webhook.ping", shop=shop_name, signed=bool(signatures))
             return _answer(200, status="ping")
-        if not verify(self.secrets[shop_name], body, signature):
+        if not verify_any(secrets, body, signatures):
             self.count(shop_name, "unauthorized")
+            delivery = request.headers.get(names.delivery_id) or \
+                request.headers.get(f"x-{names.delivery_id}") or ""
             self.context.log.info("webhook.unauthorized", shop=shop_name,
-                                  delivery_id=(request.headers.get(names.delivery_id) or "")[:80],
-                                  signed=signature is not None)
+                                  delivery_id=delivery[:80], signed=bool(signatures))
             return _answer(401, error="signature does not match", shop=shop_name)
         return await self._authentic(shop_name, shop, request, body)
 
     async def _authentic(self, shop_name: str, shop: WebhookShop, request: Request,
                          body: bytes) -> Response:
-        names = PLATFORM_HEADERS[shop.platform]
-        headers = request.headers
-        delivery_id, topic = headers.get(names.delivery_id), headers.get(names.topic)
-        header_event = headers.get(names.event_id) if names.event_id else None
-        for field, value in ((names.delivery_id, delivery_id), (names.topic, topic),
-                             (names.event_id, header_event)):
-            if field and value is not None and (not value or len(value) > _MAX_HEADER):
-                self.count(shop_name, "bad_request")
-                return _answer(400, error=f"header {field} is empty or too long",
-                               shop=shop_name)
-        if not delivery_id or not topic:
-            self.count(shop_name, "bad_request")
-            missing = names.delivery_id if not delivery_id else names.topic
-            return _answer(400, error=f"header {missing} is missing", shop=shop_name)
-        ref: dict[str, Any] = {"shop": shop_name, "delivery_id": delivery_id, "topic": topic}
         try:
-            payload = parse_exact(body)
-            event_id = event_id_of(shop.platform, header_event, payload)
+            meta = _read_meta(PLATFORM_HEADERS[shop.platform], request.headers)
+        except _BadHeaders as exc:
+            self.count(shop_name, "bad_request")
+            return _answer(400, error=exc.message, shop=shop_name)
+        digest = hashlib.sha256(body).hexdigest()
+        ref: dict[str, Any] = {"shop": shop_name, "delivery_id": meta.delivery_id,
+                               "topic": meta.topic, "body_sha256": digest}
+        try:
+            payload = parse_exact(body, max_depth=self.config.max_depth)
+            identity = body_identity(payload) or self._header_identity(meta)
+            ref["event_id"] = identity
             envelope = Envelope.create(
-                message_type(self.config.type_prefix, shop.platform, topic), payload,
+                message_type(self.config.type_prefix, shop.platform, meta.topic), payload,
                 source=self.context.instance,
-                idempotency_key=f"{shop_name}:{topic}:{event_id}",
-                headers={"source_ref": {**ref, "event_id": event_id}})
+                idempotency_key=f"{shop_name}:{meta.topic}:{identity}#{digest[:16]}",
+                headers={"source_ref": ref})
         except BusError as exc:
             self.count(shop_name, "bad_request")
             await run_in_threadpool(self._reject_once, body, exc, ref)
             return _answer(400, error=exc.message, field=exc.context.get("field"), **ref)
-        submission = Submission(envelope=envelope, raw=body, source_ref=ref, keys=(
-            f"d:{shop_name}:{delivery_id}", f"e:{shop_name}:{topic}:{event_id}"))
+        stale = self._stale(payload)
+        if stale is not None:
+            self.count(shop_name, "stale")
+            await run_in_threadpool(self._reject_once, body, stale, ref)
+            return _answer(200, status="stale", **ref)
+        submission = Submission(envelope=envelope, raw=body, source_ref=ref,
+                                keys=(f"b:{shop_name}:{meta.topic}:{digest}",))
         return await self._publish(shop_name, submission)
+
+    @staticmethod
+    def _header_identity(meta: _Meta) -> str:
+        """A body without an ``id``: the platform's event id, else its delivery id."""
+        header_id = meta.event_id or meta.delivery_id
+        if not header_id:
+            raise PayloadError("the body has no 'id', and no event or delivery id header "
+                               "names it", field="id")
+        return f"h:{header_id}"
+
+    def _stale(self, payload: dict[str, Any]) -> StaleWebhook | None:
+        """With ``max_age``: a body whose own newest time is older than that."""
+        max_age = self.config.max_age
+        if max_age is None:
+            return None
+        stated = body_time(payload)
+        oldest = datetime.fromtimestamp(self.context.clock(), UTC) - timedelta(
+            milliseconds=max_age)
+        if stated is None or stated >= oldest:
+            return None
+        return StaleWebhook(f"the body's own time {stated.isoformat()} is older than the "
+                            f"receiver's max_age ({max_age} ms): a replay, or a delivery too "
+                            "late to take without review", field="updated_at")
 
     async def _publish(self, shop_name: str, submission: Submission) -> Response:
         future = self.bridge.submit(submission)
@@ -158,8 +258,9 @@ class _Receiver:
         return _answer(200, status=accepted.status, envelope_id=accepted.envelope_id, **ref)
 
     def _reject_once(self, body: bytes, error: BusError, ref: dict[str, Any]) -> None:
-        """An authentic but unusable body: one dead letter per delivery id, not one per retry."""
-        key = f"r:{ref['shop']}:{ref['delivery_id']}"
+        """An authentic but unusable (or stale) body: one dead letter per body and topic, not
+        one per retry or per replay."""
+        key = f"r:{ref['shop']}:{ref['topic']}:{ref['body_sha256']}"
         if not self.context.seen.seen([key]):
             self.context.reject(body, error.with_context(**ref), ref)
             self.context.seen.remember([(key, None)])
@@ -168,7 +269,7 @@ class _Receiver:
 def build_app(config: WebhookConfig, bridge: PublishBridge, context: ConnectorContext) -> FastAPI:
     """The receiver's ASGI app for one source instance."""
     receiver = _Receiver(config, bridge, context)
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app = http_api(config.http)
 
     @app.post("/webhooks/{shop}")
     async def webhook(shop: str, request: Request) -> Response:
@@ -180,6 +281,6 @@ def build_app(config: WebhookConfig, bridge: PublishBridge, context: ConnectorCo
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return _answer(200, status="ok", shops=sorted(config.shops))
+        return _answer(200, status="ok")  # no shop names: nobody's business
 
     return app

@@ -71,7 +71,9 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
     """Run all sources and routes of a config in one process until Ctrl-C / SIGTERM."""
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         if metrics_port:
-            bus.metrics.serve(metrics_port)
+            from integration_bus.web.metrics import serve_metrics
+
+            serve_metrics(bus.metrics.registry, metrics_port, stop)
         mode = "embedded" if bus.transport.embedded else "rabbitmq"
         click.echo(f"bus running ({mode}); Ctrl-C stops after in-flight messages", err=True)
         chosen_sources = [] if no_sources else _split(sources)
@@ -95,7 +97,9 @@ def worker_command(config_dir: Path, routes: str | None, metrics_port: int | Non
     # Signals first: a SIGTERM while the bus opens (broker, store migrations) stops it cleanly.
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         if metrics_port:
-            bus.metrics.serve(metrics_port)
+            from integration_bus.web.metrics import serve_metrics
+
+            serve_metrics(bus.metrics.registry, metrics_port, stop)
         bus.worker(_split(routes)).run(stop)
 
 

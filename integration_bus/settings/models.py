@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from integration_bus.durations import Millis, parse_millis
+from integration_bus.http_limits import HttpLimits
 
 __all__ = [
     "BrokerSettings",
@@ -168,6 +169,8 @@ class AvailabilitySettings(_Model):
                                                     "at most this old")
     http_port: int | None = Field(None, ge=1, le=65535,
                                   description="bus run serves GET /availability here")
+    http: HttpLimits = Field(default_factory=HttpLimits,
+                             description="read deadlines, connection limit, bounded error logs")
 
     @field_validator("safety_stock", mode="before")
     @classmethod

@@ -1,8 +1,11 @@
-"""``GET /availability?sku=&location=`` and ``GET /health``, served by ``bus run``.
+"""``GET /availability?sku=&location=`` and ``GET /health``, served by ``bus run`` on the bus's
+HTTP runner (:mod:`integration_bus.web.serve`: read deadlines, a connection limit, no OpenAPI
+schema or docs unless ``availability.http.docs``).
 
 Answers come from a cache whose staleness is bounded and stated: an entry is read from the store
 again once it is older than ``max_staleness``, and every answer says when it was read (``as_of``)
-and the bound (``max_staleness_ms``), so a caller knows how old "available" can be.
+and the bound (``max_staleness_ms``), so a caller knows how old "available" can be. An outage
+of the store is a 503 that says no more than that (the reason is logged, never answered).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 
-import uvicorn
+import structlog
 from fastapi import FastAPI, HTTPException, Query
 
 from integration_bus.errors import StoreUnavailable
+from integration_bus.http_limits import HttpLimits
 from integration_bus.retail.projection import Stock, StockProjection
+from integration_bus.web.serve import HttpServer, api
 
 __all__ = ["AvailabilityCache", "make_app", "serve"]
 
@@ -51,8 +56,12 @@ class AvailabilityCache:
         return stock, read_at
 
 
-def make_app(projection: StockProjection, *, max_staleness_ms: int) -> FastAPI:
-    app = FastAPI(title="integration-bus", docs_url=None, redoc_url=None)
+log = structlog.get_logger("integration_bus.web")
+
+
+def make_app(projection: StockProjection, *, max_staleness_ms: int,
+             limits: HttpLimits | None = None) -> FastAPI:
+    app = api(limits, title="integration-bus")
     cache = AvailabilityCache(projection, max_staleness_ms)
 
     @app.get("/availability")
@@ -61,7 +70,8 @@ def make_app(projection: StockProjection, *, max_staleness_ms: int) -> FastAPI:
         try:
             stock, as_of = cache.get(sku, location)
         except StoreUnavailable as exc:
-            raise HTTPException(503, f"store unavailable: {exc}") from exc
+            log.warning("availability.store_unavailable", error=str(exc))
+            raise HTTPException(503, "store unavailable") from exc
         if stock is None:
             raise HTTPException(404, f"no stock known for sku {sku!r} at {location!r}")
         return {**stock.to_dict(), "as_of": as_of.isoformat(),
@@ -72,19 +82,15 @@ def make_app(projection: StockProjection, *, max_staleness_ms: int) -> FastAPI:
         try:
             projection.store.ping()
         except StoreUnavailable as exc:
-            raise HTTPException(503, str(exc)) from exc
+            log.warning("health.store_unavailable", error=str(exc))
+            raise HTTPException(503, "unavailable") from exc
         return {"status": "ok"}
 
     return app
 
 
-def serve(app: FastAPI, port: int, stop: threading.Event, host: str = "127.0.0.1") -> None:
+def serve(app: FastAPI, port: int, stop: threading.Event, host: str = "127.0.0.1",
+          limits: HttpLimits | None = None) -> None:
     """Run the app until ``stop`` is set (call from a thread)."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           access_log=False))
-    def exit_on_stop() -> None:
-        stop.wait()
-        server.should_exit = True
-
-    threading.Thread(target=exit_on_stop, daemon=True).start()
-    server.run()
+    HttpServer(app, host=host, port=port, limits=limits or HttpLimits(), name="availability",
+               log=log, field="availability.http_port").run(stop)

@@ -3,8 +3,10 @@ probe sink behind a route, and ways to look at what happened (journal, ledger, f
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
+import struct
 import textwrap
 import threading
 from collections.abc import Callable, Iterator
@@ -89,6 +91,10 @@ class PosBus:
     def inbox(self, name: str = "inbox") -> Path:
         return self.root / name
 
+    def work(self, inbox: str = "inbox") -> Path:
+        """The inbox's work folders (processing/, archive/, ...): beside it by default."""
+        return self.root / f"{inbox}.work"
+
     def source(self, name: str = "tills", checkpoint: Checkpoint | None = None,
                clock: Callable[[], float] | None = None) -> PosFileSource:
         instance = self.bus.config.sources[name]
@@ -101,9 +107,13 @@ class PosBus:
                              checkpoint=checkpoint)
 
     @contextmanager
-    def running_source(self, source: PosFileSource) -> Iterator[threading.Event]:
-        """Run ``source`` in a thread with its own publisher until the block ends."""
+    def running_source(self, source: PosFileSource, *,
+                       prepare: Callable[[], None] | None = None) -> Iterator[threading.Event]:
+        """Run ``source`` in a thread with its own publisher until the block ends
+        (``prepare`` first, in that thread)."""
         def body(stop: threading.Event) -> None:
+            if prepare is not None:
+                prepare()
             publisher = self.bus.publisher()
             try:
                 source.run(publisher, stop)
@@ -157,3 +167,61 @@ def drop(inbox: Path, name: str, data: bytes) -> Path:
 
 def files_in(folder: Path, pattern: str = "*") -> list[str]:
     return sorted(p.name for p in folder.glob(pattern) if p.is_file())
+
+
+IN_ALL_EVENTS = 0xFFF  # access, modify, attrib, close, open, moves, create, delete, self
+IN_ACCESS = 0x1
+IN_OPEN_OR_READ = 0x21  # IN_OPEN | IN_ACCESS
+
+
+class InodeWatch:
+    """inotify watches on files or folders themselves (their inodes: events arrive whatever
+    path or link was used). ``events()`` drains what happened since the last call."""
+
+    def __init__(self, paths: list[Path], mask: int = IN_ALL_EVENTS) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self._fd >= 0, os.strerror(ctypes.get_errno())
+        self.names: dict[int, str] = {}
+        for path in paths:
+            wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), mask)
+            assert wd >= 0, (path, os.strerror(ctypes.get_errno()))
+            self.names[wd] = path.name
+
+    def events(self) -> list[tuple[str, int]]:
+        seen: list[tuple[str, int]] = []
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return seen
+            offset = 0
+            while offset < len(data):
+                wd, mask, _, length = struct.unpack_from("iIII", data, offset)
+                if mask & IN_ALL_EVENTS:
+                    seen.append((self.names.get(wd, "?"), mask))
+                offset += 16 + length
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def without_file_permission_override() -> None:
+    """Drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the calling thread's effective set.
+
+    Tests may run as root, whom permission bits do not stop; Linux capabilities are per thread,
+    so a source thread that calls this first meets the kernel's real permission checks (EACCES
+    on a mode-000 file) exactly as a bus running as an ordinary user does. A no-op for a user
+    without those capabilities."""
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
+    assert libc.capget(ctypes.byref(header), data) == 0, os.strerror(ctypes.get_errno())
+    data[0].effective &= ~((1 << 1) | (1 << 2))  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    assert libc.capset(ctypes.byref(header), data) == 0, os.strerror(ctypes.get_errno())

@@ -114,7 +114,7 @@ def test_the_source_raises_missing_then_late_as_journal_events_and_metrics(
             temp.write_bytes(daily_file_bytes(daily_layout(), store="0042", records=2))
             os.utime(temp, (now + 600, now + 600))
             os.rename(temp, bus.inbox() / name)
-            wait_for(lambda: files_in(bus.inbox() / "archive") == [name], message="archived")
+            wait_for(lambda: files_in(bus.work() / "archive") == [name], message="archived")
         # Then missing and late are journal events, and the gauge went back to 0
         (missing,) = bus.events("pos_file.file_missing")
         (late,) = bus.events("pos_file.file_late")

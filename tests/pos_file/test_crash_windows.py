@@ -128,7 +128,7 @@ def _crash_in_child(bus: PosBus, run: Run) -> None:
 
 def _restart_until_archived(bus: PosBus, run: Run) -> None:
     with bus.running_source(bus.source()):
-        wait_for(lambda: run.name in files_in(bus.inbox() / "archive"), timeout=60,
+        wait_for(lambda: run.name in files_in(bus.work() / "archive"), timeout=60,
                  message=f"{run.name} archived after the restart")
 
 
@@ -144,10 +144,10 @@ def _check(bus: PosBus, runs: list[Run]) -> None:
         assert expected <= by_key, f"{run}: {len(expected - by_key)} records lost"
         entry = bus.entry("0042", sha)
         assert entry is not None and (entry.state, entry.confirmed) == ("archived", RECORDS), run
-    archive = files_in(bus.inbox() / "archive")
+    archive = files_in(bus.work() / "archive")
     assert archive == sorted(r.name for r in runs)  # once each: no NAME.1 copies
     for folder in ("error", "duplicate", "refused", "processing/node-a"):
-        assert files_in(bus.inbox() / folder) == [], folder
+        assert files_in(bus.work() / folder) == [], folder
     assert files_in(bus.inbox()) == []
     archived = [e["file"] for e in bus.events("pos_file.archived")]
     assert sorted(archived) == sorted(r.name for r in runs)

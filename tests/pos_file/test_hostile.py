@@ -1,13 +1,12 @@
 """Hostile inbox entries (issue: symlinks, hardlinks, FIFOs, names with '..' or odd bytes, 0-byte
 and huge files): each refused with its typed reason, moved to refused/, never followed out of the
 inbox; a canary file outside the inbox is never opened (watched with inotify on its inode, which
-sees opens through any path, links included)."""
+sees opens through any path, links included). Attacks on the work folders themselves:
+test_work_folders.py."""
 
 from __future__ import annotations
 
-import ctypes
 import os
-import struct
 from pathlib import Path
 
 import orjson
@@ -15,43 +14,10 @@ import pytest
 
 from connectors.pos_file.inbox import shown
 from connectors.pos_file.lane import daily_file_bytes
-from tests.pos_file.support import PosBus, daily_layout, drop, files_in
+from tests.pos_file.support import IN_OPEN_OR_READ, InodeWatch, PosBus, daily_layout, drop, files_in
 from tests.support.probe import wait_for
 
 pytestmark = pytest.mark.rabbitmq
-
-IN_ACCESS, IN_OPEN = 0x1, 0x20
-
-
-class OpenWatch:
-    """Counts opens/reads of given inodes (inotify watches on the files themselves)."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        assert self._fd >= 0, os.strerror(ctypes.get_errno())
-        self.names: dict[int, str] = {}
-        for path in paths:
-            wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), IN_OPEN | IN_ACCESS)
-            assert wd >= 0, (path, os.strerror(ctypes.get_errno()))
-            self.names[wd] = path.name
-
-    def opened(self) -> list[str]:
-        seen: list[str] = []
-        while True:
-            try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                return seen
-            offset = 0
-            while offset < len(data):
-                wd, mask, _, length = struct.unpack_from("iIII", data, offset)
-                if mask & (IN_OPEN | IN_ACCESS):
-                    seen.append(self.names.get(wd, "?"))
-                offset += 16 + length
-
-    def close(self) -> None:
-        os.close(self._fd)
 
 
 def _valid(seed: int) -> bytes:
@@ -89,37 +55,36 @@ def _plant(inbox: Path, outside: Path) -> tuple[dict[str, str], list[Path]]:
 def test_hostile_entries_are_refused_with_their_reason_and_never_read(
         pos_bus: PosBus, tmp_path: Path) -> None:
     # Given a canary outside the inbox, hostile entries in it, and one honest file
-    inbox = pos_bus.inbox()
+    inbox, work = pos_bus.inbox(), pos_bus.work()
     outside = tmp_path / "outside"
     outside.mkdir()
     expected, watched = _plant(inbox, outside)
-    watch = OpenWatch(watched)
+    watch = InodeWatch(watched, IN_OPEN_OR_READ)
     try:
         drop(inbox, "SALES_0042_20240301.DAT", _valid(1))
         # When the source runs
         with pos_bus.running_source(pos_bus.source()):
             wait_for(lambda: len(pos_bus.events("pos_file.refused")) == len(expected),
                      message="every hostile entry refused")
-            wait_for(lambda: files_in(inbox / "archive") == ["SALES_0042_20240301.DAT"],
+            wait_for(lambda: files_in(work / "archive") == ["SALES_0042_20240301.DAT"],
                      message="the honest file archived")
         # Then each was refused with its typed reason ...
         refused = {e["file"]: e["reason"] for e in pos_bus.events("pos_file.refused")}
         assert refused == {shown(name): reason for name, reason in expected.items()}
         # ... moved (the entry itself, never a link's target) to refused/ with a reason file
-        moved = set(os.listdir(inbox / "refused"))
+        moved = set(os.listdir(work / "refused"))
         for name, reason in expected.items():
             assert name in moved, name
-            detail = orjson.loads((inbox / "refused" / f"{name}.reason.json").read_bytes())
+            detail = orjson.loads((work / "refused" / f"{name}.reason.json").read_bytes())
             assert detail["reason"] == reason
-        assert set(os.listdir(inbox)) == {"archive", "duplicate", "error", "processing",
-                                          "refused"}
+        assert os.listdir(inbox) == []
         # ... and none of them, nor the canary outside, was ever opened
-        assert watch.opened() == []
+        assert watch.events() == []
         canary = outside / "canary.DAT"
         assert canary.read_bytes() == _valid(99) and os.lstat(canary).st_nlink == 2
         assert pos_bus.queued() == 3  # only the honest file's records were published
         # (the watch itself works: our own open of the canary is seen)
         canary.read_bytes()
-        assert "canary.DAT" in watch.opened()
+        assert "canary.DAT" in {name for name, _ in watch.events()}
     finally:
         watch.close()

@@ -52,12 +52,12 @@ def test_polling_only_discovers_every_file_within_two_rescans_and_takes_each_onc
                          timeout=2 * RESCAN + 0.5, interval=0.01,
                          message=f"burst {burst} discovered")
                 assert time.monotonic() - dropped_at <= 2 * RESCAN, burst
-            wait_for(lambda: len(files_in(bus.inbox() / "archive")) == len(names), timeout=90,
+            wait_for(lambda: len(files_in(bus.work() / "archive")) == len(names), timeout=90,
                      message="all archived")
         # And each was processed exactly once
         assert discovered() == BURSTS * PER_BURST
         archived = sorted(e["file"] for e in bus.events("pos_file.archived"))
-        assert archived == sorted(names) == files_in(bus.inbox() / "archive")
+        assert archived == sorted(names) == files_in(bus.work() / "archive")
         assert sum(e["published"] for e in bus.events("pos_file.archived")) == bus.queued() \
             == BURSTS * PER_BURST * RECORDS
         assert bus.events("pos_file.duplicate") == [] and files_in(bus.inbox()) == []

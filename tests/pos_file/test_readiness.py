@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from connectors.pos_file.config import ReadinessConfig
+from connectors.pos_file.folders import ROLES, WorkFolders
 from connectors.pos_file.inbox import Inbox, Listed
 from connectors.pos_file.readiness import Readiness
 
@@ -21,8 +22,11 @@ class Clocks:
 
 
 def inbox(tmp_path: Path) -> Inbox:
-    return Inbox(tmp_path, None, tmp_path / "p", tmp_path / "a", tmp_path / "e",
-                 tmp_path / "d", tmp_path / "r")
+    work = WorkFolders(tmp_path.with_name(tmp_path.name + ".work"), {r: r for r in ROLES}, "n",
+                       inbox_gid=os.getgid(), alarm=lambda event, detail: None)
+    box = Inbox(tmp_path, None, work)
+    box.open()
+    return box
 
 
 def listed(box: Inbox, name: str) -> Listed:

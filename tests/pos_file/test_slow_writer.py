@@ -38,12 +38,12 @@ POLICIES: dict[str, tuple[str, Literal["rename", "marker", "direct"]]] = {
 }
 
 
-def _archived(inbox: Path, name: str) -> bool:
-    return files_in(inbox / "archive") == [name]
+def _archived(work: Path, name: str) -> bool:
+    return files_in(work / "archive") == [name]
 
 
 def _set_aside(bus: PosBus, name: str) -> bool:
-    control = bus.inbox("control")
+    control = bus.work("control")
     return name in files_in(control / "error") + files_in(control / "refused")
 
 
@@ -75,7 +75,7 @@ def test_a_slow_writer_is_never_picked_up_early(tmp_path: Path, rabbitmq_url: st
             for thread in threads:
                 thread.join(120)
             for policy in ("rename", "marker", "stable"):
-                wait_for(partial(_archived, bus.inbox(policy), name), timeout=120,
+                wait_for(partial(_archived, bus.work(policy), name), timeout=120,
                          message=f"{policy}: archived")
             wait_for(lambda: _set_aside(bus, name), timeout=30,
                      message="control: the half (or still empty) file set aside")
@@ -91,7 +91,7 @@ def test_a_slow_writer_is_never_picked_up_early(tmp_path: Path, rabbitmq_url: st
                 "archived", RECORDS, RECORDS), policy
             assert _count(bus, "records", f"till_{policy}", "published") == RECORDS, policy
             assert _count(bus, "files", f"till_{policy}", "returned") == 0, policy
-            assert files_in(bus.inbox(policy) / "processing" / "node-a") == []
+            assert files_in(bus.work(policy) / "processing" / "node-a") == []
         assert bus.queued() == 3 * RECORDS
         # The control: the direct writer under the rename policy was taken early, the half
         # file was quarantined (or refused, if still empty), and nothing of it was published

@@ -51,7 +51,7 @@ def test_a_daily_file_becomes_one_envelope_per_sale_line_and_is_archived(
     drop(pos_bus.inbox(), NAME, data)
     # When the source and a worker run
     with pos_bus.running_worker(), pos_bus.running_source(pos_bus.source()):
-        wait_for(lambda: files_in(pos_bus.inbox() / "archive") == [NAME], message="archived")
+        wait_for(lambda: files_in(pos_bus.work() / "archive") == [NAME], message="archived")
         wait_for(lambda: pos_bus.target.count() == 250, message="250 deliveries")
     # Then every sale line was delivered once, with its key, type and file:line
     envelopes = sorted(pos_bus.target.envelopes, key=lambda e: e.headers["source_ref"]["line"])
@@ -67,7 +67,7 @@ def test_a_daily_file_becomes_one_envelope_per_sale_line_and_is_archived(
     assert first["store"] == "0042" and "." in first["unit_price"] and "amount" not in first
     assert pos_bus.target.duplicates() == {}
     # and the file left the inbox and processing/, and the ledger says archived
-    assert files_in(pos_bus.inbox()) == [] and files_in(pos_bus.inbox() / "processing/node-a") == []
+    assert files_in(pos_bus.inbox()) == [] and files_in(pos_bus.work() / "processing/node-a") == []
     entry = pos_bus.entry("0042", sha)
     assert entry is not None and (entry.state, entry.records, entry.confirmed) == (
         "archived", 250, 250)
@@ -81,7 +81,7 @@ def test_a_bad_record_becomes_a_dead_letter_with_file_line_and_the_rest_continue
     drop(pos_bus.inbox(), NAME, data)
     # When it is ingested
     with pos_bus.running_worker(), pos_bus.running_source(pos_bus.source()):
-        wait_for(lambda: files_in(pos_bus.inbox() / "archive") == [NAME], message="archived")
+        wait_for(lambda: files_in(pos_bus.work() / "archive") == [NAME], message="archived")
         wait_for(lambda: pos_bus.target.count() == 19, message="19 deliveries")
     # Then line 7 is a dead letter naming file:line and field, with the raw line
     letters = pos_bus.bus.store.dead_letters()
@@ -102,9 +102,9 @@ def test_all_or_nothing_files_are_quarantined_for_one_bad_record(tmp_path: Path,
     try:
         drop(bus.inbox(), NAME, replace_line(sales(20), 7, 58, b"00000X?"))
         with bus.running_source(bus.source()):
-            wait_for(lambda: NAME in files_in(bus.inbox() / "error"), message="quarantined")
+            wait_for(lambda: NAME in files_in(bus.work() / "error"), message="quarantined")
         assert bus.queued() == 0
-        reason = orjson.loads((bus.inbox() / "error" / f"{NAME}.reason.json").read_bytes())
+        reason = orjson.loads((bus.work() / "error" / f"{NAME}.reason.json").read_bytes())
         assert reason["error_type"] == "FileStructureError" and reason["line"] == 7
     finally:
         bus.close()
@@ -124,10 +124,10 @@ def test_a_control_total_mismatch_quarantines_the_file_and_publishes_nothing(
     drop(pos_bus.inbox(), NAME, data)
     # When the source looks at it
     with pos_bus.running_source(pos_bus.source()):
-        wait_for(lambda: NAME in files_in(pos_bus.inbox() / "error"), message="quarantined")
+        wait_for(lambda: NAME in files_in(pos_bus.work() / "error"), message="quarantined")
     # Then it is in error/ with a reason file beside it, and not one record was published
     assert pos_bus.queued() == 0
-    reason = orjson.loads((pos_bus.inbox() / "error" / f"{NAME}.reason.json").read_bytes())
+    reason = orjson.loads((pos_bus.work() / "error" / f"{NAME}.reason.json").read_bytes())
     assert reason["error_type"] == error_type and reason["line"] == line
     assert reason["sha256"] == hashlib.sha256(data).hexdigest()
     if case == "count":
@@ -135,19 +135,19 @@ def test_a_control_total_mismatch_quarantines_the_file_and_publishes_nothing(
     assert [e["file"] for e in pos_bus.events("pos_file.quarantined")] == [NAME]
     entry = pos_bus.entry("0042", reason["sha256"])
     assert entry is not None and entry.state == "quarantined" and entry.confirmed == 0
-    assert files_in(pos_bus.inbox()) == [] and files_in(pos_bus.inbox() / "archive") == []
+    assert files_in(pos_bus.inbox()) == [] and files_in(pos_bus.work() / "archive") == []
 
 
 def test_the_same_content_dropped_again_is_a_duplicate_with_no_effects(pos_bus: PosBus) -> None:
     data = sales(30)
     with pos_bus.running_worker(), pos_bus.running_source(pos_bus.source()):
         drop(pos_bus.inbox(), NAME, data)
-        wait_for(lambda: files_in(pos_bus.inbox() / "archive") == [NAME], message="archived")
+        wait_for(lambda: files_in(pos_bus.work() / "archive") == [NAME], message="archived")
         wait_for(lambda: pos_bus.target.count() == 30, message="30 deliveries")
         # When the till sends the very same file again, under its name and under another
         drop(pos_bus.inbox(), NAME, data)
         drop(pos_bus.inbox(), "SALES_0042_20240301_resent.DAT", data)
-        wait_for(lambda: len(files_in(pos_bus.inbox() / "duplicate")) == 2,
+        wait_for(lambda: len(files_in(pos_bus.work() / "duplicate")) == 2,
                  message="two duplicates moved aside")
     # Then both copies are recorded as duplicates, and nothing more was published
     assert pos_bus.queued() == 0 and pos_bus.target.count() == 30
@@ -155,7 +155,7 @@ def test_the_same_content_dropped_again_is_a_duplicate_with_no_effects(pos_bus: 
     events = pos_bus.events("pos_file.duplicate")
     assert sorted(e["file"] for e in events) == [NAME, "SALES_0042_20240301_resent.DAT"]
     assert {e["first_seen_as"] for e in events} == {NAME}
-    assert files_in(pos_bus.inbox() / "archive") == [NAME]
+    assert files_in(pos_bus.work() / "archive") == [NAME]
 
 
 def test_identical_files_from_two_stores_are_both_processed(pos_bus: PosBus) -> None:
@@ -164,10 +164,10 @@ def test_identical_files_from_two_stores_are_both_processed(pos_bus: PosBus) -> 
     drop(pos_bus.inbox(), "SALES_0042_20240301.DAT", data)
     drop(pos_bus.inbox(), "SALES_0107_20240301.DAT", data)
     with pos_bus.running_worker(), pos_bus.running_source(pos_bus.source()):
-        wait_for(lambda: len(files_in(pos_bus.inbox() / "archive")) == 2, message="archived")
+        wait_for(lambda: len(files_in(pos_bus.work() / "archive")) == 2, message="archived")
         wait_for(lambda: pos_bus.target.count() == 10, message="10 deliveries")
     # Then neither is a duplicate of the other: each store's records had their effect
-    assert files_in(pos_bus.inbox() / "duplicate") == []
+    assert files_in(pos_bus.work() / "duplicate") == []
     stores = sorted(e.idempotency_key.split(":")[1] for e in pos_bus.target.envelopes)
     assert stores == ["0042"] * 5 + ["0107"] * 5
 
@@ -184,7 +184,7 @@ def test_two_bus_instances_on_one_inbox_never_read_one_file(tmp_path: Path,
             # When 40 files arrive
             for n in range(40):
                 drop(bus.inbox(), f"SALES_{n:04d}_20240301.DAT", sales(10, seed=n))
-            wait_for(lambda: len(files_in(bus.inbox() / "archive")) == 40, timeout=60,
+            wait_for(lambda: len(files_in(bus.work() / "archive")) == 40, timeout=60,
                      message="40 archived")
         # Then every file was archived once, by one of them, and published once
         archived = bus.events("pos_file.archived")
@@ -214,7 +214,7 @@ def test_sale_lines_map_to_canonical_sales_through_the_example_mapping(
         drop(bus.inbox(), NAME, data)
         voids = sum(1 for line in data.split(b"\r\n") if line[:1] == b"D" and line[106:107] == b"Y")
         with bus.running_worker(), bus.running_source(bus.source()):
-            wait_for(lambda: files_in(bus.inbox() / "archive") == [NAME], message="archived")
+            wait_for(lambda: files_in(bus.work() / "archive") == [NAME], message="archived")
             wait_for(lambda: bus.target.count() == 60 - voids, message="canonical sales")
         # Then each non-void line became a canonical sale with exact money
         sale = bus.target.envelopes[0]
@@ -237,7 +237,7 @@ def test_records_no_route_takes_become_dead_letters(pos_bus: PosBus) -> None:
                            pos_bus.bus.context("tills"))
     drop(pos_bus.inbox(), NAME, sales(3))
     with pos_bus.running_source(source):
-        wait_for(lambda: files_in(pos_bus.inbox() / "archive") == [NAME], message="archived")
+        wait_for(lambda: files_in(pos_bus.work() / "archive") == [NAME], message="archived")
     with pos_bus.bus.store.db.begin() as conn:
         rows = conn.execute(dead_letters.select()).mappings().all()
     assert sorted(r["source_ref"]["line"] for r in rows) == [2, 3, 4]
@@ -252,9 +252,9 @@ def test_inotify_finds_a_file_long_before_the_next_rescan(tmp_path: Path,
         drop(bus.inbox(), "SALES_0042_20240301.DAT", sales(3))
         with bus.running_source(bus.source()):
             # the first file is found by the listing at start; the second only by inotify
-            wait_for(lambda: len(files_in(bus.inbox() / "archive")) == 1, message="first")
+            wait_for(lambda: len(files_in(bus.work() / "archive")) == 1, message="first")
             drop(bus.inbox(), "SALES_0042_20240302.DAT", sales(3, seed=2))
-            wait_for(lambda: len(files_in(bus.inbox() / "archive")) == 2, timeout=10,
+            wait_for(lambda: len(files_in(bus.work() / "archive")) == 2, timeout=10,
                      message="the second, seen by inotify")
     finally:
         bus.close()

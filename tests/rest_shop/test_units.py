@@ -13,7 +13,13 @@ from click.testing import CliRunner
 
 from connectors.rest_shop import make_plugin, sim_plugin
 from connectors.rest_shop.config import RestShopSinkConfig, RestShopSourceConfig
-from connectors.rest_shop.payload import PayloadError, event_id_of, message_type, parse_exact
+from connectors.rest_shop.payload import (
+    PayloadError,
+    body_identity,
+    body_time,
+    message_type,
+    parse_exact,
+)
 from connectors.rest_shop.poller import PollCursor
 from connectors.rest_shop.ratelimit import ShopPacer, parse_retry_after
 from connectors.rest_shop.signatures import sign, verify
@@ -66,11 +72,51 @@ def test_message_types_and_event_ids() -> None:
         "shop.woocommerce.order_created"
     assert message_type("x", "woocommerce", "Action.Woo Thing!") == \
         "x.woocommerce.action_woo_thing"
-    assert event_id_of("shopify", "evt-1", {"id": 5}) == "evt-1"
-    assert event_id_of("woocommerce", None, {"id": 5, "date_modified_gmt": "2024-03-01T00:00:00"}
-                       ) == "5@2024-03-01T00:00:00"
+    # what a signed body says it is: its id and the time it states (never a header)
+    assert body_identity({"id": 5, "updated_at": "2024-03-01T10:00:00-05:00"}) == \
+        "5@2024-03-01T10:00:00-05:00"
+    assert body_identity({"id": 5, "date_modified_gmt": "2024-03-01T00:00:00"}) == \
+        "5@2024-03-01T00:00:00"
+    assert body_identity({"id": "gid-7"}) == "gid-7"
+    assert body_identity({"name": "no id"}) is None
+    for bad in ({"id": {"nested": 1}}, {"id": True}, {"id": "x" * 101}, {"id": ""}):
+        with pytest.raises(PayloadError):
+            body_identity(bad)
+    # and the newest time it states, offsets kept, WooCommerce's *_gmt read as UTC
+    assert body_time({"created_at": "2024-03-01T10:00:00-05:00",
+                      "updated_at": "2024-03-02T00:00:00Z"}) == datetime(2024, 3, 2, tzinfo=UTC)
+    assert body_time({"date_modified_gmt": "2024-03-01T00:00:00"}) == \
+        datetime(2024, 3, 1, tzinfo=UTC)
+    assert body_time({"updated_at": "not a time"}) is None and body_time({}) is None
+
+
+def test_bodies_nested_deeper_than_the_cap_are_refused_before_anything_else() -> None:
+    deep = b'{"a": ' * 300 + b"1" + b"}" * 300
+    with pytest.raises(PayloadError) as caught:
+        parse_exact(deep)
+    assert "deeper than 64 levels" in caught.value.message
+    assert parse_exact(b'{"a": ' * 63 + b"1.5" + b"}" * 63, max_depth=64)  # the cap itself
     with pytest.raises(PayloadError):
-        event_id_of("woocommerce", None, {"name": "no id"})
+        parse_exact(b'{"a": [' * 40 + b"1" + b"]}" * 40, max_depth=64)  # lists count too
+
+
+def test_every_documented_header_spelling_is_read_and_conflicts_are_refused() -> None:
+    from starlette.datastructures import Headers
+
+    from connectors.rest_shop.signatures import HeaderConflict, read_header, read_signatures
+
+    for name in ("X-Shopify-Topic", "x-shopify-topic", "shopify-topic", "Shopify-Topic",
+                 "SHOPIFY-TOPIC"):
+        assert read_header(Headers({name: "orders/create"}), "shopify-topic") == "orders/create"
+    both = Headers(raw=[(b"x-shopify-topic", b"orders/create"),
+                        (b"shopify-topic", b"orders/create")])
+    assert read_header(both, "shopify-topic") == "orders/create"  # the same value twice: fine
+    clash = Headers(raw=[(b"x-shopify-topic", b"orders/create"),
+                         (b"shopify-topic", b"refunds/create")])
+    with pytest.raises(HeaderConflict):
+        read_header(clash, "shopify-topic")
+    sigs = Headers(raw=[(b"x-wc-webhook-signature", b"a"), (b"wc-webhook-signature", b"b")])
+    assert sorted(read_signatures(sigs, "wc-webhook-signature")) == ["a", "b"]  # each checked
 
 
 def test_retry_after_seconds_dates_and_garbage() -> None:

@@ -3,11 +3,13 @@
 The mix: 10% re-sent with the same delivery id (half of them at the same instant as the first
 copy), 5% with a bad HMAC, 1% cut short in transit (then retried, as a sender does when it got
 no answer), 5% of the events also sent by a second subscription (same event id, another
-delivery id), and shops mid-rotation (some signed with the old secret).
+delivery id, the same body), and shops mid-rotation (some signed with the old secret).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import threading
 from collections import Counter
@@ -19,6 +21,7 @@ from decimal import Decimal
 import pytest
 
 from connectors.rest_shop.fakeshop import Attempt, Delivery, Order
+from connectors.rest_shop.payload import body_identity
 from integration_bus.store.schema import journal
 from tests.rest_shop.conftest import Hooks
 from tests.rest_shop.support import SECRETS, p99
@@ -59,15 +62,14 @@ def _plan(hooks: Hooks) -> Plan:
     for n in range(unique):
         order = Order(id=5_000_000_000_000 + n, number=n, created=base,
                       updated=base + timedelta(seconds=n), lines=[("SKU-1", 1, Decimal("9.99"))])
-        if n % 10 < 7:  # Shopify: the event id travels in X-Shopify-Event-Id
+        if n % 10 < 7:  # Shopify (the event id header is sent, but the body says what it is)
             sub = acme_old if n % 5 == 0 else acme_new
             delivery = sender.delivery(sub, order.shopify(), event_id=f"evt-{n}")
-            key = f"acme:orders/create:evt-{n}"
             twin = acme_second
-        else:  # WooCommerce: the event is the order id at its modification time
+        else:  # WooCommerce: the order id at its modification time
             delivery = sender.delivery(woo, order.woocommerce())
-            key = f"woo:order.created:{order.id}@{order.updated.strftime('%Y-%m-%dT%H:%M:%S')}"
             twin = woo_second
+        key = _event_key("acme" if n % 10 < 7 else "woo", delivery)
         events[delivery.delivery_id] = key
         originals.append(Send("original", delivery))
         if len(second) < 50 and n % 7 == 3:
@@ -97,6 +99,13 @@ def _plan(hooks: Hooks) -> Plan:
     rng.shuffle(sends[-100:])
     assert sum(2 if s.kind == "truncated" else 1 for s in sends) == TOTAL
     return Plan(sends, events)
+
+
+def _event_key(shop: str, delivery: Delivery) -> str:
+    """The receiver's idempotency key: what the signed body says it is, and its digest."""
+    identity = body_identity(json.loads(delivery.body))
+    digest = hashlib.sha256(delivery.body).hexdigest()[:16]
+    return f"{shop}:{delivery.subscription.topic}:{identity}#{digest}"
 
 
 def _run(hooks: Hooks, send: Send) -> list[tuple[str, Attempt]]:
