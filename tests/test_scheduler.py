@@ -79,7 +79,7 @@ def test_a_sigterm_right_after_start_stops_the_scheduler_with_exit_0(
         sinks: {{out: {{connector: log}}}}
         routes: {{orders: {{from: [order.created], to: [out]}}}}
         """)
-    Store.open(f"sqlite:///{tmp_path / 'var' / 'bus.db'}").close()  # migrated (embedded-free)
+    Store.open(f"sqlite:///{tmp_path / 'var' / 'bus.db'}").close()  # the store at head
     log_path = tmp_path / "scheduler.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "integration_bus", "scheduler",
