@@ -28,7 +28,8 @@ WORKDIR /srv/bus
 COPY config config
 COPY mappings mappings
 COPY schemas schemas
-RUN mkdir -p var && chown bus:bus var
+# var/pos/inbox: the reference config's POS drop folder (a named volume starts as a copy of it)
+RUN mkdir -p var/pos/inbox && chown -R bus:bus var
 ENV PATH=/opt/bus/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     BUS_CONFIG_DIR=/srv/bus/config \

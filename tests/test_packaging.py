@@ -28,3 +28,23 @@ def test_the_license_file_ships_with_the_distribution() -> None:
     assert cfg["metadata"]["license"] == "Apache-2.0"
     assert cfg["metadata"]["license_files"].split() == ["LICENSE"]
     assert "Apache License" in (ROOT / "LICENSE").read_text()
+
+
+def test_the_version_is_written_once_and_the_changelog_has_its_section() -> None:
+    import re
+
+    from click.testing import CliRunner
+
+    from integration_bus import __version__
+    from integration_bus.cli import cli
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["metadata"]["version"] == "attr: integration_bus.__version__"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and result.output.strip().endswith(f"version {__version__}")
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert "## [Unreleased]" in changelog
+    assert re.search(rf"^## \[{re.escape(__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog,
+                     re.M)

@@ -66,3 +66,31 @@ def test_scheduler_purges_old_handled_dead_letters(tmp_path: Path, rabbitmq_url:
     assert any(a["actor"] == "scheduler" and a["action"] == "purge" and a["count"] == 2
                for a in audit)
     store.close()
+
+
+@pytest.mark.rabbitmq
+def test_a_sigterm_right_after_start_stops_the_scheduler_with_exit_0(
+        tmp_path: Path, rabbitmq_url: str) -> None:
+    # `docker stop` may come before celery installed its own handlers (issue 14: deploy)
+    config_dir = write_config(tmp_path, f"""
+        broker: {{url: "{rabbitmq_url}"}}
+        store: {{url: sqlite:///var/bus.db}}
+        dead_letters: {{retention: 1d}}
+        sinks: {{out: {{connector: log}}}}
+        routes: {{orders: {{from: [order.created], to: [out]}}}}
+        """)
+    Store.open(f"sqlite:///{tmp_path / 'var' / 'bus.db'}").close()  # the store at head
+    log_path = tmp_path / "scheduler.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "integration_bus", "scheduler",
+                                 "--config-dir", str(config_dir)], cwd=REPO, stdout=log,
+                                stderr=log, env={**os.environ})
+    try:
+        wait_for(lambda: "scheduler running" in log_path.read_text(errors="replace"),
+                 timeout=60, message="the scheduler to start")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log_path.read_text(errors="replace")[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)

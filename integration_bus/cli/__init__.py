@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 import structlog
 
+from integration_bus import __version__
 from integration_bus.errors import BusError, ConfigError
 from integration_bus.operators import AccessDenied
 from integration_bus.redact import LogFilter, known, log_processor
@@ -102,7 +103,7 @@ class BusGroup(click.Group):
 @click.option("--log-level", default="warning", envvar="BUS_LOG_LEVEL", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @click.option("--log-json", is_flag=True, envvar="BUS_LOG_JSON", help="log as JSON lines")
-@click.version_option(package_name="integration-bus")
+@click.version_option(__version__, package_name="integration-bus")
 def cli(log_level: str, log_json: bool) -> None:
     """integration-bus: keep POS, ERP and web shops in step over RabbitMQ."""
     configure_logging(log_level, log_json)

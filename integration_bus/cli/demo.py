@@ -40,18 +40,6 @@ from integration_bus.runtime import Bus
 
 __all__ = ["DemoRun", "Scenario", "run_demo"]
 
-#: ERP stock at the start: (canonical location, plant, storage location) -> {sku: on hand}
-SEED: dict[tuple[str, str, str], dict[str, int]] = {
-    ("STORE-042", "1042", "0001"): {"PEN-STB-BLU": 5000, "PEN-STB-RED": 5000,
-                                    "CHOC-70-100G": 5000},
-    ("STORE-107", "1107", "0001"): {"PEN-STB-BLU": 5000, "PEN-STB-RED": 5000,
-                                    "CHOC-70-100G": 5000},
-    ("WH-01", "2001", "0100"): {"TEE-BLK-M": 60, "TEE-BLK-L": 40, "MUG-WHT-01": 80,
-                                "HOOD-GRY-M": 1, "CAP-NVY-01": 25, "APL-IPN-2G": 0},
-}
-#: what the shop calls the SKUs it sells (mappings/xref/sku.csv translates them)
-SHOP_SKUS = {"TSHIRT-BLK-M": Decimal("19.99"), "TSHIRT-BLK-L": Decimal("19.99"),
-             "MUG-WHITE": Decimal("8.50"), "WOO-CAP-NVY": Decimal("14.00")}
 #: orders no one can promise: two of the last hoodie, and the sold-out iPod
 SHORT_ORDERS = [[("WOO-HOODIE-GRY", 2, Decimal("39.00"))],
                 [("IPOD-NANO-2GB", 1, Decimal("149.00")), ("MUG-WHITE", 1, Decimal("8.50"))]]
@@ -106,6 +94,7 @@ class DemoRun:
         from connectors.rest_shop.fakeshop.api import build_shop_app
         from connectors.rest_shop.fakeshop.server import AppServer
         from connectors.rest_shop.fakeshop.state import ShopState
+        from connectors.soap_erp.fakeerp.scenario import seed_scenario
         from connectors.soap_erp.fakeerp.server import ErpServer
         from connectors.soap_erp.fakeerp.state import ErpState
 
@@ -114,9 +103,7 @@ class DemoRun:
         self.inbox = state / "pos" / "inbox"
         self.inbox.mkdir(parents=True, exist_ok=True)
         erp_state = ErpState()
-        for (_, plant, location), stock in SEED.items():
-            for sku, on_hand in stock.items():
-                erp_state.seed(sku, plant, location, on_hand)
+        self.seeded = seed_scenario(erp_state)  # the stock `bus sim erp` starts with, too
         self.erp = ErpServer(erp_state)
         self.shop_state = ShopState(token=TOKEN)
         self.shop = AppServer(build_shop_app(self.shop_state))
@@ -163,7 +150,7 @@ class DemoRun:
         assert self.bus is not None
         url = f"http://127.0.0.1:{self.webhook_port}/healthz"
         stock = self.bus.stock
-        seeded = sum(len(s) for s in SEED.values())
+        seeded = self.seeded
 
         def ready() -> bool:
             try:
@@ -194,8 +181,10 @@ class DemoRun:
     def send_order(self, lines: list[tuple[str, int, Decimal]] | None = None) -> None:
         short = lines is not None
         if lines is None:
-            skus = self._rng.sample(sorted(SHOP_SKUS), k=self._rng.randint(1, 2))
-            lines = [(sku, self._rng.randint(1, 2), SHOP_SKUS[sku]) for sku in skus]
+            from connectors.rest_shop.fakeshop.state import SCENARIO_SKUS
+
+            skus = self._rng.sample(sorted(SCENARIO_SKUS), k=self._rng.randint(1, 2))
+            lines = [(sku, self._rng.randint(1, 2), SCENARIO_SKUS[sku]) for sku in skus]
         number = next(self._order_ids)
         now = datetime.now(UTC).replace(microsecond=0)
         order = {

@@ -134,21 +134,31 @@ def scheduler_command(config_dir: Path, migrate: bool) -> None:
     """Run the scheduled jobs (celery beat + worker): retention purge of dead letters."""
     from integration_bus.scheduler import make_scheduler
 
-    scheduler = make_scheduler(config_dir, migrate=migrate)
-    app = scheduler.app
-    (Path(config_dir).resolve().parent / "var").mkdir(exist_ok=True)
-    click.echo(f"scheduler running: {', '.join(app.conf.beat_schedule) or 'no jobs configured'}",
-               err=True)
-    bus = scheduler.bus()
-    stop = threading.Event()
-    if not bus.transport.embedded:  # embedded: the running `bus run` relays the outbox
-        relay = OutboxRelay(bus.store, bus.publisher)
-        threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True).start()
+    def stop_before_celery(signum: int, _frame: object) -> None:
+        # celery installs its own (graceful) handlers when its worker starts; a SIGTERM before
+        # that (`docker stop` right after start) ends here, still closing the bus: exit 0
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stop_before_celery)
     try:
-        app.Worker(beat=True, pool="solo", concurrency=1, loglevel="WARNING", quiet=True).start()
+        scheduler = make_scheduler(config_dir, migrate=migrate)
+        app = scheduler.app
+        (Path(config_dir).resolve().parent / "var").mkdir(exist_ok=True)
+        click.echo(f"scheduler running: "
+                   f"{', '.join(app.conf.beat_schedule) or 'no jobs configured'}", err=True)
+        bus = scheduler.bus()
+        stop = threading.Event()
+        if not bus.transport.embedded:  # embedded: the running `bus run` relays the outbox
+            relay = OutboxRelay(bus.store, bus.publisher)
+            threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True).start()
+        try:
+            app.Worker(beat=True, pool="solo", concurrency=1, loglevel="WARNING",
+                       quiet=True).start()
+        finally:
+            stop.set()
+            bus.close()
     finally:
-        stop.set()
-        bus.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.command("serve")

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from connectors.rest_shop import make_plugin, sim_plugin
 from connectors.rest_shop.config import RestShopSinkConfig, RestShopSourceConfig
+from connectors.rest_shop.fakeshop.state import SCENARIO_SKUS, ShopState
 from connectors.rest_shop.payload import (
     PayloadError,
     body_identity,
@@ -209,5 +210,20 @@ def test_the_shop_simulator_command_runs_the_fake_shop() -> None:
                            env={"SHOP_API_TOKEN": "tok"})
     assert result.exit_code == 0, result.output
     assert "fake shop on http://127.0.0.1:" in result.output and "3 orders" in result.output
-    missing = runner.invoke(sim_plugin.simulator, ["--port", "0"], env={"SHOP_API_TOKEN": ""})
-    assert missing.exit_code == 2 and "SHOP_API_TOKEN" in missing.output
+    # Unset, the token is the one config/bus.yaml sends by default, and the output says so
+    unset = runner.invoke(sim_plugin.simulator, ["--port", "0", "--orders", "0", "--duration",
+                                                 "0"], env={"SHOP_API_TOKEN": ""})
+    assert unset.exit_code == 0, unset.output
+    assert "SHOP_API_TOKEN unset: 'demo-token'" in unset.output
+    config = (Path(__file__).parents[2] / "config" / "bus.yaml").read_text()
+    assert "${SHOP_API_TOKEN:-demo-token}" in config
+    assert "${SHOP_WEBHOOK_SECRET:-demo-webhook-secret}" in config
+
+
+def test_the_fake_shops_orders_are_of_skus_the_scenario_maps() -> None:
+    # `bus sim shop`'s orders must pass the reference mappings (issue 14: SKU-1 dead-lettered)
+    state = ShopState(token="t")
+    orders = state.add_orders(5, skus=SCENARIO_SKUS)
+    xref = (Path(__file__).parents[2] / "mappings" / "xref" / "sku.csv").read_text()
+    known = {row.split(",")[0] for row in xref.splitlines()[1:]}
+    assert {sku for o in orders for sku, _, _ in o.lines} == set(SCENARIO_SKUS) <= known

@@ -160,6 +160,11 @@ def test_bus_sim_erp_runs_the_fake_erp(tmp_path: Path) -> None:
                                               "0.2", "--faults", str(faults)])
     assert result.exit_code == 0, result.output
     assert "fake ERP on http://127.0.0.1:" in result.output and "3 materials" in result.output
+    # by default it holds the reference scenario's stock (issue 14: MAT-... made sales fail)
+    assert "12 stock rows of the reference scenario" in result.output
+    bare = CliRunner().invoke(erp_command, ["--port", "0", "--no-scenario-stock", "--duration",
+                                            "0"])
+    assert bare.exit_code == 0 and "0 stock rows" in bare.output and "0 materials" in bare.output
     result = CliRunner().invoke(erp_command, ["--port", "0", "--wsse-user", "bus",
                                               "--password-env", "NO_SUCH_VARIABLE_SET"])
     assert result.exit_code == 2 and "NO_SUCH_VARIABLE_SET" in result.output

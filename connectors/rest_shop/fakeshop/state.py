@@ -15,9 +15,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Order", "RequestRecord", "ShopState"]
+__all__ = ["SCENARIO_SKUS", "Order", "RequestRecord", "ShopState"]
 
 _EPOCH = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+
+#: What the reference scenario's shop sells, under its own SKU codes, with prices
+#: (mappings/xref/sku.csv translates them to the ERP's materials): ``bus demo``'s orders and
+#: ``bus sim shop``'s are made of these, so they pass the scenario's mappings.
+SCENARIO_SKUS: dict[str, Decimal] = {
+    "TSHIRT-BLK-M": Decimal("19.99"), "TSHIRT-BLK-L": Decimal("19.99"),
+    "MUG-WHITE": Decimal("8.50"), "WOO-CAP-NVY": Decimal("14.00")}
 
 
 @dataclass
@@ -133,16 +140,27 @@ class ShopState:
             self.requests.append(record)
 
     # -- orders ----------------------------------------------------------------------------------
-    def add_orders(self, count: int, *, same_second: int = 1) -> list[Order]:
-        """``count`` new orders, updated one second apart (``same_second`` share each second)."""
+    def add_orders(self, count: int, *, same_second: int = 1,
+                   skus: dict[str, Decimal] | None = None) -> list[Order]:
+        """``count`` new orders, updated one second apart (``same_second`` share each second).
+
+        Without ``skus`` each order has two lines of ``SKU-1`` and ``SKU-2`` (codes no mapping
+        knows: for connector tests); with ``skus`` (code -> price) order ``i`` has one line of
+        the ``i``-th code in turn, 1 to 2 units."""
+        codes = sorted(skus) if skus else []
         with self.lock:
             made = []
             latest = max((o.updated for o in self.orders.values()), default=_EPOCH)
             for i in range(count):
                 stamp = latest + timedelta(seconds=1 + i // same_second)
+                if skus:
+                    code = codes[i % len(codes)]
+                    lines = [(code, 1 + i % 2, skus[code])]
+                else:
+                    lines = [("SKU-1", 1 + i % 3, Decimal("19.99")),
+                             ("SKU-2", 1, Decimal("0.10"))]
                 order = Order(id=self._next_id, number=1000 + len(self.orders), created=stamp,
-                              updated=stamp, lines=[("SKU-1", 1 + i % 3, Decimal("19.99")),
-                                                    ("SKU-2", 1, Decimal("0.10"))])
+                              updated=stamp, lines=lines)
                 self.orders[order.id] = order
                 self._next_id += 1
                 made.append(order)
