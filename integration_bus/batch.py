@@ -261,7 +261,7 @@ class Batch:
             id=new_id(), envelope=envelope, route=item.route.name, reason="error",
             error_type=_type_name(error), message=message, failed_at=now, step=item.step,
             sink=item.sink, traceback=traceback_text(error),
-            source_ref=(env.headers.get("source_ref") if env else None),
+            source_ref=(env.headers.get("source_ref") if env else None), code=_code(error),
             attempts=[{"attempt": env.attempt if env else 0, "at": now.isoformat(),
                        "sink": item.sink, "step": item.step, "error_type": _type_name(error),
                        "message": _message(error)}]))
@@ -339,6 +339,12 @@ def _run_pipeline(item: Item) -> None:
 
 def _type_name(error: BaseException) -> str:
     return error.error_type if isinstance(error, BusError) else type(error).__name__
+
+
+def _code(error: BaseException) -> str | None:
+    """The target's own fault code, where the error carries one (groups dead letters)."""
+    code = error.context.get("fault_code") if isinstance(error, BusError) else None
+    return str(code) if code else None
 
 
 def _message(error: BaseException) -> str:
