@@ -143,38 +143,48 @@ _RECORD_EVERY = 60.0
 
 class _Rejections:
     """Refused deliveries, counted at once (``bus_source_rejections_total``) and recorded in
-    the journal for ``bus status`` — at most once per shop and answer per minute, with the
-    number since the last row (``times``): a flood of forged requests must not become a flood
-    of database writes. The row is written off the event loop; a store outage loses only
-    that row (logged), never the answer."""
+    the journal for ``bus status`` — at most once per shop and answer per ``_RECORD_EVERY``
+    seconds, a row standing for all since the last (``times``; the rest are written when the
+    interval is over): a flood of forged requests must not become a flood of database writes.
+    Rows are written off the event loop; a store outage loses only those rows (logged), never
+    an answer."""
 
     def __init__(self, context: ConnectorContext) -> None:
         self._context = context
-        self._pending: dict[tuple[str, str], int] = {}
-        self._written: dict[tuple[str, str], float] = {}
+        self._pending: dict[tuple[str, str, str], int] = {}
+        self._written: dict[tuple[str, str, str], float] = {}
 
     def note(self, shop: str, outcome: str, reason: str) -> None:
         counter = getattr(self._context.metrics, "source_rejections", None)
         if counter is not None:
             counter.labels(self._context.instance, reason).inc()
-        key = (shop, outcome)
+        key = (shop, outcome, reason)
+        waiting = key in self._pending
         self._pending[key] = self._pending.get(key, 0) + 1
-        now = time.monotonic()
-        if now - self._written.get(key, -_RECORD_EVERY) < _RECORD_EVERY:
+        if waiting:
+            return  # a write is due already
+        loop = asyncio.get_running_loop()
+        due = self._written.get(key, -_RECORD_EVERY) + _RECORD_EVERY - time.monotonic()
+        if due <= 0:
+            self._flush(key)
+        else:
+            loop.call_later(due, self._flush, key)
+
+    def _flush(self, key: tuple[str, str, str]) -> None:
+        times = self._pending.pop(key, 0)
+        if not times:
             return
-        self._written[key] = now
-        count = self._pending.pop(key)
-        detail = {"shop": shop, "answer": outcome, "times": count, "rejection": reason}
-        try:
-            asyncio.get_running_loop().run_in_executor(None, self._record, detail)
-        except RuntimeError:  # no loop (called from a thread): write here
-            self._record(detail)
+        self._written[key] = time.monotonic()
+        shop, outcome, reason = key
+        detail = {"shop": shop, "answer": outcome, "times": times, "rejection": reason}
+        asyncio.get_running_loop().run_in_executor(None, self._record, detail)
 
     def _record(self, detail: dict[str, Any]) -> None:
         try:
             self._context.record("webhook.refused", detail)
         except BusError as exc:
-            self._context.log.warning("webhook.refusal_not_recorded", error=str(exc))
+            self._context.log.warning("webhook.refusal_not_recorded", error=str(exc),
+                                      times=detail["times"])
 
 
 class _Receiver:
