@@ -163,14 +163,14 @@ class _Rejections:
         self._pending[key] = self._pending.get(key, 0) + 1
         if waiting:
             return  # a write is due already
-        loop = asyncio.get_running_loop()
         due = self._written.get(key, -_RECORD_EVERY) + _RECORD_EVERY - time.monotonic()
         if due <= 0:
             self._flush(key)
         else:
-            loop.call_later(due, self._flush, key)
+            asyncio.get_running_loop().call_later(due, self._flush, key)
 
     def _flush(self, key: tuple[str, str, str]) -> None:
+        """Called on the event loop (the receiver's handlers run there)."""
         times = self._pending.pop(key, 0)
         if not times:
             return
