@@ -17,7 +17,7 @@ import structlog
 from integration_bus.connector import BatchSink, LookupSink, Sink
 from integration_bus.envelope import Envelope, loads, new_id
 from integration_bus.errors import BusError, CircuitOpen, PermanentError
-from integration_bus.metrics import Metrics
+from integration_bus.metrics import Metrics, ulid_seconds
 from integration_bus.route import Route
 from integration_bus.store import Claim, ClaimOutcome, DeadLetter, Settlement, Store, utcnow
 from integration_bus.store.records import JournalEntry, clip_text, traceback_text
@@ -170,11 +170,16 @@ class Batch:
                     errors += [error] * (len(envelopes) - len(errors))
                     break
         per_envelope = (time.perf_counter() - started) / len(envelopes)
+        now = time.time()
         for i, error in zip(indexes, errors, strict=True):
             item = work[i][0]
             self.metrics.sink_latency.labels(item.route.name, sink.name).observe(per_envelope)
             if error is None:
                 results[i] = "delivered"
+                began = ulid_seconds(work[i][2].correlation_id)
+                if began is not None:
+                    self.metrics.flow_age.labels(item.route.name, sink.name).observe(
+                        max(0.0, now - began))
                 continue
             results[i] = "failed"
             item.fail(error, sink=sink.name)

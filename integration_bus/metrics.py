@@ -12,7 +12,7 @@ from prometheus_client.metrics_core import Metric
 
 from integration_bus.redact import known
 
-__all__ = ["Flow", "Metrics", "RedactingRegistry"]
+__all__ = ["Flow", "Metrics", "RedactingRegistry", "ulid_seconds"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                     5, 10, 30)
@@ -29,6 +29,25 @@ class RedactingRegistry(CollectorRegistry):
                 sample._replace(labels={k: secrets.scrub(v) for k, v in sample.labels.items()})
                 for sample in metric.samples]
             yield metric
+
+
+_AGE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600,
+                86400)
+_CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
+
+
+def ulid_seconds(ident: str) -> float | None:
+    """The creation time (Unix seconds) a ULID carries in its first 10 characters; None for
+    an id that is not a ULID (a correlation id a partner gave)."""
+    if len(ident) != 26:
+        return None
+    millis = 0
+    for char in ident[:10].upper():
+        value = _CROCKFORD.get(char)
+        if value is None:
+            return None
+        millis = millis * 32 + value
+    return millis / 1000
 
 
 class Flow:
@@ -75,6 +94,9 @@ class Metrics:
       dead_lettered, filtered
     - ``bus_sink_deliveries_total{route, sink, outcome}``: delivered, duplicate, failed
     - ``bus_sink_delivery_seconds{route, sink}``: time spent in a sink per envelope
+    - ``bus_flow_age_seconds{route, sink}``: at each delivery, seconds since the flow's first
+      envelope was created (the time in its ULID correlation id): on the route that creates
+      the ERP sales order, a web order's age
     - ``bus_source_published_total{source}``, ``bus_worker_paused`` (1 while the store is down)
     - ``bus_source_rejections_total{source, reason}``: input a source refused (quarantined,
       refused, duplicate files; webhooks answered 4xx): see ``ConnectorContext.rejected``
@@ -95,6 +117,9 @@ class Metrics:
         self.sink_latency = Histogram("bus_sink_delivery_seconds", "Time in a sink per envelope",
                                       ["route", "sink"], buckets=_LATENCY_BUCKETS,
                                       registry=self.registry)
+        self.flow_age = Histogram("bus_flow_age_seconds", "Seconds from the flow's first "
+                                  "envelope to this delivery", ["route", "sink"],
+                                  buckets=_AGE_BUCKETS, registry=self.registry)
         self.source_published = Counter("bus_source_published", "Envelopes a source published",
                                         ["source"], registry=self.registry)
         self.worker_paused = Gauge("bus_worker_paused", "1 while the worker waits for the store",

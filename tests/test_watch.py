@@ -17,6 +17,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from integration_bus.cli import cli
+from integration_bus.envelope import Envelope
+from integration_bus.metrics import ulid_seconds
 from integration_bus.runtime import Bus
 from integration_bus.watch import WatchCollector
 from integration_bus.web.metrics import serve_metrics
@@ -73,6 +75,8 @@ def test_bus_run_serves_on_the_configured_port_and_the_env_host(tmp_path: Path) 
         text = http("127.0.0.2", port, "/metrics")[1]
         assert 'bus_queue_depth{route="orders"} 0.0' in text
         assert 'bus_in_retry{route="orders"} 0.0' in text
+        # each delivery observes how old its flow is (from the ULID of its correlation id)
+        assert 'bus_flow_age_seconds_count{route="orders",sink="out"} 3.0' in text
         assert 'bus_source_rejections_total{reason="dead_lettered",source="feed"} 1.0' in text
         assert 'bus_dead_letters{group="' in text and 'route="source:feed"} 1.0' in text
     finally:
@@ -118,3 +122,14 @@ def test_ready_names_the_part_that_is_not_running(tmp_path: Path) -> None:
             assert http("127.0.0.1", port, "/nothing")[0] == 404
         finally:
             stop.set()
+
+
+def test_the_flow_age_comes_from_the_ulid_of_the_correlation_id() -> None:
+    first = Envelope.create("order.created", {"n": 1}, source="t")
+    later = first.derive("order.accepted").derive("order.sales_order")
+    assert later.correlation_id == first.id
+    began = ulid_seconds(later.correlation_id)
+    assert began is not None
+    assert abs(began - first.created_at.timestamp()) < 0.002  # ULIDs carry milliseconds
+    assert ulid_seconds("W-000123") is None  # a partner's correlation id: no age
+    assert ulid_seconds("01M92SQ2N5ZZQ93H0ABE0GMEW!".replace("0", "!", 1)) is None
