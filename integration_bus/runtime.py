@@ -81,6 +81,8 @@ class Bus:
         #: what ``/ready`` reports: broker, store, and the parts :meth:`run` starts
         self.readiness = Readiness(lambda: self.store, self.transport, self.topology)
         self._threads: dict[str, str | None] = {}  # thread name -> what is wrong, or None
+        #: set by :meth:`run` once every part it runs has been started
+        self.started = threading.Event()
 
     @classmethod
     def from_config_dir(cls, config_dir: Path, *, environ: Mapping[str, str] | None = None,
@@ -325,6 +327,7 @@ class Bus:
             threads.append(self._thread("reload", functools.partial(reloader.run, stop), stop))
         for thread in threads:
             thread.start()
+        self.started.set()
         for thread in threads:
             thread.join()
         if isinstance(self.transport, MemoryTransport):

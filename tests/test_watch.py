@@ -69,7 +69,7 @@ def test_bus_run_serves_on_the_configured_port_and_the_env_host(tmp_path: Path) 
         assert http("127.0.0.1", port, "/health")[0] == 0
         body = http("127.0.0.2", port, "/ready")[1]
         assert json.loads(body) == {"ready": True, "checks": {
-            "broker": "ok", "store": "ok", "source:feed": "ok", "worker:0": "ok"}}
+            "broker": "ok", "store": "ok", "run": "ok", "source:feed": "ok", "worker:0": "ok"}}
         wait_for(lambda: 'bus_route_messages_total{outcome="delivered",route="orders"} 3.0'
                  in http("127.0.0.2", port, "/metrics")[1], message="3 delivered")
         text = http("127.0.0.2", port, "/metrics")[1]

@@ -104,6 +104,7 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
                 migrate: bool) -> None:
     """Run all sources and routes of a config in one process until Ctrl-C / SIGTERM."""
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
+        bus.readiness.watch("run", lambda: None if bus.started.is_set() else "starting")
         _serve_watch(bus, metrics_host, metrics_port, stop)
         mode = "embedded" if bus.transport.embedded else "rabbitmq"
         click.echo(f"bus running ({mode}); Ctrl-C stops after in-flight messages", err=True)
