@@ -165,4 +165,3 @@ def test_secrets_and_raw_bodies_never_reach_the_logs(
     for secret in SECRETS.values():
         assert secret not in text
     assert marker not in text
-
