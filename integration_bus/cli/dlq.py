@@ -95,8 +95,6 @@ def with_console(func: F) -> F:
                 return func(console_for(bus), **kwargs)
             except AmbiguousId as exc:  # the operator's input, not the bus, needs fixing
                 click.echo(f"error: {exc}", err=True)
-                for candidate in exc.candidates:
-                    click.echo(f"  {candidate}", err=True)
                 sys.exit(EXIT_USAGE)
     return handle_errors(wrapper)  # type: ignore[return-value]
 
