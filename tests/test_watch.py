@@ -1,6 +1,6 @@
-"""Watching in embedded mode: where /metrics, /health and /ready listen (bus.yaml, flags and
-``BUS_METRICS_HOST``), what /ready says about the parts of a process, and ``bus status``
-listing input refused at a source."""
+"""Watching in embedded mode: where /metrics, /health and /ready listen (flags and
+``BUS_METRICS_HOST`` over bus.yaml), what /ready says about the parts of a process, and
+``bus status`` listing input refused at a source."""
 
 from __future__ import annotations
 
@@ -53,20 +53,25 @@ def project(root: Path, metrics: str = "") -> Path:
         """)
 
 
-def test_bus_run_serves_on_the_configured_port_and_the_env_host(tmp_path: Path) -> None:
-    # Given metrics.port in bus.yaml, and BUS_METRICS_HOST naming another loopback address
-    port = free_port()
-    config_dir = project(tmp_path, f"metrics: {{port: {port}}}")
+def test_bus_run_serves_where_flags_env_and_bus_yaml_say(tmp_path: Path) -> None:
+    # Given a metrics section in bus.yaml, a --metrics-port flag and BUS_METRICS_HOST naming
+    # another loopback address
+    configured, port = free_port(), free_port()
+    config_dir = project(tmp_path, f"metrics: {{host: 127.0.0.3, port: {configured}}}")
     log = (tmp_path / "run.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "integration_bus", "run", "--config-dir",
-                             str(config_dir)], cwd=REPO, stdout=log, stderr=log,
+                             str(config_dir), "--metrics-port", str(port)], cwd=REPO,
+                            stdout=log, stderr=log,
                             env={**os.environ, "BUS_BROKER_URL": "", "BUS_METRICS_HOST":
                                  "127.0.0.2"})
     try:
-        # Then it serves there (and only there), ready once the source and worker run
+        # Then the flag and the environment win: it serves there, and only there, ready
+        # once the source and the worker run
         wait_for(lambda: http("127.0.0.2", port, "/ready")[0] == 200, timeout=30,
                  message="ready on 127.0.0.2")
         assert http("127.0.0.1", port, "/health")[0] == 0
+        assert http("127.0.0.3", configured, "/health")[0] == 0
+        assert http("127.0.0.3", port, "/health")[0] == 0
         body = http("127.0.0.2", port, "/ready")[1]
         assert json.loads(body) == {"ready": True, "checks": {
             "broker": "ok", "store": "ok", "run": "ok", "source:feed": "ok", "worker:0": "ok"}}
@@ -133,3 +138,21 @@ def test_the_flow_age_comes_from_the_ulid_of_the_correlation_id() -> None:
     assert abs(began - first.created_at.timestamp()) < 0.002  # ULIDs carry milliseconds
     assert ulid_seconds("W-000123") is None  # a partner's correlation id: no age
     assert ulid_seconds("01M92SQ2N5ZZQ93H0ABE0GMEW!".replace("0", "!", 1)) is None
+
+
+def test_bus_yaml_alone_says_where(tmp_path: Path) -> None:
+    port = free_port()
+    config_dir = project(tmp_path, f"metrics: {{host: 127.0.0.3, port: {port}}}")
+    log = (tmp_path / "run.log").open("wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUS_METRICS")}
+    proc = subprocess.Popen([sys.executable, "-m", "integration_bus", "worker", "--config-dir",
+                             str(config_dir)], cwd=REPO, stdout=log, stderr=log,
+                            env={**env, "BUS_BROKER_URL": ""})
+    try:
+        wait_for(lambda: http("127.0.0.3", port, "/ready")[0] == 200, timeout=30,
+                 message="bus worker ready on 127.0.0.3")
+        assert json.loads(http("127.0.0.3", port, "/ready")[1])["checks"]["worker"] == "ok"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        log.close()
