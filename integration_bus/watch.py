@@ -119,15 +119,14 @@ class WatchCollector:
         return families
 
     def _depths(self) -> dict[str, int] | None:
-        out: dict[str, int] = {}
+        bindings = self._topology.routes
         try:
-            for binding in self._topology.routes:
-                stats = self._transport.queue_stats(binding.queue)
-                out[binding.route] = stats.messages if stats is not None else 0
+            stats = self._transport.queue_depths([b.queue for b in bindings])
         except BusError as exc:
             log.warning("watch.broker_unreadable", error=exc.message)
             return None
-        return out
+        return {b.route: (found.messages if (found := stats.get(b.queue)) else 0)
+                for b in bindings}
 
     def _oldest(self, route: str, depth: int | None) -> float:
         held = self._flow.oldest_held(route)

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from integration_bus.cli import cli
@@ -156,3 +157,28 @@ def test_bus_yaml_alone_says_where(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         log.close()
+
+
+@pytest.mark.rabbitmq
+def test_queue_depths_read_together_over_one_connection(tmp_path: Path,
+                                                        rabbitmq_url: str) -> None:
+    config_dir = write_config(tmp_path, f"""
+        broker: {{url: "{rabbitmq_url}"}}
+        store: {{url: sqlite:///var/bus.db}}
+        sinks:
+          out: {{connector: jsonl, path: var/out.jsonl}}
+        routes:
+          first: {{from: [first.created], to: [out]}}
+          second: {{from: [second.created], to: [out]}}
+        """)
+    with Bus.from_config_dir(config_dir, environ={}) as bus:
+        publisher = bus.publisher()
+        assert publisher.publish_many(
+            [Envelope.create("second.created", {"n": n}, source="t") for n in range(4)]) \
+            == [None] * 4
+        publisher.close()
+        # a queue that does not exist, between two that do (the broker closes the channel)
+        depths = bus.transport.queue_depths(["bus.route.first", "bus.route.missing",
+                                             "bus.route.second"])
+        assert {q: (s.messages if s else None) for q, s in depths.items()} == {
+            "bus.route.first": 0, "bus.route.missing": None, "bus.route.second": 4}
