@@ -17,7 +17,7 @@ import structlog
 from integration_bus.connector import BatchSink, LookupSink, Sink
 from integration_bus.envelope import Envelope, loads, new_id
 from integration_bus.errors import BusError, CircuitOpen, PermanentError
-from integration_bus.metrics import Metrics
+from integration_bus.metrics import Metrics, ulid_seconds
 from integration_bus.route import Route
 from integration_bus.store import Claim, ClaimOutcome, DeadLetter, Settlement, Store, utcnow
 from integration_bus.store.records import JournalEntry, clip_text, traceback_text
@@ -170,11 +170,16 @@ class Batch:
                     errors += [error] * (len(envelopes) - len(errors))
                     break
         per_envelope = (time.perf_counter() - started) / len(envelopes)
+        now = time.time()
         for i, error in zip(indexes, errors, strict=True):
             item = work[i][0]
             self.metrics.sink_latency.labels(item.route.name, sink.name).observe(per_envelope)
             if error is None:
                 results[i] = "delivered"
+                began = ulid_seconds(work[i][2].correlation_id)
+                if began is not None:
+                    self.metrics.flow_age.labels(item.route.name, sink.name).observe(
+                        max(0.0, now - began))
                 continue
             results[i] = "failed"
             item.fail(error, sink=sink.name)
@@ -261,7 +266,7 @@ class Batch:
             id=new_id(), envelope=envelope, route=item.route.name, reason="error",
             error_type=_type_name(error), message=message, failed_at=now, step=item.step,
             sink=item.sink, traceback=traceback_text(error),
-            source_ref=(env.headers.get("source_ref") if env else None),
+            source_ref=(env.headers.get("source_ref") if env else None), code=_code(error),
             attempts=[{"attempt": env.attempt if env else 0, "at": now.isoformat(),
                        "sink": item.sink, "step": item.step, "error_type": _type_name(error),
                        "message": _message(error)}]))
@@ -339,6 +344,12 @@ def _run_pipeline(item: Item) -> None:
 
 def _type_name(error: BaseException) -> str:
     return error.error_type if isinstance(error, BusError) else type(error).__name__
+
+
+def _code(error: BaseException) -> str | None:
+    """The target's own fault code, where the error carries one (groups dead letters)."""
+    code = error.context.get("fault_code") if isinstance(error, BusError) else None
+    return str(code) if code else None
 
 
 def _message(error: BaseException) -> str:

@@ -267,6 +267,9 @@ class ConnectorContext:
     (e.g. ``{"file": ..., "line": ...}``), so nothing is dropped silently.
     ``record(event, detail)`` writes a journal event about the connector itself (a late file,
     a quarantined batch), visible in ``bus trace`` and the journal.
+    ``rejected(reason, event, detail)`` is ``record`` for input the source refused as a whole
+    (a quarantined, refused or duplicate file; a webhook answered 4xx): ``bus status`` counts
+    these per source and reason, and ``bus_source_rejections_total`` counts them on /metrics.
     ``stage(envelopes, cursor=(key, value))`` commits envelopes to the outbox (published to
     ``bus.ingress`` by the relay, with confirms) and, in the same transaction, sets the cursor.
     """
@@ -283,6 +286,17 @@ class ConnectorContext:
     stage: Callable[[Sequence[Envelope], tuple[str, str] | None], None]
     metrics: Any  # integration_bus.metrics.Metrics; plugins add collectors to .registry
     clock: Callable[[], float] = time.time
+
+    def rejected(self, reason: str, event: str, detail: dict[str, Any]) -> None:
+        """Input this source refused as a whole, for ``reason`` (``quarantined``, ``refused``,
+        ``duplicate``, ``webhook_4xx``, ...): journal event ``event`` with ``detail`` and
+        ``rejection: reason`` (durable: ``bus status`` reads it), and one more on
+        ``bus_source_rejections_total{source, reason}``. Raises what ``record`` raises
+        (StoreUnavailable) after counting."""
+        counter = getattr(self.metrics, "source_rejections", None)
+        if counter is not None:
+            counter.labels(self.instance, reason).inc()
+        self.record(event, {**detail, "rejection": reason})
 
     def resolve(self, path: str | Path) -> Path:
         """A config path relative to the project dir (the config dir's parent)."""

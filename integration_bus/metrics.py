@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 
 from integration_bus.redact import known
 
-__all__ = ["Metrics", "RedactingRegistry"]
+__all__ = ["Flow", "Metrics", "RedactingRegistry", "ulid_seconds"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                     5, 10, 30)
@@ -28,6 +31,62 @@ class RedactingRegistry(CollectorRegistry):
             yield metric
 
 
+_AGE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600,
+                86400)
+_CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
+
+
+def ulid_seconds(ident: str) -> float | None:
+    """The creation time (Unix seconds) a ULID carries in its first 10 characters; None for
+    an id that is not a ULID (a correlation id a partner gave)."""
+    if len(ident) != 26:
+        return None
+    millis = 0
+    for char in ident[:10].upper():
+        value = _CROCKFORD.get(char)
+        if value is None:
+            return None
+        millis = millis * 32 + value
+    return millis / 1000
+
+
+class Flow:
+    """Which messages this process holds unsettled, per route: what
+    ``bus_oldest_unsettled_seconds`` reads. A worker reports each batch it took
+    (:meth:`taken`: per route, the creation time of the oldest envelope in it) and that it is
+    done with it (:meth:`settled`, after the ack). Cheap: one dict update per batch, never per
+    message. Thread-safe (``bus run --workers N`` shares one)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[int, str], float] = {}  # (worker, route) -> oldest created, epoch
+        self._last: dict[str, float] = {}  # route -> created time of the last oldest taken
+
+    def taken(self, worker: int, oldest: Mapping[str, datetime]) -> None:
+        with self._lock:
+            for route, created in oldest.items():
+                stamp = created.timestamp()
+                self._held[(worker, route)] = stamp
+                self._last[route] = stamp
+
+    def settled(self, worker: int) -> None:
+        with self._lock:
+            for key in [k for k in self._held if k[0] == worker]:
+                del self._held[key]
+
+    def oldest_held(self, route: str) -> float | None:
+        """Seconds since the oldest envelope of ``route`` held now was created (None: none)."""
+        with self._lock:
+            stamps = [t for (_, r), t in self._held.items() if r == route]
+        return max(0.0, time.time() - min(stamps)) if stamps else None
+
+    def last_taken(self, route: str) -> float | None:
+        """Seconds since the envelope last taken first from ``route``'s queue was created."""
+        with self._lock:
+            stamp = self._last.get(route)
+        return max(0.0, time.time() - stamp) if stamp is not None else None
+
+
 class Metrics:
     """Counters and histograms per route and sink.
 
@@ -35,7 +94,16 @@ class Metrics:
       dead_lettered, filtered
     - ``bus_sink_deliveries_total{route, sink, outcome}``: delivered, duplicate, failed
     - ``bus_sink_delivery_seconds{route, sink}``: time spent in a sink per envelope
+    - ``bus_flow_age_seconds{route, sink}``: at each delivery, seconds since the flow's first
+      envelope was created (the time in its ULID correlation id): on the route that creates
+      the ERP sales order, a web order's age
     - ``bus_source_published_total{source}``, ``bus_worker_paused`` (1 while the store is down)
+    - ``bus_source_rejections_total{source, reason}``: input a source refused (quarantined,
+      refused, duplicate files; webhooks answered 4xx): see ``ConnectorContext.rejected``
+
+    The gauges of ``docs/monitoring.md`` (queue depth, in retry, dead letters, oldest
+    unsettled) are read at scrape time by :class:`integration_bus.watch.WatchCollector`;
+    :attr:`flow` is what this process holds unsettled.
 
     Served over HTTP by :func:`integration_bus.web.metrics.serve_metrics`.
     """
@@ -49,7 +117,14 @@ class Metrics:
         self.sink_latency = Histogram("bus_sink_delivery_seconds", "Time in a sink per envelope",
                                       ["route", "sink"], buckets=_LATENCY_BUCKETS,
                                       registry=self.registry)
+        self.flow_age = Histogram("bus_flow_age_seconds", "Seconds from the flow's first "
+                                  "envelope to this delivery", ["route", "sink"],
+                                  buckets=_AGE_BUCKETS, registry=self.registry)
         self.source_published = Counter("bus_source_published", "Envelopes a source published",
                                         ["source"], registry=self.registry)
         self.worker_paused = Gauge("bus_worker_paused", "1 while the worker waits for the store",
                                    registry=self.registry)
+        self.source_rejections = Counter(
+            "bus_source_rejections", "Input refused at a source, by reason",
+            ["source", "reason"], registry=self.registry)
+        self.flow = Flow()

@@ -209,6 +209,8 @@ class ReconcileMetrics:
     - ``bus_reconcile_mismatches{check}``: mismatched pairs per failed check
     - ``bus_reconcile_duration_seconds``
     - ``bus_reconcile_last_success_timestamp_seconds``: when it last completed (alert when old)
+    - ``bus_stock_mismatches{location}``: (sku, location) pairs that differ at each location
+      compared in the last reconcile (0 where all agree)
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -226,6 +228,9 @@ class ReconcileMetrics:
         self.last_success = Gauge("bus_reconcile_last_success_timestamp_seconds",
                                   "When a reconcile last completed (Unix time)", labels,
                                   registry=registry)
+        self.by_location = Gauge("bus_stock_mismatches", "(sku, location) pairs that differ "
+                                 "per location in the last reconcile", ["location"],
+                                 registry=registry)
 
     def observe(self, report: ReconcileReport) -> None:
         key = (report.erp, report.shop)
@@ -236,6 +241,11 @@ class ReconcileMetrics:
             self.by_check.labels(*key, check).set(count)
         self.duration.labels(*key).set(report.seconds)
         self.last_success.labels(*key).set(report.started_at.timestamp() + report.seconds)
+        per_location = dict.fromkeys(report.locations, 0)
+        for mismatch in report.mismatches:
+            per_location[mismatch.location] = per_location.get(mismatch.location, 0) + 1
+        for location, count in per_location.items():
+            self.by_location.labels(location).set(count)
 
 
 def write_metrics_file(path: Path, report: ReconcileReport) -> None:

@@ -49,6 +49,7 @@ from integration_bus.transport import (
     TransportPublisher,
     open_transport,
 )
+from integration_bus.watch import Readiness
 from integration_bus.worker import Worker, WorkerOptions
 
 __all__ = ["Bus"]
@@ -77,6 +78,11 @@ class Bus:
         self._pipelines = dict(pipelines) if pipelines is not None else None
         self._store: Store | None = None
         self._closed = False
+        #: what ``/ready`` reports: broker, store, and the parts :meth:`run` starts
+        self.readiness = Readiness(lambda: self.store, self.transport, self.topology)
+        self._threads: dict[str, str | None] = {}  # thread name -> what is wrong, or None
+        #: set by :meth:`run` once every part it runs has been started
+        self.started = threading.Event()
 
     @classmethod
     def from_config_dir(cls, config_dir: Path, *, environ: Mapping[str, str] | None = None,
@@ -224,9 +230,12 @@ class Bus:
             route=None, reason="rejected", error_type=error.error_type, message=str(error),
             failed_at=now, step=f"source:{instance}", source_ref=source_ref,
             traceback="".join(traceback.format_exception(error)))
+        self.metrics.source_rejections.labels(instance, "dead_lettered").inc()
         self.store.settle(Settlement(journal=[JournalEntry(envelope_id, "rejected", now,
                                                            detail={"source": instance,
-                                                                   **source_ref})],
+                                                                   **source_ref,
+                                                                   "connector": instance,
+                                                                   "rejection": "dead_lettered"})],
                                      dead=[letter]))
         log.warning("source.rejected", source=instance, error=str(error), **source_ref)
 
@@ -293,12 +302,15 @@ class Bus:
             threads.append(self._thread(f"source:{name}",
                                         functools.partial(self._run_named_source, name, stop,
                                                           prebuilt), stop))
+            self.readiness.watch(f"source:{name}", functools.partial(self._thread_problem,
+                                                                     f"source:{name}"))
         for index in range(workers):
             worker = self.worker(routes)
             if on_worker is not None:
                 on_worker(worker)
             threads.append(self._thread(f"worker:{index}", functools.partial(worker.run, stop),
                                         stop))
+            self.watch_worker(f"worker:{index}", worker)
         relay = OutboxRelay(self.store, self.publisher)
         threads.append(self._thread("relay", functools.partial(relay.run, stop), stop))
         port = self.config.settings.availability.http_port
@@ -315,6 +327,7 @@ class Bus:
             threads.append(self._thread("reload", functools.partial(reloader.run, stop), stop))
         for thread in threads:
             thread.start()
+        self.started.set()
         for thread in threads:
             thread.join()
         if isinstance(self.transport, MemoryTransport):
@@ -347,22 +360,44 @@ class Bus:
             publisher.close()
             source.close()
 
-    @staticmethod
-    def _thread(name: str, target: Callable[[], None],
+    def watch_worker(self, name: str, worker: Worker) -> None:
+        """Make ``worker`` part of ``/ready``: ready while it consumes and is not paused."""
+        def probe() -> str | None:
+            problem = self._threads.get(name)
+            if problem is not None:
+                return problem
+            if worker.state.paused:
+                return f"paused: {worker.state.last_error or 'the store is unavailable'}"
+            if not worker.state.connected:
+                return f"not consuming: {worker.state.last_error or 'connecting'}"
+            return None
+        self.readiness.watch(name, probe)
+
+    def _thread_problem(self, name: str) -> str | None:
+        return self._threads.get(name, "not started")
+
+    def _thread(self, name: str, target: Callable[[], None],
                 stop: threading.Event) -> threading.Thread:
-        """A thread that restarts ``target`` (with backoff) if it crashes, until ``stop``."""
+        """A thread that restarts ``target`` (with backoff) if it crashes, until ``stop``.
+        Its state is kept for ``/ready``: not started, running (or done), crashed and waiting
+        to restart."""
+        threads = self._threads
+
         def supervised() -> None:
             delay = 1.0
             while not stop.is_set():
+                threads[name] = None
                 try:
-                    target()
+                    target()  # returned: done (a file read to its end), not a fault
                     return
                 except Exception as exc:  # a bug in a source/worker must not stop the bus
+                    threads[name] = f"crashed ({type(exc).__name__}: {exc}); restarting"
                     log.error("thread.crashed", thread=name, restart_in=delay,
                               error=f"{type(exc).__name__}: {exc}",
                               traceback=traceback.format_exc())
                     stop.wait(delay)
                     delay = min(delay * 2, 30.0)
+        threads.setdefault(name, "not started")
         return threading.Thread(target=supervised, name=name, daemon=True)
 
 

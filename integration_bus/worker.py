@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -61,6 +61,17 @@ class WorkerState:
     handled: int = 0
     last_error: str | None = None
     events: list[str] = field(default_factory=list)
+
+
+def _oldest_per_route(batch: Batch) -> dict[str, datetime]:
+    """Per route, when the oldest envelope of ``batch`` was created (one pass, no I/O)."""
+    oldest: dict[str, datetime] = {}
+    for item in batch.items:
+        if item.envelope is not None:
+            name, created = item.route.name, item.envelope.created_at
+            if name not in oldest or created < oldest[name]:
+                oldest[name] = created
+    return oldest
 
 
 class Worker:
@@ -133,6 +144,7 @@ class Worker:
             if part is not None:
                 part.close()
         self._consumer = self._publisher = None
+        self.metrics.flow.settled(id(self))  # unacked: back in the broker's hands
         self._paused.clear()  # a new connection consumes every queue; holds start over
         self.state.connected = False
 
@@ -177,12 +189,14 @@ class Worker:
         batch = Batch.build([d for d in deliveries if d.queue != DEAD_LETTER_QUEUE], self.routes,
                             archived=archived, claim_lease=self.options.claim_lease,
                             metrics=self.metrics, held=held)
+        self.metrics.flow.taken(id(self), _oldest_per_route(batch))
         self._until_stored(lambda: batch.claim_and_deliver(self.store), stop)
         self._until_stored(lambda: self.store.settle(batch.settlement), stop)
         if batch.archive:
             self._until_stored(lambda: self.store.settle(batch.archive), stop)
         self._retry(batch)
         self._consumer.ack(deliveries)  # type: ignore[union-attr]
+        self.metrics.flow.settled(id(self))
         for route, hold_ms in batch.holds().items():
             self._hold(route, hold_ms)
         batch.count_settled()

@@ -275,6 +275,8 @@ def test_metrics_file_for_the_textfile_collector(world: World, tmp_path: Path) -
     assert values[("bus_reconcile_mismatches", (("check", "shop_available"), *who))] == 1
     assert values[("bus_reconcile_mismatches", (("check", "projection_on_hand"), *who))] == 0
     assert values[("bus_reconcile_last_success_timestamp_seconds", who)] > 1.7e9
+    assert values[("bus_stock_mismatches", (("location", "WH-01"),))] == 1
+    assert values[("bus_stock_mismatches", (("location", "STORE-042"),))] == 0
     assert "# TYPE bus_reconcile_mismatch_ratio gauge" in prom.read_text()
     assert [p.name for p in prom.parent.iterdir()] == ["bus_reconcile.prom"]  # no temp left
 

@@ -32,6 +32,9 @@ from integration_bus.connector import ConnectorContext
 
 __all__ = ["Claimed", "Disposer"]
 
+#: outcomes that refuse a file as a whole (the source-level rejections of ``bus status``)
+_REJECTIONS = frozenset({"quarantined", "duplicate", "refused"})
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -60,7 +63,10 @@ class Disposer:
     def _trace(self, outcome: str, event: str, detail: dict[str, Any], *,
                warn: bool = False) -> None:
         self._metrics.files.labels(self._source, outcome).inc()
-        self._context.record(event, detail)  # the journal also logs it
+        if outcome in _REJECTIONS:  # counted by `bus status` and bus_source_rejections_total
+            self._context.rejected(outcome, event, detail)
+        else:
+            self._context.record(event, detail)  # the journal also logs it
         if warn:
             self._context.log.warning(event, **detail)
 
@@ -99,7 +105,7 @@ class Disposer:
         except OSError as exc:  # cannot move it: the source remembers and leaves it alone
             detail["move_failed"] = str(exc)
         self._metrics.files.labels(self._source, "refused").inc()
-        self._context.record("pos_file.refused", detail)
+        self._context.rejected("refused", "pos_file.refused", detail)
         self._context.log.warning("pos_file.refused", **detail)
         return target
 

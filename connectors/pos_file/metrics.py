@@ -5,6 +5,8 @@
 - ``pos_file_discovered_total{source}``: files seen for the first time in an inbox
 - ``pos_file_calendar_alerts_total{source, store, kind}``: missing, late
 - ``pos_file_expected_file_missing{source, store, pattern}``: 1 while an expected file is missing
+- ``bus_store_files_late{store}``: expected files of the store past their deadline and not
+  arrived yet (the sum of the above per store: what the store-files SLA alert watches)
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ class PosFileMetrics:
         self.missing = Gauge("pos_file_expected_file_missing",
                              "1 while an expected file has not arrived",
                              ["source", "store", "pattern"], registry=registry)
+        self.late = Gauge("bus_store_files_late", "Expected files past their deadline and not "
+                          "arrived, per store", ["store"], registry=registry)
+        self._missing: dict[tuple[str, str, str], bool] = {}
+
+    def set_missing(self, source: str, store: str, pattern: str, missing: bool) -> None:
+        """One expected file missing (or not any more): both gauges."""
+        self.missing.labels(source, store, pattern).set(1 if missing else 0)
+        self._missing[(source, store, pattern)] = missing
+        self.late.labels(store).set(sum(v for (_, s, _), v in self._missing.items()
+                                        if s == store))
 
     @classmethod
     def of(cls, registry: CollectorRegistry) -> PosFileMetrics:

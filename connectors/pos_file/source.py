@@ -293,8 +293,8 @@ class PosFileSource:
     def _alert(self, kind: AlertKind, expected: ExpectedFile, day: date,
                detail: dict[str, str]) -> None:
         self.metrics.alerts.labels(self.name, expected.store, kind).inc()
-        self.metrics.missing.labels(self.name, expected.store, expected.pattern).set(
-            1 if kind == "missing" else 0)
+        self.metrics.set_missing(self.name, expected.store, expected.pattern,
+                                 kind == "missing")
         info = {"store": expected.store, "pattern": expected.pattern, "day": day.isoformat(),
                 **detail}
         self._context.record(f"pos_file.file_{kind}", info)

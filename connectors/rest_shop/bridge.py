@@ -278,7 +278,7 @@ class PublishBridge:
     def _record_duplicates(self, duplicates: Sequence[tuple[Submission, str | None]]) -> None:
         for s, envelope_id in duplicates:
             try:
-                self._context.record("duplicate", {**s.source_ref,
-                                                   "envelope_id": envelope_id})
+                self._context.rejected("duplicate", "duplicate",
+                                       {**s.source_ref, "envelope_id": envelope_id})
             except BusError as exc:
                 self._context.log.warning("webhook.journal_failed", error=str(exc))

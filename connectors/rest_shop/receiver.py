@@ -133,6 +133,60 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(chunks)
 
 
+#: answers that refuse a delivery, and the source-level rejection reason they count as
+_REJECTED = {"unknown_shop": "webhook_4xx", "too_large": "webhook_4xx",
+             "truncated": "webhook_4xx", "bad_request": "webhook_4xx",
+             "unauthorized": "webhook_4xx", "stale": "stale"}
+#: at most one journal row per shop and answer this often; the rows in between are counted
+_RECORD_EVERY = 60.0
+
+
+class _Rejections:
+    """Refused deliveries, counted at once (``bus_source_rejections_total``) and recorded in
+    the journal for ``bus status`` — at most once per shop and answer per ``_RECORD_EVERY``
+    seconds, a row standing for all since the last (``times``; the rest are written when the
+    interval is over): a flood of forged requests must not become a flood of database writes.
+    Rows are written off the event loop; a store outage loses only those rows (logged), never
+    an answer."""
+
+    def __init__(self, context: ConnectorContext) -> None:
+        self._context = context
+        self._pending: dict[tuple[str, str, str], int] = {}
+        self._written: dict[tuple[str, str, str], float] = {}
+
+    def note(self, shop: str, outcome: str, reason: str) -> None:
+        counter = getattr(self._context.metrics, "source_rejections", None)
+        if counter is not None:
+            counter.labels(self._context.instance, reason).inc()
+        key = (shop, outcome, reason)
+        waiting = key in self._pending
+        self._pending[key] = self._pending.get(key, 0) + 1
+        if waiting:
+            return  # a write is due already
+        due = self._written.get(key, -_RECORD_EVERY) + _RECORD_EVERY - time.monotonic()
+        if due <= 0:
+            self._flush(key)
+        else:
+            asyncio.get_running_loop().call_later(due, self._flush, key)
+
+    def _flush(self, key: tuple[str, str, str]) -> None:
+        """Called on the event loop (the receiver's handlers run there)."""
+        times = self._pending.pop(key, 0)
+        if not times:
+            return
+        self._written[key] = time.monotonic()
+        shop, outcome, reason = key
+        detail = {"shop": shop, "answer": outcome, "times": times, "rejection": reason}
+        asyncio.get_running_loop().run_in_executor(None, self._record, detail)
+
+    def _record(self, detail: dict[str, Any]) -> None:
+        try:
+            self._context.record("webhook.refused", detail)
+        except BusError as exc:
+            self._context.log.warning("webhook.refusal_not_recorded", error=str(exc),
+                                      times=detail["times"])
+
+
 class _Receiver:
     """The per-source state the endpoint needs (no globals: one per source instance)."""
 
@@ -144,9 +198,13 @@ class _Receiver:
         self.metrics = RestShopMetrics.of(context.metrics.registry)
         self.secrets = {name: [s.get_secret_value().encode() for s in shop.secrets]
                         for name, shop in config.shops.items()}
+        self.rejections = _Rejections(context)
 
     def count(self, shop: str, outcome: str) -> None:
         self.metrics.webhooks.labels(self.context.instance, shop, outcome).inc()
+        reason = _REJECTED.get(outcome)
+        if reason is not None:
+            self.rejections.note(shop, outcome, reason)
 
     async def handle(self, shop_name: str, request: Request) -> Response:
         shop = self.config.shops.get(shop_name)

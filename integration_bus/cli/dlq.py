@@ -16,7 +16,7 @@ import click
 import orjson
 from rich.progress import Progress
 
-from integration_bus.cli import EXIT_FAILURE, config_dir_option, handle_errors
+from integration_bus.cli import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
 from integration_bus.cli.dlq_render import (
     print_groups,
     print_letter,
@@ -26,7 +26,7 @@ from integration_bus.cli.dlq_render import (
 )
 from integration_bus.cli.summary import console
 from integration_bus.deadletters.console import DeadLetterConsole, pretty
-from integration_bus.deadletters.query import STATUSES, Selection
+from integration_bus.deadletters.query import STATUSES, AmbiguousId, Selection
 from integration_bus.durations import parse_millis
 from integration_bus.errors import BusError
 from integration_bus.operators import os_operator
@@ -91,7 +91,11 @@ def with_console(func: F) -> F:
     @functools.wraps(func)
     def wrapper(config_dir: Path, **kwargs: Any) -> Any:
         with Bus.from_config_dir(config_dir, migrate=False) as bus:
-            return func(console_for(bus), **kwargs)
+            try:
+                return func(console_for(bus), **kwargs)
+            except AmbiguousId as exc:  # the operator's input, not the bus, needs fixing
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(EXIT_USAGE)
     return handle_errors(wrapper)  # type: ignore[return-value]
 
 

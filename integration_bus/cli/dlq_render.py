@@ -11,6 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import IO, Any
 
+from rich.console import Group
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
@@ -36,18 +38,85 @@ def _where(ref: Any) -> str:
     return "" if ref is None else json.dumps(ref)
 
 
+#: below this many columns ``bus dlq list`` prints each dead letter as a short block of
+#: lines instead of a table: eight columns cannot share fewer without squeezing some to nothing
+WIDE = 160
+
+_REF_KEYS = ("shop", "topic", "event_id", "delivery_id", "order_id", "operation", "position")
+
+
+def _source_label(row: dict[str, Any]) -> str:
+    """Where the input came from, short: ``file:line`` for files; a webhook's shop, topic and
+    event id (not its body digest); else the reference's first few values."""
+    ref = row.get("source_ref")
+    if isinstance(ref, dict):
+        if "file" in ref:
+            return _where(ref)
+        known = [str(ref[k]) for k in _REF_KEYS if ref.get(k) not in (None, "")]
+        if known:
+            return " ".join(known[:3])
+        return " ".join(f"{k}={v}" for k, v in list(ref.items())[:3])
+    return _where(ref) if ref is not None else (row.get("source") or "")
+
+
 def print_list(rows: Sequence[dict[str, Any]], *, total: int, page: int, limit: int) -> None:
-    table = Table(title=f"dead letters ({total} match; page {page})")
-    for column in ("id", "last failed", "route", "step/sink", "error", "message", "source",
-                   "status"):
-        table.add_column(column, no_wrap=column != "message")
-    for r in rows:
-        table.add_row(r["id"], _when(r["last_failed_at"]), r["route"] or "-",
-                      r["step"] or r["sink"] or "-", r["error_type"], _short(r["message"]),
-                      _where(r["source_ref"]) or (r.get("source") or ""), r["status"])
-    console().print(table)
+    """The dead letters of one page: a table on a wide terminal, a block per letter on a
+    narrow one. Ids are always printed whole (every ``bus dlq`` command also takes any unique
+    prefix of one); messages wrap instead of being cut to nothing."""
+    out = console()
+    title = f"dead letters ({total} match; page {page})"
+    if out.width >= WIDE:
+        out.print(_list_table(rows, title, out.width))
+    else:
+        out.print(Text(title, style="italic"))
+        for r in rows:
+            out.print(_list_block(r))
     if total > page * limit:
-        console().print(f"more: --page {page + 1}")
+        out.print(f"more: --page {page + 1}")
+
+
+def _shares(room: int, weights: Sequence[int]) -> list[int]:
+    """``room`` columns shared by weight (each at least 1), summing to ``room``."""
+    widths = [max(1, room * w // sum(weights)) for w in weights]
+    widths[-1] += room - sum(widths)
+    return widths
+
+
+def _list_table(rows: Sequence[dict[str, Any]], title: str, width: int) -> Table:
+    # every width set here, so rich never squeezes a column to nothing or crops the edge
+    id_width = max((len(r["id"]) for r in rows), default=2)
+    fixed = id_width + 19 + 9 + 3 * 8 + 1  # id, time, status; padding and rules of 8 columns
+    route, step, error, message, source = _shares(max(width - fixed, 5), (2, 2, 3, 5, 3))
+    table = Table(title=title)
+    table.add_column("id", no_wrap=True, width=id_width)
+    table.add_column("last failed", no_wrap=True, width=19)
+    for name, size in (("route", route), ("step/sink", step), ("error", error),
+                       ("message", message), ("source", source)):
+        table.add_column(name, overflow="fold", width=size)
+    table.add_column("status", no_wrap=True, width=9)
+    for r in rows:
+        table.add_row(plain(r["id"]), _when(r["last_failed_at"]), plain(r["route"] or "-"),
+                      plain(r["step"] or r["sink"] or "-"), plain(r["error_type"]),
+                      plain(_short(r["message"], 240)), plain(_source_label(r)),
+                      plain(r["status"]))
+    return table
+
+
+def _block(head: Text, *lines: Text) -> Group:
+    """A heading line and indented lines below it that wrap (long tokens fold) in place."""
+    for line in (head, *lines):
+        line.overflow = "fold"
+    return Group(head, *(Padding(line, (0, 0, 0, 2)) for line in lines))
+
+
+def _list_block(r: dict[str, Any]) -> Group:
+    where = f"{r['route'] or '-'} / {r['step'] or r['sink'] or '-'}"
+    source = _source_label(r)
+    return _block(Text.assemble(plain(r["id"], "bold"), "  ", plain(r["status"]), "  ",
+                                _when(r["last_failed_at"])),
+                  Text.assemble(plain(where), "  ", plain(r["error_type"], "red")),
+                  plain(_short(r["message"], 240)),
+                  *([Text.assemble("from ", plain(source))] if source else []))
 
 
 def print_letter(letter: dict[str, Any]) -> None:
@@ -98,15 +167,35 @@ def print_letter(letter: dict[str, Any]) -> None:
 
 
 def print_groups(groups: Sequence[dict[str, Any]]) -> None:
-    table = Table(title=f"failure groups ({sum(g['count'] for g in groups)} dead letters)")
-    for column in ("group", "count", "route", "step/sink", "error", "example", "first seen",
-                   "last seen"):
-        table.add_column(column, no_wrap=column != "example")
+    """Failure groups: a table on a wide terminal, a block per group on a narrow one; the
+    group key is printed whole (``--group`` takes it or any prefix)."""
+    out = console()
+    title = f"failure groups ({sum(g['count'] for g in groups)} dead letters)"
+    if out.width < WIDE:
+        out.print(Text(title, style="italic"))
+        for g in groups:
+            where = f"{g['route'] or '-'} / {g['step'] or g['sink'] or '-'}"
+            out.print(_block(
+                Text.assemble(plain(g["group"], "bold"), f"  {g['count']} dead letter(s)"),
+                Text.assemble(plain(where), "  ", plain(g["error_type"], "red")),
+                Text.assemble("e.g. ", plain(_short(g["example"], 240))),
+                Text(f"seen {_when(g['first_seen'])} .. {_when(g['last_seen'])}")))
+        return
+    table = Table(title=title)
+    table.add_column("group", no_wrap=True, min_width=16)
+    table.add_column("count", no_wrap=True, justify="right")
+    table.add_column("route", overflow="fold", max_width=20)
+    table.add_column("step/sink", overflow="fold", max_width=20)
+    table.add_column("error", overflow="fold", max_width=24)
+    table.add_column("example", overflow="fold", ratio=1, min_width=24)
+    table.add_column("first seen", no_wrap=True)
+    table.add_column("last seen", no_wrap=True)
     for g in groups:
-        table.add_row(g["group"], str(g["count"]), g["route"] or "-",
-                      g["step"] or g["sink"] or "-", g["error_type"], _short(g["example"], 50),
-                      _when(g["first_seen"]), _when(g["last_seen"]))
-    console().print(table)
+        table.add_row(plain(g["group"]), str(g["count"]), plain(g["route"] or "-"),
+                      plain(g["step"] or g["sink"] or "-"), plain(g["error_type"]),
+                      plain(_short(g["example"], 240)), _when(g["first_seen"]),
+                      _when(g["last_seen"]))
+    out.print(table)
 
 
 def print_previews(previews: Sequence[Preview], *, total: int, as_json: bool) -> None:

@@ -15,7 +15,7 @@ import orjson
 from rich.table import Table
 
 from integration_bus.cli import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
-from integration_bus.cli.summary import console, route_rows, route_table
+from integration_bus.cli.summary import console, plain, route_rows, route_table
 from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError, ConfigError, EnvelopeError, UnroutableError
 from integration_bus.redact import known
@@ -73,17 +73,38 @@ def send_command(config_dir: Path, message_type: str, idempotency_key: str | Non
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def status_command(config_dir: Path, as_json: bool) -> None:
-    """Per route: queue depth, consumers, in retry, dead letters, journal counts."""
+    """Per route: queue depth, consumers, in retry, dead letters, journal counts; per source:
+    input refused as a whole (quarantined, refused, duplicate files; webhooks answered 4xx),
+    with the newest names."""
     with Bus.from_config_dir(config_dir, migrate=False) as bus:
         rows = route_rows(bus)
+        rejections = [r.to_dict() for r in bus.store.source_rejections()]
         mode = "embedded" if bus.transport.embedded else "rabbitmq"
     if as_json:
-        click.echo(json.dumps({"mode": mode, "routes": rows}, indent=2))
+        click.echo(json.dumps({"mode": mode, "routes": rows, "source_rejections": rejections},
+                              indent=2))
         return
-    console().print(route_table(rows, title=f"routes ({mode})"))
+    out = console()
+    out.print(route_table(rows, title=f"routes ({mode})"))
     if mode == "embedded":
         click.echo("embedded mode: queue depths live inside the running `bus run` process; "
                    "journal and dead-letter counts are shown.")
+    if rejections:
+        out.print(rejection_table(rejections))
+    else:
+        click.echo("source rejections: none")
+
+
+def rejection_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="source rejections (input refused at a source; bus dlq list "
+                        "--source NAME shows those dead-lettered)")
+    for column in ("source", "reason", "count", "last", "newest"):
+        table.add_column(column, no_wrap=column in ("count", "last"),
+                         overflow="fold", justify="right" if column == "count" else "left")
+    for r in rows:
+        table.add_row(plain(r["source"]), plain(r["reason"]), str(r["count"]),
+                      (r["last_at"] or "")[:19], plain(", ".join(r["newest"])))
+    return table
 
 
 @click.command("trace")

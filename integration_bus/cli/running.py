@@ -48,6 +48,39 @@ def migrate_option(func: F) -> F:
              "mode; with RabbitMQ, `bus db upgrade` is the usual way)")(func)
 
 
+def metrics_options(func: F) -> F:
+    """``--metrics-host`` and ``--metrics-port`` (over ``metrics:`` in bus.yaml)."""
+    func = click.option(
+        "--metrics-port", type=click.IntRange(0, 65535), envvar="BUS_METRICS_PORT",
+        show_envvar=True,
+        help="serve /metrics, /health and /ready on this port (0: any free port; default: "
+             "metrics.port in bus.yaml, else not served)")(func)
+    return click.option(
+        "--metrics-host", envvar="BUS_METRICS_HOST", show_envvar=True,
+        help="address to serve them on (default: metrics.host in bus.yaml, else 127.0.0.1; "
+             "0.0.0.0 for every interface)")(func)
+
+
+def _serve_watch(bus: Bus, host: str | None, port: int | None,
+                 stop: threading.Event) -> None:
+    """Serve /metrics (with the gauges of docs/monitoring.md), /health and /ready, if a port
+    is given here or in bus.yaml."""
+    settings = bus.config.settings.metrics
+    port = port if port is not None else settings.port
+    if port is None:
+        return
+    from integration_bus.watch import WatchCollector
+    from integration_bus.web.metrics import serve_metrics
+
+    host = host or settings.host
+    bus.metrics.registry.register(WatchCollector(lambda: bus.store, bus.transport, bus.topology,
+                                                 bus.metrics.flow))
+    bound = serve_metrics(bus.metrics.registry, port, stop, addr=host, limits=settings.http,
+                          readiness=bus.readiness)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"serving http://{shown}:{bound}/metrics, /health and /ready", err=True)
+
+
 def _open_bus(config_dir: Path, migrate: bool) -> Bus:
     """The bus of ``config_dir``; its store is migrated in embedded mode or when asked, and
     otherwise must be at the newest revision already (exit 2 naming `bus db upgrade`)."""
@@ -63,17 +96,16 @@ def _open_bus(config_dir: Path, migrate: bool) -> Bus:
 @click.option("--no-sources", is_flag=True, help="run no sources (workers and relay only)")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 64),
               help="worker threads (0: sources and relay only, as `bus serve`)")
-@click.option("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+@metrics_options
 @migrate_option
 @handle_errors
 def run_command(config_dir: Path, routes: str | None, sources: str | None, no_sources: bool,
-                workers: int, metrics_port: int | None, migrate: bool) -> None:
+                workers: int, metrics_host: str | None, metrics_port: int | None,
+                migrate: bool) -> None:
     """Run all sources and routes of a config in one process until Ctrl-C / SIGTERM."""
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
-        if metrics_port:
-            from integration_bus.web.metrics import serve_metrics
-
-            serve_metrics(bus.metrics.registry, metrics_port, stop)
+        bus.readiness.watch("run", lambda: None if bus.started.is_set() else "starting")
+        _serve_watch(bus, metrics_host, metrics_port, stop)
         mode = "embedded" if bus.transport.embedded else "rabbitmq"
         click.echo(f"bus running ({mode}); Ctrl-C stops after in-flight messages", err=True)
         chosen_sources = [] if no_sources else _split(sources)
@@ -88,19 +120,18 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
 @click.command("worker")
 @config_dir_option
 @click.option("--routes", help="comma-separated routes to work (default: all)")
-@click.option("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+@metrics_options
 @migrate_option
 @handle_errors
-def worker_command(config_dir: Path, routes: str | None, metrics_port: int | None,
-                   migrate: bool) -> None:
+def worker_command(config_dir: Path, routes: str | None, metrics_host: str | None,
+                   metrics_port: int | None, migrate: bool) -> None:
     """Consume route queues (and archive broker dead letters) until SIGTERM."""
     # Signals first: a SIGTERM while the bus opens (broker, store migrations) stops it cleanly.
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
-        if metrics_port:
-            from integration_bus.web.metrics import serve_metrics
-
-            serve_metrics(bus.metrics.registry, metrics_port, stop)
-        bus.worker(_split(routes)).run(stop)
+        worker = bus.worker(_split(routes))
+        bus.watch_worker("worker", worker)
+        _serve_watch(bus, metrics_host, metrics_port, stop)
+        worker.run(stop)
 
 
 @click.command("demo")
@@ -164,14 +195,15 @@ def scheduler_command(config_dir: Path, migrate: bool) -> None:
 @click.command("serve")
 @config_dir_option
 @click.option("--sources", help="comma-separated sources to run (default: all)")
-@click.option("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+@metrics_options
 @migrate_option
 @click.pass_context
 def serve_command(ctx: click.Context, config_dir: Path, sources: str | None,
-                  metrics_port: int | None, migrate: bool) -> None:
+                  metrics_host: str | None, metrics_port: int | None, migrate: bool) -> None:
     """Run the sources only (webhook receivers, watched folders, polls) — no route workers."""
     ctx.invoke(run_command, config_dir=config_dir, routes=None, sources=sources,
-               no_sources=False, workers=0, metrics_port=metrics_port, migrate=migrate)
+               no_sources=False, workers=0, metrics_host=metrics_host,
+               metrics_port=metrics_port, migrate=migrate)
 
 
 class SimulatorGroup(click.Group):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from typing import Any
@@ -84,10 +85,12 @@ class _DataConsole(Console):
 
 
 def console() -> Console:
-    """The CLI's console (see _DataConsole); it does not squeeze tables to 80 columns when
-    output is not a terminal."""
-    return _DataConsole(width=None if sys.stdout.isatty() else 140, markup=False, emoji=False,
-                        highlight=False)
+    """The CLI's console (see _DataConsole), as wide as ``COLUMNS`` says when it is set, else
+    as the terminal; it does not squeeze tables to 80 columns when output is not a terminal."""
+    columns = os.environ.get("COLUMNS", "")
+    width = int(columns) if columns.isdigit() and int(columns) > 0 else (
+        None if sys.stdout.isatty() else 140)
+    return _DataConsole(width=width, markup=False, emoji=False, highlight=False)
 
 
 def print_summary(summary: dict[str, Any], *, as_json: bool) -> None:

@@ -129,8 +129,21 @@ class DeadLetterConsole:
         if unmask:
             self.require("unmask", target)
 
+    def resolved(self, selection: Selection) -> Selection:
+        """``selection`` with each id spelled in full: an id or envelope id, whole or any
+        unique prefix (query.AmbiguousId when a prefix fits several; an id that fits none
+        stays as given and selects nothing)."""
+        if not selection.ids:
+            return selection
+        ids: list[str] = []
+        with self.db.begin(read_only=True) as conn:
+            for ident in selection.ids:
+                ids.extend(query.resolve(conn, ident) or [ident])
+        return dataclasses.replace(selection, ids=tuple(dict.fromkeys(ids)))
+
     def find(self, selection: Selection, *, limit: int = 50, offset: int = 0,
              unmask: bool = False) -> tuple[list[dict[str, Any]], int]:
+        selection = self.resolved(selection)
         self._reading(selection, unmask, f"list {selection.describe()}")
         with self.db.begin() as conn:
             rows = query.fetch(conn, selection, limit=limit, offset=offset)
@@ -142,6 +155,7 @@ class DeadLetterConsole:
 
     def ids(self, selection: Selection) -> list[str]:
         """Just the ids of the dead letters selected (oldest first)."""
+        selection = self.resolved(selection)
         self._reading(selection, False, f"ids {selection.describe()}")
         with self.db.begin(read_only=True) as conn:
             return [str(r) for r in conn.execute(
@@ -149,6 +163,7 @@ class DeadLetterConsole:
                 .scalars()]
 
     def groups(self, selection: Selection) -> list[dict[str, Any]]:
+        selection = self.resolved(selection)
         self._reading(selection, False, f"groups {selection.describe()}")
         with self.db.begin() as conn:
             groups = query.groups(conn, selection)
@@ -206,6 +221,7 @@ class DeadLetterConsole:
                ) -> ReplayOutcome:
         """Enqueue replays of the ``new`` dead letters selected (outbox + status, audited).
         ``force`` (reset the ledger so sinks deliver again) needs an admin."""
+        selection = self.resolved(selection)
         self.require("replay", selection.describe())
         if force:
             self.require("force", selection.describe())
@@ -235,6 +251,7 @@ class DeadLetterConsole:
                 limit: int = 20) -> tuple[list[Preview], int]:
         """What a replay would do now, without sending anything (audited as a dry run). Output
         payloads and diffs are masked."""
+        selection = self.resolved(selection)
         self.require("dry-run", selection.describe())
         pipelines = self._route_pipelines()
         hide = self.redaction
@@ -318,6 +335,7 @@ class DeadLetterConsole:
         return schema_ref
 
     def _set_status(self, selection: Selection, status: str, reason: str, action: str) -> int:
+        selection = self.resolved(selection)
         with self.db.begin() as conn:
             candidates = [r["id"] for r in query.fetch(conn, selection)]
             ids = [r.id for r in conn.execute(  # only those still in a status the action takes
@@ -352,6 +370,7 @@ class DeadLetterConsole:
         return purged
 
     def rows_for_export(self, selection: Selection, *, unmask: bool) -> list[dict[str, Any]]:
+        selection = self.resolved(selection)
         self._reading(selection, unmask, f"export {selection.describe()}")
         self.require("export", selection.describe())
         with self.db.begin() as conn:

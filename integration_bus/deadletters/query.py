@@ -8,9 +8,14 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, String, and_, cast, func, or_, select
 
+from integration_bus.errors import BusError
 from integration_bus.store.schema import dead_letters
 
-__all__ = ["STATUSES", "Selection", "count", "fetch", "groups", "one"]
+__all__ = ["STATUSES", "AmbiguousId", "Selection", "count", "fetch", "groups", "one",
+           "resolve"]
+
+#: at most this many candidates are named when a prefix is ambiguous
+_CANDIDATES = 10
 
 STATUSES = ("new", "replaying", "replayed", "discarded")
 
@@ -70,6 +75,47 @@ class Selection:
         return and_(True, *clauses)
 
 
+class AmbiguousId(BusError):
+    """An id prefix that more than one dead letter's id (or envelope id) starts with. Its
+    ``candidates`` are the matching dead-letter ids (the first few)."""
+
+    def __init__(self, prefix: str, candidates: list[str], more: int) -> None:
+        named = ", ".join(candidates) + (f" and {more} more" if more else "")
+        super().__init__(f"{prefix!r} is the start of {len(candidates) + more} dead letters' "
+                         f"ids: {named}", hint="give more of the id")
+        self.prefix = prefix
+        self.candidates = candidates
+
+
+def resolve(conn: Connection, ident: str) -> list[str]:
+    """The ids of the dead letters ``ident`` names: those whose id or envelope id it is
+    (an envelope dead-lettered on two routes has two), else the one dead letter whose id or
+    envelope id starts with it (case-insensitive: ULIDs are). Empty when nothing matches;
+    AmbiguousId when a prefix fits more than one dead letter."""
+    c = dead_letters.c
+    exact = or_(c.id == ident, c.envelope_id == ident)
+    found = [str(i) for i in conn.execute(select(c.id).where(exact).order_by(c.id)).scalars()]
+    if found or not ident:
+        return found
+    for candidate in dict.fromkeys((ident, ident.upper())):
+        pattern = f"{_escape(candidate)}%"
+        matches = or_(c.id.like(pattern, escape="\\"), c.envelope_id.like(pattern, escape="\\"))
+        hits = conn.execute(select(c.id).where(matches).order_by(c.id).limit(2)).scalars().all()
+        if len(hits) == 1:
+            return [str(hits[0])]
+        if hits:
+            raise _ambiguous(conn, ident, matches)
+    return []
+
+
+def _ambiguous(conn: Connection, ident: str, matches: ColumnElement[bool]) -> AmbiguousId:
+    c = dead_letters.c
+    total = int(conn.execute(select(func.count()).where(matches)).scalar_one())
+    named = [str(i) for i in conn.execute(select(c.id).where(matches).order_by(c.id)
+                                          .limit(_CANDIDATES)).scalars()]
+    return AmbiguousId(ident, named, total - len(named))
+
+
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -88,9 +134,15 @@ def count(conn: Connection, selection: Selection) -> int:
 
 
 def one(conn: Connection, ident: str) -> dict[str, Any] | None:
-    """A dead letter by id or envelope id (any status)."""
-    row = conn.execute(select(dead_letters).where(
-        or_(dead_letters.c.id == ident, dead_letters.c.envelope_id == ident))).mappings().first()
+    """A dead letter by id or envelope id, or a unique prefix of one (any status; see
+    :func:`resolve`)."""
+    found = resolve(conn, ident)
+    if not found:
+        return None
+    if len(found) > 1:
+        raise _ambiguous(conn, ident, dead_letters.c.id.in_(found))
+    row = conn.execute(select(dead_letters).where(dead_letters.c.id == found[0])
+                       ).mappings().first()
     return dict(row) if row else None
 
 

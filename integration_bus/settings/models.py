@@ -207,6 +207,21 @@ class ReconcileSettings(_Model):
         return self
 
 
+class MetricsSettings(_Model):
+    """Where a process serves ``/metrics``, ``/health`` and ``/ready``. ``--metrics-host`` and
+    ``--metrics-port`` (and ``BUS_METRICS_HOST`` / ``BUS_METRICS_PORT``) win over these: give
+    each process on one host its own port."""
+
+    host: str = Field("127.0.0.1", min_length=1,
+                      description="address to listen on; 0.0.0.0 (or ::) for every interface, "
+                                  "e.g. in a container")
+    port: int | None = Field(None, ge=0, le=65535,
+                             description="none: not served unless --metrics-port says; 0: any "
+                                         "free port (printed at start)")
+    http: HttpLimits = Field(default_factory=HttpLimits,
+                             description="read deadlines, connection limit, bounded error logs")
+
+
 class BusSettings(_Model):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -214,6 +229,7 @@ class BusSettings(_Model):
     operators: OperatorSettings = Field(default_factory=OperatorSettings)
     availability: AvailabilitySettings = Field(default_factory=AvailabilitySettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(
         default_factory=dict)
     sinks: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ConnectorInstance] = Field(

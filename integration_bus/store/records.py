@@ -24,6 +24,7 @@ __all__ = [
     "JournalEntry",
     "clip_text",
     "fingerprint",
+    "normalise",
     "traceback_text",
 ]
 
@@ -103,6 +104,7 @@ class DeadLetter:
     traceback: str | None = None
     source_ref: Any = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    code: str | None = None  # the target's fault code (a SOAP fault's code), when it gave one
 
     def row(self, attempts: list[dict[str, Any]]) -> dict[str, Any]:
         history = [_clip_values(a) for a in attempts + self.attempts]
@@ -119,7 +121,8 @@ class DeadLetter:
             "message": message,
             "traceback": clip_text(self.traceback, _NET * MAX_TRACEBACK_CHARS, keep_tail=True)
             if self.traceback is not None else None,
-            "fingerprint": fingerprint(self.error_type, message, self.route, self.step),
+            "fingerprint": fingerprint(self.error_type, message, self.route, self.step,
+                                       code=self.code),
             "attempts": history,
             "envelope": self.envelope,
             "source_ref": self.source_ref,
@@ -132,18 +135,45 @@ class DeadLetter:
 
 
 _VARIABLE = [
-    (re.compile(r"'[^']*'|\"[^\"]*\""), "<str>"),
+    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "<email>"),
+    (re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.I), "<url>"),
+    (re.compile(r"'[^']*'|\"[^\"]*\"|\u2018[^\u2019]*\u2019|\u201c[^\u201d]*\u201d"), "<str>"),
     (re.compile(r"\b[0-9A-HJKMNP-TV-Z]{26}\b"), "<id>"),  # ULIDs
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f-]{27}\b", re.I), "<id>"),  # UUIDs
     (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
-    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
+    (re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{12,}\b", re.I), "<hex>"),  # digests, hex ids
+    # codes of letters and digits (SKU-1042, MAT-001, A7B2, x9): identifiers, not words
+    (re.compile(r"(?<![\w<])(?=[\w./:#-]*\d)(?=[\w./:#-]*[A-Za-z])"
+                r"[A-Za-z0-9]+(?:[-_./:#][A-Za-z0-9]+)*(?![\w>])"), "<id>"),
+    # codes in capitals joined by separators (ABC-XL-RED, TSHIRT_BLUE_M): identifiers too
+    (re.compile(r"(?<![\w<])[A-Z]+(?:[-_./][A-Z0-9]+)+(?![\w>])"), "<id>"),
+    (re.compile(r"\d+(?:[.,]\d+)*"), "<n>"),
 ]
 
+#: codes a SOAP fault carries when the target said nothing more specific than whose fault it
+#: is: grouping by them alone would put unrelated faults together
+_GENERIC_CODES = frozenset({"server", "client", "receiver", "sender"})
 
-def fingerprint(error_type: str, message: str, route: str | None, step: str | None) -> str:
-    """Group key for failures: error type + message with the variable parts masked + where."""
+
+def normalise(message: str) -> str:
+    """The first line of ``message`` with what varies between one failure and the next
+    masked: quoted values, e-mail addresses, URLs, ULIDs/UUIDs, hex digests, numbers and
+    identifier-like codes (SKUs, material numbers). ``"Deficit of SKU-1042 (3 PC)"`` and
+    ``"Deficit of SKU-77 (1 PC)"`` both become ``"Deficit of <id> (<n> PC)"``."""
     normal = message.splitlines()[0] if message else ""
     for pattern, placeholder in _VARIABLE:
         normal = pattern.sub(placeholder, normal)
-    digest = hashlib.sha256("\x1f".join([error_type, normal, route or "", step or ""]).encode())
+    return normal
+
+
+def fingerprint(error_type: str, message: str, route: str | None, step: str | None, *,
+                code: str | None = None) -> str:
+    """Group key for failures: where (route, step), the error type, and what went wrong —
+    the target's fault ``code`` when it gave a specific one (one ERP fault is one group
+    whatever SKU, quantity or document its text names), else the message with its variable
+    parts masked (:func:`normalise`)."""
+    specific = code is not None and code.strip() != "" and any(
+        part.lower() not in _GENERIC_CODES for part in re.split(r"[.:/]", code) if part)
+    what = f"code:{code}" if specific else normalise(message)
+    digest = hashlib.sha256("\x1f".join([error_type, what, route or "", step or ""]).encode())
     return digest.hexdigest()[:16]

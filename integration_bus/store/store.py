@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from integration_bus.envelope import new_id
 from integration_bus.redact import Redaction
+from integration_bus.store import gauges
 from integration_bus.store import ledger as ledger_ops
 from integration_bus.store import outbox as outbox_ops
 from integration_bus.store.database import Database, dialect_insert
@@ -229,6 +230,16 @@ class Store:
                                 .where(dead_letters.c.status == "new")
                                 .group_by(dead_letters.c.route)).all()
         return {route or "": int(n) for route, n in rows}
+
+    def dead_letter_groups(self) -> list[tuple[str, str, int]]:
+        """(route, group, count) of dead letters waiting (see ``store/gauges.py``)."""
+        with self.db.begin(read_only=True) as conn:
+            return gauges.dead_letter_groups(conn)
+
+    def source_rejections(self, *, newest: int = 3) -> list[gauges.Rejections]:
+        """Input sources refused, per source and reason (see ``store/gauges.py``)."""
+        with self.db.begin(read_only=True) as conn:
+            return gauges.source_rejections(conn, newest=newest)
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         self.settle(Settlement(dead=list(letters)))

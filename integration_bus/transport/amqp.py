@@ -154,6 +154,27 @@ class AmqpTransport:
         finally:
             conn.release()
 
+    def queue_depths(self, queues: Sequence[str]) -> dict[str, QueueStats | None]:
+        """:meth:`queue_stats` of several queues over one connection (what a scrape reads)."""
+        out: dict[str, QueueStats | None] = {}
+        conn = self.connect()
+        try:
+            channel = conn.channel()
+            for queue in queues:
+                try:
+                    _, messages, consumers = channel.queue_declare(queue, passive=True)
+                    out[queue] = QueueStats(messages=messages, consumers=consumers)
+                except conn.channel_errors as exc:
+                    if getattr(exc, "reply_code", None) != _NOT_FOUND:
+                        raise
+                    out[queue] = None
+                    channel = conn.channel()  # the broker closed the one that asked
+            return out
+        except self.errors as exc:
+            raise BrokerUnavailable(f"queue stats failed: {exc}") from exc
+        finally:
+            conn.release()
+
     def retry_waiting(self) -> int:
         tiers = self.topology.retry_tiers_ms if self.topology else ()
         stats = [self.queue_stats(retry_queue(ms)) for ms in tiers]

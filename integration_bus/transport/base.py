@@ -111,6 +111,9 @@ class Transport(Protocol):
 
     def queue_stats(self, queue: str) -> QueueStats | None: ...
 
+    def queue_depths(self, queues: Sequence[str]) -> dict[str, QueueStats | None]:
+        """:meth:`queue_stats` of each queue, read together (one broker connection)."""
+
     def retry_waiting(self) -> int:
         """Messages waiting in retry tiers (all routes)."""
 

@@ -128,6 +128,9 @@ class MemoryTransport:
         finally:
             conn.release()
 
+    def queue_depths(self, queues: Sequence[str]) -> dict[str, QueueStats | None]:
+        return {queue: self.queue_stats(queue) for queue in queues}
+
     def retry_waiting(self) -> int:
         return sum(self.broker.waiting().values())
 

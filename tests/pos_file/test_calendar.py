@@ -104,10 +104,15 @@ def test_the_source_raises_missing_then_late_as_journal_events_and_metrics(
                 "pos_file_expected_file_missing",
                 {"source": "tills", "store": "0042", "pattern": "SALES_0042_*.DAT"})
 
+        def late_files() -> float | None:
+            return bus.bus.metrics.registry.get_sample_value("bus_store_files_late",
+                                                             {"store": "0042"})
+
         with bus.running_source(bus.source(clock=lambda: now)):
             # When no file has come by then
             wait_for(lambda: bus.events("pos_file.file_missing") != [], message="missing")
             assert gauge() == 1.0
+            assert late_files() == 1.0
             # and the file comes at 07:10
             name = "SALES_0042_20240304.DAT"
             temp = bus.inbox() / f".{name}"
@@ -120,7 +125,7 @@ def test_the_source_raises_missing_then_late_as_journal_events_and_metrics(
         (late,) = bus.events("pos_file.file_late")
         assert missing["store"] == late["store"] == "0042" and missing["day"] == "2024-03-04"
         assert late["file"] == name and late["arrived"].startswith("2024-03-04T07:10")
-        assert gauge() == 0.0
+        assert gauge() == 0.0 and late_files() == 0.0
         assert bus.bus.metrics.registry.get_sample_value(
             "pos_file_calendar_alerts_total",
             {"source": "tills", "store": "0042", "kind": "missing"}) == 1.0

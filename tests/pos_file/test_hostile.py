@@ -71,6 +71,10 @@ def test_hostile_entries_are_refused_with_their_reason_and_never_read(
         # Then each was refused with its typed reason ...
         refused = {e["file"]: e["reason"] for e in pos_bus.events("pos_file.refused")}
         assert refused == {shown(name): reason for name, reason in expected.items()}
+        # ... counted as source-level rejections (bus status)
+        (rejected,) = pos_bus.bus.store.source_rejections(newest=len(expected))
+        assert (rejected.reason, rejected.count) == ("refused", len(expected))
+        assert sorted(rejected.newest) == sorted(refused)
         # ... moved (the entry itself, never a link's target) to refused/ with a reason file
         moved = set(os.listdir(work / "refused"))
         for name, reason in expected.items():

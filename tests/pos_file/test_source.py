@@ -133,6 +133,9 @@ def test_a_control_total_mismatch_quarantines_the_file_and_publishes_nothing(
     if case == "count":
         assert "record_count is 21, the count of sale_line is 20" in reason["reason"]
     assert [e["file"] for e in pos_bus.events("pos_file.quarantined")] == [NAME]
+    assert [(r.source, r.reason, r.count, r.newest)
+            for r in pos_bus.bus.store.source_rejections()] == [
+        ("tills", "quarantined", 1, [NAME])]
     entry = pos_bus.entry("0042", reason["sha256"])
     assert entry is not None and entry.state == "quarantined" and entry.confirmed == 0
     assert files_in(pos_bus.inbox()) == [] and files_in(pos_bus.work() / "archive") == []
@@ -156,6 +159,12 @@ def test_the_same_content_dropped_again_is_a_duplicate_with_no_effects(pos_bus: 
     assert sorted(e["file"] for e in events) == [NAME, "SALES_0042_20240301_resent.DAT"]
     assert {e["first_seen_as"] for e in events} == {NAME}
     assert files_in(pos_bus.work() / "archive") == [NAME]
+    # and they are source-level rejections: in the store (bus status) and on /metrics
+    (rejected,) = pos_bus.bus.store.source_rejections()
+    assert (rejected.source, rejected.reason, rejected.count) == ("tills", "duplicate", 2)
+    assert sorted(rejected.newest) == [NAME, "SALES_0042_20240301_resent.DAT"]
+    assert pos_bus.bus.metrics.registry.get_sample_value(
+        "bus_source_rejections_total", {"source": "tills", "reason": "duplicate"}) == 2
 
 
 def test_identical_files_from_two_stores_are_both_processed(pos_bus: PosBus) -> None:
