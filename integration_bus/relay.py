@@ -1,6 +1,7 @@
 """The outbox relay: publishes rows the store committed (replays, sends from the CLI).
 
-Rows are claimed first, so concurrent relays do not publish the same row. A row is marked
+Rows are claimed first, so concurrent relays do not publish the same row; a claim held by a
+relay whose process died (a killed ``bus dlq replay``) is taken over at once. A row is marked
 published only after the broker confirmed and routed it; a crash in between re-publishes the same
 envelope (same id and idempotency key) and the ledger absorbs it. A row no route takes becomes a
 dead letter (or, for a replay, sends its dead letter back to 'new' with the reason).
@@ -16,6 +17,7 @@ import structlog
 
 from integration_bus.envelope import new_id
 from integration_bus.errors import BusError, UnroutableError
+from integration_bus.liveness import process_identity
 from integration_bus.store import Store
 from integration_bus.transport import Outgoing, TransportPublisher
 
@@ -38,8 +40,12 @@ class OutboxRelay:
         self._rate = rate
         self._only = list(dead_letter_ids) if dead_letter_ids is not None else None
         self._publisher: TransportPublisher | None = None
-        self.name = f"relay-{new_id()}"
+        #: the claim holder's name: this process's identity (host:pid:start) and a nonce, so a
+        #: claim left by a dead relay is recognised as such and taken over at once
+        self.name = f"{process_identity()}:{new_id()[-6:].lower()}"
         self.published = 0
+        #: claims taken over from other holders (dead, or past their lease): holder -> rows
+        self.taken_over: dict[str, int] = {}
 
     def run(self, stop: threading.Event) -> None:
         backoff = self._idle
@@ -66,6 +72,13 @@ class OutboxRelay:
                                         dead_letter_ids=self._only)
         if not rows:
             return 0
+        for row in rows:
+            if row.taken_from is not None:
+                self.taken_over[row.taken_from] = self.taken_over.get(row.taken_from, 0) + 1
+        taken = {r.taken_from for r in rows if r.taken_from is not None}
+        if taken:
+            log.warning("relay.took_over", holders=sorted(taken),
+                        rows=sum(1 for r in rows if r.taken_from is not None))
         if self._publisher is None:
             self._publisher = self._open_publisher()
         outcomes = self._publisher.send([Outgoing(r.exchange, r.routing_key, r.envelope)

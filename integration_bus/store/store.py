@@ -6,8 +6,6 @@ Every method is one transaction and raises StoreUnavailable when the database ca
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +17,7 @@ from sqlalchemy import and_, delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from integration_bus.envelope import new_id
+from integration_bus.liveness import holder_alive
 from integration_bus.redact import Redaction
 from integration_bus.store import ledger as ledger_ops
 from integration_bus.store import outbox as outbox_ops
@@ -277,6 +276,12 @@ class Store:
         with self.db.begin() as conn:
             outbox_ops.release(conn, rows)
 
+    def outbox_pending(self, dead_letter_ids: Sequence[str] | None = None) -> dict[str, int]:
+        """Unpublished outbox rows by holder (``""``: unclaimed), optionally of some dead
+        letters only."""
+        with self.db.begin(read_only=True) as conn:
+            return outbox_ops.pending(conn, dead_letter_ids)
+
     def outbox_waiting(self) -> int:
         """Rows not yet published (claimed or not)."""
         with self.db.begin(read_only=True) as conn:
@@ -322,7 +327,7 @@ class Store:
             if row is not None:
                 holder, _, until = row.value.partition("|")
                 if holder != owner and datetime.fromisoformat(until) > now \
-                        and _holder_alive(holder):
+                        and holder_alive(holder):
                     return False
             conn.execute(self._upsert_cursor(key, value))
         return True
@@ -402,22 +407,6 @@ def storable(batch: Settlement) -> Settlement:
                                    sink=_clean(d.sink, 128),
                                    error_type=_clean(d.error_type, 128)) for d in batch.dead]
     return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed, dead=letters)
-
-
-def _holder_alive(holder: str) -> bool:
-    """False when the holder (``host:pid:...``) is a process on this host that no longer runs
-    (it crashed mid-poll): its lease need not be waited out."""
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _iso(moment: datetime | None) -> str | None:
