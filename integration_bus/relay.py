@@ -3,8 +3,10 @@
 Rows are claimed first, so concurrent relays do not publish the same row; a claim held by a
 relay whose process died (a killed ``bus dlq replay``) is taken over at once. A row is marked
 published only after the broker confirmed and routed it; a crash in between re-publishes the same
-envelope (same id and idempotency key) and the ledger absorbs it. A row no route takes becomes a
-dead letter (or, for a replay, sends its dead letter back to 'new' with the reason).
+envelope (same id and idempotency key) and the ledger absorbs it. A row no route takes, or whose
+envelope cannot travel (UnpublishableError: too deep to encode, too big), becomes a dead letter
+on its own (or, for a replay, sends its dead letter back to 'new' with the reason); it never
+holds up the rows behind it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from integration_bus.envelope import new_id
-from integration_bus.errors import BusError, UnroutableError
+from integration_bus.errors import BusError, PermanentError
 from integration_bus.liveness import process_identity
 from integration_bus.store import Store
 from integration_bus.transport import Outgoing, TransportPublisher
@@ -84,14 +86,14 @@ class OutboxRelay:
         outcomes = self._publisher.send([Outgoing(r.exchange, r.routing_key, r.envelope)
                                          for r in rows])
         published = [r for r, outcome in zip(rows, outcomes, strict=True) if outcome is None]
-        unroutable = [(r, o) for r, o in zip(rows, outcomes, strict=True)
-                      if isinstance(o, UnroutableError)]
+        refused = [(r, o) for r, o in zip(rows, outcomes, strict=True)
+                   if isinstance(o, PermanentError)]  # unroutable, or cannot travel: alone
         failed = [(r, o) for r, o in zip(rows, outcomes, strict=True)
-                  if o is not None and not isinstance(o, UnroutableError)]
+                  if o is not None and not isinstance(o, PermanentError)]
         self._store.outbox_done(published)
-        for row, error in unroutable:
-            log.error("relay.unroutable", envelope_id=row.envelope.id, error=str(error))
-            self._store.outbox_unroutable(row, str(error))
+        for row, error in refused:
+            log.error("relay.refused", envelope_id=row.envelope.id, error=str(error))
+            self._store.outbox_unroutable(row, error)
         self.published += len(published)
         if failed:
             self._store.outbox_release([r for r, _ in failed])

@@ -17,6 +17,7 @@ from sqlalchemy import and_, delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from integration_bus.envelope import new_id
+from integration_bus.errors import BusError
 from integration_bus.liveness import holder_alive
 from integration_bus.redact import Redaction
 from integration_bus.store import ledger as ledger_ops
@@ -250,25 +251,28 @@ class Store:
         with self.db.begin() as conn:
             outbox_ops.done(conn, rows, now=utcnow(), error=error)
 
-    def outbox_unroutable(self, row: OutboxRow, error: str) -> None:
-        """No route takes a row's message: settle the row and keep the message as a dead letter
-        (a replay's dead letter goes back to 'new', with the reason, to be redirected)."""
-        error = self.redaction.text(error, unmask=True) or ""
+    def outbox_unroutable(self, row: OutboxRow, failure: BusError | str) -> None:
+        """No route takes a row's message, or it cannot travel (any PermanentError of the
+        publish): settle the row and keep the message as a dead letter (a replay's dead letter
+        goes back to 'new', with the reason, to be redirected or fixed)."""
+        kind = failure.error_type if isinstance(failure, BusError) else "UnroutableError"
+        reason = "unroutable" if kind == "UnroutableError" else "unpublishable"
+        error = self.redaction.text(str(failure), unmask=True) or ""
         now = utcnow()
         with self.db.begin() as conn:
             outbox_ops.done(conn, [row], now=now, error=error)
             if row.dead_letter_id:
                 conn.execute(update(dead_letters).where(dead_letters.c.id == row.dead_letter_id,
                                                         dead_letters.c.status == "replaying")
-                             .values(status="new", status_reason=f"replay unroutable: {error}",
+                             .values(status="new", status_reason=f"replay {reason}: {error}",
                                      updated_at=now))
                 return
             letter = DeadLetter(id=new_id(), envelope=row.envelope.to_dict(), route=None,
-                                reason="unroutable", error_type="UnroutableError",
+                                reason=reason, error_type=kind,
                                 message=error, failed_at=now, step="outbox",
                                 source_ref=row.envelope.headers.get("source_ref"))
             conn.execute(insert(journal).values(**JournalEntry(
-                row.envelope.id, "dead_lettered", now, detail={"reason": "unroutable"}).row()))
+                row.envelope.id, "dead_lettered", now, detail={"reason": reason}).row()))
             conn.execute(self._insert(dead_letters).values(**letter.row([]))
                          .on_conflict_do_nothing(index_elements=["envelope_id", "route"]))
 
