@@ -33,6 +33,7 @@ from integration_bus.errors import (
     ConfigError,
     PermanentError,
     TransientError,
+    UnpublishableError,
     UnroutableError,
     did_you_mean,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "StockReader",
     "StockReading",
     "TransientError",
+    "UnpublishableError",
     "UnroutableError",
     "XrefTable",
     "check_type",

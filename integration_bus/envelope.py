@@ -18,9 +18,13 @@ from typing import Any
 import orjson
 from ulid import ULID
 
-from integration_bus.errors import EnvelopeError
+from integration_bus.errors import EnvelopeError, UnpublishableError
 
-__all__ = ["Envelope", "dumps", "loads", "new_id"]
+__all__ = ["MAX_MESSAGE_BYTES", "Envelope", "dumps", "loads", "new_id"]
+
+#: the default largest envelope published (``broker.max_message``): RabbitMQ 4's default
+#: ``max_message_size``; a bigger one is refused by the bus before the broker closes a channel
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 # A type is a routing key: dot-separated words, each lower-case letters, digits, '_' or '-'.
 _TYPE_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
@@ -162,6 +166,23 @@ class Envelope:
 
     def to_json(self) -> bytes:
         return dumps(self.to_dict())
+
+    def encode(self, limit: int = MAX_MESSAGE_BYTES) -> bytes:
+        """The envelope as it travels (JSON). Raises UnpublishableError, naming why, when it
+        cannot: a payload the encoder refuses (nested deeper than 254 levels, a value of an
+        unknown type) or JSON bigger than ``limit`` bytes."""
+        try:
+            body = self.to_json()
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise UnpublishableError(f"the envelope cannot be encoded: {exc}",
+                                     envelope_id=self.id) from None
+        if len(body) > limit:
+            raise UnpublishableError(f"the envelope is {len(body):,} bytes, over the "
+                                     f"{limit:,}-byte message limit", envelope_id=self.id,
+                                     size=len(body), limit=limit,
+                                     hint="raise broker.max_message (and the broker's "
+                                          "max_message_size), or send smaller messages")
+        return body
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Envelope:

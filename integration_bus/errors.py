@@ -11,6 +11,7 @@ Errors are classified by **what the runtime should do** with them::
     │   └── PublishNacked         the broker refused to take responsibility for a message
     └── PermanentError            dead-letter now (schema violation, mapping error, business fault)
         ├── UnroutableError       a mandatory publish matched no queue
+        ├── UnpublishableError    an envelope that cannot travel (too deep to encode, too big)
         ├── EnvelopeError         bytes that are not a valid envelope
         └── MappingError          a pipeline step failed on this input
             └── CheckFailed       a ``check`` step: the input breaks a business rule
@@ -37,6 +38,7 @@ __all__ = [
     "PublishNacked",
     "StoreUnavailable",
     "TransientError",
+    "UnpublishableError",
     "UnroutableError",
     "did_you_mean",
 ]
@@ -150,6 +152,12 @@ class PermanentError(BusError):
 
 class UnroutableError(PermanentError):
     """A mandatory publish matched no queue: no route takes this message type."""
+
+
+class UnpublishableError(PermanentError):
+    """An envelope that cannot travel on the bus: its payload cannot be encoded (nested deeper
+    than the encoder goes) or it is bigger than the largest message (``broker.max_message``).
+    It is dead-lettered at its source, alone: the others published with it are not held up."""
 
 
 class EnvelopeError(PermanentError):

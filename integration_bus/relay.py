@@ -1,9 +1,12 @@
 """The outbox relay: publishes rows the store committed (replays, sends from the CLI).
 
-Rows are claimed first, so concurrent relays do not publish the same row. A row is marked
+Rows are claimed first, so concurrent relays do not publish the same row; a claim held by a
+relay whose process died (a killed ``bus dlq replay``) is taken over at once. A row is marked
 published only after the broker confirmed and routed it; a crash in between re-publishes the same
-envelope (same id and idempotency key) and the ledger absorbs it. A row no route takes becomes a
-dead letter (or, for a replay, sends its dead letter back to 'new' with the reason).
+envelope (same id and idempotency key) and the ledger absorbs it. A row no route takes, or whose
+envelope cannot travel (UnpublishableError: too deep to encode, too big), becomes a dead letter
+on its own (or, for a replay, sends its dead letter back to 'new' with the reason); it never
+holds up the rows behind it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from integration_bus.envelope import new_id
-from integration_bus.errors import BusError, UnroutableError
+from integration_bus.errors import BusError, PermanentError
+from integration_bus.liveness import process_identity
 from integration_bus.store import Store
 from integration_bus.transport import Outgoing, TransportPublisher
 
@@ -38,8 +42,12 @@ class OutboxRelay:
         self._rate = rate
         self._only = list(dead_letter_ids) if dead_letter_ids is not None else None
         self._publisher: TransportPublisher | None = None
-        self.name = f"relay-{new_id()}"
+        #: the claim holder's name: this process's identity (host:pid:start) and a nonce, so a
+        #: claim left by a dead relay is recognised as such and taken over at once
+        self.name = f"{process_identity()}:{new_id()[-6:].lower()}"
         self.published = 0
+        #: claims taken over from other holders (dead, or past their lease): holder -> rows
+        self.taken_over: dict[str, int] = {}
 
     def run(self, stop: threading.Event) -> None:
         backoff = self._idle
@@ -66,19 +74,26 @@ class OutboxRelay:
                                         dead_letter_ids=self._only)
         if not rows:
             return 0
+        for row in rows:
+            if row.taken_from is not None:
+                self.taken_over[row.taken_from] = self.taken_over.get(row.taken_from, 0) + 1
+        taken = {r.taken_from for r in rows if r.taken_from is not None}
+        if taken:
+            log.warning("relay.took_over", holders=sorted(taken),
+                        rows=sum(1 for r in rows if r.taken_from is not None))
         if self._publisher is None:
             self._publisher = self._open_publisher()
         outcomes = self._publisher.send([Outgoing(r.exchange, r.routing_key, r.envelope)
                                          for r in rows])
         published = [r for r, outcome in zip(rows, outcomes, strict=True) if outcome is None]
-        unroutable = [(r, o) for r, o in zip(rows, outcomes, strict=True)
-                      if isinstance(o, UnroutableError)]
+        refused = [(r, o) for r, o in zip(rows, outcomes, strict=True)
+                   if isinstance(o, PermanentError)]  # unroutable, or cannot travel: alone
         failed = [(r, o) for r, o in zip(rows, outcomes, strict=True)
-                  if o is not None and not isinstance(o, UnroutableError)]
+                  if o is not None and not isinstance(o, PermanentError)]
         self._store.outbox_done(published)
-        for row, error in unroutable:
-            log.error("relay.unroutable", envelope_id=row.envelope.id, error=str(error))
-            self._store.outbox_unroutable(row, str(error))
+        for row, error in refused:
+            log.error("relay.refused", envelope_id=row.envelope.id, error=str(error))
+            self._store.outbox_unroutable(row, error)
         self.published += len(published)
         if failed:
             self._store.outbox_release([r for r, _ in failed])

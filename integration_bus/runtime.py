@@ -7,8 +7,6 @@ Nothing here is global: a test builds its own Bus. Lifecycle: ``Bus.from_config_
 from __future__ import annotations
 
 import functools
-import os
-import socket
 import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +19,7 @@ import structlog
 from integration_bus.connector import ConnectorContext, PollingSource, Sink, Source
 from integration_bus.envelope import Envelope, new_id
 from integration_bus.errors import BusError, ConfigError
+from integration_bus.liveness import process_identity
 from integration_bus.metrics import Metrics
 from integration_bus.pii import PersonalData
 from integration_bus.pipeline import IdentityPipeline, Pipeline
@@ -255,7 +254,7 @@ class Bus:
     def poll(self, name: str, source: PollingSource | None = None, *,
              lease: timedelta = timedelta(minutes=2)) -> int | None:
         """One poll of a polling source, unless another poll of it is in flight (None then)."""
-        owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        owner = f"{process_identity()}:{threading.get_ident()}"
         if not self.store.try_lease(f"poll:{name}", owner, lease):
             log.info("source.poll_skipped", source=name, reason="a poll is in flight")
             return None

@@ -8,8 +8,6 @@ mode, where beat and the worker share the ``bus scheduler`` process.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from integration_bus.deadletters.console import DeadLetterConsole
+from integration_bus.liveness import process_identity
 from integration_bus.operators import Operator
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
@@ -96,7 +95,7 @@ def make_scheduler(config_dir: Path, *, environ: Mapping[str, str] | None = None
         from integration_bus.reconcile import ReconcileMetrics, reconcile_bus, write_metrics_file
 
         current = bus()
-        owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        owner = f"{process_identity()}:{threading.get_ident()}"
         every = config.settings.reconcile.every or 3_600_000
         if not current.store.try_lease("reconcile", owner, timedelta(milliseconds=every)):
             log.info("reconcile.skipped", reason="a reconcile is in flight")

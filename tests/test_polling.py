@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from integration_bus.liveness import process_identity
 from integration_bus.runtime import Bus
 from integration_bus.scheduler import POLL_TASK, make_scheduler
 from integration_bus.settings import load_config
@@ -98,11 +97,11 @@ def test_a_poll_lease_held_by_a_dead_process_is_taken_over(tmp_path: Path) -> No
     _, bus = build(tmp_path, "", upstream, target)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    alive = f"{socket.gethostname()}:{os.getpid()}:12345"  # this process, another thread
+    alive = f"{process_identity()}:12345"  # this process (host:pid:start), another thread
     assert bus.store.try_lease("poll:erp_stock", alive, timedelta(minutes=2))
     assert bus.poll("erp_stock") is None  # a live holder keeps its lease
     bus.store.release_lease("poll:erp_stock", alive)
-    assert bus.store.try_lease("poll:erp_stock", f"{socket.gethostname()}:{dead}:1",
+    assert bus.store.try_lease("poll:erp_stock", f"{process_identity().split(':')[0]}:{dead}:1",
                                timedelta(minutes=2))
     assert bus.poll("erp_stock") == 2  # the holder is gone: no need to wait out its lease
     bus.close()

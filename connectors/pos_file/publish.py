@@ -5,8 +5,9 @@ JSON values (decimals as strings, dates ISO) plus the ``from_header`` fields, id
 ``pos:<store>:<sha256>:<line>``, source reference ``{file, line, store}``. A window's outcomes are
 walked in file order; progress (the next line and byte offset, counts) moves only over records
 that were confirmed or dead-lettered, and stops at the first transient failure, so whatever the
-ledger says was done was done. Bad and unroutable records go to the dead-letter store with
-file:line and the raw line.
+ledger says was done was done. Bad and unroutable records, and records whose envelope cannot
+travel (UnpublishableError: over ``broker.max_message``), go to the dead-letter store with
+file:line and the raw line, each on its own: the rest of the window is published.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from integration_bus.connector import (
     BusError,
     ConnectorContext,
     Envelope,
+    PermanentError,
     Publisher,
-    UnroutableError,
 )
 
 __all__ = ["Checkpoint", "WindowPublisher", "json_value"]
@@ -150,7 +151,7 @@ class WindowPublisher:
             outcome = next(outcomes)
             if outcome is None:
                 confirmed += 1
-            elif isinstance(outcome, UnroutableError):
+            elif isinstance(outcome, PermanentError):
                 self._reject(claimed, item, outcome)
                 rejected += 1
             else:

@@ -39,6 +39,10 @@ ACTION_PATHS: dict[str, tuple[str, str]] = {
     "order_status": ("PUT", "/admin/api/2024-01/orders/{order_id}.json"),
 }
 
+#: the key whose JSON object a 2xx answer of each action must hold (the fake shop's dialect)
+ACTION_ANSWERS: dict[str, str] = {"inventory": "inventory_level", "fulfilment": "fulfillment",
+                                  "order_status": "order"}
+
 
 DEFAULT_MAX_RESPONSE = 32 * 1024 * 1024  # bytes of one shop answer, decoded
 
@@ -210,6 +214,19 @@ class RestShopSinkConfig(_Model):
                               description="bytes of one answer (decoded) at most; a larger "
                                           "answer is refused, never read whole")
     stock: StockListConfig = Field(default_factory=StockListConfig)
+    answer: str | None = Field(
+        None, min_length=1,
+        description="key of the JSON object a 2xx answer must hold to count as delivered "
+                    "(default per action: inventory_level, fulfillment, order); an empty or "
+                    "other answer is retried. Write null for a shop that answers with no "
+                    "body (204)")
+
+    @property
+    def answer_key(self) -> str | None:
+        """The key a 2xx answer must hold; None when any 2xx counts (``answer: null``)."""
+        if "answer" in self.model_fields_set:
+            return self.answer
+        return ACTION_ANSWERS[self.action]
 
     @property
     def method_and_path(self) -> tuple[str, str]:

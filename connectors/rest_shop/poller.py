@@ -21,6 +21,9 @@ The shop must return each page in ascending update order; a page that is not is 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,12 +45,33 @@ from integration_bus.connector import (
     PermanentError,
     StockReading,
     TransientError,
+    UnpublishableError,
 )
 
 __all__ = ["OrdersPoller", "PollCursor"]
 
 _PATHS = {"shopify": "/admin/api/2024-01/orders.json", "woocommerce": "/wp-json/wc/v3/orders"}
 _CURSOR_KEY = "orders"
+_PAGE_DEPTH = 800  # a page is read this deep, so one order nested too deep fails alone
+
+
+@dataclass(frozen=True)
+class _Order:
+    """One order of a page: its update time and id, or the error that keeps it out."""
+
+    stamp: datetime | None
+    order_id: str | None
+    order: Any
+    error: PermanentError | None
+
+
+def _text(order: Any) -> str:
+    """An order as text for its dead letter (deterministic: it keys the rejection too)."""
+    try:
+        return json.dumps(order, sort_keys=True, default=str)
+    except (RecursionError, ValueError):
+        ident = order.get("id") if isinstance(order, dict) else None
+        return f"(an order nested too deep to show: id {ident})"
 
 
 def _when(text: Any, field: str, where: dict[str, Any]) -> datetime:
@@ -132,24 +156,33 @@ class OrdersPoller:
                         status=response.status_code, shop=self._config.shop, **where)
         return response
 
-    def _orders(self, response: httpx.Response, page: int) -> list[tuple[datetime, str, Any]]:
-        data = loads_exact(response.content)
+    def _orders(self, response: httpx.Response, page: int) -> list[_Order]:
+        """The page's orders in order; one that cannot be taken (no id, no valid update time)
+        comes back with its error, to be dead-lettered alone. Raises PermanentError only for
+        what breaks the whole page (not an order list, orders out of update order)."""
+        data = loads_exact(response.content, max_depth=_PAGE_DEPTH)
         orders = data.get("orders") if isinstance(data, dict) else data
         if not isinstance(orders, list):
             raise PermanentError("the order list is not a JSON array", field="orders",
                                  shop=self._config.shop, page=page)
-        out: list[tuple[datetime, str, Any]] = []
+        out: list[_Order] = []
+        last: datetime | None = None
         for order in orders:
             where = {"shop": self._config.shop, "page": page,
                      "order_id": order.get("id") if isinstance(order, dict) else None}
-            if not isinstance(order, dict) or order.get("id") is None:
-                raise PermanentError("an order without an id", field="id", **where)
-            stamp = _when(order.get(self._updated_field), self._updated_field, where)
-            if out and stamp < out[-1][0]:
+            try:
+                if not isinstance(order, dict) or order.get("id") is None:
+                    raise PermanentError("an order without an id", field="id", **where)
+                stamp = _when(order.get(self._updated_field), self._updated_field, where)
+            except PermanentError as exc:
+                out.append(_Order(None, None, order, exc))
+                continue
+            if last is not None and stamp < last:
                 raise PermanentError("the shop returned orders out of update order",
                                      field=self._updated_field, **where,
                                      hint="the poll needs ascending update order")
-            out.append((stamp, str(order["id"]), order))
+            last = stamp
+            out.append(_Order(stamp, str(order["id"]), order, None))
         return out
 
     def _envelope(self, stamp: datetime, order_id: str, order: Any, page: int) -> Envelope:
@@ -177,18 +210,54 @@ class OrdersPoller:
             return self._poll_links(cursor)
         return self._poll_pages(cursor)
 
-    def _take(self, cursor: PollCursor, orders: list[tuple[datetime, str, Any]], page: int,
+    def _take(self, cursor: PollCursor, orders: list[_Order], page: int,
               *, upto: datetime | None = None) -> tuple[PollCursor, int]:
         """Stage the new orders (those not after ``upto``, if given) with the cursor they
-        reach; the new cursor and how many were staged."""
-        envelopes = []
-        for stamp, order_id, order in orders:
-            if (upto is None or stamp <= upto) and cursor.is_new(stamp, order_id):
-                envelopes.append(self._envelope(stamp, order_id, order, page))
-                cursor = cursor.advance(stamp, order_id)
-        if envelopes:
+        reach; the new cursor and how many were staged. An order that cannot be taken or
+        cannot travel (too deep to encode) is dead-lettered alone, once (remembered by key),
+        and the cursor moves past it: it never holds up the orders behind it."""
+        envelopes, rejects = [], []
+        for item in orders:
+            if item.stamp is None or item.order_id is None:
+                rejects.append((item, item.error))
+                continue
+            if (upto is not None and item.stamp > upto) or \
+                    not cursor.is_new(item.stamp, item.order_id):
+                continue
+            envelope = self._envelope(item.stamp, item.order_id, item.order, page)
+            try:
+                envelope.encode(sys.maxsize)  # its size is the relay's to judge
+            except UnpublishableError as exc:
+                rejects.append((item, exc))
+            else:
+                envelopes.append(envelope)
+            cursor = cursor.advance(item.stamp, item.order_id)
+        self._reject(rejects, page)
+        if envelopes or rejects:
             self._context.stage(envelopes, (_CURSOR_KEY, cursor.dump()))
         return cursor, len(envelopes)
+
+    def _reject(self, rejects: list[tuple[_Order, PermanentError | None]], page: int) -> None:
+        if not rejects:
+            return
+        keyed = {self._reject_key(item): (item, error) for item, error in rejects}
+        known = self._context.seen.seen(list(keyed))
+        for key, (item, error) in keyed.items():
+            if key in known:
+                continue
+            raw_id = item.order.get("id") if isinstance(item.order, dict) else None
+            ref = {"shop": self._config.shop, "page": page,
+                   "order_id": item.order_id or (None if raw_id is None else str(raw_id)),
+                   "updated_at": item.stamp.isoformat() if item.stamp else None}
+            failure = error or PermanentError("the order cannot be taken")
+            self._context.reject(_text(item.order), failure.with_context(**ref), ref)
+            self._context.seen.remember([(key, None)])
+
+    def _reject_key(self, item: _Order) -> str:
+        if item.stamp is not None and item.order_id is not None:
+            return f"{self._config.shop}:rejected:{item.order_id}@{item.stamp.isoformat()}"
+        digest = hashlib.sha256(_text(item.order).encode()).hexdigest()
+        return f"{self._config.shop}:rejected:{digest}"
 
     def _poll_links(self, cursor: PollCursor) -> int:
         path, link, staged = _PATHS[self._config.platform], None, 0
@@ -213,7 +282,7 @@ class OrdersPoller:
             response = self._fetch(path, self._params(cursor, page))
             orders = self._orders(response, page)
             before = cursor
-            beyond = any(stamp > cursor.since for stamp, _, _ in orders)
+            beyond = any(o.stamp is not None and o.stamp > cursor.since for o in orders)
             if tie_pages and beyond and found_in_pass:
                 cursor, count = self._take(cursor, orders, page, upto=cursor.since)
                 staged += count

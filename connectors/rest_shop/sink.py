@@ -10,6 +10,11 @@ Payload contracts (canonical envelopes produced by a route's mapping):
   ``Idempotency-Key`` and as ``external_ref``; :meth:`ShopSink.lookup` finds it by that ref.
 - ``order_status``: ``order_id``, ``status``; an idempotent PUT.
 
+A delivery counts only on a checked answer: a 2xx whose body is a JSON object holding the
+action's ``answer`` key (``inventory_level``, ``fulfillment``, ``order``); an empty 200/204 or
+another shape is a TransientError naming the missing key (retried: the idempotency key, or the
+fulfilment lookup, keeps the repeat single). ``answer: null`` accepts any 2xx.
+
 Errors: TransientError (429 beyond the inline wait, 5xx, timeouts; context ``retry_after_ms``)
 or PermanentError (missing/invalid field, 4xx), both naming shop, sink and envelope id.
 """
@@ -34,6 +39,7 @@ from integration_bus.connector import (
     Envelope,
     PermanentError,
     StockReading,
+    TransientError,
 )
 
 __all__ = ["ShopSink"]
@@ -120,6 +126,7 @@ class ShopSink:
     def _judge(self, response: httpx.Response, envelope: Envelope) -> None:
         status = response.status_code
         if 200 <= status < 300:
+            self._check_answer(response, envelope)
             return
         if status == 409 and self._config.action == "inventory":
             self._context.log.info("rest_shop.inventory_stale", sink=self.name,
@@ -128,6 +135,29 @@ class ShopSink:
         raise PermanentError(f"shop {self._config.shop} refused the {self._config.action}: "
                              f"{status} {response.reason_phrase}: {_reason(response)}",
                              status=status, **self._where(envelope))
+
+    def _check_answer(self, response: httpx.Response, envelope: Envelope) -> None:
+        """A 2xx counts only when its body is a JSON object holding ``answer_key`` (an
+        object): an empty body or another shape is a TransientError naming what is missing
+        (retried; the idempotency key or the lookup keeps the repeat single)."""
+        key = self._config.answer_key
+        if key is None:
+            return
+        try:
+            data = orjson.loads(response.content) if response.content else None
+        except orjson.JSONDecodeError:
+            data = None
+            found = f"a non-JSON body: {response.text[:80]!r}"
+        else:
+            found = "an empty body" if data is None else (
+                f"a JSON object with keys {sorted(data)[:5]}" if isinstance(data, dict)
+                else f"a JSON {type(data).__name__}")
+        if isinstance(data, dict) and isinstance(data.get(key), dict) and data[key]:
+            return
+        raise TransientError(f"shop {self._config.shop} answered {response.status_code} to "
+                             f"the {self._config.action} with {found}, not an object with "
+                             f"{key!r}: not counted as delivered", status=response.status_code,
+                             missing=key, outcome="no_answer", **self._where(envelope))
 
     def lookup(self, envelope: Envelope) -> bool:
         """Did this envelope's effect already happen at the shop? Fulfilments: a fulfilment
@@ -142,8 +172,14 @@ class ShopSink:
         if response.status_code != 200:
             raise PermanentError(f"fulfilment lookup failed: {response.status_code}",
                                  status=response.status_code, **self._where(envelope))
-        found = orjson.loads(response.content).get("fulfillments", [])
-        return any(f.get("external_ref") == envelope.idempotency_key for f in found)
+        try:
+            found = orjson.loads(response.content)["fulfillments"]
+            return any(f.get("external_ref") == envelope.idempotency_key for f in found)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise TransientError(f"shop {self._config.shop}: the fulfilment lookup answered "
+                                 f"200 without a 'fulfillments' list: {response.text[:80]!r}",
+                                 missing="fulfillments", outcome="no_answer",
+                                 **self._where(envelope)) from None
 
     def close(self) -> None:
         self._client.close()

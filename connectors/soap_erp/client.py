@@ -37,6 +37,7 @@ from connectors.soap_erp.elements import unknown_parameter_hint
 from connectors.soap_erp.faults import (
     SOAP11_ENV,
     SOAP12_ENV,
+    ErpNoAnswer,
     ErpRejected,
     ErpUnavailable,
     FaultClassifier,
@@ -76,6 +77,45 @@ def _children(message: Any) -> tuple[str, ...]:
     """Names of the elements directly under a message's body wrapper (or its rpc parts)."""
     wrapper = getattr(message, "body", None) if message is not None else None
     return tuple(name for name, _ in wrapper.type.elements) if wrapper is not None else ()
+
+
+def _answer_names(op: Operation) -> tuple[str, ...] | None:
+    """The names the response wrapper of ``op`` may have (``{ns}local`` for document style,
+    local names for rpc, whose wrapper name the WSDL leaves open: WS-I says ``<op>Response``,
+    zeep calls it after the message); None for a one-way operation."""
+    output = op.binding_op.output
+    body = getattr(output, "body", None) if output is not None else None
+    qname = getattr(body, "qname", None)
+    if qname is None:
+        return None
+    if type(output).__name__ == "RpcMessage":
+        return (f"{op.name}Response", etree.QName(qname).localname)
+    return (str(qname),)
+
+
+def _expected(op: Operation) -> str:
+    names = _answer_names(op) or ("(none)",)
+    return etree.QName(names[0]).localname
+
+
+def _check_answer(op: Operation, body: etree._Element, status: int,
+                  context: dict[str, Any]) -> None:
+    """A 200 counts only when its Body holds ``op``'s response element: an empty Body, or
+    another operation's response, is ErpNoAnswer (in doubt: the request may have been done)."""
+    names = _answer_names(op)
+    if names is None:
+        return
+    first = next((child for child in body if isinstance(child.tag, str)), None)
+    if first is not None:
+        tag = etree.QName(first)
+        if (str(tag) if len(names) == 1 else tag.localname) in names:
+            return
+    found = f"a {etree.QName(first).localname} element" if first is not None else "an empty Body"
+    raise ErpNoAnswer(f"{op.name}: HTTP {status} with {found} instead of the "
+                      f"{_expected(op)} element (the call may have taken effect)",
+                      missing=_expected(op), found=None if first is None else
+                      etree.QName(first).text, in_doubt=True, status=status,
+                      outcome="no_answer", **context)
 
 
 class SoapClient:
@@ -211,7 +251,12 @@ class SoapClient:
             raise ErpRejected(f"{op.name}: HTTP {status}: the ERP refused the credentials",
                               status=status, outcome="http_error", **context)
         if not data and 200 <= status < 300:
-            return {}
+            if _answer_names(op) is None:  # a one-way operation: nothing comes back
+                return {}
+            raise ErpNoAnswer(f"{op.name}: HTTP {status} with an empty body: the answer has "
+                              f"no {_expected(op)} element (the call may have taken effect)",
+                              missing=_expected(op), in_doubt=True, status=status,
+                              outcome="no_answer", **context)
         if media not in _XML_TYPES:
             raise ErpUnavailable(f"{op.name}: HTTP {status} with a {media or 'untyped'} page "
                                  f"instead of SOAP: {excerpt(data)}", status=status,
@@ -238,6 +283,7 @@ class SoapClient:
             missing = "body" if body is None else "fault"
             raise kind(f"{op.name}: HTTP {status} without a SOAP {missing}: {excerpt(data)}",
                        status=status, outcome="http_error", **context)
+        _check_answer(op, body, status, context)
         return self._result(op, root, context)
 
     def _result(self, op: Operation, root: etree._Element,

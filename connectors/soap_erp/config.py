@@ -209,6 +209,11 @@ class DocumentNumberConfig(_Model):
                        description="where in the request the number is put (dotted path)")
     prefix: str = Field("IB", pattern=r"^[A-Z0-9-]{0,10}$")
     length: int = Field(26, ge=16, le=64, description="total length including the prefix")
+    answer: str | None = Field(None, pattern=_PATH,
+                               description="response path of the ERP's own document number "
+                                           "(e.g. DocumentNumber): an answer without it is "
+                                           "not counted as delivered (ErpNoAnswer: retried, "
+                                           "looked up first)")
 
 
 class LookupConfig(_Model):

@@ -13,6 +13,9 @@ The decision table (``FaultRules`` in the sink's config adds the site-specific r
     HTTP 5xx without a fault, 502/503/504 pages     retry         ErpUnavailable
     an HTML (or other non-XML) error page           retry         ErpUnavailable (+ excerpt)
     timeout / connection error / dropped answer     retry         ErpUnavailable (``in_doubt``)
+    2xx without the operation's response element    retry         ErpNoAnswer (``in_doubt``)
+      (empty body, another operation's response),
+      or without the document number (sink config)
     HTTP 401/403                                    dead letter   ErpRejected
     a hostile or oversized body                     dead letter   XmlSecurityError
 
@@ -40,6 +43,7 @@ __all__ = [
     "SOAP11_ENV",
     "SOAP12_ENV",
     "ErpBusinessFault",
+    "ErpNoAnswer",
     "ErpRejected",
     "ErpUnavailable",
     "FaultClassifier",
@@ -57,6 +61,13 @@ class ErpUnavailable(TransientError):
     """The ERP could not take the call now (outage, overload, timeout): retry later. Context
     ``in_doubt=True`` when the request may have reached the ERP (look it up before resending).
     """
+
+
+class ErpNoAnswer(ErpUnavailable):
+    """The ERP said 2xx but not what the call asked for: an empty body, another operation's
+    response, or no document number where the sink requires one. Context ``missing`` names the
+    element that was not there. The request may have taken effect, so the error is retried in
+    doubt (``in_doubt=True``: the sink looks the document up before sending again)."""
 
 
 class ErpRejected(PermanentError):

@@ -13,7 +13,9 @@ Per envelope:
    answer) — the ``lookup`` operation asks the ERP for the number first; found = done, nothing
    is sent. The runtime also calls :meth:`lookup` for a delivery a crash left in doubt.
 4. **Call** through the :class:`~connectors.soap_erp.client.SoapClient` (breaker, timeouts,
-   fault table).
+   fault table). A delivery counts only on a checked answer: the operation's response element
+   (the client) and, where ``document_number.answer`` names it, the ERP's document number;
+   anything else is ErpNoAnswer (retried in doubt, so the next attempt looks up first).
 5. **Reply** (optional): the answer becomes an envelope derived from the request (type
    ``reply.type``, optionally mapped) published with confirms before ``deliver`` returns. A
    failed publish raises, so the message is retried (the ERP call is repeated; use replies for
@@ -39,7 +41,7 @@ from connectors.soap_erp.breaker import CircuitBreaker
 from connectors.soap_erp.client import Operation, SoapClient
 from connectors.soap_erp.config import DocumentNumberConfig, SoapErpSinkConfig
 from connectors.soap_erp.elements import check_path
-from connectors.soap_erp.faults import ErpUnavailable
+from connectors.soap_erp.faults import ErpNoAnswer, ErpUnavailable
 from connectors.soap_erp.metrics import SoapMetrics
 from connectors.soap_erp.payload import get_path, set_path
 from connectors.soap_erp.stock import ErpStockReader
@@ -121,6 +123,9 @@ class SoapErpSink:
         checks = []
         if cfg.document_number is not None:
             checks.append((self._op, cfg.document_number.field, "document_number.field", True))
+            if cfg.document_number.answer is not None:
+                checks.append((self._op, cfg.document_number.answer, "document_number.answer",
+                               False))
         if cfg.lookup is not None and self._lookup_op is not None:
             checks.append((self._lookup_op, cfg.lookup.reference, "lookup.reference", True))
             checks.append((self._lookup_op, cfg.lookup.found, "lookup.found", False))
@@ -169,6 +174,7 @@ class SoapErpSink:
             return None
         try:
             answer = self._client.call(self._op, payload, **where)
+            self._check_document(answer, where)
         except ErpUnavailable as exc:
             if number is not None and exc.context.get("in_doubt"):
                 self._doubt_add(number)
@@ -176,6 +182,18 @@ class SoapErpSink:
         if number is not None:
             self._forget(number)
         return answer
+
+    def _check_document(self, answer: dict[str, Any], where: dict[str, Any]) -> None:
+        """A posting counts only when the answer carries the ERP's document number (where
+        ``document_number.answer`` names it); else ErpNoAnswer, in doubt."""
+        numbering = self._config.document_number
+        if numbering is None or numbering.answer is None:
+            return
+        if get_path(answer, numbering.answer) in (None, "", [], {}):
+            raise ErpNoAnswer(f"{self._op.name}: the answer has no document number at "
+                              f"{numbering.answer} (the call may have taken effect)",
+                              missing=numbering.answer, in_doubt=True, operation=self._op.name,
+                              outcome="no_document_number", **where)
 
     def deliver(self, envelope: Envelope) -> None:
         answer = self._call(envelope)

@@ -7,6 +7,7 @@ import functools
 import json
 import re
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from integration_bus.deadletters.console import DeadLetterConsole, pretty
 from integration_bus.deadletters.query import STATUSES, AmbiguousId, Selection
 from integration_bus.durations import parse_millis
 from integration_bus.errors import BusError
+from integration_bus.liveness import holder_alive
 from integration_bus.operators import os_operator
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
@@ -188,10 +190,41 @@ def replay_command(dlq: DeadLetterConsole, dry_run: bool, to_route: str | None,
     relay = OutboxRelay(bus.store, bus.publisher, rate=rate, dead_letter_ids=ids)
     with Progress(console=console(), transient=not sys.stdout.isatty()) as progress:
         task = progress.add_task("replaying", total=len(ids))
-        relay.drain(lambda moved: progress.advance(task, moved))
+        left = _relay_all(relay, bus, ids, lambda moved: progress.advance(task, moved))
+    for holder, count in sorted(relay.taken_over.items()):
+        why = "its lease ran out" if holder_alive(holder) else "its process is gone"
+        click.echo(f"took over {count} outbox row(s) claimed by {holder} ({why})")
     click.echo(f"replayed {relay.published} of {len(ids)} (queued now: {len(outcome.queued)}, "
                f"resumed: {len(leftover)}, skipped: {len(outcome.skipped)}"
                f"{f', ledger rows reset: {outcome.ledger_reset}' if force else ''})")
+    if left:
+        holders = ", ".join(f"{n} held by {h or 'nobody'}" for h, n in sorted(left.items()))
+        click.echo(f"not done: {sum(left.values())} replay(s) still unpublished ({holders}); "
+                   "rerun to finish", err=True)
+        sys.exit(EXIT_FAILURE)
+
+
+#: how long a replay waits for rows another live relay holds (then their lease has run out)
+_HELD_WAIT = timedelta(seconds=75)
+
+
+def _relay_all(relay: OutboxRelay, bus: Bus, ids: list[str],
+               progress: Callable[[int], None]) -> dict[str, int]:
+    """Relay the outbox rows of ``ids`` until none is left unpublished: rows of a dead
+    holder are taken over at once; rows a live relay holds (the running bus, another
+    replay) are waited for, until they are published or their lease runs out and they are
+    ours. Returns what is still unpublished at the deadline (holder -> rows)."""
+    deadline = datetime.now(UTC) + _HELD_WAIT
+    relay.drain(progress)
+    told: set[str] = set()
+    while (left := bus.store.outbox_pending(ids)) and datetime.now(UTC) < deadline:
+        for holder in set(left) - told:
+            click.echo(f"waiting for {left[holder]} row(s) held by {holder or 'nobody'} "
+                       "(a live relay), at most until its lease runs out", err=True)
+            told.add(holder)
+        threading.Event().wait(0.5)
+        relay.drain(progress)
+    return left
 
 
 _SET = re.compile(r"^([^=]+)=(.*)$", re.S)

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from integration_bus.durations import Millis, parse_millis
+from integration_bus.envelope import MAX_MESSAGE_BYTES
 from integration_bus.http_limits import HttpLimits
 
 __all__ = [
@@ -45,6 +46,10 @@ class BrokerSettings(_Model):
     batch_size: int = Field(100, ge=1, description="messages a worker settles per store commit")
     heartbeat: int = Field(30, ge=0, description="AMQP heartbeat in seconds (0 disables)")
     confirm_window: int = Field(512, ge=1, description="unconfirmed publishes in flight")
+    max_message: int = Field(MAX_MESSAGE_BYTES, ge=1024, le=512 * 1024 * 1024,
+                             description="largest envelope published, in bytes (keep it at "
+                                         "or below the broker's max_message_size); a bigger "
+                                         "one is dead-lettered at its source, alone")
     connect_timeout: Millis = 10_000
     retry_tiers: list[Millis] = Field(
         default_factory=lambda: [1000, 5000, 30_000, 120_000, 600_000],

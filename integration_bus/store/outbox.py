@@ -2,7 +2,10 @@
 
 A relay *claims* rows before publishing them (``claimed_by``/``claimed_at``), so two relays
 (the running bus and a CLI replay, say) do not both publish a row; a claim older than the lease
-is stale and may be taken again (the relay holding it died). Publishing a row that carries a
+is stale and may be taken again. A claim whose holder is known dead (its identity is host + pid
++ process start time, see ``liveness``) is taken over at once, without waiting out the lease:
+a ``bus dlq replay`` killed mid-batch is resumed by the next run, or by the running bus's
+relay, immediately. Publishing a row that carries a
 ``dead_letter_id`` marks that dead letter ``replayed`` in the same transaction.
 """
 
@@ -12,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
 
 from integration_bus.envelope import Envelope
+from integration_bus.liveness import holder_alive
 from integration_bus.store.schema import dead_letters, outbox
 
-__all__ = ["OutboxItem", "OutboxRow", "add", "claim", "done", "release"]
+__all__ = ["OutboxItem", "OutboxRow", "add", "claim", "done", "pending", "release"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,7 @@ class OutboxRow:
     routing_key: str
     envelope: Envelope
     dead_letter_id: str | None
+    taken_from: str | None = None  # the holder whose claim this row was taken over from
 
 
 def add(conn: Connection, items: Sequence[OutboxItem], *, reason: str, now: datetime) -> None:
@@ -49,21 +54,44 @@ def add(conn: Connection, items: Sequence[OutboxItem], *, reason: str, now: date
 
 def claim(conn: Connection, relay: str, *, limit: int, now: datetime, lease: timedelta,
           dead_letter_ids: Sequence[str] | None = None) -> list[OutboxRow]:
-    """Claim up to ``limit`` unpublished rows (oldest first) for ``relay``."""
-    claimable = and_(outbox.c.published_at.is_(None),
-                     or_(outbox.c.claimed_at.is_(None), outbox.c.claimed_at < now - lease))
+    """Claim up to ``limit`` unpublished rows (oldest first) for ``relay``: rows nobody holds,
+    rows whose claim is older than ``lease``, and at once rows held by a relay whose process
+    is known dead (:func:`~integration_bus.liveness.holder_alive`). A row taken from another
+    holder says whom in ``taken_from``."""
+    unpublished: ColumnElement[bool] = outbox.c.published_at.is_(None)
     if dead_letter_ids is not None:
-        claimable = and_(claimable, outbox.c.dead_letter_id.in_(list(dead_letter_ids)))
-    candidates = select(outbox.c.id).where(claimable).order_by(outbox.c.id).limit(limit)
+        unpublished = and_(unpublished, outbox.c.dead_letter_id.in_(list(dead_letter_ids)))
+    holders = conn.execute(select(outbox.c.claimed_by).distinct().where(
+        unpublished, outbox.c.claimed_by.is_not(None), outbox.c.claimed_by != relay,
+        outbox.c.claimed_at >= now - lease)).scalars().all()
+    dead = [h for h in holders if not holder_alive(h)]
+    free = or_(outbox.c.claimed_at.is_(None), outbox.c.claimed_at < now - lease)
+    claimable = and_(unpublished, or_(free, outbox.c.claimed_by.in_(dead)) if dead else free)
+    candidates = select(outbox.c.id, outbox.c.claimed_by).where(claimable) \
+        .order_by(outbox.c.id).limit(limit)
     if conn.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
+    before = {r.id: r.claimed_by for r in conn.execute(candidates)}
+    if not before:
+        return []
     rows = conn.execute(
-        update(outbox).where(outbox.c.id.in_(candidates.scalar_subquery()), claimable)
+        update(outbox).where(outbox.c.id.in_(list(before)), claimable)
         .values(claimed_by=relay, claimed_at=now)
         .returning(outbox.c.id, outbox.c.exchange, outbox.c.routing_key, outbox.c.envelope,
                    outbox.c.dead_letter_id)).all()
     return sorted((OutboxRow(r.id, r.exchange, r.routing_key, Envelope.from_dict(r.envelope),
-                             r.dead_letter_id) for r in rows), key=lambda r: r.id)
+                             r.dead_letter_id, before.get(r.id)) for r in rows),
+                  key=lambda r: r.id)
+
+
+def pending(conn: Connection, dead_letter_ids: Sequence[str] | None = None) -> dict[str, int]:
+    """Unpublished rows by holder (``""``: nobody holds them), optionally only those of some
+    dead letters."""
+    where: ColumnElement[bool] = outbox.c.published_at.is_(None)
+    if dead_letter_ids is not None:
+        where = and_(where, outbox.c.dead_letter_id.in_(list(dead_letter_ids)))
+    return {str(holder or ""): int(count) for holder, count in conn.execute(
+        select(outbox.c.claimed_by, func.count()).where(where).group_by(outbox.c.claimed_by))}
 
 
 def done(conn: Connection, rows: Sequence[OutboxRow], *, now: datetime,

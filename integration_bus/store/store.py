@@ -6,8 +6,6 @@ Every method is one transaction and raises StoreUnavailable when the database ca
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +17,8 @@ from sqlalchemy import and_, delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from integration_bus.envelope import new_id
+from integration_bus.errors import BusError
+from integration_bus.liveness import holder_alive
 from integration_bus.redact import Redaction
 from integration_bus.store import gauges
 from integration_bus.store import ledger as ledger_ops
@@ -262,31 +262,40 @@ class Store:
         with self.db.begin() as conn:
             outbox_ops.done(conn, rows, now=utcnow(), error=error)
 
-    def outbox_unroutable(self, row: OutboxRow, error: str) -> None:
-        """No route takes a row's message: settle the row and keep the message as a dead letter
-        (a replay's dead letter goes back to 'new', with the reason, to be redirected)."""
-        error = self.redaction.text(error, unmask=True) or ""
+    def outbox_unroutable(self, row: OutboxRow, failure: BusError | str) -> None:
+        """No route takes a row's message, or it cannot travel (any PermanentError of the
+        publish): settle the row and keep the message as a dead letter (a replay's dead letter
+        goes back to 'new', with the reason, to be redirected or fixed)."""
+        kind = failure.error_type if isinstance(failure, BusError) else "UnroutableError"
+        reason = "unroutable" if kind == "UnroutableError" else "unpublishable"
+        error = self.redaction.text(str(failure), unmask=True) or ""
         now = utcnow()
         with self.db.begin() as conn:
             outbox_ops.done(conn, [row], now=now, error=error)
             if row.dead_letter_id:
                 conn.execute(update(dead_letters).where(dead_letters.c.id == row.dead_letter_id,
                                                         dead_letters.c.status == "replaying")
-                             .values(status="new", status_reason=f"replay unroutable: {error}",
+                             .values(status="new", status_reason=f"replay {reason}: {error}",
                                      updated_at=now))
                 return
             letter = DeadLetter(id=new_id(), envelope=row.envelope.to_dict(), route=None,
-                                reason="unroutable", error_type="UnroutableError",
+                                reason=reason, error_type=kind,
                                 message=error, failed_at=now, step="outbox",
                                 source_ref=row.envelope.headers.get("source_ref"))
             conn.execute(insert(journal).values(**JournalEntry(
-                row.envelope.id, "dead_lettered", now, detail={"reason": "unroutable"}).row()))
+                row.envelope.id, "dead_lettered", now, detail={"reason": reason}).row()))
             conn.execute(self._insert(dead_letters).values(**letter.row([]))
                          .on_conflict_do_nothing(index_elements=["envelope_id", "route"]))
 
     def outbox_release(self, rows: Sequence[OutboxRow]) -> None:
         with self.db.begin() as conn:
             outbox_ops.release(conn, rows)
+
+    def outbox_pending(self, dead_letter_ids: Sequence[str] | None = None) -> dict[str, int]:
+        """Unpublished outbox rows by holder (``""``: unclaimed), optionally of some dead
+        letters only."""
+        with self.db.begin(read_only=True) as conn:
+            return outbox_ops.pending(conn, dead_letter_ids)
 
     def outbox_waiting(self) -> int:
         """Rows not yet published (claimed or not)."""
@@ -333,7 +342,7 @@ class Store:
             if row is not None:
                 holder, _, until = row.value.partition("|")
                 if holder != owner and datetime.fromisoformat(until) > now \
-                        and _holder_alive(holder):
+                        and holder_alive(holder):
                     return False
             conn.execute(self._upsert_cursor(key, value))
         return True
@@ -413,22 +422,6 @@ def storable(batch: Settlement) -> Settlement:
                                    sink=_clean(d.sink, 128),
                                    error_type=_clean(d.error_type, 128)) for d in batch.dead]
     return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed, dead=letters)
-
-
-def _holder_alive(holder: str) -> bool:
-    """False when the holder (``host:pid:...``) is a process on this host that no longer runs
-    (it crashed mid-poll): its lease need not be waited out."""
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _iso(moment: datetime | None) -> str | None:

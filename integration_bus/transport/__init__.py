@@ -29,9 +29,9 @@ __all__ = [
 def open_transport(broker: BrokerSettings, embedded: EmbeddedBroker | None = None) -> Transport:
     """RabbitMQ when ``broker.url`` is set, else the embedded broker (a new one unless given)."""
     if broker.url is None:
-        return MemoryTransport(embedded)
+        return MemoryTransport(embedded, max_message=broker.max_message)
     from integration_bus.transport.amqp import AmqpTransport
 
     return AmqpTransport(broker.url, heartbeat=broker.heartbeat,
                          connect_timeout=broker.connect_timeout / 1000,
-                         confirm_window=broker.confirm_window)
+                         confirm_window=broker.confirm_window, max_message=broker.max_message)

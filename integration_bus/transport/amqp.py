@@ -14,12 +14,13 @@ from amqp.exceptions import AccessRefused, NotAllowed
 from kombu import Connection, Consumer, Exchange, Queue, binding
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from integration_bus.envelope import Envelope
+from integration_bus.envelope import MAX_MESSAGE_BYTES, Envelope
 from integration_bus.errors import (
     BrokerUnavailable,
     BusError,
     ConfigError,
     PublishNacked,
+    UnpublishableError,
     UnroutableError,
 )
 from integration_bus.topology import (
@@ -50,11 +51,12 @@ class AmqpTransport:
     embedded = False
 
     def __init__(self, url: str, *, heartbeat: int = 30, connect_timeout: float = 10.0,
-                 confirm_window: int = 512) -> None:
+                 confirm_window: int = 512, max_message: int = MAX_MESSAGE_BYTES) -> None:
         self.url = url
         self.heartbeat = heartbeat
         self.connect_timeout = connect_timeout
         self.confirm_window = confirm_window
+        self.max_message = max_message
         self.topology: Topology | None = None
         probe = Connection(url)
         #: every kombu/py-amqp error that means "the connection or channel is gone"
@@ -283,9 +285,14 @@ class AmqpPublisher:
             self._ensure()
             window = self._transport.confirm_window
             for index, message in enumerate(messages):
+                try:  # one that cannot travel fails alone, before the broker sees it
+                    body = message.envelope.encode(self._transport.max_message)
+                except UnpublishableError as exc:
+                    self._outcomes[index] = exc
+                    continue
                 while len(self._pending) >= window:
                     self._wait_one()
-                self._publish(index, message)
+                self._publish(index, message, body)
             while self._pending:
                 self._wait_one()
         except BusError as exc:
@@ -304,14 +311,14 @@ class AmqpPublisher:
         self._pending.clear()
         self._reset()  # sequence numbers are unknown now: start a fresh channel
 
-    def _publish(self, index: int, message: Outgoing) -> None:
+    def _publish(self, index: int, message: Outgoing, body: bytes) -> None:
         envelope = message.envelope
         # Few properties on purpose: py-amqp serialises each one per message, and the body
         # already holds type, correlation and time. The id is kept for returns and archiving.
         headers = ({ATTEMPT_HEADER: envelope.attempt, **message.headers}
                    if message.headers or envelope.attempt else None)
         amqp_message = self._channel.prepare_message(
-            envelope.to_json(), content_type="application/json", headers=headers,
+            body, content_type="application/json", headers=headers,
             properties={"delivery_mode": 2, "message_id": envelope.id})
         self._seq += 1
         self._pending[self._seq] = index

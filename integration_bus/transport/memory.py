@@ -21,8 +21,8 @@ from typing import Any
 from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
 from kombu.transport import memory, virtual
 
-from integration_bus.envelope import Envelope
-from integration_bus.errors import BusError, UnroutableError
+from integration_bus.envelope import MAX_MESSAGE_BYTES, Envelope
+from integration_bus.errors import BusError, UnpublishableError, UnroutableError
 from integration_bus.topology import (
     ATTEMPT_HEADER,
     INGRESS_EXCHANGE,
@@ -86,8 +86,9 @@ class MemoryTransport:
     embedded = True
 
     def __init__(self, broker: EmbeddedBroker | None = None, *,
-                 polling_interval: float = 0.005) -> None:
+                 polling_interval: float = 0.005, max_message: int = MAX_MESSAGE_BYTES) -> None:
         self.broker = broker or EmbeddedBroker()
+        self.max_message = max_message
         self.polling_interval = polling_interval
         self.topology: Topology | None = None
 
@@ -171,6 +172,11 @@ class MemoryPublisher:
     def send(self, messages: Sequence[Outgoing]) -> list[BusError | None]:
         outcomes: list[BusError | None] = []
         for message in messages:
+            try:  # one that cannot travel fails alone, as on RabbitMQ
+                message.envelope.encode(self._transport.max_message)
+            except UnpublishableError as exc:
+                outcomes.append(exc)
+                continue
             queues = self._channel.typeof(message.exchange).lookup(
                 self._channel.get_table(message.exchange), message.exchange,
                 message.routing_key, None) if message.exchange in self._exchanges() else []

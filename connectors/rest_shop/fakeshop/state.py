@@ -38,6 +38,8 @@ class Order:
     lines: list[tuple[str, int, Decimal]]
     status: str = "processing"
     email: str = "anna@example.com"
+    #: fields laid over the rendered JSON (None removes one): a malformed or hostile order
+    overlay: dict[str, Any] = field(default_factory=dict)
 
     def total(self) -> Decimal:
         return sum((price * qty for _, qty, price in self.lines), Decimal("0.00"))
@@ -67,7 +69,13 @@ class Order:
                                for i, (sku, qty, price) in enumerate(self.lines)]}
 
     def render(self, platform: str) -> dict[str, Any]:
-        return self.shopify() if platform == "shopify" else self.woocommerce()
+        body = self.shopify() if platform == "shopify" else self.woocommerce()
+        for key, value in self.overlay.items():
+            if value is None:
+                body.pop(key, None)
+            else:
+                body[key] = value
+        return body
 
 
 @dataclass(frozen=True)
