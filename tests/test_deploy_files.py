@@ -336,3 +336,18 @@ def test_the_compose_roles_run_as_local_processes(project: Path, rabbitmq_url: s
                 proc.kill()
                 proc.wait(timeout=30)
         erp.stop()
+
+
+def test_the_prometheus_config_in_the_deploy_guide_is_valid(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt install prometheus)")
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    excerpt = re.search(r"```yaml\n(# prometheus.yml.*?)```", guide, re.S)
+    assert excerpt, "docs/deploy.md has no prometheus.yml excerpt"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(excerpt.group(1).replace("/etc/prometheus/integration-bus/alerts.yaml",
+                                               str(DEPLOY / "prometheus" / "alerts.yaml")))
+    result = subprocess.run([promtool, "check", "config", str(config)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
