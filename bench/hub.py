@@ -3,10 +3,15 @@ on (SQLite), against a raw pika loop doing the same work on the same broker in t
 consume → publish to another queue (confirmed) → ack.
 
     python bench/hub.py [--quick] [--messages N] [--rounds R] [--url amqp://...]
+                        [--tracing off|console]
 
 Both sides get the same 1 KB JSON messages, quorum queues, prefetch and batch of acks allowed by
 their design. Our worker runs in a child process so its peak RSS is its own. The last line is
 ``RESULT ratio=<ours/pika> rate=<ours msgs/s>``.
+
+``--tracing console`` runs the worker with ``OTEL_TRACES_EXPORTER=console``, its spans written to
+/dev/null (the cost of tracing itself, not of a terminal); the default is off, as in production
+until ``OTEL_TRACES_EXPORTER`` is set.
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ routes:
 """
 
 
-def bus_round(url: str, messages: int) -> dict[str, float]:
+def bus_round(url: str, messages: int, tracing: str = "off") -> dict[str, float]:
     from integration_bus.envelope import Envelope
     from integration_bus.runtime import Bus
 
@@ -113,8 +118,11 @@ def bus_round(url: str, messages: int) -> dict[str, float]:
             outcomes = publisher.publish_many(envelopes[start:start + 1000])
             assert all(o is None for o in outcomes), outcomes
         publisher.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if tracing != "off":
+        env["OTEL_TRACES_EXPORTER"] = tracing
     child = subprocess.run([sys.executable, __file__, "--child", str(root), str(messages)],
-                           capture_output=True, text=True, check=True)
+                           capture_output=True, text=True, check=True, env=env)
     result = json.loads(child.stdout.strip().splitlines()[-1])
     with Bus.from_config_dir(root / "config", environ={}) as bus:
         out = bus.transport.queue_stats("bus.route.drain")
@@ -130,6 +138,9 @@ def child(root: str, messages: int) -> None:
     from integration_bus.runtime import Bus
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    result = sys.stdout
+    if os.environ.get("OTEL_TRACES_EXPORTER"):  # spans to /dev/null; the result to stdout
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of this process)
     with Bus.from_config_dir(Path(root) / "config", environ={}) as bus:
         stop = threading.Event()
         worker = bus.worker(["bench"])
@@ -142,7 +153,8 @@ def child(root: str, messages: int) -> None:
         stop.set()
         thread.join()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rate": messages / elapsed, "seconds": elapsed, "rss_mb": rss_mb}))
+    print(json.dumps({"rate": messages / elapsed, "seconds": elapsed, "rss_mb": rss_mb}),
+          file=result)
 
 
 def main() -> None:
@@ -151,6 +163,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int)
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--url", help="an existing vhost URL (default: a fresh vhost)")
+    parser.add_argument("--tracing", choices=["off", "console"], default="off",
+                        help="OTEL_TRACES_EXPORTER for the worker (console: spans to /dev/null)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -167,12 +181,12 @@ def main() -> None:
         url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {messages} x {PAYLOAD_BYTES} B messages, "
-          f"{rounds} round(s), prefetch {PREFETCH}")
+          f"{rounds} round(s), prefetch {PREFETCH}, tracing {args.tracing}")
     try:
         ratios, ours_rates, rss = [], [], []
         for round_no in range(1, rounds + 1):
             baseline = pika_baseline(url, messages)
-            ours = bus_round(url, messages)
+            ours = bus_round(url, messages, args.tracing)
             ratios.append(ours["rate"] / baseline)
             ours_rates.append(ours["rate"])
             rss.append(ours["rss_mb"])
