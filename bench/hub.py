@@ -12,6 +12,12 @@ their design. Our worker runs in a child process so its peak RSS is its own. The
 ``--tracing console`` runs the worker with ``OTEL_TRACES_EXPORTER=console``, its spans written to
 /dev/null (the cost of tracing itself, not of a terminal); the default is off, as in production
 until ``OTEL_TRACES_EXPORTER`` is set.
+
+``--against DIR`` (a checkout of the baseline, e.g. ``git worktree add /tmp/base main``) measures
+the cost of tracing instead: each round runs the baseline's worker, ours with tracing off and ours
+with console tracing to /dev/null back to back on the same queue, and reports per-round ratios
+(off / baseline, on / off) and their medians, so load from other work on the machine hits the
+three alike. No pika round then.
 """
 
 from __future__ import annotations
@@ -101,7 +107,8 @@ routes:
 """
 
 
-def bus_round(url: str, messages: int, tracing: str = "off") -> dict[str, float]:
+def bus_round(url: str, messages: int, tracing: str = "off",
+              code: Path | None = None) -> dict[str, float]:
     from integration_bus.envelope import Envelope
     from integration_bus.runtime import Bus
 
@@ -121,9 +128,18 @@ def bus_round(url: str, messages: int, tracing: str = "off") -> dict[str, float]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     if tracing != "off":
         env["OTEL_TRACES_EXPORTER"] = tracing
-    child = subprocess.run([sys.executable, __file__, "--child", str(root), str(messages)],
+    script = __file__
+    if code is not None:  # the baseline's own worker and bench child
+        env["PYTHONPATH"] = str(code)
+        script = str(code / "bench" / "hub.py")
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = subprocess.run([sys.executable, script, "--child", str(root), str(messages)],
                            capture_output=True, text=True, check=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(child.stdout.strip().splitlines()[-1])
+    # CPU seconds of the worker process (start-up included): less at the mercy of other load
+    # on the machine than its wall-clock rate
+    result["cpu_s"] = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
     with Bus.from_config_dir(root / "config", environ={}) as bus:
         out = bus.transport.queue_stats("bus.route.drain")
         assert out is not None and out.messages == before + messages, (out, before, messages)
@@ -165,6 +181,8 @@ def main() -> None:
     parser.add_argument("--url", help="an existing vhost URL (default: a fresh vhost)")
     parser.add_argument("--tracing", choices=["off", "console"], default="off",
                         help="OTEL_TRACES_EXPORTER for the worker (console: spans to /dev/null)")
+    parser.add_argument("--against", type=Path, metavar="DIR",
+                        help="compare tracing off/on with the baseline checkout in DIR")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -183,6 +201,9 @@ def main() -> None:
           f"{platform.python_version()}; {messages} x {PAYLOAD_BYTES} B messages, "
           f"{rounds} round(s), prefetch {PREFETCH}, tracing {args.tracing}")
     try:
+        if args.against is not None:
+            compare_tracing(url, messages, rounds, args.against.resolve())
+            return
         ratios, ours_rates, rss = [], [], []
         for round_no in range(1, rounds + 1):
             baseline = pika_baseline(url, messages)
@@ -198,6 +219,28 @@ def main() -> None:
             rabbitmqctl("delete_vhost", vhost)
     print(f"RESULT ratio={statistics.median(ratios):.2f} rate={statistics.median(ours_rates):.0f} "
           f"rss_mb={max(rss):.0f}")
+
+
+def compare_tracing(url: str, messages: int, rounds: int, baseline: Path) -> None:
+    ratios: dict[str, list[float]] = {"off": [], "on": [], "off_cpu": [], "on_cpu": []}
+    for round_no in range(1, rounds + 1):
+        load = os.getloadavg()
+        base = bus_round(url, messages, "off", baseline)
+        off = bus_round(url, messages, "off")
+        on = bus_round(url, messages, "console")
+        ratios["off"].append(off["rate"] / base["rate"])
+        ratios["on"].append(on["rate"] / off["rate"])
+        ratios["off_cpu"].append(off["cpu_s"] / base["cpu_s"])
+        ratios["on_cpu"].append(on["cpu_s"] / off["cpu_s"])
+        print(f"round {round_no} (load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}): "
+              f"baseline {base['rate']:,.0f} msg/s, {base['cpu_s']:.1f} s CPU; "
+              f"tracing off {off['rate']:,.0f} msg/s (x{ratios['off'][-1]:.2f}), "
+              f"{off['cpu_s']:.1f} s CPU (x{ratios['off_cpu'][-1]:.2f}); "
+              f"console tracing {on['rate']:,.0f} msg/s (x{ratios['on'][-1]:.2f} of off), "
+              f"{on['cpu_s']:.1f} s CPU (x{ratios['on_cpu'][-1]:.2f} of off)", flush=True)
+    medians = {name: statistics.median(values) for name, values in ratios.items()}
+    print(f"RESULT off/baseline rate={medians['off']:.3f} cpu={medians['off_cpu']:.3f}; "
+          f"on/off rate={medians['on']:.3f} cpu={medians['on_cpu']:.3f}")
 
 
 if __name__ == "__main__":
