@@ -155,12 +155,13 @@ def scheduler_command(config_dir: Path, migrate: bool) -> None:
 @config_dir_option
 @click.option("--sources", help="comma-separated sources to run (default: all)")
 @click.option("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+@migrate_option
 @click.pass_context
 def serve_command(ctx: click.Context, config_dir: Path, sources: str | None,
-                  metrics_port: int | None) -> None:
+                  metrics_port: int | None, migrate: bool) -> None:
     """Run the sources only (webhook receivers, watched folders, polls) — no route workers."""
     ctx.invoke(run_command, config_dir=config_dir, routes=None, sources=sources,
-               no_sources=False, workers=0, metrics_port=metrics_port)
+               no_sources=False, workers=0, metrics_port=metrics_port, migrate=migrate)
 
 
 class SimulatorGroup(click.Group):

@@ -40,7 +40,7 @@ def test_nacha_files_with_filler_and_without_line_breaks_are_published_and_bad_o
         tmp_path: Path, rabbitmq_url: str) -> None:
     bus = open_pos_bus(tmp_path, rabbitmq_url, sources=SOURCE, routes=ROUTES)
     try:
-        inbox = bus.inbox()
+        inbox, work = bus.inbox(), bus.work()
         # Given the bank's file with line breaks and filler, the same entries without line
         # breaks (another file id), one cut short and one whose batch credit total is off
         drop(inbox, "ACH_A.ach", (BANK / "samples" / "ACH_20260301_A.ach").read_bytes())
@@ -52,8 +52,8 @@ def test_nacha_files_with_filler_and_without_line_breaks_are_published_and_bad_o
         drop(inbox, "ACH_TOTAL.ach", "".join(line + "\r\n" for line in lines).encode())
         # When the source and a worker run
         with bus.running_worker(), bus.running_source(bus.source("bank_files")):
-            wait_for(lambda: len(files_in(inbox / "archive")) == 2
-                     and len(files_in(inbox / "error", "*.ach")) == 2, timeout=30,
+            wait_for(lambda: len(files_in(work / "archive")) == 2
+                     and len(files_in(work / "error", "*.ach")) == 2, timeout=30,
                      message="two archived, two quarantined")
             wait_for(lambda: bus.target.count() == 16, message="8 records of each good file")
         # Then each good file gave its 5 entries and 3 addenda, with the batch's fields
@@ -73,11 +73,11 @@ def test_nacha_files_with_filler_and_without_line_breaks_are_published_and_bad_o
                          if e.headers["source_ref"]["file"] == "ACH_B.ach")
         assert lines_b == [3, 4, 5, 8, 9, 10, 11, 12]
         # And the malformed ones are in error/ with the line and column of the problem
-        cut = orjson.loads((inbox / "error" / "ACH_CUT.ach.reason.json").read_bytes())
+        cut = orjson.loads((work / "error" / "ACH_CUT.ach.reason.json").read_bytes())
         assert (cut["error_type"], cut["line"], cut["column"]) == ("FileStructureError", 14,
                                                                    41)
         assert "cut short" in cut["reason"]
-        total = orjson.loads((inbox / "error" / "ACH_TOTAL.ach.reason.json").read_bytes())
+        total = orjson.loads((work / "error" / "ACH_TOTAL.ach.reason.json").read_bytes())
         assert (total["error_type"], total["line"], total["column"], total["field"]) == (
             "ControlTotalError", 6, 33, "total_credit")
         assert "is 1337.45" in total["reason"] and "is 1337.46" in total["reason"]

@@ -115,8 +115,8 @@ def test_slow_clients_cannot_starve_the_receiver_or_its_descriptors(
     (tmp_path / "config" / "bus.yaml").write_text(CONFIG.format(url=rabbitmq_url, port=port))
     log = (tmp_path / "bus.log").open("wb")
     bus = subprocess.Popen(
-        [sys.executable, "-m", "integration_bus", "serve", "--config-dir",
-         str(tmp_path / "config")], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "integration_bus", "serve", "--migrate",
+         "--config-dir", str(tmp_path / "config")], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "ACME_NEW": SECRETS["ACME_NEW"]}, preexec_fn=_limit_descriptors)
     sender = WebhookSender(retry_delays=())
     sampler = FdSampler(bus.pid)
@@ -140,8 +140,10 @@ def test_slow_clients_cannot_starve_the_receiver_or_its_descriptors(
         assert max(a.answered - a.started for a in attempts) < 1.0, attempts
     finally:
         attack.stop.set()
-        attack.thread.join(10)
         sampler.stop.set()
+        for thread in (attack.thread, sampler.thread):
+            if thread.is_alive():
+                thread.join(10)
         sender.close()
         bus.send_signal(signal.SIGTERM)
         bus.wait(60)
