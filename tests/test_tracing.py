@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ConfigDict
 
+from integration_bus.cli import cli
 from integration_bus.connector import ConnectorContext, ConnectorPlugin, Envelope, TransientError
 from integration_bus.errors import ConfigError
 from integration_bus.runtime import Bus
@@ -252,3 +254,34 @@ def test_bus_demo_traces_a_web_order_through_every_route_and_trace_finds_it(
     assert family["ancestors"] == []
     assert [d["envelope_id"] for d in family["descendants"]] == [
         f["envelope_id"] for f in found[1:]]
+
+
+def test_bus_trace_prints_the_flow_and_finds_a_key(tmp_path: Path) -> None:
+    # Given an order that went through two routes, and the CLI pointed at the same store
+    store = f"sqlite:///{tmp_path / 'bus.db'}"
+    _, _, order = run_flow(tmp_path / "flow", store, Tracing.off())
+    config_dir = write_config(tmp_path / "cli", f"""
+        store: {{url: "{store}"}}
+        sinks: {{out: {{connector: log}}}}
+        routes: {{r: {{from: [a.b], to: [out]}}}}
+        """)
+
+    def trace(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, ["trace", "--config-dir", str(config_dir), *args],
+                                    env={"COLUMNS": "250"})
+        return result.exit_code, result.output
+
+    # When the order's envelope is traced, Then its journal and the flow after it are shown
+    code, out = trace(order.id)
+    assert code == 0, out
+    assert f"journal of {order.id}" in out and f"flow of {order.id}" in out
+    assert "order.checked" in out and "retried@checked->erp" in out
+    # When the key is asked for, Then both envelopes are listed, the order first
+    code, out = trace("--key", "ORDER-77")
+    assert code == 0, out
+    assert out.index("order.placed") < out.index("order.checked")
+    code, out = trace("--key", "ORDER-7")
+    assert code == 1 and "no envelope with key 'ORDER-7'" in out
+    # and asking for both, or neither, is a usage error
+    assert trace()[0] == 2
+    assert trace(order.id, "--key", "ORDER-77")[0] == 2
