@@ -200,8 +200,8 @@ def test_node_and_worker_killed_under_load_lose_nothing_and_duplicate_nothing(
         sink = tmp_path / "var" / "effects.jsonl"
         meter = stack.enter_context(Meter(sink))
         flow_began = time.monotonic()
-        wait_for(lambda: meter.count() >= MESSAGES // 4, timeout=300, interval=0.2,
-                 message="a quarter delivered")
+        wait_for(lambda: meter.count() >= MESSAGES // 5, timeout=300, interval=0.2,
+                 message="a fifth delivered")
         # When one node (the one every client tried first) and one worker die hard mid-flow
         killed_at = time.monotonic()
         before = meter.rate(flow_began + 2, killed_at)
@@ -211,13 +211,14 @@ def test_node_and_worker_killed_under_load_lose_nothing_and_duplicate_nothing(
         at_kill = meter.count()
         report["delivered_at_kill"] = at_kill
         # ...the flow goes on through the two other nodes and the two other workers
-        wait_for(lambda: meter.count() >= min(at_kill + MESSAGES // 10, MESSAGES), timeout=300,
+        wait_for(lambda: meter.count() >= min(at_kill + MESSAGES // 40, MESSAGES), timeout=300,
                  interval=0.2, message="delivery on the surviving nodes")
         survived_at = time.monotonic()
         # ...then both come back
-        cluster.nodes[0].start(timeout=180)
         workers[0] = stack.enter_context(process(worker_args, env, logs / "worker0b.log"))
+        cluster.nodes[0].start(timeout=180)
         restarted_at = time.monotonic()
+        report["node_restart_s"] = round(restarted_at - survived_at, 1)
         report["delivered_at_restart"] = meter.count()
         wait_for(lambda: len(cluster.running_nodes()) == 3, timeout=120, interval=0.5,
                  message="the node rejoined")
