@@ -8,8 +8,8 @@ reads ``OTEL_EXPORTER_OTLP_ENDPOINT`` and friends; the resource reads ``OTEL_SER
 ``OTEL_RESOURCE_ATTRIBUTES``; the sampler ``OTEL_TRACES_SAMPLER``; the batch processor
 ``OTEL_BSP_*``.
 
-When off, :class:`Tracing` is inert and nothing of OpenTelemetry is imported, so the bus runs
-without the ``otel`` extra. When on, the SDK must be installed (``pip install
+When off, :class:`Tracing` is inert and nothing of OpenTelemetry is imported here, so the bus
+runs without the SDK (the ``otel`` extra). When on, the SDK must be installed (``pip install
 integration-bus[otel]``), else start-up fails with a ConfigError saying so.
 
 Trace context travels in envelope headers as W3C ``traceparent``/``tracestate``. ``derive()``

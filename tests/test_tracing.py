@@ -285,3 +285,45 @@ def test_bus_trace_prints_the_flow_and_finds_a_key(tmp_path: Path) -> None:
     # and asking for both, or neither, is a usage error
     assert trace()[0] == 2
     assert trace(order.id, "--key", "ORDER-77")[0] == 2
+
+
+def test_the_bus_runs_without_the_opentelemetry_sdk(tmp_path: Path) -> None:
+    # Given a Python where the OpenTelemetry SDK cannot be imported (the API can: FastAPI
+    # itself depends on it)
+    config_dir = write_config(tmp_path, """
+        store: {url: sqlite:///var/bus.db}
+        sinks: {out: {connector: jsonl, path: var/out.jsonl}}
+        routes: {r: {from: [a.b], to: [out]}}
+        """)
+    script = f"""
+import sys, threading
+sys.modules["opentelemetry.sdk"] = None  # any import of it fails
+from pathlib import Path
+from integration_bus.envelope import Envelope
+from integration_bus.errors import ConfigError
+from integration_bus.runtime import Bus
+with Bus.from_config_dir(Path({str(config_dir)!r}), environ={{}}) as bus:
+    assert not bus.tracing.enabled
+    bus.publisher().publish(Envelope.create("a.b", {{"n": 1}}, source="t"))
+    stop = threading.Event()
+    worker = bus.worker()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    while worker.state.handled < 1:
+        stop.wait(0.02)
+    stop.set()
+    thread.join()
+import os
+os.environ["OTEL_TRACES_EXPORTER"] = "console"
+try:
+    Bus.from_config_dir(Path({str(config_dir)!r}), environ={{}})
+except ConfigError as exc:
+    print("refused:", exc)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    # Then the bus delivers with tracing off, and asking for tracing names the extra
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "var" / "out.jsonl").read_text().count("\n") == 1
+    assert "refused:" in done.stdout and "integration-bus[otel]" in done.stdout
