@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
@@ -53,6 +54,7 @@ class Tracing:
         self._tracer: Tracer | None = provider.get_tracer("integration_bus") if provider else None
         #: compiled pipeline -> its copy with a span per step (built once per pipeline version)
         self._pipelines: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()  # worker threads share this object
         if self.enabled:
             from opentelemetry import trace
             from opentelemetry.trace.propagation.tracecontext import (
@@ -160,9 +162,10 @@ class Tracing:
         make = getattr(pipeline, "with_step_spans", None)
         if make is None:
             return pipeline
-        traced = self._pipelines.get(pipeline)
-        if traced is None:
-            traced = self._pipelines[pipeline] = make(self.wrap_step)
+        with self._lock:
+            traced = self._pipelines.get(pipeline)
+            if traced is None:
+                traced = self._pipelines[pipeline] = make(self.wrap_step)
         return traced
 
     def wrap_step(self, label: str, kind: str,
