@@ -3,10 +3,21 @@ on (SQLite), against a raw pika loop doing the same work on the same broker in t
 consume → publish to another queue (confirmed) → ack.
 
     python bench/hub.py [--quick] [--messages N] [--rounds R] [--url amqp://...]
+                        [--tracing off|console]
 
 Both sides get the same 1 KB JSON messages, quorum queues, prefetch and batch of acks allowed by
 their design. Our worker runs in a child process so its peak RSS is its own. The last line is
 ``RESULT ratio=<ours/pika> rate=<ours msgs/s>``.
+
+``--tracing console`` runs the worker with ``OTEL_TRACES_EXPORTER=console``, its spans written to
+/dev/null (the cost of tracing itself, not of a terminal); the default is off, as in production
+until ``OTEL_TRACES_EXPORTER`` is set.
+
+``--against DIR`` (a checkout of the baseline, e.g. ``git worktree add /tmp/base main``) measures
+the cost of tracing instead: each round runs the baseline's worker, ours with tracing off and ours
+with console tracing to /dev/null back to back on the same queue, and reports per-round ratios
+(off / baseline, on / off) and their medians, so load from other work on the machine hits the
+three alike. No pika round then.
 """
 
 from __future__ import annotations
@@ -96,7 +107,8 @@ routes:
 """
 
 
-def bus_round(url: str, messages: int) -> dict[str, float]:
+def bus_round(url: str, messages: int, tracing: str = "off",
+              code: Path | None = None) -> dict[str, float]:
     from integration_bus.envelope import Envelope
     from integration_bus.runtime import Bus
 
@@ -113,9 +125,21 @@ def bus_round(url: str, messages: int) -> dict[str, float]:
             outcomes = publisher.publish_many(envelopes[start:start + 1000])
             assert all(o is None for o in outcomes), outcomes
         publisher.close()
-    child = subprocess.run([sys.executable, __file__, "--child", str(root), str(messages)],
-                           capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if tracing != "off":
+        env["OTEL_TRACES_EXPORTER"] = tracing
+    script = __file__
+    if code is not None:  # the baseline's own worker and bench child
+        env["PYTHONPATH"] = str(code)
+        script = str(code / "bench" / "hub.py")
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = subprocess.run([sys.executable, script, "--child", str(root), str(messages)],
+                           capture_output=True, text=True, check=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(child.stdout.strip().splitlines()[-1])
+    # CPU seconds of the worker process (start-up included): less at the mercy of other load
+    # on the machine than its wall-clock rate
+    result["cpu_s"] = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
     with Bus.from_config_dir(root / "config", environ={}) as bus:
         out = bus.transport.queue_stats("bus.route.drain")
         assert out is not None and out.messages == before + messages, (out, before, messages)
@@ -130,6 +154,9 @@ def child(root: str, messages: int) -> None:
     from integration_bus.runtime import Bus
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    result = sys.stdout
+    if os.environ.get("OTEL_TRACES_EXPORTER"):  # spans to /dev/null; the result to stdout
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of this process)
     with Bus.from_config_dir(Path(root) / "config", environ={}) as bus:
         stop = threading.Event()
         worker = bus.worker(["bench"])
@@ -142,7 +169,8 @@ def child(root: str, messages: int) -> None:
         stop.set()
         thread.join()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rate": messages / elapsed, "seconds": elapsed, "rss_mb": rss_mb}))
+    print(json.dumps({"rate": messages / elapsed, "seconds": elapsed, "rss_mb": rss_mb}),
+          file=result)
 
 
 def main() -> None:
@@ -151,6 +179,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int)
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--url", help="an existing vhost URL (default: a fresh vhost)")
+    parser.add_argument("--tracing", choices=["off", "console"], default="off",
+                        help="OTEL_TRACES_EXPORTER for the worker (console: spans to /dev/null)")
+    parser.add_argument("--against", type=Path, metavar="DIR",
+                        help="compare tracing off/on with the baseline checkout in DIR")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -167,12 +199,15 @@ def main() -> None:
         url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {messages} x {PAYLOAD_BYTES} B messages, "
-          f"{rounds} round(s), prefetch {PREFETCH}")
+          f"{rounds} round(s), prefetch {PREFETCH}, tracing {args.tracing}")
     try:
+        if args.against is not None:
+            compare_tracing(url, messages, rounds, args.against.resolve())
+            return
         ratios, ours_rates, rss = [], [], []
         for round_no in range(1, rounds + 1):
             baseline = pika_baseline(url, messages)
-            ours = bus_round(url, messages)
+            ours = bus_round(url, messages, args.tracing)
             ratios.append(ours["rate"] / baseline)
             ours_rates.append(ours["rate"])
             rss.append(ours["rss_mb"])
@@ -184,6 +219,28 @@ def main() -> None:
             rabbitmqctl("delete_vhost", vhost)
     print(f"RESULT ratio={statistics.median(ratios):.2f} rate={statistics.median(ours_rates):.0f} "
           f"rss_mb={max(rss):.0f}")
+
+
+def compare_tracing(url: str, messages: int, rounds: int, baseline: Path) -> None:
+    ratios: dict[str, list[float]] = {"off": [], "on": [], "off_cpu": [], "on_cpu": []}
+    for round_no in range(1, rounds + 1):
+        load = os.getloadavg()
+        base = bus_round(url, messages, "off", baseline)
+        off = bus_round(url, messages, "off")
+        on = bus_round(url, messages, "console")
+        ratios["off"].append(off["rate"] / base["rate"])
+        ratios["on"].append(on["rate"] / off["rate"])
+        ratios["off_cpu"].append(off["cpu_s"] / base["cpu_s"])
+        ratios["on_cpu"].append(on["cpu_s"] / off["cpu_s"])
+        print(f"round {round_no} (load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}): "
+              f"baseline {base['rate']:,.0f} msg/s, {base['cpu_s']:.1f} s CPU; "
+              f"tracing off {off['rate']:,.0f} msg/s (x{ratios['off'][-1]:.2f}), "
+              f"{off['cpu_s']:.1f} s CPU (x{ratios['off_cpu'][-1]:.2f}); "
+              f"console tracing {on['rate']:,.0f} msg/s (x{ratios['on'][-1]:.2f} of off), "
+              f"{on['cpu_s']:.1f} s CPU (x{ratios['on_cpu'][-1]:.2f} of off)", flush=True)
+    medians = {name: statistics.median(values) for name, values in ratios.items()}
+    print(f"RESULT off/baseline rate={medians['off']:.3f} cpu={medians['off_cpu']:.3f}; "
+          f"on/off rate={medians['on']:.3f} cpu={medians['on_cpu']:.3f}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ keys, which the ledger absorbs). A line that is not JSON, or that no route takes
 dead-letter store with file:line and the raw text. With ``follow`` it keeps reading appended lines.
 
 Sink: appends each envelope as a line (one ``write`` per line, O_APPEND) and can look up whether a
-key is already in the file, so a delivery left in doubt by a crash is not written twice.
+key is already in the file, so a delivery left in doubt by a crash is not written twice. Several
+worker processes may append to one file: a lookup that misses reads what was appended since it
+last looked (another process's delivery of the key included).
 """
 
 from __future__ import annotations
@@ -189,6 +191,7 @@ class JsonlSink:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = None
         self._keys: set[str] | None = None  # loaded on the first lookup (after a crash)
+        self._read_to = 0  # the file's bytes up to here are in _keys
 
     def _open(self) -> int:
         if self._fd is None:
@@ -211,14 +214,22 @@ class JsonlSink:
     def lookup(self, envelope: Envelope) -> bool:
         if self._keys is None:
             self._keys = set()
-            if self._path.exists():
-                with self._path.open("rb") as handle:
-                    for raw in handle:
-                        try:
-                            self._keys.add(orjson.loads(raw)["idempotency_key"])
-                        except (orjson.JSONDecodeError, KeyError, TypeError):
-                            continue  # a line not written by this sink (or cut short)
+        if envelope.idempotency_key not in self._keys and self._path.exists():
+            self._read_appended(self._keys)
         return envelope.idempotency_key in self._keys
+
+    def _read_appended(self, keys: set[str]) -> None:
+        """Add the keys of whole lines appended since the last read (by any process)."""
+        with self._path.open("rb") as handle:
+            handle.seek(self._read_to)
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break  # being written: read it next time
+                self._read_to += len(raw)
+                try:
+                    keys.add(orjson.loads(raw)["idempotency_key"])
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line not written by this sink
 
     def close(self) -> None:
         fd, self._fd = self._fd, None

@@ -22,6 +22,7 @@ from integration_bus.route import Route
 from integration_bus.store import Claim, ClaimOutcome, DeadLetter, Settlement, Store, utcnow
 from integration_bus.store.records import JournalEntry, clip_text, traceback_text
 from integration_bus.topology import route_of_queue
+from integration_bus.tracing import Tracing
 from integration_bus.transport import Delivery
 
 __all__ = ["Batch", "Item", "Outcome"]
@@ -52,6 +53,7 @@ class Item:
     sink: str | None = None
     outcome: Outcome | None = None
     mapping_version: str | None = None
+    span: Any = None  # the route's span for this delivery (tracing on)
 
     @property
     def owner(self) -> str:
@@ -84,8 +86,9 @@ class Batch:
     """Deliveries of one fetch. Build with :meth:`build`, then run the steps in order."""
 
     def __init__(self, items: list[Item], archived: list[Delivery], *, claim_lease: timedelta,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, tracing: Tracing | None = None) -> None:
         self.items = items
+        self.tracing = tracing
         self.archived = archived
         self.claim_lease = claim_lease
         self.metrics = metrics
@@ -96,9 +99,10 @@ class Batch:
     @classmethod
     def build(cls, deliveries: Sequence[Delivery], routes: Mapping[str, Route], *,
               archived: list[Delivery], claim_lease: timedelta, metrics: Metrics,
-              held: Mapping[str, int] | None = None) -> Batch:
+              held: Mapping[str, int] | None = None, tracing: Tracing | None = None) -> Batch:
         """Decode every delivery and run its route's pipeline (no I/O). Deliveries of a queue
-        in ``held`` (queue -> ms left of an open circuit) go back to wait, untouched."""
+        in ``held`` (queue -> ms left of an open circuit) go back to wait, untouched.
+        ``tracing`` (only when on): a span per delivery's route, its steps and sink calls."""
         items = []
         for delivery in deliveries:
             item = Item(delivery=delivery, route=routes[delivery.queue])
@@ -110,10 +114,12 @@ class Batch:
                 if held and delivery.queue in held:
                     item.fail(CircuitOpen("the route is paused: a sink's circuit is open",
                                           retry_after_ms=held[delivery.queue]))
+                elif tracing is not None:
+                    _run_traced(item, tracing)
                 else:
                     _run_pipeline(item)
             items.append(item)
-        return cls(items, archived, claim_lease=claim_lease, metrics=metrics)
+        return cls(items, archived, claim_lease=claim_lease, metrics=metrics, tracing=tracing)
 
     # -- claim and deliver ---------------------------------------------------------------------
     def claim_and_deliver(self, store: Store) -> None:
@@ -155,6 +161,10 @@ class Batch:
               results: list[str]) -> None:
         sink = work[indexes[0]][1]
         envelopes = [work[i][2] for i in indexes]
+        spans = None
+        if self.tracing is not None:  # a span per sink call; the sink sees it as trace parent
+            spans, envelopes = _sink_spans(self.tracing, sink.name,
+                                           [work[i][0] for i in indexes], envelopes)
         started = time.perf_counter()
         if isinstance(sink, BatchSink):
             try:
@@ -163,13 +173,22 @@ class Batch:
                 errors = [exc] * len(envelopes)
         else:
             errors = []
-            for envelope in envelopes:
-                error = _deliver_one(sink, envelope)
+            for index, envelope in enumerate(envelopes):
+                if spans is not None:
+                    with self.tracing.use(spans[index]):  # type: ignore[union-attr]
+                        error = _deliver_one(sink, envelope)
+                else:
+                    error = _deliver_one(sink, envelope)
                 errors.append(error)
                 if isinstance(error, CircuitOpen):  # the rest would be refused the same way
                     errors += [error] * (len(envelopes) - len(errors))
                     break
         per_envelope = (time.perf_counter() - started) / len(envelopes)
+        if spans is not None:
+            for span, error in zip(spans, errors, strict=False):
+                if error is not None:
+                    self.tracing.failed(span, error)  # type: ignore[union-attr]
+                span.end()
         now = time.time()
         for i, error in zip(indexes, errors, strict=True):
             item = work[i][0]
@@ -209,7 +228,11 @@ class Batch:
                     env.id, "received", now, route=item.route.name, attempt=env.attempt,
                     mapping_version=item.mapping_version,
                     detail={"type": env.type, "redelivered": item.delivery.redelivered,
-                            "delivery_count": item.delivery.delivery_count}))
+                            "delivery_count": item.delivery.delivery_count,
+                            # lineage for `bus trace` (ancestors, descendants, --key)
+                            "causation_id": env.causation_id,
+                            "correlation_id": env.correlation_id,
+                            "key": env.idempotency_key}))
         for item, sink, out, result in self._sink_results:
             env = item.envelope
             assert env is not None
@@ -277,11 +300,34 @@ class Batch:
         for item in self.items:
             if item.outcome is Outcome.RETRY and item.envelope is not None:
                 delay = item.retry_delay_ms()
-                out.setdefault((item.route.name, delay), []).append(item.envelope.next_attempt())
+                out.setdefault((item.route.name, delay), []).append(
+                    self._traced(item, item.envelope.next_attempt()))
             elif item.outcome is Outcome.HOLD and item.envelope is not None:
                 out.setdefault((item.route.name, item.retry_delay_ms()), []).append(
-                    item.envelope)  # the same attempt: an open circuit is not the message's fault
-        return out
+                    self._traced(item, item.envelope))  # the same attempt: an open circuit
+        return out                                          # is not the message's fault
+
+    def _traced(self, item: Item, envelope: Envelope) -> Envelope:
+        """A retried envelope continues its trace under this attempt's route span."""
+        if self.tracing is None or item.span is None:
+            return envelope
+        return self.tracing.stamp(envelope, item.span)
+
+    def end_spans(self) -> None:
+        """End the route spans with each delivery's outcome (after the batch is settled)."""
+        if self.tracing is None:
+            return
+        for item in self.items:
+            if item.span is None:
+                continue
+            span, item.span = item.span, None
+            outcome = item.outcome.value if item.outcome is not None else "unsettled"
+            span.set_attribute("bus.outcome", outcome)
+            if item.outcome is Outcome.RETRY:
+                span.add_event("retry", {"bus.retry.delay_ms": item.retry_delay_ms()})
+            if item.error is not None and item.outcome is not Outcome.HOLD:
+                self.tracing.failed(span, item.error)
+            span.end()
 
     def holds(self) -> dict[str, int]:
         """Routes to pause because a sink's circuit is open: route -> milliseconds."""
@@ -323,12 +369,14 @@ class _Busy(BusError):
     """Transient by design (not a TransientError subclass to keep it private)."""
 
 
-def _run_pipeline(item: Item) -> None:
+def _run_pipeline(item: Item, tracing: Tracing | None = None) -> None:
     envelope = item.envelope
     assert envelope is not None
     # A reloadable pipeline may be swapped meanwhile: run and record the very same version.
     pipeline = getattr(item.route.pipeline, "current", item.route.pipeline)
     item.mapping_version = pipeline.version
+    if tracing is not None:
+        pipeline = tracing.pipeline(pipeline)
     try:
         item.outputs = pipeline(envelope)
         for out in item.outputs:
@@ -340,6 +388,36 @@ def _run_pipeline(item: Item) -> None:
         item.fail(exc, step=str(exc.context.get("step") or item.route.pipeline.name))
     except Exception as exc:  # a pipeline bug: retry, then dead-letter with the traceback
         item.fail(exc, step=item.route.pipeline.name)
+
+
+def _run_traced(item: Item, tracing: Tracing) -> None:
+    """:func:`_run_pipeline` inside the delivery's route span (a child of the trace context
+    the envelope carries), a span per mapping step; the outputs then point at the route span."""
+    envelope, route = item.envelope, item.route
+    assert envelope is not None
+    item.span = span = tracing.start(
+        f"route {route.name}", parent=tracing.parent_of(envelope), kind="consumer",
+        attributes={"messaging.system": "rabbitmq", "messaging.operation.type": "process",
+                    "messaging.destination.name": route.queue,
+                    "messaging.message.id": envelope.id,
+                    "messaging.message.conversation_id": envelope.correlation_id,
+                    "bus.route": route.name, "bus.type": envelope.type,
+                    "bus.idempotency_key": envelope.idempotency_key,
+                    "bus.attempt": envelope.attempt,
+                    "bus.redelivered": item.delivery.redelivered})
+    with tracing.use(span):
+        _run_pipeline(item, tracing)
+    item.outputs = [tracing.stamp(out, span) for out in item.outputs]
+
+
+def _sink_spans(tracing: Tracing, sink: str, items: list[Item],
+                envelopes: list[Envelope]) -> tuple[list[Any], list[Envelope]]:
+    spans = [tracing.start(f"sink {sink}", parent_span=item.span, kind="client",
+                           attributes={"bus.sink": sink, "bus.route": item.route.name,
+                                       "bus.output_id": out.id,
+                                       "bus.idempotency_key": out.idempotency_key})
+             for item, out in zip(items, envelopes, strict=True)]
+    return spans, [tracing.stamp(out, span) for out, span in zip(envelopes, spans, strict=True)]
 
 
 def _type_name(error: BaseException) -> str:

@@ -15,6 +15,7 @@ A plugin that serves HTTP (a webhook receiver) uses :class:`HttpServer` under
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -274,6 +275,9 @@ class ConnectorContext:
     these per source and reason, and ``bus_source_rejections_total`` counts them on /metrics.
     ``stage(envelopes, cursor=(key, value))`` commits envelopes to the outbox (published to
     ``bus.ingress`` by the relay, with confirms) and, in the same transaction, sets the cursor.
+    ``span(name, attributes)`` is a context manager: a tracing span around a unit of reading
+    (a file, a request) while tracing is on (``OTEL_TRACES_EXPORTER``), nothing otherwise;
+    envelopes published inside it belong to its trace.
     """
 
     instance: str
@@ -288,6 +292,8 @@ class ConnectorContext:
     stage: Callable[[Sequence[Envelope], tuple[str, str] | None], None]
     metrics: Any  # integration_bus.metrics.Metrics; plugins add collectors to .registry
     clock: Callable[[], float] = time.time
+    span: Callable[[str, Mapping[str, Any]], contextlib.AbstractContextManager[Any]] = (
+        lambda name, attributes: contextlib.nullcontext())
 
     def rejected(self, reason: str, event: str, detail: dict[str, Any]) -> None:
         """Input this source refused as a whole, for ``reason`` (``quarantined``, ``refused``,

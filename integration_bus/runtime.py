@@ -41,6 +41,7 @@ from integration_bus.store import (
     utcnow,
 )
 from integration_bus.topology import INGRESS_EXCHANGE, REQUEUE_EXCHANGE, RouteBinding, Topology
+from integration_bus.tracing import Tracing
 from integration_bus.transport import (
     EmbeddedBroker,
     MemoryTransport,
@@ -48,6 +49,7 @@ from integration_bus.transport import (
     TransportPublisher,
     open_transport,
 )
+from integration_bus.transport.traced import TracedPublisher
 from integration_bus.watch import Readiness
 from integration_bus.worker import Worker, WorkerOptions
 
@@ -61,10 +63,14 @@ class Bus:
 
     def __init__(self, config: Config, *, registry: Registry,
                  pipelines: Mapping[str, Pipeline] | None = None,
-                 embedded: EmbeddedBroker | None = None, migrate: bool = True) -> None:
+                 embedded: EmbeddedBroker | None = None, migrate: bool = True,
+                 tracing: Tracing | None = None) -> None:
         """``migrate``: bring the store's schema to head when it is first used; False: require
-        it at head already (read-only commands; ConfigError naming ``bus db upgrade``)."""
+        it at head already (read-only commands; ConfigError naming ``bus db upgrade``).
+        ``tracing``: default from the process's ``OTEL_*`` variables (off unless
+        ``OTEL_TRACES_EXPORTER`` names an exporter; see ``integration_bus.tracing``)."""
         self.config = config
+        self.tracing = tracing if tracing is not None else Tracing.from_environ(os.environ)
         self.migrate = migrate
         self.registry = registry
         self.metrics = Metrics()
@@ -123,6 +129,7 @@ class Bus:
         self.transport.close()
         if self._store is not None:
             self._store.close()
+        self.tracing.shutdown()
 
     def __enter__(self) -> Bus:
         return self.open()
@@ -171,11 +178,16 @@ class Bus:
             reject=lambda raw, error, ref: self.reject(instance, raw, error, ref),
             record=lambda event, detail: self.record(instance, event, detail),
             stage=lambda envelopes, cursor: self.stage(instance, envelopes, cursor),
-            metrics=self.metrics)
+            metrics=self.metrics,
+            span=lambda name, attributes: self.tracing.span(name, attributes))
 
     def publisher(self) -> TransportPublisher:
-        """A new publisher (own connection; use it from one thread)."""
-        return self.transport.publisher()
+        """A new publisher (own connection; use it from one thread); it traces what it
+        publishes when tracing is on."""
+        publisher = self.transport.publisher()
+        if self.tracing.enabled:
+            return TracedPublisher(publisher, self.tracing)
+        return publisher
 
     def sink(self, name: str) -> Sink:
         instance = self.config.sinks[name]
@@ -216,7 +228,7 @@ class Bus:
         broker = self.config.settings.broker
         options = options or WorkerOptions(batch_size=broker.batch_size, prefetch=broker.prefetch)
         return Worker(self.transport, self.store, self.routes(routes), self.topology,
-                      metrics=self.metrics, options=options, **kwargs)
+                      metrics=self.metrics, options=options, tracing=self.tracing, **kwargs)
 
     def reject(self, instance: str, raw: bytes | str, error: BusError,
                source_ref: dict[str, Any]) -> None:
@@ -247,6 +259,9 @@ class Bus:
     def stage(self, instance: str, envelopes: Sequence[Envelope],
               cursor: tuple[str, str] | None) -> None:
         """Envelopes to the outbox and a source's cursor, atomically (see PollingSource)."""
+        if self.tracing.enabled:  # staged in a poll's span: they belong to its trace
+            envelopes = [e if "traceparent" in e.headers else self.tracing.stamp(e)
+                         for e in envelopes]
         self.store.stage([OutboxItem(INGRESS_EXCHANGE, e.type, e) for e in envelopes],
                          reason=f"source:{instance}",
                          cursor=(f"{instance}:{cursor[0]}", cursor[1]) if cursor else None)
@@ -263,7 +278,8 @@ class Bus:
         try:
             if not isinstance(polling, PollingSource):
                 raise ConfigError(f"source {name!r} is not a polling source")
-            return polling.poll()
+            with self.tracing.span("source.poll", {"bus.source": name}):
+                return polling.poll()
         finally:
             self.store.release_lease(f"poll:{name}", owner)
             if own:

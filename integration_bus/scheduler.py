@@ -69,6 +69,7 @@ def make_scheduler(config_dir: Path, *, environ: Mapping[str, str] | None = None
         worker_hijack_root_logger=False, beat_schedule=_schedule(config, bus()),
         beat_schedule_filename=str(config.root / "var" / "celerybeat-schedule"),
         broker_connection_retry_on_startup=True,
+        broker_failover_strategy=config.settings.broker.failover_strategy,  # ';' node lists
     )
 
     @app.task(name=PURGE_TASK, shared=False)  # type: ignore[untyped-decorator]

@@ -32,7 +32,9 @@ from integration_bus.metrics import Metrics
 from integration_bus.route import Route
 from integration_bus.store import Store
 from integration_bus.topology import DEAD_LETTER_QUEUE, Topology, route_queue
+from integration_bus.tracing import Tracing
 from integration_bus.transport import Consumer, Delivery, Transport, TransportPublisher
+from integration_bus.transport.traced import TracedPublisher
 
 __all__ = ["Worker", "WorkerOptions"]
 
@@ -81,8 +83,11 @@ class Worker:
     def __init__(self, transport: Transport, store: Store, routes: Sequence[Route],
                  topology: Topology, *, metrics: Metrics | None = None,
                  options: WorkerOptions | None = None,
-                 on_batch: Callable[[Batch], None] | None = None) -> None:
+                 on_batch: Callable[[Batch], None] | None = None,
+                 tracing: Tracing | None = None) -> None:
         self.transport = transport
+        #: None unless tracing is on: the batch loop then skips every tracing call
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.store = store
         self.routes = {route.queue: route for route in routes}
         self.topology = topology
@@ -130,6 +135,8 @@ class Worker:
         if self.options.archive_dead_letters and not self.transport.embedded:
             queues.append(DEAD_LETTER_QUEUE)
         self._publisher = self.transport.publisher()
+        if self.tracing is not None:
+            self._publisher = TracedPublisher(self._publisher, self.tracing)
         self._cautious = not self.transport.embedded
         prefetch = 1 if self._cautious else self.options.prefetch
         self._consumer = self.transport.consumer(queues, prefetch)
@@ -188,14 +195,17 @@ class Worker:
         held = {queue: max(1, int((at - now) * 1000)) for queue, at in self._paused.items()}
         batch = Batch.build([d for d in deliveries if d.queue != DEAD_LETTER_QUEUE], self.routes,
                             archived=archived, claim_lease=self.options.claim_lease,
-                            metrics=self.metrics, held=held)
+                            metrics=self.metrics, held=held, tracing=self.tracing)
         self.metrics.flow.taken(id(self), _oldest_per_route(batch))
-        self._until_stored(lambda: batch.claim_and_deliver(self.store), stop)
-        self._until_stored(lambda: self.store.settle(batch.settlement), stop)
-        if batch.archive:
-            self._until_stored(lambda: self.store.settle(batch.archive), stop)
-        self._retry(batch)
-        self._consumer.ack(deliveries)  # type: ignore[union-attr]
+        try:
+            self._until_stored(lambda: batch.claim_and_deliver(self.store), stop)
+            self._until_stored(lambda: self.store.settle(batch.settlement), stop)
+            if batch.archive:
+                self._until_stored(lambda: self.store.settle(batch.archive), stop)
+            self._retry(batch)
+            self._consumer.ack(deliveries)  # type: ignore[union-attr]
+        finally:
+            batch.end_spans()
         self.metrics.flow.settled(id(self))
         for route, hold_ms in batch.holds().items():
             self._hold(route, hold_ms)

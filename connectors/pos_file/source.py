@@ -219,7 +219,10 @@ class PosFileSource:
         self._calendar.arrived(entry.name, st.st_mtime)
         claimed = Claimed(inbox=inbox, name=entry.name, folder=processing, st=st,
                           store=self._store_of(inbox, entry.name))
-        return self._ingestor.ingest(claimed, publisher, stop)
+        with self._context.span("source.read", {"bus.source": self._context.instance,
+                                                "bus.file": shown(entry.name),
+                                                "bus.store": claimed.store}):
+            return self._ingestor.ingest(claimed, publisher, stop)
 
     def _store_of(self, inbox: Inbox, name: str) -> str:
         if inbox.store is not None:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -109,21 +110,39 @@ def rejection_table(rows: list[dict[str, Any]]) -> Table:
 
 @click.command("trace")
 @config_dir_option
-@click.argument("envelope_id")
+@click.argument("envelope_id", required=False)
+@click.option("--key", "business_key", metavar="KEY",
+              help="every envelope of one business key (e.g. an order number) and the flows "
+                   "they belong to, instead of one envelope")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def trace_command(config_dir: Path, envelope_id: str, as_json: bool) -> None:
-    """An envelope's journal: received, delivered, retried, dead-lettered, duplicate...
-    (personal data masked, as in ``bus dlq show``)."""
+def trace_command(config_dir: Path, envelope_id: str | None, business_key: str | None,
+                  as_json: bool) -> None:
+    """An envelope's journal (received, delivered, retried, dead-lettered, duplicate...) and
+    the flow around it: the envelopes that led to it and those it caused, across routes.
+    With --key, every envelope of one business key. Personal data masked, as in
+    ``bus dlq show``."""
     from integration_bus.cli.dlq import console_for
 
+    if (envelope_id is None) == (business_key is None):
+        click.echo("error: give an envelope id or --key KEY (one of them)", err=True)
+        sys.exit(EXIT_USAGE)
+    if business_key is not None:
+        with Bus.from_config_dir(config_dir, migrate=False) as bus:
+            found = console_for(bus).of_key(business_key)
+        _print_key(business_key, found, as_json)
+        return
+    assert envelope_id is not None
     with Bus.from_config_dir(config_dir, migrate=False) as bus:
-        events, dead = console_for(bus).trace(envelope_id)
+        console_ = console_for(bus)
+        events, dead = console_.trace(envelope_id)
+        family = console_.lineage(envelope_id)
     if not events and not dead:
         click.echo(f"no journal entries for {envelope_id}", err=True)
         sys.exit(EXIT_FAILURE)
     if as_json:
-        click.echo(json.dumps({"events": events, "dead_letters": dead}, default=str, indent=2))
+        click.echo(json.dumps({"events": events, "dead_letters": dead, **family},
+                              default=str, indent=2))
         return
     table = Table(title=f"journal of {envelope_id}")
     for column in ("at", "event", "route", "sink", "attempt", "detail"):
@@ -136,6 +155,36 @@ def trace_command(config_dir: Path, envelope_id: str, as_json: bool) -> None:
     out.print(table)
     for letter in dead:
         out.print(f"dead letter {letter['id']}: {letter['error_type']}: {letter['message']}")
+    if family["ancestors"] or family["descendants"]:
+        out.print(_flow_table(f"flow of {envelope_id}",
+                              [*family["ancestors"], None, *family["descendants"]],
+                              envelope_id))
+
+
+def _print_key(key: str, found: list[dict[str, Any]], as_json: bool) -> None:
+    if not found:
+        click.echo(f"no envelope with key {key!r} in the journal", err=True)
+        sys.exit(EXIT_FAILURE)
+    if as_json:
+        click.echo(json.dumps({"key": key, "envelopes": found}, default=str, indent=2))
+        return
+    console().print(_flow_table(f"envelopes of key {key}", found, None))
+
+
+def _flow_table(title: str, rows: Sequence[dict[str, Any] | None], this: str | None) -> Table:
+    """One row per envelope: id, type, routes, what happened (``None`` marks ``this``)."""
+    table = Table(title=title)
+    for column in ("first seen", "envelope", "type", "routes", "events"):
+        table.add_column(column)
+    for row in rows:
+        if row is None:
+            table.add_row("", f"{this} (this one)", "", "", "")
+            continue
+        events = ", ".join(f"{e['event']}@{e['route']}" + (f"->{e['sink']}" if e["sink"] else "")
+                           for e in row["events"] if e["event"] != "received")
+        table.add_row(str(row["first_at"] or ""), row["envelope_id"], row["type"] or "",
+                      ", ".join(row["routes"]), events)
+    return table
 
 
 @click.command("lint")

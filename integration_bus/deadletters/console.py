@@ -182,6 +182,16 @@ class DeadLetterConsole:
         return ([{**e, "detail": self.redaction.data(e["detail"], echoes=echoes)}
                  for e in events], [self._view(d, False) for d in dead])
 
+    def lineage(self, envelope_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The envelopes before and after ``envelope_id`` in its flow (``bus trace``)."""
+        self.require("read", f"trace {envelope_id}")
+        return self.bus.store.lineage(envelope_id)
+
+    def of_key(self, key: str) -> list[dict[str, Any]]:
+        """Every envelope of one business key (``bus trace --key``)."""
+        self.require("read", f"trace --key {self.redaction.text(key)}")
+        return self.bus.store.envelopes_of_key(key)
+
     def show(self, ident: str, *, unmask: bool = False) -> dict[str, Any]:
         self._reading(None, unmask, f"show {ident}")
         with self.db.begin() as conn:

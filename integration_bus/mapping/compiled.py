@@ -8,6 +8,7 @@ against it) before envelopes are made; when the last step is a ``map`` it confor
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,18 @@ class CompiledMapping:
         self._output_schema = info.output_schema.ref if info.output_schema is not None else None
         conformed = bool(self.steps) and self.steps[-1].conformed
         self._chain = _chain(self.steps, _terminal(info.output_schema, conformed))
+
+    def with_step_spans(self, wrap: Callable[[str, str, Callable[..., Any]], Callable[..., Any]],
+                        ) -> CompiledMapping:
+        """The same mapping with each step's function wrapped by ``wrap(label, kind, func)``
+        (tracing: a span per step). The plain chain stays as it is, for when tracing is off."""
+        steps = []
+        for step in self.steps:
+            def wrapped(func: Any, step: Step = step) -> Any:
+                return None if func is None else wrap(step.label, step.kind, func)
+            steps.append(dataclasses.replace(step, apply=wrapped(step.apply),
+                                             test=wrapped(step.test), items=wrapped(step.items)))
+        return CompiledMapping(self.info, steps, decimal_context=self._decimal_context)
 
     def __repr__(self) -> str:
         return f"<CompiledMapping {self.name} {self.version} ({self.info.file})>"

@@ -41,7 +41,12 @@ class _Model(BaseModel):
 class BrokerSettings(_Model):
     """Where messages travel. No ``url`` (or an empty one) means embedded mode."""
 
-    url: str | None = Field(None, description="amqp://user:pass@host:5672/vhost; empty = embedded")
+    url: str | None = Field(
+        None, description="amqp://user:pass@host:5672/vhost; several nodes of a cluster separated "
+                          "by ';' (clients fail over to the next); empty = embedded")
+    failover_strategy: Literal["round-robin", "shuffle"] = Field(
+        "round-robin", description="the order in which clients try the nodes of a ';' list: "
+                                   "as listed, or shuffled (spreads connections over nodes)")
     prefetch: int = Field(200, ge=1, le=65535, description="unacked messages per consumer")
     batch_size: int = Field(100, ge=1, description="messages a worker settles per store commit")
     heartbeat: int = Field(30, ge=0, description="AMQP heartbeat in seconds (0 disables)")
@@ -58,6 +63,8 @@ class BrokerSettings(_Model):
     @field_validator("url")
     @classmethod
     def _empty_is_embedded(cls, value: str | None) -> str | None:
+        if value and any(not part.strip() for part in value.split(";")):
+            raise ValueError("an empty broker URL in the ';' list (a stray ';'?)")
         return value or None
 
     @field_validator("retry_tiers")

@@ -22,6 +22,7 @@ from integration_bus.liveness import holder_alive
 from integration_bus.redact import Redaction
 from integration_bus.store import gauges
 from integration_bus.store import ledger as ledger_ops
+from integration_bus.store import lineage as lineage_ops
 from integration_bus.store import outbox as outbox_ops
 from integration_bus.store.database import Database, dialect_insert
 from integration_bus.store.ledger import Claim, ClaimOutcome
@@ -169,6 +170,21 @@ class Store:
             rows = conn.execute(select(journal).where(journal.c.envelope_id == envelope_id)
                                 .order_by(journal.c.id)).mappings().all()
         return [dict(r) for r in rows]
+
+    def lineage(self, envelope_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The envelopes that led to ``envelope_id`` (``ancestors``, oldest first) and those
+        it caused (``descendants``), each with its type, routes and events."""
+        with self.db.begin(read_only=True) as conn:
+            return {"ancestors": lineage_ops.summaries(
+                        conn, lineage_ops.ancestors(conn, envelope_id)),
+                    "descendants": lineage_ops.summaries(
+                        conn, lineage_ops.descendants(conn, envelope_id))}
+
+    def envelopes_of_key(self, key: str) -> list[dict[str, Any]]:
+        """Every envelope of one business key and the flows they belong to (see
+        :func:`integration_bus.store.lineage.envelopes_of_key`), with types, routes, events."""
+        with self.db.begin(read_only=True) as conn:
+            return lineage_ops.summaries(conn, lineage_ops.envelopes_of_key(conn, key))
 
     def count_events(self, event: str, route: str | None = None) -> int:
         where = [journal.c.event == event]

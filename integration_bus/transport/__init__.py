@@ -34,4 +34,5 @@ def open_transport(broker: BrokerSettings, embedded: EmbeddedBroker | None = Non
 
     return AmqpTransport(broker.url, heartbeat=broker.heartbeat,
                          connect_timeout=broker.connect_timeout / 1000,
-                         confirm_window=broker.confirm_window, max_message=broker.max_message)
+                         confirm_window=broker.confirm_window, max_message=broker.max_message,
+                         failover_strategy=broker.failover_strategy)

@@ -46,17 +46,26 @@ _NOT_FOUND = 404
 
 
 class AmqpTransport:
-    """RabbitMQ at ``url``. Every publisher and consumer opens its own connection."""
+    """RabbitMQ at ``url``. Every publisher and consumer opens its own connection.
+
+    ``url`` may list the nodes of a cluster separated by ``;`` (kombu's failover URLs): each
+    new connection tries them in ``failover_strategy`` order (``round-robin``: as listed;
+    ``shuffle``) until one answers, so a publisher or consumer that lost its node reconnects
+    to another one. With quorum queues every node serves every queue.
+    """
 
     embedded = False
 
     def __init__(self, url: str, *, heartbeat: int = 30, connect_timeout: float = 10.0,
-                 confirm_window: int = 512, max_message: int = MAX_MESSAGE_BYTES) -> None:
+                 confirm_window: int = 512, max_message: int = MAX_MESSAGE_BYTES,
+                 failover_strategy: str = "round-robin") -> None:
         self.url = url
         self.heartbeat = heartbeat
         self.connect_timeout = connect_timeout
         self.confirm_window = confirm_window
         self.max_message = max_message
+        self.failover_strategy = failover_strategy
+        self.nodes = len([part for part in url.split(";") if part.strip()])
         self.topology: Topology | None = None
         probe = Connection(url)
         #: every kombu/py-amqp error that means "the connection or channel is gone"
@@ -69,9 +78,12 @@ class AmqpTransport:
         broker, password masked; a running bus keeps retrying, as an operator may fix the user).
         """
         conn = Connection(self.url, heartbeat=self.heartbeat,
-                          connect_timeout=self.connect_timeout)
+                          connect_timeout=self.connect_timeout,
+                          failover_strategy=self.failover_strategy)
         try:
-            conn.ensure_connection(max_retries=0)  # fail at once; callers own the backoff
+            # Each node once, without sleeping in between (kombu sleeps only after a full
+            # round); if none answers, fail at once: callers own the backoff.
+            conn.ensure_connection(max_retries=self.nodes - 1)
         except (AccessRefused, NotAllowed) as exc:
             where = conn.as_uri()  # the password masked as **
             conn.release()
