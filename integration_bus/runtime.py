@@ -7,6 +7,7 @@ Nothing here is global: a test builds its own Bus. Lifecycle: ``Bus.from_config_
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
