@@ -137,6 +137,15 @@ seen_keys = Table(
     Index("ix_seen_keys_at", "at"),
 )
 
+console_users = Table(
+    "console_users", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("role", String(16), nullable=False),  # viewer | operator | admin
+    Column("password_hash", Text, nullable=False),  # Argon2id (argon2-cffi's encoded form)
+    Column("created_at", Stamp, nullable=False),
+    Column("updated_at", Stamp, nullable=False),
+)
+
 cursors = Table(
     "cursors", metadata,
     Column("key", String(255), primary_key=True),
