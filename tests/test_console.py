@@ -298,3 +298,57 @@ def test_bus_users_add_list_remove(project: Path) -> None:
                if r["action"].startswith("users-")]
     assert actions[-3:] == [("users-add", "ok"), ("users-remove", "ok"), ("users-add", "denied")]
     verified(project)
+
+
+def test_a_replay_preview_shows_what_the_current_mapping_would_send_and_sends_nothing(
+        client: TestClient, bus: Bus, project: Path) -> None:
+    set_mapping(project.parent, FIXED)
+    login(client, "viewer")
+    group = group_of(client, "2 pcs")
+    assert client.get(f"/dead-letters/preview?group={group}").status_code == 403
+    client.post("/logout", data={"csrf": csrf(client, "/")})
+    login(client, "operator")
+    page = client.get(f"/dead-letters/preview?group={group}")
+    assert page.status_code == 200 and page.text.count("<h3>shop.order.accepted") == 2
+    assert "deliver" in page.text and "Replay 2 now" in page.text
+    assert "customer1@" not in page.text
+    assert set(statuses(bus).values()) == {"new"}
+    dry = [(r["actor"], r["outcome"], r["count"]) for r in audit_rows(project)
+           if r["action"] in ("dry-run", "replay-dry-run")]
+    assert dry == [("viewer", "denied", 0), ("operator", "ok", 2)]
+
+
+def test_an_operator_restores_a_discarded_letter_and_an_admin_purges(
+        client: TestClient, bus: Bus, project: Path) -> None:
+    login(client, "operator")
+    ident = next(r["id"] for r in bus.store.dead_letters()
+                 if r["envelope"]["payload"]["order_id"] == "W-00003")
+    token = csrf(client, "/")
+    client.post("/dead-letters/discard", data={"id": ident, "csrf": token, "reason": "x"})
+    assert statuses(bus)["W-00003"] == "discarded"
+    assert client.post("/dead-letters/purge", data={"csrf": token, "days": "0"}
+                       ).status_code == 403
+    answer = client.post("/dead-letters/restore", data={"id": ident, "csrf": token,
+                                                        "reason": "store reopened"})
+    assert answer.status_code == 200 and "restored 1" in answer.text
+    client.post("/dead-letters/discard", data={"id": ident, "csrf": token, "reason": "again"})
+    client.post("/logout", data={"csrf": token})
+    login(client, "admin")
+    answer = client.post("/dead-letters/purge", data={"csrf": csrf(client, "/"), "days": "0"})
+    assert answer.status_code == 200 and "purged 1" in answer.text
+    assert "W-00003" not in statuses(bus) and len(statuses(bus)) == 3
+    verified(project)
+
+
+def test_an_admin_sees_the_diff_of_an_edit_before_saving_it(client: TestClient, bus: Bus) -> None:
+    login(client, "admin")
+    row = next(r for r in bus.store.dead_letters()
+               if r["envelope"]["payload"]["order_id"] == "W-00002")
+    page = client.post(f"/dead-letters/{row['id']}/edit", data={
+        "csrf": csrf(client, "/"), "diff": "1",
+        "payload": '{"order_id": "W-00002", "sku": "SKU-2", "qty": "2", "store": "0042"}'})
+    assert page.status_code == 200
+    assert '-  &#34;qty&#34;: &#34;2 pcs&#34;' in page.text
+    assert '+  &#34;qty&#34;: &#34;2&#34;' in page.text
+    assert next(r for r in bus.store.dead_letters()
+                if r["id"] == row["id"])["edited_payload"] is None

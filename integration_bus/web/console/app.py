@@ -8,6 +8,7 @@ masking and the audit are the CLI's; the page itself never writes SQL.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from integration_bus.deadletters.console import DeadLetterConsole, pretty
 from integration_bus.errors import BusError
 from integration_bus.http_limits import HttpLimits
 from integration_bus.operators import AccessDenied, Operator
+from integration_bus.reload import MappingReloader
 from integration_bus.runtime import Bus
 from integration_bus.web.console import auth
 from integration_bus.web.console.accounts import Accounts, LoginLimiter
@@ -85,6 +87,16 @@ class Console:
     limiter: LoginLimiter
     clock: Callable[[], float] = time.time
     pages: Jinja2Templates = field(default_factory=templates)
+    reloader: MappingReloader | None = None
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current_mappings(self) -> None:
+        """Pick up mappings and schemas changed on disk since the last look, so a preview,
+        an edit's validation and a replay use what ``bus run`` now runs (a broken change is
+        refused and the previous versions stay, as in the bus)."""
+        if self.reloader is not None:
+            with self._reload_lock:
+                self.reloader.check()
 
     def who(self, request: Request) -> Operator:
         return auth.current(request, self.accounts, self.lifetime, self.clock)
@@ -115,7 +127,8 @@ def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
     from integration_bus.web.console import deadletters
 
     app = api(limits, title="integration-bus console")
-    console = Console(bus, Accounts(bus.store.db), lifetime, limiter or LoginLimiter(), clock)
+    console = Console(bus, Accounts(bus.store.db), lifetime, limiter or LoginLimiter(), clock,
+                      reloader=bus.reloader())
     app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
                        max_age=lifetime, same_site="strict", https_only=secure_cookie)
     app.mount("/static", StaticFiles(packages=[("integration_bus.web.console", "static")]),

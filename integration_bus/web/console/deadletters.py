@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from integration_bus.deadletters.console import DeadLetterConsole, EditRefused
+from integration_bus.deadletters.console import DeadLetterConsole, EditRefused, payload_diff
 from integration_bus.deadletters.query import STATUSES, Selection
 from integration_bus.relay import OutboxRelay
 from integration_bus.web.console import auth
@@ -100,6 +100,51 @@ def router(console: Console) -> APIRouter:
             filters=filters, here=here, routes=sorted(console.bus.config.settings.routes),
             link=lambda p: f"/dead-letters/list?{urlencode({**filters, 'page': p})}")
 
+    @pages.get("/preview", response_class=HTMLResponse)
+    def preview(request: Request) -> Response:
+        """What replaying the chosen letters would do now (the current mapping's outputs and
+        the ledger's verdict per sink), sending nothing; audited as a dry run."""
+        who = console.who(request)
+        ids = tuple(v[:64] for v in request.query_params.getlist("id") if v.strip())
+        filters = _filters(request.query_params)
+        if not ids and not filters.get("group"):
+            raise HTTPException(400, "say which dead letters: an id or a group")
+        chosen = dataclasses.replace(selection_of(filters, ids), statuses=("new",))
+        console.current_mappings()
+        shown, total = console.dlq(who).preview(chosen)
+        return console.render(request, "preview.html", who, previews=shown, total=total,
+                              ids=ids, filters=filters)
+
+    @pages.post("/restore")
+    async def restore(request: Request) -> Response:
+        form = await request.form()
+        auth.check_csrf(request, form)
+        who = console.who(request)
+        ids, filters = _chosen(form)
+        reason = str(form.get("reason", "")).strip()[:500]
+        if not reason:
+            raise HTTPException(400, "say why they are restored (the reason is audited)")
+        count = await run_in_threadpool(console.dlq(who).restore,
+                                        selection_of(filters, ids), reason)
+        console.flash(request, f"restored {count} dead letter(s)")
+        return RedirectResponse(_back(form), status_code=303)
+
+    @pages.post("/purge")
+    async def purge(request: Request) -> Response:
+        form = await request.form()
+        auth.check_csrf(request, form)
+        who = console.who(request)
+        try:
+            days = float(str(form.get("days", "")))
+        except ValueError:
+            raise HTTPException(400, "days: a number of days, like 30") from None
+        if not 0 <= days <= 36500:
+            raise HTTPException(400, "days: between 0 and 36500")
+        count = await run_in_threadpool(console.dlq(who).purge, timedelta(days=days),
+                                        include_new=bool(form.get("include_new")))
+        console.flash(request, f"purged {count} dead letter(s) older than {days:g} day(s)")
+        return RedirectResponse("/dead-letters", status_code=303)
+
     @pages.get("/{ident}", response_class=HTMLResponse)
     def letter(request: Request, ident: str) -> Response:
         who = console.who(request)
@@ -137,6 +182,13 @@ def router(console: Console) -> APIRouter:
         except json.JSONDecodeError as exc:
             return console.render(request, "edit.html", who, letter=shown, text=text,
                                   status=422, error=f"not JSON: {exc}", field=None)
+        if form.get("diff"):  # show what would change; nothing stored, nothing checked yet
+            real = await run_in_threadpool(dlq.show, ident, unmask=True)
+            before = real["edited_payload"] if real["edited_payload"] is not None else \
+                real["envelope"].get("payload")
+            return console.render(request, "edit.html", who, letter=shown, text=text,
+                                  diff=payload_diff(before, payload) or "(no change)")
+        await run_in_threadpool(console.current_mappings)
         try:
             outcome = await run_in_threadpool(dlq.edit, ident, payload)
         except EditRefused as exc:
@@ -181,6 +233,7 @@ def router(console: Console) -> APIRouter:
 def _replay(console: Console, dlq: DeadLetterConsole, chosen: Selection) -> str:
     """Enqueue the replays (audited by the dead-letter console); with RabbitMQ, publish them
     now as ``bus dlq replay`` does; embedded, the running ``bus run`` relays the outbox."""
+    console.current_mappings()
     outcome = dlq.replay(chosen)
     text = f"queued {len(outcome.queued)} replay(s)"
     if outcome.skipped:
