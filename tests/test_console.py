@@ -15,11 +15,21 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from integration_bus.cli import cli
+from integration_bus.operators import Operator
 from integration_bus.runtime import Bus
-from integration_bus.web.console.accounts import LoginLimiter
+from integration_bus.web.console.accounts import Accounts, LoginLimiter
 from integration_bus.web.console.app import make_app
 from tests.console_support import HOSTILE, PASSWORD, build, csrf, login
-from tests.dlq_project import FIXED, OS_USER, effects, set_mapping
+from tests.dlq_project import (
+    FIXED,
+    OS_USER,
+    effects,
+    make_project,
+    order,
+    publish,
+    set_mapping,
+    worker,
+)
 from tests.support.probe import running, wait_for
 
 SECRET = "s" * 48
@@ -88,6 +98,8 @@ def test_login_sets_a_signed_strict_httponly_expiring_cookie_and_logout_ends_it(
     assert "httponly" in cookie and "samesite=strict" in cookie and "max-age=28800" in cookie
     home = client.get("/")
     assert home.status_code == 200 and "viewer" in home.text and "orders" in home.text
+    assert "script-src 'self'" in home.headers["content-security-policy"]
+    assert home.headers["x-frame-options"] == "DENY"
     # a tampered cookie is no session
     value = client.cookies["bus_console"]
     client.cookies.clear()
@@ -352,3 +364,27 @@ def test_an_admin_sees_the_diff_of_an_edit_before_saving_it(client: TestClient, 
     assert '+  &#34;qty&#34;: &#34;2&#34;' in page.text
     assert next(r for r in bus.store.dead_letters()
                 if r["id"] == row["id"])["edited_payload"] is None
+
+
+@pytest.mark.rabbitmq
+def test_with_rabbitmq_an_operators_group_replay_is_published_and_delivered(
+        tmp_path: Path, rabbitmq_url: str) -> None:
+    # Given two orders dead-lettered by a worker on RabbitMQ, and the mapping fixed since
+    config_dir = make_project(tmp_path, rabbitmq_url)
+    publish(config_dir, [order(1, "qty"), order(2, "qty"), order(3)])
+    with worker(config_dir) as running_bus:
+        wait_for(lambda: len(running_bus.store.dead_letters()) == 2 and
+                 len(effects(tmp_path)) == 1, message="1 delivered, 2 dead letters")
+    with Bus.from_config_dir(config_dir, environ={}) as bus:
+        Accounts(bus.store.db).add("olga", "operator", PASSWORD, by=Operator.system("test"))
+    set_mapping(tmp_path, FIXED)
+    with worker(config_dir), Bus.from_config_dir(config_dir, environ={}) as bus, \
+            TestClient(make_app(bus, secret=SECRET)) as client:
+        # When an operator replays the group in the console
+        login(client, "olga")
+        answer = client.post("/dead-letters/replay", data={
+            "group": group_of(client, "2 pcs"), "csrf": csrf(client, "/")})
+        # Then the console published them (as `bus dlq replay` does) and the route delivers
+        assert answer.status_code == 200 and "queued 2 replay(s); published 2" in answer.text
+        wait_for(lambda: len(effects(tmp_path)) == 3, message="3 delivered")
+        assert set(statuses(bus).values()) == {"replayed"}
