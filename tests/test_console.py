@@ -4,12 +4,17 @@ log as the CLI's (``bus dlq audit --verify``)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
@@ -388,3 +393,29 @@ def test_with_rabbitmq_an_operators_group_replay_is_published_and_delivered(
         assert answer.status_code == 200 and "queued 2 replay(s); published 2" in answer.text
         wait_for(lambda: len(effects(tmp_path)) == 3, message="3 delivered")
         assert set(statuses(bus).values()) == {"replayed"}
+
+
+def test_bus_console_serves_until_sigterm_and_keeps_its_session_secret(project: Path) -> None:
+    # Given `bus console` started on a free port
+    command = [sys.executable, "-m", "integration_bus", "console", "--config-dir", str(project),
+               "--port", "0"]
+    env = {k: v for k, v in os.environ.items() if k != "BUS_CONSOLE_SECRET"}
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            assert process.stderr is not None
+            line = ""
+            while "console on http://" not in line:
+                line = process.stderr.readline()
+                assert line, "the console exited before it listened"
+            url = line.split("console on ")[1].split(" ;")[0].rstrip("/")
+            # Then it answers the login page, with a CSRF field and our headers
+            page = httpx.get(f"{url}/login", timeout=10)
+            assert page.status_code == 200 and 'name="csrf"' in page.text
+            assert page.headers["x-frame-options"] == "DENY"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+    # And the session secret it made is kept in the store for the next start
+    with Bus.from_config_dir(project, environ={}) as bus:
+        secret = bus.store.cursor_get("console:session-secret")
+    assert secret is not None and len(secret) >= 32

@@ -38,13 +38,16 @@ def overview(bus: Bus) -> dict[str, Any]:
         since = oldest.get(binding.route)
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
+        in_retry = waiting.get(binding.route, 0)
         routes.append({
             "route": binding.route,
             "received": received,
             "delivered": fates.get("delivered", 0),
             "filtered": fates.get("filtered", 0),
             "duplicate": fates.get("duplicate", 0),
-            "in_retry": waiting.get(binding.route, 0),
+            "in_retry": in_retry,
+            # every envelope received is delivered, filtered, dead-lettered or waiting to retry
+            "balanced": settled + in_retry == received and not (stats and stats.messages),
             "dead_letters": dead.get(binding.route, 0),
             "backlog": max(0, received - settled),
             "queued": stats.messages if stats else None,
