@@ -19,7 +19,7 @@ from tests.support.probe import running, wait_for
 PASSWORD = "correct horse battery"
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 CONFIG = """
-    store: {url: sqlite:///var/bus.db}
+    store: {url: "STORE_URL"}
     dead_letters:
       redact: [email]
     sinks:
@@ -33,11 +33,11 @@ CONFIG = """
     """
 
 
-def build(root: Path) -> Path:
+def build(root: Path, store_url: str = "sqlite:///var/bus.db") -> Path:
     """Dead letters in embedded mode: two orders with "2 pcs" quantities (one group), one with
     an unknown store, one whose fields are hostile markup; users viewer, operator, admin."""
     make_project(root, "")
-    config_dir = write_config(root, CONFIG)
+    config_dir = write_config(root, CONFIG.replace("STORE_URL", store_url))
     hostile = Envelope.create("shop.order", {**order(4, "store").payload, "store": HOSTILE,
                                              "sku": HOSTILE}, source="shop")
     letters = [order(1, "qty"), order(2, "qty"), order(3, "store"), hostile]

@@ -419,3 +419,29 @@ def test_bus_console_serves_until_sigterm_and_keeps_its_session_secret(project: 
     with Bus.from_config_dir(project, environ={}) as bus:
         secret = bus.store.cursor_get("console:session-secret")
     assert secret is not None and len(secret) >= 32
+
+
+@pytest.mark.postgres
+def test_on_postgresql_logins_roles_and_a_group_replay_work_and_the_audit_verifies(
+        tmp_path: Path, postgres_url: str) -> None:
+    config_dir = build(tmp_path, postgres_url)
+    set_mapping(tmp_path, FIXED)
+    with Bus.from_config_dir(config_dir, environ={}) as bus, \
+            TestClient(make_app(bus, secret=SECRET)) as client:
+        login(client, "viewer")
+        group = group_of(client, "2 pcs")
+        token = csrf(client, "/")
+        assert client.post("/dead-letters/replay",
+                           data={"group": group, "csrf": token}).status_code == 403
+        client.post("/logout", data={"csrf": token})
+        login(client, "operator")
+        answer = client.post("/dead-letters/replay",
+                             data={"group": group, "csrf": csrf(client, "/")})
+        assert "queued 2 replay(s)" in answer.text
+        with Bus.from_config_dir(config_dir, environ={}) as runner, \
+                running(lambda stop: runner.run(stop, sources=[])):
+            wait_for(lambda: len(effects(tmp_path)) == 2, message="2 deliveries")
+        check = client.get("/audit")
+        assert check.status_code == 200 and "intact" in check.text
+        assert "replay" in check.text and "denied" in check.text
+    verified(config_dir)
