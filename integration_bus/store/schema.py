@@ -79,6 +79,11 @@ dead_letters = Table(
     Index("ix_dead_letters_fingerprint", "fingerprint"),
     Index("ix_dead_letters_source", "source"),
     Index("ix_dead_letters_last_failed", "last_failed_at"),
+    # the console's list: a route's dead letters of a status, newest failure first
+    Index("ix_dead_letters_route_status_failed", "route", "status", "last_failed_at"),
+    # the groups: counts and times per fingerprint of a status from the index alone
+    Index("ix_dead_letters_status_groups", "status", "fingerprint", "first_failed_at",
+          "last_failed_at"),
 )
 
 outbox = Table(

@@ -1,4 +1,7 @@
-"""Console users: local logins of ``bus console`` (name, role, Argon2 password hash).
+"""Console users: local logins of ``bus console`` (name, role, Argon2 password hash), and two
+indexes for the console's dead-letter pages on large stores (bench/console.py): the filtered
+list (route + status, newest failure first) and the groups (counts and times per fingerprint
+of a status, read from the index alone).
 
 Revision ID: 0013
 Revises: 0009
@@ -25,7 +28,13 @@ def upgrade() -> None:
         sa.Column("created_at", Stamp, nullable=False),
         sa.Column("updated_at", Stamp, nullable=False),
     )
+    op.create_index("ix_dead_letters_route_status_failed", "dead_letters",
+                    ["route", "status", "last_failed_at"])
+    op.create_index("ix_dead_letters_status_groups", "dead_letters",
+                    ["status", "fingerprint", "first_failed_at", "last_failed_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_dead_letters_status_groups", table_name="dead_letters")
+    op.drop_index("ix_dead_letters_route_status_failed", table_name="dead_letters")
     op.drop_table("console_users")
