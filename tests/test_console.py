@@ -4,6 +4,7 @@ log as the CLI's (``bus dlq audit --verify``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -445,3 +446,39 @@ def test_on_postgresql_logins_roles_and_a_group_replay_work_and_the_audit_verifi
         assert check.status_code == 200 and "intact" in check.text
         assert "replay" in check.text and "denied" in check.text
     verified(config_dir)
+
+
+def test_trace_and_export_show_masked_data_and_the_export_is_audited(
+        client: TestClient, bus: Bus, project: Path) -> None:
+    login(client, "viewer")
+    letter = next(r for r in bus.store.dead_letters()
+                  if r["envelope"]["payload"]["order_id"] == "W-00001")
+    trace = client.get("/trace", params={"id": letter["envelope_id"]})
+    assert trace.status_code == 200 and "dead_lettered" in trace.text and "received" in trace.text
+    assert f'href="/dead-letters/{letter["id"]}"' in trace.text
+    assert "customer1@" not in trace.text
+    exported = client.get("/dead-letters/export", params={"route": "orders"})
+    assert exported.status_code == 200 and "attachment" in exported.headers["content-disposition"]
+    rows = [json.loads(line) for line in exported.text.splitlines()]
+    assert len(rows) == 4 and "customer1@" not in exported.text
+    assert {r["envelope"]["payload"]["order_id"] for r in rows} >= {"W-00001", "W-00002"}
+    exports = [(r["actor"], r["count"]) for r in audit_rows(project) if r["action"] == "export"]
+    assert exports == [("viewer", 4)]
+
+
+def test_a_replay_can_be_sent_to_another_route(client: TestClient, bus: Bus,
+                                               project: Path) -> None:
+    login(client, "operator")
+    group = group_of(client, "2 pcs")
+    preview = client.get("/dead-letters/preview", params={"group": group, "to_route": "nowhere"})
+    assert preview.status_code == 200 and "is not in the configuration" in preview.text
+    token = csrf(client, "/")
+    refused = client.post("/dead-letters/replay", data={
+        "group": group, "to_route": "nowhere", "csrf": token})
+    assert refused.status_code == 400 and "no route named" in refused.text
+    assert set(statuses(bus).values()) == {"new"}
+    answer = client.post("/dead-letters/replay", data={
+        "group": group, "to_route": "orders", "csrf": token})
+    assert answer.status_code == 200 and "queued 2 replay(s) to route orders" in answer.text
+    replays = [r for r in audit_rows(project) if r["action"] == "replay"]
+    assert len(replays) == 1 and json.loads(str(replays[0]["detail"]))["to_route"] == "orders"

@@ -228,6 +228,18 @@ def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
         return console.render(request, "audit.html", who, rows=dlq.audit_log(limit=200),
                               check=check)
 
+    @app.get("/trace", response_class=HTMLResponse)
+    def trace(request: Request, id: str = "") -> Response:
+        """An envelope's journal (and of what it caused) and its dead letters, masked."""
+        who = console.who(request)
+        ident = id.strip()[:64]
+        events: list[dict[str, Any]] = []
+        dead: list[dict[str, Any]] = []
+        if ident:
+            events, dead = console.dlq(who).trace(ident)
+        return console.render(request, "trace.html", who, ident=ident, events=events,
+                              dead=dead)
+
     app.include_router(deadletters.router(console))
     return app
 

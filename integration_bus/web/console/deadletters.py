@@ -110,10 +110,24 @@ def router(console: Console) -> APIRouter:
         if not ids and not filters.get("group"):
             raise HTTPException(400, "say which dead letters: an id or a group")
         chosen = dataclasses.replace(selection_of(filters, ids), statuses=("new",))
+        to_route = request.query_params.get("to_route") or None
         console.current_mappings()
-        shown, total = console.dlq(who).preview(chosen)
+        shown, total = console.dlq(who).preview(chosen, to_route=to_route)
         return console.render(request, "preview.html", who, previews=shown, total=total,
-                              ids=ids, filters=filters)
+                              ids=ids, filters=filters, to_route=to_route,
+                              routes=sorted(console.bus.config.settings.routes))
+
+    @pages.get("/export")
+    def export(request: Request) -> Response:
+        """The filtered dead letters as JSON lines, masked (audited as an export)."""
+        who = console.who(request)
+        filters = _filters(request.query_params)
+        rows = console.dlq(who).rows_for_export(selection_of(filters), unmask=False)
+        body = "".join(json.dumps(row, default=str, ensure_ascii=False) + "\n" for row in rows)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return Response(body, media_type="application/x-ndjson", headers={
+            "Content-Disposition": f'attachment; filename="dead-letters-{stamp}.jsonl"',
+            "Cache-Control": "no-store"})
 
     @pages.post("/restore")
     async def restore(request: Request) -> Response:
@@ -209,7 +223,8 @@ def router(console: Console) -> APIRouter:
         who = console.who(request)
         ids, filters = _chosen(form)
         chosen = dataclasses.replace(selection_of(filters, ids), statuses=("new",))
-        result = await run_in_threadpool(_replay, console, console.dlq(who), chosen)
+        to_route = str(form.get("to_route") or "").strip() or None
+        result = await run_in_threadpool(_replay, console, console.dlq(who), chosen, to_route)
         console.flash(request, result)
         return RedirectResponse(_back(form), status_code=303)
 
@@ -230,12 +245,15 @@ def router(console: Console) -> APIRouter:
     return pages
 
 
-def _replay(console: Console, dlq: DeadLetterConsole, chosen: Selection) -> str:
+def _replay(console: Console, dlq: DeadLetterConsole, chosen: Selection,
+            to_route: str | None = None) -> str:
     """Enqueue the replays (audited by the dead-letter console); with RabbitMQ, publish them
     now as ``bus dlq replay`` does; embedded, the running ``bus run`` relays the outbox."""
     console.current_mappings()
-    outcome = dlq.replay(chosen)
+    outcome = dlq.replay(chosen, to_route=to_route)
     text = f"queued {len(outcome.queued)} replay(s)"
+    if to_route:
+        text += f" to route {to_route}"
     if outcome.skipped:
         text += f", skipped {len(outcome.skipped)}: " + "; ".join(
             f"{ident}: {why}" for ident, why in outcome.skipped[:5])
