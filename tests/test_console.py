@@ -4,6 +4,8 @@ log as the CLI's (``bus dlq audit --verify``)."""
 
 from __future__ import annotations
 
+import configparser
+import fnmatch
 import json
 import os
 import re
@@ -482,3 +484,16 @@ def test_a_replay_can_be_sent_to_another_route(client: TestClient, bus: Bus,
     assert answer.status_code == 200 and "queued 2 replay(s) to route orders" in answer.text
     replays = [r for r in audit_rows(project) if r["action"] == "replay"]
     assert len(replays) == 1 and json.loads(str(replays[0]["detail"]))["to_route"] == "orders"
+
+
+def test_the_console_templates_and_static_files_ship_in_the_distribution() -> None:
+    # an editable install reads them from the tree; a wheel has only what package_data names
+    root = Path(__file__).resolve().parents[1]
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    patterns = cfg["options.package_data"]["integration_bus.web.console"].replace(",", " ")
+    package = root / "integration_bus" / "web" / "console"
+    files = [p.relative_to(package).as_posix() for p in package.rglob("*")
+             if p.is_file() and p.suffix not in (".py", ".pyc")]
+    assert files and all(any(fnmatch.fnmatch(f, pat) for pat in patterns.split())
+                         for f in files), files

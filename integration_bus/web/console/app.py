@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from integration_bus.deadletters.console import DeadLetterConsole, pretty
-from integration_bus.errors import BusError
+from integration_bus.errors import BusError, TransientError
 from integration_bus.http_limits import HttpLimits
 from integration_bus.operators import AccessDenied, Operator
 from integration_bus.reload import MappingReloader
@@ -162,6 +162,11 @@ def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
 
     @app.exception_handler(BusError)
     async def bus_error(request: Request, exc: BusError) -> Response:
+        if isinstance(exc, TransientError):  # the store or the broker is away: try later
+            log.warning("console.unavailable", error=str(exc))
+            return _problem(request, 503, "Unavailable",
+                            "the store or the broker does not answer right now: nothing was "
+                            "done; try again in a moment")
         return _problem(request, 400, "That did not work", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
