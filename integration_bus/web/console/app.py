@@ -98,7 +98,19 @@ class Console:
     clock: Callable[[], float] = time.time
     pages: Jinja2Templates = field(default_factory=templates)
     reloader: MappingReloader | None = None
+    overview_ttl: float = 2.0
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    _overview: tuple[float, dict[str, Any]] | None = None
+    _overview_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def overview(self) -> dict[str, Any]:
+        """The overview's numbers, read at most once per ``overview_ttl`` seconds however many
+        browsers poll (they count over the whole journal)."""
+        with self._overview_lock:
+            now = time.monotonic()
+            if self._overview is None or now - self._overview[0] > self.overview_ttl:
+                self._overview = (now, overview(self.bus))
+            return self._overview[1]
 
     def current_mappings(self) -> None:
         """Pick up mappings and schemas changed on disk since the last look, so a preview,
@@ -217,13 +229,13 @@ def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request) -> Response:
         who = console.who(request)
-        return console.render(request, "overview.html", who, **overview(bus))
+        return console.render(request, "overview.html", who, **console.overview())
 
     @app.get("/overview/table", response_class=HTMLResponse)
     def overview_table(request: Request) -> Response:
         who = console.who(request)
         return console.render(request, "overview_tables.html", who, fragment=True,
-                              **overview(bus))
+                              **console.overview())
 
     @app.get("/audit", response_class=HTMLResponse)
     def audit_page(request: Request) -> Response:
