@@ -7,7 +7,8 @@ acts as the system. Roles come from ``operators:`` in bus.yaml (``OperatorSettin
 ========  ======================================================================
 viewer    read dead letters and the audit, masked (list, show, groups, export)
 operator  also replay (retry), dry-run, discard and restore
-admin     also edit, unmask, purge and force (reset the ledger on replay)
+admin     also edit, unmask, purge and force (reset the ledger on replay), and manage the
+          console's users (``bus users``)
 ========  ======================================================================
 
 :meth:`Operator.require` raises :class:`AccessDenied` (a BusError: the CLI exits 3) when the
@@ -34,6 +35,7 @@ PERMISSIONS = {
     "read": "viewer", "search": "viewer", "export": "viewer", "audit": "viewer",
     "replay": "operator", "dry-run": "operator", "discard": "operator", "restore": "operator",
     "edit": "admin", "unmask": "admin", "purge": "admin", "force": "admin",
+    "users": "admin",  # add and remove console users (``bus users``)
 }
 
 

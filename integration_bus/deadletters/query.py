@@ -147,14 +147,33 @@ def one(conn: Connection, ident: str) -> dict[str, Any] | None:
 
 
 def groups(conn: Connection, selection: Selection) -> list[dict[str, Any]]:
-    """Failures grouped by fingerprint (error type + normalised message + route + step)."""
+    """Failures grouped by fingerprint (error type + normalised message + route + step), most
+    first, each with one of its dead letters as the example.
+
+    Two steps, so that 100,000 dead letters stay fast: counts and times per fingerprint (an
+    index-only scan where only the status is filtered), then one example row per group found
+    by a correlated ``LIMIT 1`` (error type, route and step are the same in a whole group;
+    the example's sink and message are those of one of its letters)."""
     c = dead_letters.c
-    rows = conn.execute(
-        select(c.fingerprint, func.min(c.error_type), func.min(c.route), func.min(c.step),
-               func.min(c.sink), func.min(c.message), func.count(),
-               func.min(c.first_failed_at), func.max(c.last_failed_at))
-        .where(selection.where()).group_by(c.fingerprint)
-        .order_by(func.count().desc(), c.fingerprint)).all()
-    return [{"group": r[0], "error_type": r[1], "route": r[2], "step": r[3], "sink": r[4],
-             "example": r[5], "count": int(r[6]), "first_seen": r[7], "last_seen": r[8]}
-            for r in rows]
+    counted = (select(c.fingerprint.label("fingerprint"), func.count().label("n"),
+                      func.min(c.first_failed_at).label("first_seen"),
+                      func.max(c.last_failed_at).label("last_seen"))
+               .where(selection.where()).group_by(c.fingerprint).subquery("counted"))
+    example = (select(c.id).where(selection.where(), c.fingerprint == counted.c.fingerprint)
+               .limit(1).scalar_subquery())
+    rows = conn.execute(select(counted, example.label("example_id"))
+                        .order_by(counted.c.n.desc(), counted.c.fingerprint)).all()
+    examples = {}
+    ids = [r.example_id for r in rows if r.example_id is not None]
+    for start in range(0, len(ids), 500):
+        for row in conn.execute(select(c.id, c.error_type, c.route, c.step, c.sink, c.message)
+                                .where(c.id.in_(ids[start:start + 500]))):
+            examples[row.id] = row
+    out = []
+    for r in rows:
+        ex = examples.get(r.example_id)
+        out.append({"group": r.fingerprint, "error_type": ex.error_type if ex else None,
+                    "route": ex.route if ex else None, "step": ex.step if ex else None,
+                    "sink": ex.sink if ex else None, "example": ex.message if ex else None,
+                    "count": int(r.n), "first_seen": r.first_seen, "last_seen": r.last_seen})
+    return out

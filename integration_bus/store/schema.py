@@ -79,6 +79,11 @@ dead_letters = Table(
     Index("ix_dead_letters_fingerprint", "fingerprint"),
     Index("ix_dead_letters_source", "source"),
     Index("ix_dead_letters_last_failed", "last_failed_at"),
+    # the console's list: a route's dead letters of a status, newest failure first
+    Index("ix_dead_letters_route_status_failed", "route", "status", "last_failed_at"),
+    # the groups: counts and times per fingerprint of a status from the index alone
+    Index("ix_dead_letters_status_groups", "status", "fingerprint", "first_failed_at",
+          "last_failed_at"),
 )
 
 outbox = Table(
@@ -135,6 +140,15 @@ seen_keys = Table(
     Column("envelope_id", String(64)),
     Column("at", Stamp, nullable=False),
     Index("ix_seen_keys_at", "at"),
+)
+
+console_users = Table(
+    "console_users", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("role", String(16), nullable=False),  # viewer | operator | admin
+    Column("password_hash", Text, nullable=False),  # Argon2id (argon2-cffi's encoded form)
+    Column("created_at", Stamp, nullable=False),
+    Column("updated_at", Stamp, nullable=False),
 )
 
 cursors = Table(

@@ -1,0 +1,1 @@
+"""``bus console``: the operators' web page over the dead-letter console and the journal."""

@@ -1,0 +1,265 @@
+"""The console's FastAPI app: login, overview, dead letters, audit — HTML rendered on the server
+(Jinja2, autoescaped), readable without JavaScript; one small script of ours refreshes the
+overview. Every dead-letter read and action goes through
+:class:`~integration_bus.deadletters.console.DeadLetterConsole` as the logged-in user, so roles,
+masking and the audit are the CLI's; the page itself never writes SQL.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from integration_bus.deadletters.console import DeadLetterConsole, pretty
+from integration_bus.errors import BusError, TransientError
+from integration_bus.http_limits import HttpLimits
+from integration_bus.operators import AccessDenied, Operator
+from integration_bus.reload import MappingReloader
+from integration_bus.runtime import Bus
+from integration_bus.web.console import auth
+from integration_bus.web.console.accounts import Accounts, LoginLimiter
+from integration_bus.web.console.overview import overview
+from integration_bus.web.serve import api
+
+__all__ = ["Console", "make_app"]
+
+log = structlog.get_logger("integration_bus.console")
+
+SESSION_COOKIE = "bus_console"
+# our own files only (no inline script or style, no third party), never framed, no referrer
+# leaving the site, no content sniffing
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self'; object-src 'none'; base-uri 'none'; "
+                               "form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _when(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return str(value)
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def templates() -> Jinja2Templates:
+    env = Environment(loader=PackageLoader("integration_bus.web.console", "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    env.filters.update(when=_when, pretty=pretty, age=_age)
+    return Jinja2Templates(env=env)
+
+
+@dataclass
+class Console:
+    """What every page needs: the bus, the accounts, the templates and the session rules."""
+
+    bus: Bus
+    accounts: Accounts
+    lifetime: int
+    limiter: LoginLimiter
+    clock: Callable[[], float] = time.time
+    pages: Jinja2Templates = field(default_factory=templates)
+    reloader: MappingReloader | None = None
+    overview_ttl: float = 2.0
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    _overview: tuple[float, dict[str, Any]] | None = None
+    _overview_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def overview(self) -> dict[str, Any]:
+        """The overview's numbers, read at most once per ``overview_ttl`` seconds however many
+        browsers poll (they count over the whole journal)."""
+        with self._overview_lock:
+            now = time.monotonic()
+            if self._overview is None or now - self._overview[0] > self.overview_ttl:
+                self._overview = (now, overview(self.bus))
+            return self._overview[1]
+
+    def current_mappings(self) -> None:
+        """Pick up mappings and schemas changed on disk since the last look, so a preview,
+        an edit's validation and a replay use what ``bus run`` now runs (a broken change is
+        refused and the previous versions stay, as in the bus)."""
+        if self.reloader is not None:
+            with self._reload_lock:
+                self.reloader.check()
+
+    def who(self, request: Request) -> Operator:
+        return auth.current(request, self.accounts, self.lifetime, self.clock)
+
+    def dlq(self, who: Operator) -> DeadLetterConsole:
+        return DeadLetterConsole(self.bus, who)
+
+    def render(self, request: Request, name: str, who: Operator | None, *,
+               status: int = 200, fragment: bool = False, **context: Any) -> HTMLResponse:
+        flash = request.session.pop("flash", None) if who is not None and not fragment \
+            else None
+        return self.pages.TemplateResponse(
+            request, name, {"who": who, "csrf": auth.csrf_token(request), "flash": flash,
+                            "mode": "embedded" if self.bus.transport.embedded else "rabbitmq",
+                            **context}, status_code=status,
+            headers={"Cache-Control": "no-store"})
+
+    @staticmethod
+    def flash(request: Request, text: str) -> None:
+        request.session["flash"] = text
+
+
+def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
+             limiter: LoginLimiter | None = None, limits: HttpLimits | None = None,
+             secure_cookie: bool = False, clock: Callable[[], float] = time.time) -> FastAPI:
+    """The console of ``bus``. ``secret`` signs the session cookies (keep it the same across
+    restarts and console processes); sessions end ``lifetime`` seconds after login."""
+    from integration_bus.web.console import deadletters
+
+    app = api(limits, title="integration-bus console")
+    console = Console(bus, Accounts(bus.store.db), lifetime, limiter or LoginLimiter(), clock,
+                      reloader=bus.reloader())
+    app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
+                       max_age=lifetime, same_site="strict", https_only=secure_cookie)
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.update(_SECURITY_HEADERS)
+        return response
+
+    app.mount("/static", StaticFiles(packages=[("integration_bus.web.console", "static")]),
+              name="static")
+
+    @app.exception_handler(auth.LoginRequired)
+    async def login_required(request: Request, exc: auth.LoginRequired) -> Response:
+        if request.method != "GET":
+            return HTMLResponse("log in first", status_code=401)
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(AccessDenied)
+    async def denied(request: Request, exc: AccessDenied) -> Response:
+        return _problem(request, 403, "Not allowed", str(exc))
+
+    @app.exception_handler(BusError)
+    async def bus_error(request: Request, exc: BusError) -> Response:
+        if isinstance(exc, TransientError):  # the store or the broker is away: try later
+            log.warning("console.unavailable", error=str(exc))
+            return _problem(request, 503, "Unavailable",
+                            "the store or the broker does not answer right now: nothing was "
+                            "done; try again in a moment")
+        return _problem(request, 400, "That did not work", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _problem(request, exc.status_code, "Refused", str(exc.detail))
+
+    def _problem(request: Request, status: int, title: str, text: str) -> HTMLResponse:
+        try:
+            who: Operator | None = console.who(request)
+        except auth.LoginRequired:
+            who = None
+        return console.render(request, "problem.html", who, status=status, title=title,
+                              text=bus.redaction.text(text))
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request) -> Response:
+        return console.render(request, "login.html", None)
+
+    @app.post("/login", response_class=HTMLResponse)
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        auth.check_csrf(request, form)
+        name, password = str(form.get("user", ""))[:200], str(form.get("password", ""))
+        client = auth.client_of(request)
+        if console.limiter.blocked(name, client):
+            return console.render(request, "login.html", None, status=429, user=name,
+                                  error="too many failed logins: wait a few minutes")
+        who = await run_in_threadpool(console.accounts.authenticate, name, password,
+                                      client=client)
+        if who is None:
+            console.limiter.failed(name, client)
+            return console.render(request, "login.html", None, status=401, user=name,
+                                  error="wrong user name or password")
+        console.limiter.succeeded(name, client)
+        auth.start_session(request, who, console.clock)
+        log.info("console.login", user=who.name, role=who.role, client=client)
+        return RedirectResponse("/", status_code=303)
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        form = await request.form()
+        auth.check_csrf(request, form)
+        who = console.who(request)
+        console.accounts.logout(who, client=auth.client_of(request))
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
+
+    @app.get("/", response_class=HTMLResponse)
+    def home(request: Request) -> Response:
+        who = console.who(request)
+        return console.render(request, "overview.html", who, **console.overview())
+
+    @app.get("/overview/table", response_class=HTMLResponse)
+    def overview_table(request: Request) -> Response:
+        who = console.who(request)
+        return console.render(request, "overview_tables.html", who, fragment=True,
+                              **console.overview())
+
+    @app.get("/audit", response_class=HTMLResponse)
+    def audit_page(request: Request) -> Response:
+        who = console.who(request)
+        dlq = console.dlq(who)
+        check = dlq.verify_audit()
+        return console.render(request, "audit.html", who, rows=dlq.audit_log(limit=200),
+                              check=check)
+
+    @app.get("/trace", response_class=HTMLResponse)
+    def trace(request: Request, id: str = "") -> Response:
+        """An envelope's journal (and of what it caused) and its dead letters, masked."""
+        who = console.who(request)
+        ident = id.strip()[:64]
+        events: list[dict[str, Any]] = []
+        dead: list[dict[str, Any]] = []
+        if ident:
+            events, dead = console.dlq(who).trace(ident)
+        return console.render(request, "trace.html", who, ident=ident, events=events,
+                              dead=dead)
+
+    app.include_router(deadletters.router(console))
+    return app
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(48)
