@@ -14,11 +14,12 @@ from typing import Any
 
 import structlog
 
-from integration_bus.connector import BatchSink, LookupSink, Sink
+from integration_bus.connector import LookupSink, Sink
 from integration_bus.envelope import Envelope, loads, new_id
-from integration_bus.errors import BusError, CircuitOpen, PermanentError
+from integration_bus.errors import BusError, CircuitOpen, CrashedWorker, PermanentError
 from integration_bus.metrics import Metrics
 from integration_bus.route import Route
+from integration_bus.sinkcalls import SinkCalls
 from integration_bus.store import Claim, ClaimOutcome, DeadLetter, Settlement, Store, utcnow
 from integration_bus.store.records import JournalEntry, clip_text, traceback_text
 from integration_bus.topology import route_of_queue
@@ -52,6 +53,7 @@ class Item:
     sink: str | None = None
     outcome: Outcome | None = None
     mapping_version: str | None = None
+    crash_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def owner(self) -> str:
@@ -84,11 +86,12 @@ class Batch:
     """Deliveries of one fetch. Build with :meth:`build`, then run the steps in order."""
 
     def __init__(self, items: list[Item], archived: list[Delivery], *, claim_lease: timedelta,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, calls: SinkCalls | None = None) -> None:
         self.items = items
         self.archived = archived
         self.claim_lease = claim_lease
         self.metrics = metrics
+        self.calls = calls or SinkCalls("batch")
         self.settlement = Settlement()
         self.archive = Settlement()
         self._sink_results: list[tuple[Item, Sink, Envelope, str]] = []
@@ -96,9 +99,12 @@ class Batch:
     @classmethod
     def build(cls, deliveries: Sequence[Delivery], routes: Mapping[str, Route], *,
               archived: list[Delivery], claim_lease: timedelta, metrics: Metrics,
-              held: Mapping[str, int] | None = None) -> Batch:
+              held: Mapping[str, int] | None = None, calls: SinkCalls | None = None,
+              crashed: Mapping[int, tuple[CrashedWorker, list[dict[str, Any]]]] | None = None,
+              ) -> Batch:
         """Decode every delivery and run its route's pipeline (no I/O). Deliveries of a queue
-        in ``held`` (queue -> ms left of an open circuit) go back to wait, untouched."""
+        in ``held`` (queue -> ms left of an open circuit) go back to wait, untouched; those in
+        ``crashed`` (delivery tag -> error, crash history) are dead-lettered unexecuted."""
         items = []
         for delivery in deliveries:
             item = Item(delivery=delivery, route=routes[delivery.queue])
@@ -107,13 +113,18 @@ class Batch:
             except BusError as exc:
                 item.fail(exc.with_context(route=item.route.name), step="decode")
             else:
-                if held and delivery.queue in held:
+                if crashed and delivery.tag in crashed:
+                    error, item.crash_history = crashed[delivery.tag]
+                    item.fail(error.with_context(route=item.route.name,
+                                                 envelope_id=item.envelope.id),
+                              step="worker")
+                elif held and delivery.queue in held:
                     item.fail(CircuitOpen("the route is paused: a sink's circuit is open",
                                           retry_after_ms=held[delivery.queue]))
                 else:
                     _run_pipeline(item)
             items.append(item)
-        return cls(items, archived, claim_lease=claim_lease, metrics=metrics)
+        return cls(items, archived, claim_lease=claim_lease, metrics=metrics, calls=calls)
 
     # -- claim and deliver ---------------------------------------------------------------------
     def claim_and_deliver(self, store: Store) -> None:
@@ -153,22 +164,10 @@ class Batch:
 
     def _send(self, work: list[tuple[Item, Sink, Envelope]], indexes: list[int],
               results: list[str]) -> None:
-        sink = work[indexes[0]][1]
+        item, sink = work[indexes[0]][0], work[indexes[0]][1]
         envelopes = [work[i][2] for i in indexes]
         started = time.perf_counter()
-        if isinstance(sink, BatchSink):
-            try:
-                errors = sink.deliver_many(envelopes)
-            except Exception as exc:  # the whole batch failed the same way
-                errors = [exc] * len(envelopes)
-        else:
-            errors = []
-            for envelope in envelopes:
-                error = _deliver_one(sink, envelope)
-                errors.append(error)
-                if isinstance(error, CircuitOpen):  # the rest would be refused the same way
-                    errors += [error] * (len(envelopes) - len(errors))
-                    break
+        errors = self.calls.deliver(sink, envelopes, item.route.deadline)
         per_envelope = (time.perf_counter() - started) / len(envelopes)
         for i, error in zip(indexes, errors, strict=True):
             item = work[i][0]
@@ -254,9 +253,19 @@ class Batch:
         message = _message(error)
         if exhausted:
             message = f"gave up after {env.attempt + 1} attempt(s): {message}"  # type: ignore[union-attr]
+        crashed = isinstance(error, CrashedWorker)
+        if crashed:
+            detail["crashes"] = len(item.crash_history)
         s.journal.append(JournalEntry(envelope["id"], "dead_lettered", now,
                                       route=item.route.name, sink=item.sink,
                                       attempt=env.attempt if env else 0, detail=detail))
+        if crashed:
+            s.dead.append(DeadLetter(
+                id=new_id(), envelope=envelope, route=item.route.name, reason="crashed_worker",
+                error_type=_type_name(error), message=message, failed_at=now, step=item.step,
+                source_ref=(env.headers.get("source_ref") if env else None),
+                attempts=item.crash_history))
+            return
         s.dead.append(DeadLetter(
             id=new_id(), envelope=envelope, route=item.route.name, reason="error",
             error_type=_type_name(error), message=message, failed_at=now, step=item.step,
@@ -296,14 +305,6 @@ class Batch:
             m.sink_deliveries.labels(item.route.name, sink.name, result).inc()
         for _ in self.archived:
             m.route_messages.labels("", "dead_lettered").inc()
-
-
-def _deliver_one(sink: Sink, envelope: Envelope) -> BaseException | None:
-    try:
-        sink.deliver(envelope)
-        return None
-    except Exception as exc:  # a sink's unexpected exception counts as transient
-        return exc
 
 
 def _rank(error: BaseException | None) -> int:

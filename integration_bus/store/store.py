@@ -21,9 +21,11 @@ from sqlalchemy.exc import DBAPIError
 from integration_bus.envelope import new_id
 from integration_bus.redact import Redaction
 from integration_bus.store import ledger as ledger_ops
+from integration_bus.store import markers as marker_ops
 from integration_bus.store import outbox as outbox_ops
 from integration_bus.store.database import Database, dialect_insert
 from integration_bus.store.ledger import Claim, ClaimOutcome
+from integration_bus.store.markers import CrashMarker
 from integration_bus.store.outbox import OutboxItem, OutboxRow
 from integration_bus.store.records import DeadLetter, JournalEntry
 from integration_bus.store.schema import (
@@ -35,7 +37,7 @@ from integration_bus.store.schema import (
     seen_keys,
 )
 
-__all__ = ["Settlement", "Store", "storable"]
+__all__ = ["Settlement", "Store", "holder_alive", "storable"]
 
 log = structlog.get_logger("integration_bus.store")
 
@@ -52,9 +54,10 @@ class Settlement:
     done: list[tuple[str, str, str]] = field(default_factory=list)  # (sink, key, owner)
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    unmark: list[tuple[str, str]] = field(default_factory=list)  # crash markers (route, id)
 
     def __bool__(self) -> bool:
-        return bool(self.journal or self.done or self.failed or self.dead)
+        return bool(self.journal or self.done or self.failed or self.dead or self.unmark)
 
 
 class Store:
@@ -133,7 +136,7 @@ class Store:
                                        attempts=hide.data(d.attempts, unmask=True))
                    for d in batch.dead]
         return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed,
-                          dead=letters)
+                          dead=letters, unmark=batch.unmark)
 
     def _settle(self, batch: Settlement) -> None:
         now = utcnow()
@@ -147,6 +150,28 @@ class Store:
                 stmt = self._insert(dead_letters).values(**letter.row(history))
                 conn.execute(stmt.on_conflict_do_nothing(
                     index_elements=["envelope_id", "route"]))
+            marker_ops.remove(conn, batch.unmark)
+
+    # -- crash markers (see store/markers.py) ----------------------------------------------------
+    def mark_executing(self, keys: Sequence[tuple[str, str]], owner: str) -> None:
+        """Record that ``owner`` is about to execute these (route, envelope id) pairs."""
+        if keys:
+            with self.db.begin() as conn:
+                marker_ops.add(conn, self.db.dialect, keys, owner, utcnow())
+
+    def crash_markers(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str],
+                                                                     CrashMarker]:
+        """Markers still standing for these (route, envelope id) pairs."""
+        if not keys:
+            return {}
+        with self.db.begin(read_only=True) as conn:
+            return marker_ops.find(conn, keys)
+
+    def take_over_marker(self, marker: CrashMarker, owner: str, crashes: int,
+                         history: list[dict[str, Any]]) -> None:
+        """``owner`` executes a message a dead worker left marked (counted ``crashes``)."""
+        with self.db.begin() as conn:
+            marker_ops.take_over(conn, marker, owner, crashes, history, utcnow())
 
     def _insert(self, table: Any) -> Any:
         return dialect_insert(self.db.dialect, table)
@@ -322,7 +347,7 @@ class Store:
             if row is not None:
                 holder, _, until = row.value.partition("|")
                 if holder != owner and datetime.fromisoformat(until) > now \
-                        and _holder_alive(holder):
+                        and holder_alive(holder):
                     return False
             conn.execute(self._upsert_cursor(key, value))
         return True
@@ -401,10 +426,11 @@ def storable(batch: Settlement) -> Settlement:
                                    route=_clean(d.route, 128), step=_clean(d.step, 128),
                                    sink=_clean(d.sink, 128),
                                    error_type=_clean(d.error_type, 128)) for d in batch.dead]
-    return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed, dead=letters)
+    return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed, dead=letters,
+                      unmark=batch.unmark)
 
 
-def _holder_alive(holder: str) -> bool:
+def holder_alive(holder: str) -> bool:
     """False when the holder (``host:pid:...``) is a process on this host that no longer runs
     (it crashed mid-poll): its lease need not be waited out."""
     host, _, rest = holder.partition(":")

@@ -1,0 +1,156 @@
+"""The parts of the bulkheads without a broker: sink deadlines, the isolation gate, route
+settings (group, deadline, crash_limit), crash markers in the store."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from integration_bus.connector import Envelope
+from integration_bus.errors import CircuitOpen, ConfigError, SinkDeadlineExceeded
+from integration_bus.isolation import IsolationGate, died, owner_identity
+from integration_bus.registry import Registry
+from integration_bus.settings import load_config
+from integration_bus.sinkcalls import SinkCalls
+from integration_bus.store import Settlement, Store
+from tests.conftest import write_config
+
+
+class GatedSink:
+    """Hangs on envelopes whose payload says so, until ``release`` is set."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.delivered: list[str] = []
+
+    def deliver(self, envelope: Envelope) -> None:
+        if envelope.payload.get("hang"):  # type: ignore[union-attr]
+            self.release.wait(30)
+        self.delivered.append(envelope.id)
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def envelope(**payload: object) -> Envelope:
+    return Envelope.create("order.created", dict(payload), source="test")
+
+
+def test_a_call_past_its_deadline_fails_in_doubt_and_holds_the_sink_until_it_returns() -> None:
+    sink, calls = GatedSink(), SinkCalls("orders")
+    try:
+        # Given a batch whose second envelope hangs in the sink
+        first, hung, third = envelope(), envelope(hang=True), envelope()
+        # When the lane waits with a deadline
+        errors = calls.deliver(sink, [first, hung, third], deadline=0.2)
+        # Then the first is delivered, the hung one and the unsent one fail as in doubt
+        assert errors[0] is None
+        assert all(isinstance(e, SinkDeadlineExceeded) for e in errors[1:])
+        assert sink.delivered == [first.id]
+        # ... and while the abandoned call still hangs, the sink is held (no attempt counted)
+        (held,) = calls.deliver(sink, [envelope()], deadline=0.2)
+        assert isinstance(held, CircuitOpen)
+        # ... until it returns: then calls go through again
+        sink.release.set()
+        later = envelope()
+        for _ in range(100):
+            (outcome,) = calls.deliver(sink, [later], deadline=5)
+            if outcome is None:
+                break
+            threading.Event().wait(0.05)
+        assert later.id in sink.delivered
+        assert third.id not in sink.delivered  # cancelled: never sent after the deadline
+    finally:
+        calls.close()
+
+
+def test_quick_calls_are_not_cut_by_a_deadline_shorter_than_the_batch() -> None:
+    sink, calls = GatedSink(), SinkCalls("orders")
+    batch = [envelope() for _ in range(200)]
+    try:
+        # the deadline restarts with each finished call
+        assert calls.deliver(sink, batch, deadline=1.0) == [None] * 200
+    finally:
+        calls.close()
+
+
+def test_the_gate_runs_a_suspect_alone() -> None:
+    gate = IsolationGate(patience=5)
+    inside = threading.Event()
+    leave = threading.Event()
+    order: list[str] = []
+
+    def reader() -> None:
+        with gate.shared():
+            inside.set()
+            leave.wait(5)
+            order.append("reader done")
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    inside.wait(5)
+    threading.Timer(0.1, leave.set).start()
+    with gate.exclusive():
+        order.append("suspect")
+    thread.join()
+    assert order == ["reader done", "suspect"]
+
+
+def test_own_and_live_markers_are_not_crashes(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'bus.db'}")
+    try:
+        me = owner_identity()
+        store.mark_executing([("orders", "E1"), ("orders", "E2")], me)
+        found = store.crash_markers([("orders", "E1"), ("orders", "E2"), ("orders", "E3")])
+        assert set(found) == {("orders", "E1"), ("orders", "E2")}
+        assert not died(found["orders", "E1"], me)  # ours: a dropped connection, no crash
+        assert not died(found["orders", "E1"], owner_identity())  # a live process (this one)
+        dead = dataclasses.replace(found["orders", "E1"], owner="nohost.invalid:1:x")
+        assert died(dead, me)  # another host: its redelivery means its connection closed
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        host = me.partition(":")[0]
+        assert died(dataclasses.replace(dead, owner=f"{host}:{gone}:x"), me)  # pid gone
+        store.settle(Settlement(unmark=[("orders", "E1"), ("orders", "E2")]))
+        assert store.crash_markers([("orders", "E1"), ("orders", "E2")]) == {}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("extra", "problem"), [
+    ("crash_limit: 10", "crash_limit (10) must be below delivery_limit (10)"),
+    ("deadline: 0s", "deadline"),
+    ("group: 'a b'", "group"),
+])
+def test_bad_bulkhead_settings_fail_at_load(tmp_path: Path, extra: str, problem: str) -> None:
+    config_dir = write_config(tmp_path, f"""
+        sinks: {{out: {{connector: jsonl, path: var/out.jsonl}}}}
+        routes:
+          orders:
+            from: [order.created]
+            to: [out]
+            {extra}
+        """)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_dir, Registry.from_entry_points(), {})
+    assert problem in str(caught.value) and "bus.yaml" in str(caught.value)
+
+
+def test_default_crash_limit_stays_below_a_low_delivery_limit(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, """
+        sinks: {out: {connector: jsonl, path: var/out.jsonl}}
+        routes:
+          orders: {from: [order.created], to: [out], delivery_limit: 2}
+          stock: {from: [stock.changed], to: [out], group: erp, deadline: 5s}
+        """)
+    routes = load_config(config_dir, Registry.from_entry_points(), {}).settings.routes
+    assert routes["orders"].effective_crash_limit == 1
+    assert routes["stock"].effective_crash_limit == 3
+    assert routes["stock"].deadline == 5000 and routes["stock"].group == "erp"
