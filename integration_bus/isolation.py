@@ -41,8 +41,11 @@ def died(marker: CrashMarker, me: str) -> bool:
     """
     if marker.owner == me:
         return False
-    if marker.owner.partition(":")[0] != socket.gethostname():
+    host, pid, _token = [*marker.owner.split(":"), "", ""][:3]
+    if host != socket.gethostname():
         return True
+    if pid == str(os.getpid()):
+        return True  # an earlier incarnation with our pid (a container's pid 1, restarted)
     return not holder_alive(marker.owner)
 
 

@@ -29,12 +29,14 @@ from typing import Any
 import orjson
 import structlog
 
-from integration_bus.batch import Batch
+from integration_bus.batch import Batch, Outcome
+from integration_bus.envelope import new_id
 from integration_bus.errors import BrokerUnavailable, CrashedWorker, StoreUnavailable
 from integration_bus.isolation import IsolationGate, crash_entry, died
 from integration_bus.route import Route
 from integration_bus.sinkcalls import SinkCalls
 from integration_bus.store import CrashMarker, Store
+from integration_bus.store.markers import Unmark
 from integration_bus.topology import DEAD_LETTER_QUEUE, Topology, route_queue
 from integration_bus.transport import Consumer, Delivery, Transport, TransportPublisher
 
@@ -168,23 +170,35 @@ class Lane:
 
     def _run(self, deliveries: list[Delivery], stop: threading.Event, *,
              archived: list[Delivery] | None = None,
-             crashed: dict[int, tuple[CrashedWorker, list[dict[str, Any]]]] | None = None,
-             marked: bool = False) -> None:
-        """Execute and settle ``deliveries`` (not ack). ``marked``: their crash markers are
-        already standing (a suspect taken over); else they are marked here first."""
+             crashed: tuple[int, CrashedWorker, CrashMarker, list[dict[str, Any]]] | None = None,
+             marker_row: str | None = None) -> None:
+        """Execute and settle ``deliveries`` (not ack). They are marked executing first (one
+        marker row), unless ``marker_row`` (a suspect's own row, taken over) already stands or
+        the one delivery is ``crashed`` (tag, error, marker, history: dead-lettered unrun)."""
         ctx = self.ctx
-        keys = [(self.routes[d.queue].name, _envelope_id(d)) for d in deliveries]
-        keys = [k for k in keys if k[1]]
-        if ctx.markers and keys and not marked and not crashed:
-            self._until_stored(lambda: ctx.store.mark_executing(keys, ctx.owner), stop)
+        unmark: list[Unmark] = []
+        if ctx.markers and crashed is not None:
+            _tag, _error, marker, _history = crashed
+            unmark.append((marker.row, (marker.route, marker.envelope_id)))
+        elif ctx.markers and marker_row is None and deliveries:
+            keys = [(self.routes[d.queue].name, _envelope_id(d)) for d in deliveries]
+            marker_row = f"b:{new_id()}"
+            row = marker_row
+            self._until_stored(lambda: ctx.store.mark_executing(row, keys, ctx.owner), stop)
         now = time.monotonic()
         held = {queue: max(1, int((at - now) * 1000)) for queue, at in self._paused.items()}
         batch = Batch.build(deliveries, self.routes, archived=archived or [],
                             claim_lease=ctx.options.claim_lease, metrics=ctx.metrics,
-                            held=held, calls=self.calls, crashed=crashed)
+                            held=held, calls=self.calls,
+                            crashed={crashed[0]: (crashed[1], crashed[3])} if crashed else None)
         self._until_stored(lambda: batch.claim_and_deliver(ctx.store), stop)
-        if ctx.markers:
-            batch.settlement.unmark.extend(keys)
+        if marker_row is not None:
+            # A suspect handed back unrun (its route is held) keeps its row and crash count.
+            suspect_held = not marker_row.startswith("b:") and any(
+                item.outcome is Outcome.HOLD for item in batch.items)
+            if not suspect_held:
+                unmark.append((marker_row, None))
+        batch.settlement.unmark.extend(unmark)
         self._until_stored(lambda: ctx.store.settle(batch.settlement), stop)
         if batch.archive:
             self._until_stored(lambda: ctx.store.settle(batch.archive), stop)
@@ -206,7 +220,8 @@ class Lane:
         found: dict[tuple[str, str], CrashMarker] = {}
 
         def look() -> None:
-            found.update(self.ctx.store.crash_markers([k for k in keys.values() if k[1]]))
+            found.update(self.ctx.store.crash_markers([k for k in keys.values() if k[1]],
+                                                      self.ctx.owner))
 
         self._until_stored(look, stop)
         return {tag: found[key] for tag, key in keys.items()
@@ -228,12 +243,13 @@ class Lane:
                                   f"this message (crash_limit {route.crash_limit})",
                                   crashes=crashes)
             with self.ctx.gate.shared():
-                self._run([delivery], stop, crashed={delivery.tag: (error, history)})
+                self._run([delivery], stop, crashed=(delivery.tag, error, marker, history))
             return
         with self.ctx.gate.exclusive(stop):
-            self._until_stored(lambda: self.ctx.store.take_over_marker(
-                marker, self.ctx.owner, crashes, history), stop)
-            self._run([delivery], stop, marked=True)
+            rows: list[str] = []
+            self._until_stored(lambda: rows.append(self.ctx.store.take_over_marker(
+                marker, self.ctx.owner, crashes, history)), stop)
+            self._run([delivery], stop, marker_row=rows[-1])
 
     # -- holds and retries -----------------------------------------------------------------------
     def _hold(self, route: str, hold_ms: int) -> None:

@@ -7,6 +7,9 @@ Counts: 5,000 healthy messages per route for one poison; 2,000 per route for thr
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -179,3 +182,38 @@ def _rate(path: Path, goal: int) -> float:
 
 def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_bus_worker_supervise_restarts_a_killed_worker(tmp_path: Path, rabbitmq_url: str) -> None:
+    # Given `bus worker --supervise` working a route
+    config_dir = write_config(tmp_path, f"""
+        broker: {{url: "{rabbitmq_url}"}}
+        store: {{url: sqlite:///var/bus.db}}
+        sinks: {{out: {{connector: jsonl, path: var/out.jsonl}}}}
+        routes:
+          orders: {{from: [order.created], to: [out]}}
+        """)
+    registry = registry_with()
+    Bus.from_config_dir(config_dir, environ={}, registry=registry).open().close()
+    log = tmp_path / "worker.log"
+    worker = Supervised([sys.executable, "-m", "integration_bus", "worker", "--supervise",
+                         "--config-dir", str(config_dir)], log)
+    out = tmp_path / "var" / "out.jsonl"
+    try:
+        worker.start()
+        wait_for(lambda: log.read_bytes().count(b"worker.consuming") >= 1, timeout=60,
+                 message="the first worker consuming")
+        # When its worker child is killed with SIGKILL
+        child = worker.child_pid()
+        os.kill(child, signal.SIGKILL)
+        # Then the supervisor starts another, which delivers what is published next
+        wait_for(lambda: worker.starts() == 2, timeout=30, message="a second worker")
+        envelopes = [Envelope.create("order.created", {"n": i}, source="t") for i in range(50)]
+        _publish(config_dir, registry, envelopes)
+        wait_for(lambda: len(sink_lines(out)) >= 50, timeout=60, message="50 delivered")
+        assert worker.child_pid() != child
+        assert b"signal=SIGKILL" in log.read_bytes()
+        # ... and SIGTERM to the supervisor stops the worker cleanly: exit 0
+        assert worker.stop() == 0
+    finally:
+        worker.cleanup()

@@ -4,9 +4,11 @@ settings (group, deadline, crash_limit), crash markers in the store."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from integration_bus.isolation import IsolationGate, died, owner_identity
 from integration_bus.registry import Registry
 from integration_bus.settings import load_config
 from integration_bus.sinkcalls import SinkCalls
-from integration_bus.store import Settlement, Store
+from integration_bus.store import CrashMarker, Settlement, Store
 from tests.conftest import write_config
 
 
@@ -103,25 +105,43 @@ def test_the_gate_runs_a_suspect_alone() -> None:
     assert order == ["reader done", "suspect"]
 
 
-def test_own_and_live_markers_are_not_crashes(tmp_path: Path) -> None:
+def test_crash_markers_name_what_a_dead_worker_was_executing(tmp_path: Path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'bus.db'}")
     try:
-        me = owner_identity()
-        store.mark_executing([("orders", "E1"), ("orders", "E2")], me)
-        found = store.crash_markers([("orders", "E1"), ("orders", "E2"), ("orders", "E3")])
+        me, dead_owner = owner_identity(), "nohost.invalid:1:x"
+        # Given a batch marked by a worker that died, and one of ours
+        store.mark_executing("b:1", [("orders", "E1"), ("orders", "E2")], dead_owner)
+        store.mark_executing("b:2", [("orders", "E3")], me)
+        keys = [("orders", "E1"), ("orders", "E2"), ("orders", "E3"), ("orders", "E4")]
+        found = store.crash_markers(keys, me)
+        # Then only the other owner's marks are found
         assert set(found) == {("orders", "E1"), ("orders", "E2")}
-        assert not died(found["orders", "E1"], me)  # ours: a dropped connection, no crash
-        assert not died(found["orders", "E1"], owner_identity())  # a live process (this one)
-        dead = dataclasses.replace(found["orders", "E1"], owner="nohost.invalid:1:x")
-        assert died(dead, me)  # another host: its redelivery means its connection closed
-        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        host = me.partition(":")[0]
-        assert died(dataclasses.replace(dead, owner=f"{host}:{gone}:x"), me)  # pid gone
-        store.settle(Settlement(unmark=[("orders", "E1"), ("orders", "E2")]))
-        assert store.crash_markers([("orders", "E1"), ("orders", "E2")]) == {}
+        assert found["orders", "E1"].crashes == 0 and found["orders", "E1"].row == "b:1"
+        # When E1 is taken over to run alone, it gets a row of its own with its crash count
+        row = store.take_over_marker(found["orders", "E1"], me, 1, [{"attempt": 1}])
+        again = store.crash_markers(keys, "someone-else")
+        assert again["orders", "E1"].crashes == 1 and again["orders", "E1"].row == row
+        assert again["orders", "E2"].row == "b:1"  # the dead batch still names E2
+        # ... and settling removes exactly what it names
+        store.settle(Settlement(unmark=[(row, None), ("b:1", ("orders", "E2")),
+                                        ("b:2", None)]))
+        assert store.crash_markers(keys, "someone-else") == {}
     finally:
         store.close()
+
+
+def test_whose_marks_count_as_crashes(tmp_path: Path) -> None:
+    me = owner_identity()
+    host = me.partition(":")[0]
+    mark = CrashMarker("orders", "E1", "b:1", me, 0, datetime.now(UTC))
+    assert not died(mark, me)  # ours: a dropped connection, no crash
+    live = dataclasses.replace(mark, owner=f"{host}:{os.getppid()}:x")
+    assert not died(live, me)  # a live process on this host: a competing worker
+    assert died(mark, owner_identity())  # our pid, another incarnation (a container's pid 1)
+    assert died(dataclasses.replace(mark, owner="nohost.invalid:1:x"), me)  # another host
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert died(dataclasses.replace(mark, owner=f"{host}:{gone}:x"), me)  # pid gone
 
 
 @pytest.mark.parametrize(("extra", "problem"), [

@@ -20,7 +20,7 @@ from tests.conftest import write_config
 from tests.support.crashing_worker import PLUGIN as CRASHER
 from tests.support.probe import registry_with, wait_for
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.faults]
 
 REPO = Path(__file__).resolve().parent.parent
 

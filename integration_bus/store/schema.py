@@ -145,15 +145,16 @@ cursors = Table(
     Column("updated_at", Stamp, nullable=False),
 )
 
-# Envelopes a worker is executing (pipeline and sinks) right now: a row left behind by a
-# process that died names the messages it was handling; the next worker handles those alone
-# and counts the deaths (crash isolation, docs/reliability.md).
+# Envelopes a worker is executing (pipeline and sinks) right now: one row per batch (``members``:
+# [route, envelope id] pairs), or one per message that runs alone after a crash. A row left
+# behind by a process that died names the messages it was handling; the next worker handles
+# those alone and counts the deaths (crash isolation, docs/reliability.md).
 crash_markers = Table(
     "crash_markers", metadata,
-    Column("route", String(128), primary_key=True),
-    Column("envelope_id", String(64), primary_key=True),
+    Column("id", String(255), primary_key=True),
     Column("owner", String(255), nullable=False),  # host:pid:token of the executing worker
     Column("crashes", Integer, nullable=False, server_default="0"),
     Column("started_at", Stamp, nullable=False),
+    Column("members", Json, nullable=False),
     Column("history", Json),  # one entry per execution that never finished
 )

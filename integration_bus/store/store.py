@@ -25,7 +25,7 @@ from integration_bus.store import markers as marker_ops
 from integration_bus.store import outbox as outbox_ops
 from integration_bus.store.database import Database, dialect_insert
 from integration_bus.store.ledger import Claim, ClaimOutcome
-from integration_bus.store.markers import CrashMarker
+from integration_bus.store.markers import CrashMarker, Unmark
 from integration_bus.store.outbox import OutboxItem, OutboxRow
 from integration_bus.store.records import DeadLetter, JournalEntry
 from integration_bus.store.schema import (
@@ -54,7 +54,8 @@ class Settlement:
     done: list[tuple[str, str, str]] = field(default_factory=list)  # (sink, key, owner)
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    unmark: list[tuple[str, str]] = field(default_factory=list)  # crash markers (route, id)
+    #: crash marker rows to remove (member None) or members to remove from a row
+    unmark: list[Unmark] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.journal or self.done or self.failed or self.dead or self.unmark)
@@ -153,25 +154,28 @@ class Store:
             marker_ops.remove(conn, batch.unmark)
 
     # -- crash markers (see store/markers.py) ----------------------------------------------------
-    def mark_executing(self, keys: Sequence[tuple[str, str]], owner: str) -> None:
-        """Record that ``owner`` is about to execute these (route, envelope id) pairs."""
+    def mark_executing(self, row: str, keys: Sequence[tuple[str, str]], owner: str) -> None:
+        """Record (one row, id ``row``) that ``owner`` is about to execute these (route,
+        envelope id) pairs; ``Settlement.unmark`` removes it."""
         if keys:
             with self.db.begin() as conn:
-                marker_ops.add(conn, self.db.dialect, keys, owner, utcnow())
+                marker_ops.add(conn, self.db.dialect, row, keys, owner, utcnow())
 
-    def crash_markers(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str],
-                                                                     CrashMarker]:
-        """Markers still standing for these (route, envelope id) pairs."""
+    def crash_markers(self, keys: Sequence[tuple[str, str]],
+                      me: str) -> dict[tuple[str, str], CrashMarker]:
+        """Markers other owners than ``me`` left for these (route, envelope id) pairs."""
         if not keys:
             return {}
         with self.db.begin(read_only=True) as conn:
-            return marker_ops.find(conn, keys)
+            return marker_ops.find(conn, keys, me)
 
     def take_over_marker(self, marker: CrashMarker, owner: str, crashes: int,
-                         history: list[dict[str, Any]]) -> None:
-        """``owner`` executes a message a dead worker left marked (counted ``crashes``)."""
+                         history: list[dict[str, Any]]) -> str:
+        """``owner`` runs a message a dead worker left marked, alone (counted ``crashes``);
+        returns the id of the message's own marker row."""
         with self.db.begin() as conn:
-            marker_ops.take_over(conn, marker, owner, crashes, history, utcnow())
+            return marker_ops.take_over(conn, self.db.dialect, marker, owner, crashes, history,
+                                        utcnow())
 
     def _insert(self, table: Any) -> Any:
         return dialect_insert(self.db.dialect, table)

@@ -183,6 +183,12 @@ class Supervised:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
 
+    def child_pid(self) -> int:
+        """The pid of the worker child the supervisor started last (from its log)."""
+        pids = re.findall(rb"supervisor.started.*?pid\W+(\d+)", self.log.read_bytes())
+        assert pids, "the supervisor has not started a worker"
+        return int(pids[-1])
+
     def cleanup(self) -> None:
         """Kill what is left: the supervisor, then the last child it logged (by pid)."""
         if self.proc is None:
@@ -190,11 +196,9 @@ class Supervised:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        pids = re.findall(rb"supervisor.started.*?pid\W+(\d+)", self.log.read_bytes()) \
-            if self.log.exists() else []
-        if pids:
+        if self.starts():
             try:
-                os.kill(int(pids[-1]), signal.SIGKILL)
+                os.kill(self.child_pid(), signal.SIGKILL)
             except ProcessLookupError:
                 pass
 

@@ -18,11 +18,11 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "crash_markers",
-        sa.Column("route", sa.String(128), primary_key=True),
-        sa.Column("envelope_id", sa.String(64), primary_key=True),
+        sa.Column("id", sa.String(255), primary_key=True),
         sa.Column("owner", sa.String(255), nullable=False),
         sa.Column("crashes", sa.Integer, nullable=False, server_default="0"),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("members", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
         sa.Column("history", sa.JSON().with_variant(JSONB(), "postgresql")),
     )
 
