@@ -6,7 +6,7 @@ Two routes in one worker on RabbitMQ, journal on (SQLite): ``healthy`` republish
 (``bus`` sink, as in bench/hub.py); ``stuck`` delivers over TCP to a server that accepts and
 never answers (tests/support/faults.py), with a 2 s sink deadline. Each round measures the
 healthy route alone, then with the stuck route hanging (its messages published first, its
-sink call under way), in the same worker. The last line is
+sink call under way), in the same worker, after an uncounted warm-up. The last line is
 ``RESULT ratio=<healthy rate while stuck hangs / healthy rate alone> alone=<msg/s> during=<msg/s>``.
 """
 
@@ -81,6 +81,9 @@ def measure(url: str, messages: int, rounds: int) -> list[tuple[float, float]]:
             thread = threading.Thread(target=worker.run, args=(stop,))
             thread.start()
             try:
+                # warm-up, not counted: connections, the cautious start (prefetch 1 until a
+                # fresh message), SQLite pages
+                _timed(publisher, healthy, lock, min(messages, 1000), Envelope)
                 for _round in range(rounds):
                     alone = _timed(publisher, healthy, lock, messages, Envelope)
                     stuck = [Envelope.create("stuck.in", payload(i), source="bench")
