@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from integration_bus.cli import cli
 from integration_bus.connector import Envelope
 from integration_bus.errors import CircuitOpen, ConfigError, SinkDeadlineExceeded
 from integration_bus.isolation import IsolationGate, died, owner_identity
@@ -174,3 +176,16 @@ def test_default_crash_limit_stays_below_a_low_delivery_limit(tmp_path: Path) ->
     assert routes["orders"].effective_crash_limit == 1
     assert routes["stock"].effective_crash_limit == 3
     assert routes["stock"].deadline == 5000 and routes["stock"].group == "erp"
+
+
+def test_supervise_does_not_restart_a_worker_that_exits_by_itself(tmp_path: Path) -> None:
+    # Given a configuration the worker refuses at start (exit 2)
+    config_dir = write_config(tmp_path, """
+        sinks: {out: {connector: jsonl, path: var/out.jsonl}}
+        routes:
+          orders: {from: [order.created], to: [out], crash_limit: 10}
+        """)
+    # When it runs supervised
+    result = CliRunner().invoke(cli, ["worker", "--supervise", "--config-dir", str(config_dir)])
+    # Then the supervisor passes the exit code on instead of restarting a configuration error
+    assert result.exit_code == 2, result.output
