@@ -155,7 +155,7 @@ class Batch:
             return "busy"
         if claim is ClaimOutcome.IN_DOUBT and isinstance(sink, LookupSink):
             try:
-                if sink.lookup(out):
+                if self.calls.lookup(sink, out, item.route.deadline):
                     return "recovered"
             except Exception as exc:
                 item.fail(exc, sink=sink.name)

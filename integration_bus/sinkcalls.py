@@ -16,8 +16,10 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
-from integration_bus.connector import BatchSink, Sink
+from integration_bus.connector import BatchSink, LookupSink, Sink
 from integration_bus.envelope import Envelope
 from integration_bus.errors import CircuitOpen, SinkDeadlineExceeded
 
@@ -41,7 +43,7 @@ class SinkCalls:
     def __init__(self, lane: str) -> None:
         self._lane = lane
         self._executors: dict[int, ThreadPoolExecutor] = {}
-        self._busy: dict[int, Future[None]] = {}  # id(sink) -> an abandoned call still running
+        self._busy: dict[int, Future[Any]] = {}  # id(sink) -> an abandoned call still running
 
     def deliver(self, sink: Sink, envelopes: Sequence[Envelope],
                 deadline: float) -> list[BaseException | None]:
@@ -56,12 +58,8 @@ class SinkCalls:
                                    sink=sink.name, retry_after_ms=int(deadline * 1000))
                 return [busy] * len(envelopes)
             del self._busy[key]
-        executor = self._executors.get(key)
-        if executor is None:
-            executor = self._executors[key] = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"sink:{self._lane}:{sink.name}")
         progress = _Progress(len(envelopes))
-        future = executor.submit(_run, sink, list(envelopes), progress)
+        future = self._executor(sink).submit(_run, sink, list(envelopes), progress)
         if not _wait(progress, len(envelopes), deadline):
             self._busy[key] = future
             late = SinkDeadlineExceeded(
@@ -72,6 +70,33 @@ class SinkCalls:
                 return [late if r is _PENDING else r  # type: ignore[misc]
                         for r in progress.results]
         return progress.results  # type: ignore[return-value]
+
+    def lookup(self, sink: LookupSink, envelope: Envelope, deadline: float) -> bool:
+        """``sink.lookup(envelope)`` on the sink's thread, within ``deadline`` seconds; raises
+        what the lookup raised, SinkDeadlineExceeded when it outlives the deadline, or
+        CircuitOpen while an earlier abandoned call of the sink still hangs."""
+        key = id(sink)
+        hung = self._busy.get(key)
+        if hung is not None:
+            if not hung.done():
+                raise CircuitOpen(f"sink {sink.name} is still busy with a call that outlived "
+                                  f"its {deadline:g} s deadline", sink=sink.name,
+                                  retry_after_ms=int(deadline * 1000))
+            del self._busy[key]
+        future = self._executor(sink).submit(sink.lookup, envelope)
+        try:
+            return future.result(timeout=deadline)
+        except FutureTimeout:
+            self._busy[key] = future
+            raise SinkDeadlineExceeded(f"lookup at sink {sink.name} did not answer within its "
+                                       f"{deadline:g} s deadline", sink=sink.name) from None
+
+    def _executor(self, sink: Sink) -> ThreadPoolExecutor:
+        executor = self._executors.get(id(sink))
+        if executor is None:
+            executor = self._executors[id(sink)] = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"sink:{self._lane}:{sink.name}")
+        return executor
 
     def busy(self, sink: Sink) -> bool:
         """Whether an abandoned call of ``sink`` still hangs."""

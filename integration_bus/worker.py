@@ -90,7 +90,8 @@ class WorkerState:
 class Worker:
     """Consumes the queues of ``routes`` (plus ``bus.dead-letters`` when archiving) until
     ``stop`` is set, one lane (thread) per route group. Build one per process or thread;
-    ``gate`` may be shared by the workers of one process."""
+    ``gate`` may be shared by the workers of one process. ``on_batch`` is called from the lane
+    threads (concurrently when there are several lanes)."""
 
     def __init__(self, transport: Transport, store: Store, routes: Sequence[Route],
                  topology: Topology, *, metrics: Metrics | None = None,

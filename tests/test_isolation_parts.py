@@ -189,3 +189,23 @@ def test_supervise_does_not_restart_a_worker_that_exits_by_itself(tmp_path: Path
     result = CliRunner().invoke(cli, ["worker", "--supervise", "--config-dir", str(config_dir)])
     # Then the supervisor passes the exit code on instead of restarting a configuration error
     assert result.exit_code == 2, result.output
+
+
+class HangingLookupSink(GatedSink):
+    """A LookupSink whose lookup hangs until ``release``."""
+
+    def lookup(self, envelope: Envelope) -> bool:
+        self.release.wait(30)
+        return envelope.id in self.delivered
+
+
+def test_a_lookup_past_its_deadline_fails_in_doubt() -> None:
+    sink, calls = HangingLookupSink(), SinkCalls("orders")
+    try:
+        with pytest.raises(SinkDeadlineExceeded, match="lookup at sink gated"):
+            calls.lookup(sink, envelope(), deadline=0.2)
+        with pytest.raises(CircuitOpen):  # the sink is held while the lookup still hangs
+            calls.lookup(sink, envelope(), deadline=0.2)
+    finally:
+        sink.release.set()
+        calls.close()
