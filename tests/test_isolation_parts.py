@@ -19,6 +19,7 @@ from integration_bus.connector import Envelope
 from integration_bus.errors import CircuitOpen, ConfigError, SinkDeadlineExceeded
 from integration_bus.isolation import IsolationGate, died, owner_identity
 from integration_bus.registry import Registry
+from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
 from integration_bus.sinkcalls import SinkCalls
 from integration_bus.store import CrashMarker, Settlement, Store
@@ -209,3 +210,27 @@ def test_a_lookup_past_its_deadline_fails_in_doubt() -> None:
     finally:
         sink.release.set()
         calls.close()
+
+
+def test_routes_of_a_group_share_a_lane_and_sinks_others_get_their_own(tmp_path: Path) -> None:
+    # Given three routes to one sink, two of them in group "erp" (embedded mode: no broker)
+    config_dir = write_config(tmp_path, """
+        store: {url: sqlite:///var/bus.db}
+        sinks: {out: {connector: jsonl, path: var/out.jsonl}}
+        routes:
+          orders: {from: [order.created], to: [out]}
+          stock: {from: [stock.changed], to: [out], group: erp}
+          prices: {from: [price.changed], to: [out], group: erp}
+        """)
+    with Bus.from_config_dir(config_dir, environ={}) as bus:
+        worker = bus.worker()
+        # Then the worker has one lane per group, and a sink instance per lane
+        lanes = {lane.name: lane for lane in worker.lanes}
+        assert set(lanes) == {"orders", "erp"}
+        erp = {route.name: route for route in lanes["erp"].routes.values()}
+        assert set(erp) == {"stock", "prices"}
+        assert erp["stock"].sinks[0] is erp["prices"].sinks[0]
+        orders = next(iter(lanes["orders"].routes.values()))
+        assert orders.sinks[0] is not erp["stock"].sinks[0]
+        for route in worker.routes.values():
+            route.sinks[0].close()
