@@ -29,6 +29,7 @@ from integration_bus.store.markers import CrashMarker, Unmark
 from integration_bus.store.outbox import OutboxItem, OutboxRow
 from integration_bus.store.records import DeadLetter, JournalEntry
 from integration_bus.store.schema import (
+    crash_markers,
     cursors,
     dead_letters,
     journal,
@@ -313,7 +314,8 @@ class Store:
                 outbox.c.published_at.is_(None))).scalar_one())
 
     def purge_history(self, older_than: timedelta) -> dict[str, int]:
-        """Retention: journal rows, published outbox rows and seen keys older than the age."""
+        """Retention: journal rows, published outbox rows, seen keys, done ledger entries and
+    crash markers older than the age."""
         cutoff = utcnow() - older_than
         with self.db.begin() as conn:
             counts = {
@@ -327,6 +329,10 @@ class Store:
                 # older is delivered again (with the same key, for the target to deduplicate)
                 "ledger": conn.execute(delete(ledger).where(
                     ledger.c.state == "done", ledger.c.done_at < cutoff)).rowcount,
+                # marks that outlived every redelivery of their messages (e.g. the broker's
+                # delivery limit took one): nothing will ever run them again
+                "crash_markers": conn.execute(delete(crash_markers).where(
+                    crash_markers.c.started_at < cutoff)).rowcount,
             }
         return {k: int(v or 0) for k, v in counts.items()}
 
