@@ -86,12 +86,12 @@ class Batch:
     """Deliveries of one fetch. Build with :meth:`build`, then run the steps in order."""
 
     def __init__(self, items: list[Item], archived: list[Delivery], *, claim_lease: timedelta,
-                 metrics: Metrics, calls: SinkCalls | None = None) -> None:
+                 metrics: Metrics, calls: SinkCalls) -> None:
         self.items = items
         self.archived = archived
         self.claim_lease = claim_lease
         self.metrics = metrics
-        self.calls = calls or SinkCalls("batch")
+        self.calls = calls  # the lane's sink threads (deadlines)
         self.settlement = Settlement()
         self.archive = Settlement()
         self._sink_results: list[tuple[Item, Sink, Envelope, str]] = []
@@ -99,7 +99,7 @@ class Batch:
     @classmethod
     def build(cls, deliveries: Sequence[Delivery], routes: Mapping[str, Route], *,
               archived: list[Delivery], claim_lease: timedelta, metrics: Metrics,
-              held: Mapping[str, int] | None = None, calls: SinkCalls | None = None,
+              calls: SinkCalls, held: Mapping[str, int] | None = None,
               crashed: Mapping[int, tuple[CrashedWorker, list[dict[str, Any]]]] | None = None,
               ) -> Batch:
         """Decode every delivery and run its route's pipeline (no I/O). Deliveries of a queue
