@@ -177,6 +177,8 @@ class Batch:
                 continue
             results[i] = "failed"
             item.fail(error, sink=sink.name)
+            if isinstance(error, CircuitOpen) and i != indexes[0]:
+                continue  # the rest of a held batch: route.paused says it once
             log.info("sink.failed", route=item.route.name, sink=sink.name,
                      envelope_id=work[i][2].id, error=clip_text(f"{type(error).__name__}: {error}"))
 

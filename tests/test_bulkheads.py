@@ -133,7 +133,7 @@ def test_hung_sink_holds_only_its_own_route(tmp_path: Path, rabbitmq_url: str) -
             """)
         registry = registry_with(TCP_SINK)
         out_b = tmp_path / "var" / "b.jsonl"
-        batch = 3000
+        batch = 5000
         with Bus.from_config_dir(config_dir, environ={}, registry=registry) as bus:
             worker = bus.worker()
             with running(worker.run):
@@ -147,6 +147,9 @@ def test_hung_sink_holds_only_its_own_route(tmp_path: Path, rabbitmq_url: str) -
                           for i in range(200)]
                 _publish(config_dir, registry, orders)
                 wait_for(lambda: len(hole.received) >= 1, timeout=30, message="A is hanging")
+                # ... past its deadline: the call is abandoned, the route held while it hangs
+                wait_for(lambda: bus.store.count_events("held", route="orders") >= 1,
+                         timeout=30, message="route A held")
                 second = [Envelope.create("stock.changed", {"n": batch + i}, source="t")
                           for i in range(batch)]
                 _publish(config_dir, registry, second)
