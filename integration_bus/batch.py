@@ -8,17 +8,19 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import structlog
 
-from integration_bus.connector import BatchSink, LookupSink, Sink
+from integration_bus.connector import LookupSink, Sink
 from integration_bus.envelope import Envelope, loads, new_id
-from integration_bus.errors import BusError, CircuitOpen, PermanentError
+from integration_bus.errors import BusError, CircuitOpen, CrashedWorker, PermanentError
 from integration_bus.metrics import Metrics, ulid_seconds
 from integration_bus.route import Route
+from integration_bus.sinkcalls import SinkCalls
 from integration_bus.store import Claim, ClaimOutcome, DeadLetter, Settlement, Store, utcnow
 from integration_bus.store.records import JournalEntry, clip_text, traceback_text
 from integration_bus.topology import route_of_queue
@@ -54,6 +56,7 @@ class Item:
     outcome: Outcome | None = None
     mapping_version: str | None = None
     span: Any = None  # the route's span for this delivery (tracing on)
+    crash_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def owner(self) -> str:
@@ -86,12 +89,13 @@ class Batch:
     """Deliveries of one fetch. Build with :meth:`build`, then run the steps in order."""
 
     def __init__(self, items: list[Item], archived: list[Delivery], *, claim_lease: timedelta,
-                 metrics: Metrics, tracing: Tracing | None = None) -> None:
+                 metrics: Metrics, calls: SinkCalls, tracing: Tracing | None = None) -> None:
         self.items = items
         self.tracing = tracing
         self.archived = archived
         self.claim_lease = claim_lease
         self.metrics = metrics
+        self.calls = calls  # the lane's sink threads (deadlines)
         self.settlement = Settlement()
         self.archive = Settlement()
         self._sink_results: list[tuple[Item, Sink, Envelope, str]] = []
@@ -99,9 +103,12 @@ class Batch:
     @classmethod
     def build(cls, deliveries: Sequence[Delivery], routes: Mapping[str, Route], *,
               archived: list[Delivery], claim_lease: timedelta, metrics: Metrics,
-              held: Mapping[str, int] | None = None, tracing: Tracing | None = None) -> Batch:
+              calls: SinkCalls, held: Mapping[str, int] | None = None,
+              crashed: Mapping[int, tuple[CrashedWorker, list[dict[str, Any]]]] | None = None,
+              tracing: Tracing | None = None) -> Batch:
         """Decode every delivery and run its route's pipeline (no I/O). Deliveries of a queue
-        in ``held`` (queue -> ms left of an open circuit) go back to wait, untouched.
+        in ``held`` (queue -> ms left of an open circuit) go back to wait, untouched; those in
+        ``crashed`` (delivery tag -> error, crash history) are dead-lettered unexecuted.
         ``tracing`` (only when on): a span per delivery's route, its steps and sink calls."""
         items = []
         for delivery in deliveries:
@@ -111,7 +118,12 @@ class Batch:
             except BusError as exc:
                 item.fail(exc.with_context(route=item.route.name), step="decode")
             else:
-                if held and delivery.queue in held:
+                if crashed and delivery.tag in crashed:
+                    error, item.crash_history = crashed[delivery.tag]
+                    item.fail(error.with_context(route=item.route.name,
+                                                 envelope_id=item.envelope.id),
+                              step="worker")
+                elif held and delivery.queue in held:
                     item.fail(CircuitOpen("the route is paused: a sink's circuit is open",
                                           retry_after_ms=held[delivery.queue]))
                 elif tracing is not None:
@@ -119,7 +131,8 @@ class Batch:
                 else:
                     _run_pipeline(item)
             items.append(item)
-        return cls(items, archived, claim_lease=claim_lease, metrics=metrics, tracing=tracing)
+        return cls(items, archived, claim_lease=claim_lease, metrics=metrics, calls=calls,
+                   tracing=tracing)
 
     # -- claim and deliver ---------------------------------------------------------------------
     def claim_and_deliver(self, store: Store) -> None:
@@ -150,7 +163,7 @@ class Batch:
             return "busy"
         if claim is ClaimOutcome.IN_DOUBT and isinstance(sink, LookupSink):
             try:
-                if sink.lookup(out):
+                if self.calls.lookup(sink, out, item.route.deadline):
                     return "recovered"
             except Exception as exc:
                 item.fail(exc, sink=sink.name)
@@ -159,30 +172,20 @@ class Batch:
 
     def _send(self, work: list[tuple[Item, Sink, Envelope]], indexes: list[int],
               results: list[str]) -> None:
-        sink = work[indexes[0]][1]
+        item, sink = work[indexes[0]][0], work[indexes[0]][1]
         envelopes = [work[i][2] for i in indexes]
         spans = None
         if self.tracing is not None:  # a span per sink call; the sink sees it as trace parent
             spans, envelopes = _sink_spans(self.tracing, sink.name,
                                            [work[i][0] for i in indexes], envelopes)
         started = time.perf_counter()
-        if isinstance(sink, BatchSink):
-            try:
-                errors = sink.deliver_many(envelopes)
-            except Exception as exc:  # the whole batch failed the same way
-                errors = [exc] * len(envelopes)
-        else:
-            errors = []
-            for index, envelope in enumerate(envelopes):
-                if spans is not None:
-                    with self.tracing.use(spans[index]):  # type: ignore[union-attr]
-                        error = _deliver_one(sink, envelope)
-                else:
-                    error = _deliver_one(sink, envelope)
-                errors.append(error)
-                if isinstance(error, CircuitOpen):  # the rest would be refused the same way
-                    errors += [error] * (len(envelopes) - len(errors))
-                    break
+        around = None
+        if spans is not None:
+            tracing, sink_spans = self.tracing, spans
+
+            def around(index: int) -> AbstractContextManager[Any]:
+                return tracing.use(sink_spans[index])  # type: ignore[union-attr]
+        errors = self.calls.deliver(sink, envelopes, item.route.deadline, around)
         per_envelope = (time.perf_counter() - started) / len(envelopes)
         if spans is not None:
             for span, error in zip(spans, errors, strict=False):
@@ -202,6 +205,8 @@ class Batch:
                 continue
             results[i] = "failed"
             item.fail(error, sink=sink.name)
+            if isinstance(error, CircuitOpen) and i != indexes[0]:
+                continue  # the rest of a held batch: route.paused says it once
             log.info("sink.failed", route=item.route.name, sink=sink.name,
                      envelope_id=work[i][2].id, error=clip_text(f"{type(error).__name__}: {error}"))
 
@@ -282,9 +287,19 @@ class Batch:
         message = _message(error)
         if exhausted:
             message = f"gave up after {env.attempt + 1} attempt(s): {message}"  # type: ignore[union-attr]
+        crashed = isinstance(error, CrashedWorker)
+        if crashed:
+            detail["crashes"] = len(item.crash_history)
         s.journal.append(JournalEntry(envelope["id"], "dead_lettered", now,
                                       route=item.route.name, sink=item.sink,
                                       attempt=env.attempt if env else 0, detail=detail))
+        if crashed:
+            s.dead.append(DeadLetter(
+                id=new_id(), envelope=envelope, route=item.route.name, reason="crashed_worker",
+                error_type=_type_name(error), message=message, failed_at=now, step=item.step,
+                source_ref=(env.headers.get("source_ref") if env else None),
+                attempts=item.crash_history))
+            return
         s.dead.append(DeadLetter(
             id=new_id(), envelope=envelope, route=item.route.name, reason="error",
             error_type=_type_name(error), message=message, failed_at=now, step=item.step,
@@ -347,14 +362,6 @@ class Batch:
             m.sink_deliveries.labels(item.route.name, sink.name, result).inc()
         for _ in self.archived:
             m.route_messages.labels("", "dead_lettered").inc()
-
-
-def _deliver_one(sink: Sink, envelope: Envelope) -> BaseException | None:
-    try:
-        sink.deliver(envelope)
-        return None
-    except Exception as exc:  # a sink's unexpected exception counts as transient
-        return exc
 
 
 def _rank(error: BaseException | None) -> int:

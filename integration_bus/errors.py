@@ -6,10 +6,12 @@ Errors are classified by **what the runtime should do** with them::
     ├── ConfigError               fail at start-up; names file:line:col, field and a hint
     ├── TransientError            retry with backoff (timeouts, 5xx, connection loss)
     │   ├── CircuitOpen           a target is known to be down: hold the message, pause the route
+    │   ├── SinkDeadlineExceeded  a sink call outlived its route's deadline (in doubt: retried)
     │   ├── StoreUnavailable      the SQL store cannot be reached: the worker pauses consuming
     │   ├── BrokerUnavailable     the broker connection is down or was lost mid-operation
     │   └── PublishNacked         the broker refused to take responsibility for a message
     └── PermanentError            dead-letter now (schema violation, mapping error, business fault)
+        ├── CrashedWorker         the worker process died handling it crash_limit times
         ├── UnroutableError       a mandatory publish matched no queue
         ├── UnpublishableError    an envelope that cannot travel (too deep to encode, too big)
         ├── EnvelopeError         bytes that are not a valid envelope
@@ -32,10 +34,12 @@ __all__ = [
     "CheckFailed",
     "CircuitOpen",
     "ConfigError",
+    "CrashedWorker",
     "EnvelopeError",
     "MappingError",
     "PermanentError",
     "PublishNacked",
+    "SinkDeadlineExceeded",
     "StoreUnavailable",
     "TransientError",
     "UnpublishableError",
@@ -134,6 +138,14 @@ class CircuitOpen(TransientError):
     """
 
 
+class SinkDeadlineExceeded(TransientError):
+    """A sink call took longer than its route's ``deadline``: the worker stopped waiting.
+
+    The call may still complete (its outcome is in doubt): the retry claims the same
+    idempotency key, so the ledger or the sink's lookup keeps the effect single.
+    """
+
+
 class StoreUnavailable(TransientError):
     """The SQL store (journal, ledger, dead letters) cannot be reached."""
 
@@ -148,6 +160,11 @@ class PublishNacked(TransientError):
 
 class PermanentError(BusError):
     """Retrying cannot help: the message goes to the dead-letter store at once."""
+
+
+class CrashedWorker(PermanentError):
+    """The worker process died (SIGKILL, segfault, OOM) each time it handled this message,
+    ``crash_limit`` times: the bus dead-letters it with reason ``crashed_worker``."""
 
 
 class UnroutableError(PermanentError):

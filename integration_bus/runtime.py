@@ -20,6 +20,7 @@ import structlog
 from integration_bus.connector import ConnectorContext, PollingSource, Sink, Source
 from integration_bus.envelope import Envelope, new_id
 from integration_bus.errors import BusError, ConfigError
+from integration_bus.isolation import IsolationGate
 from integration_bus.liveness import process_identity
 from integration_bus.metrics import Metrics
 from integration_bus.pii import PersonalData
@@ -89,6 +90,8 @@ class Bus:
         self._threads: dict[str, str | None] = {}  # thread name -> what is wrong, or None
         #: set by :meth:`run` once every part it runs has been started
         self.started = threading.Event()
+        #: one per process: a crash suspect runs alone among all lanes of all workers
+        self.gate = IsolationGate()
 
     @classmethod
     def from_config_dir(cls, config_dir: Path, *, environ: Mapping[str, str] | None = None,
@@ -211,23 +214,29 @@ class Bus:
             raise ConfigError(f"no route named {unknown[0]!r}",
                               hint=f"routes are: {', '.join(settings)}")
         pipelines = self.pipelines()
-        sinks: dict[str, Sink] = {}
+        # One sink instance per (bulkhead, sink): sinks are thread-confined, and a sink
+        # shared by routes of two groups must not let one group's hung call hold the other.
+        sinks: dict[tuple[str, str], Sink] = {}
         out = []
         for name in chosen:
             route = settings[name]
+            lane = route.group or name
             for sink_name in route.to:
-                if sink_name not in sinks:
-                    sinks[sink_name] = self.sink(sink_name)
+                if (lane, sink_name) not in sinks:
+                    sinks[lane, sink_name] = self.sink(sink_name)
             out.append(Route(name=name,
                              pipeline=pipelines[route.pipeline] if route.pipeline
                              else IdentityPipeline(),
-                             sinks=tuple(sinks[s] for s in route.to), retry=route.retry))
+                             sinks=tuple(sinks[lane, s] for s in route.to), retry=route.retry,
+                             group=route.group or "", deadline=route.deadline / 1000,
+                             crash_limit=route.effective_crash_limit))
         return out
 
     def worker(self, routes: Sequence[str] | None = None, *,
                options: WorkerOptions | None = None, **kwargs: Any) -> Worker:
         broker = self.config.settings.broker
         options = options or WorkerOptions(batch_size=broker.batch_size, prefetch=broker.prefetch)
+        kwargs.setdefault("gate", self.gate)
         return Worker(self.transport, self.store, self.routes(routes), self.topology,
                       metrics=self.metrics, options=options, tracing=self.tracing, **kwargs)
 

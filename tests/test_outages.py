@@ -21,7 +21,7 @@ from tests.conftest import write_config
 from tests.support.probe import Target, probe_plugin, registry_with, running, wait_for
 from tests.support.services import PrivatePostgres, PrivateRabbitMQ
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 OUTAGE_SECONDS = 30.0
 

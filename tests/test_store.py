@@ -140,7 +140,8 @@ def test_history_retention_keeps_what_is_recent_or_unpublished(store: Store) -> 
     store.outbox_add([OutboxItem("bus.ingress", "order.created", envelope)], reason="send")
     store.remember("shop", [("delivery-1", envelope.id)])
     counts = store.purge_history(timedelta(days=30))
-    assert counts == {"journal": 1, "outbox": 0, "seen_keys": 0, "ledger": 0}
+    assert counts == {"journal": 1, "outbox": 0, "seen_keys": 0, "ledger": 0,
+                      "crash_markers": 0}
     assert store.journal_for("E-new") and not store.journal_for("E-old")
     assert store.outbox_waiting() == 1  # unpublished rows are never purged
     assert store.seen("shop", ["delivery-1", "delivery-2"]) == {"delivery-1": envelope.id}

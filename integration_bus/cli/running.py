@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -122,10 +123,31 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
 @click.option("--routes", help="comma-separated routes to work (default: all)")
 @metrics_options
 @migrate_option
+@click.option("--supervise", is_flag=True,
+              help="run the worker as a child process and restart it whenever a signal kills "
+                   "it (SIGKILL, segfault, OOM); a message that keeps killing it is then "
+                   "dead-lettered as crashed_worker (docs/reliability.md)")
 @handle_errors
 def worker_command(config_dir: Path, routes: str | None, metrics_host: str | None,
-                   metrics_port: int | None, migrate: bool) -> None:
-    """Consume route queues (and archive broker dead letters) until SIGTERM."""
+                   metrics_port: int | None, migrate: bool, supervise: bool) -> None:
+    """Consume route queues (and archive broker dead letters) until SIGTERM.
+
+    Each route (or route group) is its own bulkhead: own consumer, batch loop and sink
+    deadlines, so a hung or failing sink holds only its route."""
+    if supervise:
+        from integration_bus.supervisor import supervise as run_supervised
+
+        command = [sys.executable, "-m", "integration_bus", "worker",
+                   "--config-dir", str(config_dir)]
+        if routes:
+            command += ["--routes", routes]
+        if metrics_host is not None:
+            command += ["--metrics-host", metrics_host]
+        if metrics_port is not None:
+            command += ["--metrics-port", str(metrics_port)]
+        if migrate:
+            command.append("--migrate")
+        raise SystemExit(run_supervised(command))
     # Signals first: a SIGTERM while the bus opens (broker, store migrations) stops it cleanly.
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         worker = bus.worker(_split(routes))

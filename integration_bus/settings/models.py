@@ -110,7 +110,35 @@ class RouteSettings(_Model):
     to: list[str] = Field(min_length=1, description="sink names")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     delivery_limit: int = Field(10, ge=1, le=1000,
-                                description="broker-side cap on deliveries (worker crashes)")
+                                description="broker-side cap on deliveries: the last net for "
+                                            "worker crashes (crash_limit acts first)")
+    crash_limit: int | None = Field(
+        None, ge=1, le=100,
+        description="worker process deaths while handling a message before the bus "
+                    "dead-letters it as crashed_worker; must be below delivery_limit "
+                    "(default: 3, or delivery_limit - 1 when that is lower)")
+    group: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="bulkhead: routes of one group share a consumer, batch loop and sink "
+                    "instances; default: each route is its own group")
+    deadline: Millis = Field(
+        30_000, gt=0, le=3_600_000,
+        description="longest a sink call may take before the worker gives up on it "
+                    "(in doubt: retried, the ledger/lookup keeps the effect single)")
+
+    @model_validator(mode="after")
+    def _crash_limit_below_delivery_limit(self) -> RouteSettings:
+        if self.crash_limit is not None and self.crash_limit >= self.delivery_limit:
+            raise ValueError(f"crash_limit ({self.crash_limit}) must be below delivery_limit "
+                             f"({self.delivery_limit}): the bus must dead-letter a message "
+                             "that crashes the worker before the broker's net catches it")
+        return self
+
+    @property
+    def effective_crash_limit(self) -> int:
+        if self.crash_limit is not None:
+            return self.crash_limit
+        return max(1, min(3, self.delivery_limit - 1))
 
     @field_validator("from_")
     @classmethod

@@ -4,13 +4,15 @@ from collections.abc import Sequence
 
 from integration_bus.store.database import Database
 from integration_bus.store.ledger import Claim, ClaimOutcome
+from integration_bus.store.markers import CrashMarker
 from integration_bus.store.outbox import OutboxItem, OutboxRow
 from integration_bus.store.records import DeadLetter, JournalEntry, fingerprint
-from integration_bus.store.store import Settlement, Store, utcnow
+from integration_bus.store.store import Settlement, Store, holder_alive, utcnow
 
 __all__ = [
     "Claim",
     "ClaimOutcome",
+    "CrashMarker",
     "Database",
     "DeadLetter",
     "JournalEntry",
@@ -21,6 +23,7 @@ __all__ = [
     "SourceCursors",
     "Store",
     "fingerprint",
+    "holder_alive",
     "utcnow",
 ]
 

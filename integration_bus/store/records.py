@@ -95,7 +95,7 @@ class DeadLetter:
     id: str
     envelope: dict[str, Any]
     route: str | None
-    reason: str  # error | delivery_limit | expired | rejected
+    reason: str  # error | crashed_worker | delivery_limit | expired | rejected
     error_type: str
     message: str
     failed_at: datetime

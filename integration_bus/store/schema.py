@@ -56,7 +56,8 @@ dead_letters = Table(
     Column("route", String(128)),
     Column("step", String(128)),
     Column("sink", String(128)),
-    Column("reason", String(32), nullable=False),  # error | delivery_limit | expired | rejected
+    # error | crashed_worker | delivery_limit | expired | rejected
+    Column("reason", String(32), nullable=False),
     Column("error_type", String(128), nullable=False),
     Column("message", Text, nullable=False),
     Column("traceback", Text),
@@ -156,4 +157,18 @@ cursors = Table(
     Column("key", String(255), primary_key=True),
     Column("value", Text, nullable=False),
     Column("updated_at", Stamp, nullable=False),
+)
+
+# Envelopes a worker is executing (pipeline and sinks) right now: one row per batch (``members``:
+# [route, envelope id] pairs), or one per message that runs alone after a crash. A row left
+# behind by a process that died names the messages it was handling; the next worker handles
+# those alone and counts the deaths (crash isolation, docs/reliability.md).
+crash_markers = Table(
+    "crash_markers", metadata,
+    Column("id", String(255), primary_key=True),
+    Column("owner", String(255), nullable=False),  # host:pid:token of the executing worker
+    Column("crashes", Integer, nullable=False, server_default="0"),
+    Column("started_at", Stamp, nullable=False),
+    Column("members", Json, nullable=False),
+    Column("history", Json),  # one entry per execution that never finished
 )

@@ -23,12 +23,15 @@ from integration_bus.redact import Redaction
 from integration_bus.store import gauges
 from integration_bus.store import ledger as ledger_ops
 from integration_bus.store import lineage as lineage_ops
+from integration_bus.store import markers as marker_ops
 from integration_bus.store import outbox as outbox_ops
 from integration_bus.store.database import Database, dialect_insert
 from integration_bus.store.ledger import Claim, ClaimOutcome
+from integration_bus.store.markers import CrashMarker, Unmark
 from integration_bus.store.outbox import OutboxItem, OutboxRow
 from integration_bus.store.records import DeadLetter, JournalEntry
 from integration_bus.store.schema import (
+    crash_markers,
     cursors,
     dead_letters,
     journal,
@@ -37,7 +40,7 @@ from integration_bus.store.schema import (
     seen_keys,
 )
 
-__all__ = ["Settlement", "Store", "storable"]
+__all__ = ["Settlement", "Store", "holder_alive", "storable"]
 
 log = structlog.get_logger("integration_bus.store")
 
@@ -54,9 +57,11 @@ class Settlement:
     done: list[tuple[str, str, str]] = field(default_factory=list)  # (sink, key, owner)
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    #: crash marker rows to remove (member None) or members to remove from a row
+    unmark: list[Unmark] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.journal or self.done or self.failed or self.dead)
+        return bool(self.journal or self.done or self.failed or self.dead or self.unmark)
 
 
 class Store:
@@ -135,7 +140,7 @@ class Store:
                                        attempts=hide.data(d.attempts, unmask=True))
                    for d in batch.dead]
         return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed,
-                          dead=letters)
+                          dead=letters, unmark=batch.unmark)
 
     def _settle(self, batch: Settlement) -> None:
         now = utcnow()
@@ -149,6 +154,31 @@ class Store:
                 stmt = self._insert(dead_letters).values(**letter.row(history))
                 conn.execute(stmt.on_conflict_do_nothing(
                     index_elements=["envelope_id", "route"]))
+            marker_ops.remove(conn, batch.unmark)
+
+    # -- crash markers (see store/markers.py) ----------------------------------------------------
+    def mark_executing(self, row: str, keys: Sequence[tuple[str, str]], owner: str) -> None:
+        """Record (one row, id ``row``) that ``owner`` is about to execute these (route,
+        envelope id) pairs; ``Settlement.unmark`` removes it."""
+        if keys:
+            with self.db.begin() as conn:
+                marker_ops.add(conn, self.db.dialect, row, keys, owner, utcnow())
+
+    def crash_markers(self, keys: Sequence[tuple[str, str]],
+                      me: str) -> dict[tuple[str, str], CrashMarker]:
+        """Markers other owners than ``me`` left for these (route, envelope id) pairs."""
+        if not keys:
+            return {}
+        with self.db.begin(read_only=True) as conn:
+            return marker_ops.find(conn, keys, me)
+
+    def take_over_marker(self, marker: CrashMarker, owner: str, crashes: int,
+                         history: list[dict[str, Any]]) -> str:
+        """``owner`` runs a message a dead worker left marked, alone (counted ``crashes``);
+        returns the id of the message's own marker row."""
+        with self.db.begin() as conn:
+            return marker_ops.take_over(conn, self.db.dialect, marker, owner, crashes, history,
+                                        utcnow())
 
     def _insert(self, table: Any) -> Any:
         return dialect_insert(self.db.dialect, table)
@@ -320,7 +350,8 @@ class Store:
                 outbox.c.published_at.is_(None))).scalar_one())
 
     def purge_history(self, older_than: timedelta) -> dict[str, int]:
-        """Retention: journal rows, published outbox rows and seen keys older than the age."""
+        """Retention: journal rows, published outbox rows, seen keys, done ledger entries and
+    crash markers older than the age."""
         cutoff = utcnow() - older_than
         with self.db.begin() as conn:
             counts = {
@@ -334,6 +365,10 @@ class Store:
                 # older is delivered again (with the same key, for the target to deduplicate)
                 "ledger": conn.execute(delete(ledger).where(
                     ledger.c.state == "done", ledger.c.done_at < cutoff)).rowcount,
+                # marks that outlived every redelivery of their messages (e.g. the broker's
+                # delivery limit took one): nothing will ever run them again
+                "crash_markers": conn.execute(delete(crash_markers).where(
+                    crash_markers.c.started_at < cutoff)).rowcount,
             }
         return {k: int(v or 0) for k, v in counts.items()}
 
@@ -437,7 +472,8 @@ def storable(batch: Settlement) -> Settlement:
                                    route=_clean(d.route, 128), step=_clean(d.step, 128),
                                    sink=_clean(d.sink, 128),
                                    error_type=_clean(d.error_type, 128)) for d in batch.dead]
-    return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed, dead=letters)
+    return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed, dead=letters,
+                      unmark=batch.unmark)
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -403,7 +403,8 @@ class AmqpConsumer:
                 body=message.body, queue=queue,
                 redelivered=bool(message.delivery_info.get("redelivered")),
                 delivery_count=int(headers.get("x-delivery-count") or 0),
-                headers=headers, tag=message.delivery_tag, raw=message))
+                headers=headers, tag=message.delivery_tag, raw=message,
+                message_id=message.properties.get("message_id")))
         return receive
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:

@@ -44,6 +44,7 @@ class Delivery:
     headers: Mapping[str, Any]
     tag: int
     raw: Any  # the transport's message object, for ack
+    message_id: str | None = None  # the envelope id, when the transport carries it aside
 
 
 @dataclass(frozen=True, slots=True)

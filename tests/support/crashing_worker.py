@@ -1,44 +1,33 @@
-"""A worker process whose sink kills the process on a poison message (for delivery-limit tests).
+"""A worker process whose sink kills the process on a poison message (for crash tests).
 
-Usage: python -m tests.support.crashing_worker CONFIG_DIR
-The ``crasher`` sink appends envelopes to a JSON-lines file (the real jsonl sink) unless the
-payload has ``"poison": true``, in which case it SIGKILLs its own process mid-delivery — the way
-a segfaulting native library or an OOM kill would end a worker.
+Usage: python -m tests.support.crashing_worker CONFIG_DIR [--supervise]
+The ``crasher`` sink (tests/support/faults.py) appends envelopes to a JSON-lines file (the real
+jsonl sink) unless the payload has ``"poison": true``, in which case it SIGKILLs its own process
+mid-delivery — the way a segfaulting native library or an OOM kill would end a worker. The
+``tcp`` sink of the same module is registered too. ``--supervise`` runs the worker under the
+supervisor loop of ``bus worker --supervise``.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from connectors.jsonl import JsonlSink, JsonlSinkConfig
-from integration_bus.connector import ConnectorContext, ConnectorPlugin, Envelope
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
+from integration_bus.supervisor import supervise
+from tests.support.faults import CRASHER, TCP_SINK
 
-
-class CrashingSink(JsonlSink):
-    def deliver(self, envelope: Envelope) -> None:
-        if isinstance(envelope.payload, dict) and envelope.payload.get("poison"):
-            os.kill(os.getpid(), signal.SIGKILL)
-        super().deliver(envelope)
-
-
-def _create(config: JsonlSinkConfig, context: ConnectorContext) -> CrashingSink:
-    return CrashingSink(config, context)
-
-
-PLUGIN = ConnectorPlugin(name="crasher", summary="jsonl sink that dies on poison",
-                         sink_config=JsonlSinkConfig, create_sink=_create)
+PLUGIN = CRASHER
 
 
 def main(config_dir: str) -> None:
     registry = Registry.from_entry_points()
-    registry.add(PLUGIN)
+    registry.add(CRASHER)
+    registry.add(TCP_SINK)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with Bus(load_config(Path(config_dir), registry), registry=registry) as bus:
@@ -46,4 +35,7 @@ def main(config_dir: str) -> None:
 
 
 if __name__ == "__main__":
+    if "--supervise" in sys.argv[2:]:
+        raise SystemExit(supervise([sys.executable, "-m", "tests.support.crashing_worker",
+                                    sys.argv[1]]))
     main(sys.argv[1])

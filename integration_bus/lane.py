@@ -1,0 +1,351 @@
+"""One bulkhead of the worker: a route (or route group) consumed and settled on its own.
+
+A lane has its own consumer (its own broker connection and prefetch), publisher, batch loop,
+sink instances and sink-call threads (``sinkcalls``), so a slow, hung or failing sink holds
+only its lane. A batch goes through these steps (``docs/lifecycle.md`` has the full picture):
+
+1. mark the envelopes as executing (crash markers, see ``isolation``); messages a dead worker
+   left marked are set aside and run one at a time, alone in the process;
+2. decode envelopes, run each route's pipeline (pure: can be redone after a pause);
+3. claim every (sink, idempotency key) in the ledger — one transaction;
+4. deliver: claimed → sink (within the route's deadline); done → duplicate; in doubt (our own
+   claim, redelivered after a crash) → ask a LookupSink first; busy → retry later;
+5. settle — journal, ledger outcomes, dead letters, crash markers — in one transaction;
+6. hand failed-but-retryable envelopes to a retry tier (publisher-confirmed);
+7. ack the whole fetch.
+
+A crash anywhere before 7 leaves the messages unacked: the broker redelivers them and the
+ledger keeps effects single. While the store is unreachable the lane holds its batch and stops
+taking messages (no requeue loop burns delivery counts) until a ping succeeds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+import structlog
+
+from integration_bus.batch import Batch, Outcome
+from integration_bus.envelope import new_id
+from integration_bus.errors import BrokerUnavailable, CrashedWorker, StoreUnavailable
+from integration_bus.isolation import IsolationGate, crash_entry, died
+from integration_bus.route import Route
+from integration_bus.sinkcalls import SinkCalls
+from integration_bus.store import CrashMarker, Store
+from integration_bus.store.markers import Unmark
+from integration_bus.topology import DEAD_LETTER_QUEUE, Topology, route_queue
+from integration_bus.tracing import Tracing
+from integration_bus.transport import Consumer, Delivery, Transport, TransportPublisher
+from integration_bus.transport.traced import TracedPublisher
+
+__all__ = ["Lane", "LaneContext"]
+
+log = structlog.get_logger("integration_bus.worker")
+
+
+class LaneContext:
+    """What the lanes of one worker share: store, topology, options, state, gate, identity."""
+
+    def __init__(self, transport: Transport, store: Store, topology: Topology, *,
+                 metrics: Any, options: Any, state: Any, gate: IsolationGate, owner: str,
+                 on_batch: Callable[[Batch], None] | None,
+                 tracing: Tracing | None = None) -> None:
+        self.transport, self.store, self.topology = transport, store, topology
+        self.tracing = tracing  # None unless tracing is on
+        self.metrics, self.options, self.state = metrics, options, state
+        self.gate, self.owner, self.on_batch = gate, owner, on_batch
+        #: crash markers cost a write per batch; embedded mode loses in-flight messages with
+        #: the process anyway, so there is nothing to attribute there
+        self.markers = not transport.embedded
+
+
+class Lane:
+    """Consumes ``queues`` until ``stop`` is set. Thread-confined: one thread runs it."""
+
+    def __init__(self, name: str, routes: Mapping[str, Route], queues: list[str],
+                 ctx: LaneContext) -> None:
+        self.name = name
+        self.routes = dict(routes)  # queue -> route
+        self.queues = queues
+        self.ctx = ctx
+        self.calls = SinkCalls(name)
+        self._consumer: Consumer | None = None
+        self._publisher: TransportPublisher | None = None
+        self._cautious = True  # prefetch 1 until a fresh (not redelivered) message shows up
+        self._paused: dict[str, float] = {}  # queue -> monotonic time to resume (open circuits)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set; then finish in-flight messages, ack, and return."""
+        delay = 0.5
+        options = self.ctx.options
+        while not stop.is_set():
+            try:
+                self._connect()
+                delay = 0.5
+                self._resume_due()
+                deliveries = self._consumer.fetch(  # type: ignore[union-attr]
+                    1 if self._cautious else options.batch_size, options.fetch_timeout)
+                if deliveries:
+                    self._handle(deliveries, stop)
+            except BrokerUnavailable as exc:
+                self._disconnect(f"broker unavailable: {exc}")
+                stop.wait(delay)
+                delay = min(delay * 2, options.reconnect_max_delay)
+            except Exception as exc:  # a bug in the bus itself, not in a sink or pipeline
+                # Drop the connection so the batch is redelivered (its delivery count rises,
+                # and a message that triggers this every time ends as a delivery_limit dead
+                # letter instead of wedging the lane).
+                log.exception("worker.crashed", lane=self.name,
+                              error=f"{type(exc).__name__}: {exc}")
+                self._disconnect(f"{type(exc).__name__}: {exc}")
+                stop.wait(delay)
+                delay = min(delay * 2, options.reconnect_max_delay)
+        self._finish(stop)
+
+    def _connect(self) -> None:
+        if self._consumer is not None:
+            return
+        transport = self.ctx.transport
+        self._publisher = transport.publisher()
+        if self.ctx.tracing is not None:
+            self._publisher = TracedPublisher(self._publisher, self.ctx.tracing)
+        self._cautious = not transport.embedded
+        prefetch = 1 if self._cautious else self.ctx.options.prefetch
+        self._consumer = transport.consumer(self.queues, prefetch)
+        self.ctx.state.connected = True
+        log.info("worker.consuming", lane=self.name, queues=self.queues)
+
+    def _disconnect(self, reason: str | None = None) -> None:
+        if reason:
+            self.ctx.state.last_error = reason
+            log.warning("worker.disconnected", lane=self.name, reason=reason)
+        for part in (self._consumer, self._publisher):
+            if part is not None:
+                part.close()
+        self._consumer = self._publisher = None
+        self.ctx.metrics.flow.settled(id(self))  # unacked: back in the broker's hands
+        self._paused.clear()  # a new connection consumes every queue; holds start over
+
+    def _finish(self, stop: threading.Event) -> None:
+        # Deliveries already buffered or under way are handled rather than returned (returning
+        # them would count against their delivery limit): stop_consuming takes in what the
+        # queue assigned to this consumer before cancelling, and a delivery that still comes
+        # after the cancel is read here, until the connection stays quiet (within a deadline).
+        if self._consumer is not None:
+            try:
+                self._consumer.stop_consuming()
+                deadline = time.monotonic() + self.ctx.options.drain_timeout
+                while True:
+                    # Everything buffered is handled however long it takes; the deadline only
+                    # bounds waiting for deliveries still on their way.
+                    wait = 0.3 if time.monotonic() < deadline else 0.0
+                    rest = self._consumer.fetch(self.ctx.options.batch_size, wait)
+                    if not rest:
+                        break
+                    self._handle(rest, stop)
+            except BrokerUnavailable:
+                pass
+        self._disconnect()
+        self.calls.close()
+
+    # -- one fetch -------------------------------------------------------------------------------
+    def _handle(self, deliveries: list[Delivery], stop: threading.Event) -> None:
+        if self._cautious and any(not d.redelivered for d in deliveries):
+            # Past the redelivered backlog of a crash: back to the full prefetch. (Until now
+            # only one message at a time was out, so a message that kills the process holds
+            # only itself and the one message in flight on each other lane.)
+            self._cautious = False
+            self._consumer.set_prefetch(self.ctx.options.prefetch)  # type: ignore[union-attr]
+        archived = [d for d in deliveries if d.queue == DEAD_LETTER_QUEUE]
+        routed = [d for d in deliveries if d.queue != DEAD_LETTER_QUEUE]
+        suspects = self._suspects(routed, stop) if self.ctx.markers and routed else {}
+        normal = [d for d in routed if d.tag not in suspects]
+        if normal or archived:
+            with self.ctx.gate.shared():
+                self._run(normal, stop, archived=archived)
+        for delivery in routed:
+            if delivery.tag in suspects:
+                self._run_suspect(delivery, suspects[delivery.tag], stop)
+        self._consumer.ack(deliveries)  # type: ignore[union-attr]
+        self.ctx.metrics.flow.settled(id(self))
+        self.ctx.state.batches += 1
+        self.ctx.state.handled += len(deliveries)
+
+    def _run(self, deliveries: list[Delivery], stop: threading.Event, *,
+             archived: list[Delivery] | None = None,
+             crashed: tuple[int, CrashedWorker, CrashMarker, list[dict[str, Any]]] | None = None,
+             marker_row: str | None = None) -> None:
+        """Execute and settle ``deliveries`` (not ack). They are marked executing first (one
+        marker row), unless ``marker_row`` (a suspect's own row, taken over) already stands or
+        the one delivery is ``crashed`` (tag, error, marker, history: dead-lettered unrun)."""
+        ctx = self.ctx
+        unmark: list[Unmark] = []
+        if ctx.markers and crashed is not None:
+            _tag, _error, marker, _history = crashed
+            unmark.append((marker.row, (marker.route, marker.envelope_id)))
+        elif ctx.markers and marker_row is None and deliveries:
+            keys = [(self.routes[d.queue].name, _envelope_id(d)) for d in deliveries]
+            marker_row = f"b:{new_id()}"
+            row = marker_row
+            self._until_stored(lambda: ctx.store.mark_executing(row, keys, ctx.owner), stop)
+        now = time.monotonic()
+        held = {queue: max(1, int((at - now) * 1000)) for queue, at in self._paused.items()}
+        batch = Batch.build(deliveries, self.routes, archived=archived or [],
+                            claim_lease=ctx.options.claim_lease, metrics=ctx.metrics,
+                            held=held, calls=self.calls,
+                            crashed={crashed[0]: (crashed[1], crashed[3])} if crashed else None,
+                            tracing=ctx.tracing)
+        ctx.metrics.flow.taken(id(self), _oldest_per_route(batch))
+        try:
+            self._until_stored(lambda: batch.claim_and_deliver(ctx.store), stop)
+            if marker_row is not None:
+                # A suspect handed back unrun (its route is held) keeps its row and crash count.
+                suspect_held = not marker_row.startswith("b:") and any(
+                    item.outcome is Outcome.HOLD for item in batch.items)
+                if not suspect_held:
+                    unmark.append((marker_row, None))
+            batch.settlement.unmark.extend(unmark)
+            self._until_stored(lambda: ctx.store.settle(batch.settlement), stop)
+            if batch.archive:
+                self._until_stored(lambda: ctx.store.settle(batch.archive), stop)
+            self._retry(batch)
+        finally:
+            batch.end_spans()
+        for route, hold_ms in batch.holds().items():
+            self._hold(route, hold_ms)
+        batch.count_settled()
+        if ctx.on_batch is not None:
+            ctx.on_batch(batch)
+
+    # -- crash isolation -------------------------------------------------------------------------
+    def _suspects(self, deliveries: list[Delivery],
+                  stop: threading.Event) -> dict[int, CrashMarker]:
+        """Redelivered messages a dead worker left marked: delivery tag -> its marker."""
+        again = [d for d in deliveries if d.redelivered]
+        if not again:
+            return {}  # a message never delivered before cannot have been executing
+        keys = {d.tag: (self.routes[d.queue].name, _envelope_id(d)) for d in again}
+        found: dict[tuple[str, str], CrashMarker] = {}
+
+        def look() -> None:
+            found.update(self.ctx.store.crash_markers([k for k in keys.values() if k[1]],
+                                                      self.ctx.owner))
+
+        self._until_stored(look, stop)
+        return {tag: found[key] for tag, key in keys.items()
+                if key in found and died(found[key], self.ctx.owner)}
+
+    def _run_suspect(self, delivery: Delivery, marker: CrashMarker,
+                     stop: threading.Event) -> None:
+        route = self.routes[delivery.queue]
+        crashes = marker.crashes + 1
+        history = [*marker.history, crash_entry(marker, crashes)]
+        # The first crash names every message of the batch that was executing; from the second
+        # on, the message ran alone: it is the likely cause.
+        (log.warning if crashes > 1 else log.info)(
+            "worker.crash_suspect", route=route.name, envelope_id=marker.envelope_id,
+            crashes=crashes, crash_limit=route.crash_limit,
+            hint="a worker died while handling it: it runs alone now")
+        if crashes >= route.crash_limit:
+            error = CrashedWorker(f"the worker process died {crashes} time(s) while handling "
+                                  f"this message (crash_limit {route.crash_limit})",
+                                  crashes=crashes)
+            with self.ctx.gate.shared():
+                self._run([delivery], stop, crashed=(delivery.tag, error, marker, history))
+            return
+        with self.ctx.gate.exclusive(stop):
+            rows: list[str] = []
+            self._until_stored(lambda: rows.append(self.ctx.store.take_over_marker(
+                marker, self.ctx.owner, crashes, history)), stop)
+            self._run([delivery], stop, marker_row=rows[-1])
+
+    # -- holds and retries -----------------------------------------------------------------------
+    def _hold(self, route: str, hold_ms: int) -> None:
+        """A sink of ``route`` has an open circuit: stop consuming the route for a while."""
+        queue = route_queue(route)
+        resume_at = time.monotonic() + hold_ms / 1000
+        if self._paused.get(queue, 0) < resume_at:
+            if queue not in self._paused:
+                log.warning("route.paused", route=route, seconds=hold_ms / 1000,
+                            reason="a sink's circuit breaker is open")
+                self._consumer.pause(queue)  # type: ignore[union-attr]
+            self._paused[queue] = resume_at
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        for queue, resume_at in list(self._paused.items()):
+            if resume_at <= now:
+                if any(self.calls.busy(sink) for sink in self.routes[queue].sinks):
+                    # a call past its deadline still hangs: taking messages now would only
+                    # hand them back to wait again
+                    self._paused[queue] = now + 0.5
+                    continue
+                del self._paused[queue]
+                self._consumer.resume(queue)  # type: ignore[union-attr]
+                log.info("route.resumed", queue=queue)
+
+    def _retry(self, batch: Batch) -> None:
+        for (route, delay_ms), envelopes in batch.retries().items():
+            tier = self.ctx.topology.tier_for(delay_ms)
+            outcomes = self._publisher.retry_later(route, envelopes, tier)  # type: ignore[union-attr]
+            failed = next((o for o in outcomes if o is not None), None)
+            if failed is not None:
+                # Not acked: the broker redelivers the originals and the ledger keeps effects
+                # single. Surface it as a connection problem so the lane reconnects.
+                raise BrokerUnavailable(f"could not hand messages to the retry tier: {failed}")
+
+    # -- store outages ---------------------------------------------------------------------------
+    def _until_stored(self, action: Callable[[], Any], stop: threading.Event) -> None:
+        """Run ``action``; while the store is unreachable, hold everything and wait for it."""
+        state = self.ctx.state
+        while True:
+            try:
+                action()
+                state.resume(self.name)
+                return
+            except StoreUnavailable as exc:
+                state.pause(self.name, exc)
+                self._wait_for_store(stop)
+
+    def _wait_for_store(self, stop: threading.Event) -> None:
+        # Keep the broker connection alive (heartbeats) while waiting; never stop for `stop`
+        # here: settling what was already delivered matters more than a quick exit.
+        deadline = time.monotonic() + self.ctx.options.store_probe_interval
+        while time.monotonic() < deadline:
+            try:
+                self._consumer.keepalive(  # type: ignore[union-attr]
+                    max(0.0, deadline - time.monotonic()))
+            except BrokerUnavailable:
+                stop.wait(0.1)
+        try:
+            self.ctx.store.ping()
+        except StoreUnavailable:
+            pass
+
+
+def _oldest_per_route(batch: Batch) -> dict[str, datetime]:
+    """Per route, when the oldest envelope of ``batch`` was created (one pass, no I/O)."""
+    oldest: dict[str, datetime] = {}
+    for item in batch.items:
+        if item.envelope is not None:
+            name, created = item.route.name, item.envelope.created_at
+            if name not in oldest or created < oldest[name]:
+                oldest[name] = created
+    return oldest
+
+
+def _envelope_id(delivery: Delivery) -> str:
+    """The envelope id without decoding the envelope (the transport carries it aside)."""
+    if delivery.message_id:
+        return delivery.message_id
+    try:
+        value = orjson.loads(delivery.body).get("id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return value if isinstance(value, str) and len(value) <= 64 else ""

@@ -1,0 +1,101 @@
+"""Crash markers: which envelopes a worker is executing (table ``crash_markers``).
+
+A worker marks a batch (one row naming its envelopes) before its pipeline and sinks run and
+removes the row in the settlement transaction: two cheap statements per batch. A row that
+outlives its owner (the process died: SIGKILL, a segfault, the OOM killer) names the messages
+that were executing at the crash. Such a message then runs alone under a row of its own
+(``s:<route>:<envelope id>``) that carries its crash count and history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from integration_bus.store.database import dialect_insert
+from integration_bus.store.schema import crash_markers
+
+__all__ = ["CrashMarker", "Unmark", "add", "find", "remove", "single_id", "take_over"]
+
+MarkerKey = tuple[str, str]  # (route, envelope id)
+#: what settling removes: a whole row (member None), or one member of a row
+Unmark = tuple[str, MarkerKey | None]
+
+
+@dataclass(frozen=True, slots=True)
+class CrashMarker:
+    """One marked message: its row (``row``), the row's owner, and its crash record."""
+
+    route: str
+    envelope_id: str
+    row: str
+    owner: str
+    crashes: int
+    started_at: datetime
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def single_id(route: str, envelope_id: str) -> str:
+    return f"s:{route}:{envelope_id}"
+
+
+def add(conn: Any, dialect: str, row: str, keys: Sequence[MarkerKey], owner: str,
+        now: datetime) -> None:
+    conn.execute(dialect_insert(dialect, crash_markers).values(
+        id=row, owner=owner, crashes=0, started_at=now,
+        members=[list(k) for k in dict.fromkeys(keys)], history=None))
+
+
+def find(conn: Any, keys: Sequence[MarkerKey], me: str) -> dict[MarkerKey, CrashMarker]:
+    """Markers of ``keys`` in rows not owned by ``me`` (few rows: batches in flight elsewhere and
+    what crashes left; the table is read whole). Of two rows naming a message, the one with
+    more crashes wins."""
+    wanted = set(keys)
+    found: dict[MarkerKey, CrashMarker] = {}
+    for r in conn.execute(select(crash_markers).where(crash_markers.c.owner != me)).all():
+        for route, envelope_id in r.members or []:
+            key = (route, envelope_id)
+            if key in wanted and (key not in found or found[key].crashes < r.crashes):
+                found[key] = CrashMarker(route, envelope_id, r.id, r.owner, r.crashes,
+                                         r.started_at, list(r.history or []))
+    return found
+
+
+def take_over(conn: Any, dialect: str, marker: CrashMarker, owner: str, crashes: int,
+              history: list[dict[str, Any]], now: datetime) -> str:
+    """``owner`` runs the message alone now: it gets (or keeps) a row of its own. Returns it."""
+    row = single_id(marker.route, marker.envelope_id)
+    stmt = dialect_insert(dialect, crash_markers).values(
+        id=row, owner=owner, crashes=crashes, started_at=now,
+        members=[[marker.route, marker.envelope_id]], history=history)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={
+        "owner": owner, "crashes": crashes, "started_at": now, "history": history}))
+    if marker.row != row:
+        _drop_member(conn, marker.row, (marker.route, marker.envelope_id))
+    return row
+
+
+def remove(conn: Any, unmark: Sequence[Unmark]) -> None:
+    whole = [row for row, member in unmark if member is None]
+    if whole:
+        conn.execute(delete(crash_markers).where(crash_markers.c.id.in_(whole)))
+    for row, member in unmark:
+        if member is not None:
+            _drop_member(conn, row, member)
+
+
+def _drop_member(conn: Any, row: str, member: MarkerKey) -> None:
+    found = conn.execute(select(crash_markers.c.members).where(
+        crash_markers.c.id == row)).first()
+    if found is None:
+        return
+    rest = [m for m in found.members or [] if tuple(m) != member]
+    if rest:
+        conn.execute(update(crash_markers).where(crash_markers.c.id == row).values(
+            members=rest))
+    else:
+        conn.execute(delete(crash_markers).where(crash_markers.c.id == row))
