@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -34,6 +34,7 @@ from integration_bus.batch import Batch, Outcome
 from integration_bus.envelope import new_id
 from integration_bus.errors import BrokerUnavailable, CrashedWorker, StoreUnavailable
 from integration_bus.isolation import IsolationGate, crash_entry, died
+from integration_bus.metrics import ulid_seconds
 from integration_bus.route import Route
 from integration_bus.sinkcalls import SinkCalls
 from integration_bus.store import CrashMarker, Store
@@ -164,6 +165,8 @@ class Lane:
             self._consumer.set_prefetch(self.ctx.options.prefetch)  # type: ignore[union-attr]
         archived = [d for d in deliveries if d.queue == DEAD_LETTER_QUEUE]
         routed = [d for d in deliveries if d.queue != DEAD_LETTER_QUEUE]
+        # held from here until the ack (bus_oldest_unsettled_seconds), store outages included
+        self.ctx.metrics.flow.taken(id(self), _oldest_per_route(routed, self.routes))
         suspects = self._suspects(routed, stop) if self.ctx.markers and routed else {}
         normal = [d for d in routed if d.tag not in suspects]
         if normal or archived:
@@ -201,7 +204,6 @@ class Lane:
                             held=held, calls=self.calls,
                             crashed={crashed[0]: (crashed[1], crashed[3])} if crashed else None,
                             tracing=ctx.tracing)
-        ctx.metrics.flow.taken(id(self), _oldest_per_route(batch))
         try:
             self._until_stored(lambda: batch.claim_and_deliver(ctx.store), stop)
             if marker_row is not None:
@@ -329,14 +331,17 @@ class Lane:
             pass
 
 
-def _oldest_per_route(batch: Batch) -> dict[str, datetime]:
-    """Per route, when the oldest envelope of ``batch`` was created (one pass, no I/O)."""
+def _oldest_per_route(deliveries: list[Delivery],
+                      routes: Mapping[str, Route]) -> dict[str, datetime]:
+    """Per route, when the oldest envelope of ``deliveries`` was created, read from its id (a
+    ULID) without decoding it; now for an id that is no ULID. One pass, no I/O."""
     oldest: dict[str, datetime] = {}
-    for item in batch.items:
-        if item.envelope is not None:
-            name, created = item.route.name, item.envelope.created_at
-            if name not in oldest or created < oldest[name]:
-                oldest[name] = created
+    now = time.time()
+    for delivery in deliveries:
+        name = routes[delivery.queue].name
+        created = datetime.fromtimestamp(ulid_seconds(_envelope_id(delivery)) or now, UTC)
+        if name not in oldest or created < oldest[name]:
+            oldest[name] = created
     return oldest
 
 
