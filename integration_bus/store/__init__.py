@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from integration_bus.store.database import Database
 from integration_bus.store.ledger import Claim, ClaimOutcome
 from integration_bus.store.outbox import OutboxItem, OutboxRow
+from integration_bus.store.queue import MessageQueue, QueuedMessage
 from integration_bus.store.records import DeadLetter, JournalEntry, fingerprint
 from integration_bus.store.store import Settlement, Store, utcnow
 
@@ -14,8 +15,10 @@ __all__ = [
     "Database",
     "DeadLetter",
     "JournalEntry",
+    "MessageQueue",
     "OutboxItem",
     "OutboxRow",
+    "QueuedMessage",
     "SeenKeys",
     "Settlement",
     "SourceCursors",

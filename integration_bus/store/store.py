@@ -25,6 +25,7 @@ from integration_bus.store import outbox as outbox_ops
 from integration_bus.store.database import Database, dialect_insert
 from integration_bus.store.ledger import Claim, ClaimOutcome
 from integration_bus.store.outbox import OutboxItem, OutboxRow
+from integration_bus.store.queue import MessageQueue
 from integration_bus.store.records import DeadLetter, JournalEntry
 from integration_bus.store.schema import (
     cursors,
@@ -69,6 +70,8 @@ class Store:
     def __init__(self, db: Database, *, redaction: Redaction | None = None) -> None:
         self.db = db
         self.redaction = redaction or Redaction()
+        #: embedded mode's message queues (see ``store.queue``)
+        self.queue = MessageQueue(db)
 
     @classmethod
     def open(cls, url: str, *, root: Path | None = None, migrate: bool = True,
