@@ -4,7 +4,8 @@ real sink (a JSON-lines file, counted by record key), nothing is lost or doubled
 and the process's memory stays bounded (its RSS is sampled throughout).
 
 ``BUS_EMBEDDED_KILL_LINES`` sets the file's size: 40,000 by default, to stay near 60 s on a loaded
-2-core machine; 100,000 (the issue's figure) passed by hand in 142 s, peak RSS 147 MB."""
+2-core machine; 100,000 (the issue's figure) passed by hand: 142 s under load average 9, 66 s
+on a quieter machine; 100,000 delivered, 0 lost, 0 duplicates, peak RSS 146-147 MB."""
 
 from __future__ import annotations
 
