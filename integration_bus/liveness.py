@@ -33,6 +33,8 @@ def start_time(pid: int) -> int | None:
         return 0
     # the command name (field 2) is in parentheses and may hold spaces: split after it
     fields = data[data.rfind(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None  # a zombie (killed, not yet reaped by its parent) runs no more
     return int(fields[19])  # field 22 of the whole line
 
 

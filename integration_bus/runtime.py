@@ -42,11 +42,9 @@ from integration_bus.store import (
     Store,
     utcnow,
 )
-from integration_bus.topology import INGRESS_EXCHANGE, REQUEUE_EXCHANGE, RouteBinding, Topology
+from integration_bus.topology import INGRESS_EXCHANGE, RouteBinding, Topology
 from integration_bus.tracing import Tracing
 from integration_bus.transport import (
-    EmbeddedBroker,
-    MemoryTransport,
     Transport,
     TransportPublisher,
     open_transport,
@@ -65,8 +63,7 @@ class Bus:
 
     def __init__(self, config: Config, *, registry: Registry,
                  pipelines: Mapping[str, Pipeline] | None = None,
-                 embedded: EmbeddedBroker | None = None, migrate: bool = True,
-                 tracing: Tracing | None = None) -> None:
+                 migrate: bool = True, tracing: Tracing | None = None) -> None:
         """``migrate``: bring the store's schema to head when it is first used; False: require
         it at head already (read-only commands; ConfigError naming ``bus db upgrade``).
         ``tracing``: default from the process's ``OTEL_*`` variables (off unless
@@ -81,7 +78,8 @@ class Bus:
         self.redaction = Redaction(PersonalData(dead_letters.redact,
                                                 builtin=dead_letters.redact_builtin))
         self.topology = _topology(config)
-        self.transport: Transport = open_transport(config.settings.broker, embedded)
+        self.transport: Transport = open_transport(config.settings.broker,
+                                                   lambda: self.store.queue)
         self._pipelines = dict(pipelines) if pipelines is not None else None
         self._store: Store | None = None
         self._closed = False
@@ -355,19 +353,6 @@ class Bus:
         self.started.set()
         for thread in threads:
             thread.join()
-        if isinstance(self.transport, MemoryTransport):
-            self._keep_embedded_messages(self.transport)
-
-    def _keep_embedded_messages(self, transport: MemoryTransport) -> None:
-        """Embedded mode stops gracefully: what is still queued or waiting for a retry goes to
-        the outbox (durable), and the next ``bus run`` relays it back to its route."""
-        left = transport.evacuate()
-        if left:
-            self.store.outbox_add([OutboxItem(REQUEUE_EXCHANGE, route, envelope)
-                                   for route, envelope in left], reason="embedded-shutdown")
-            log.info("embedded.kept", messages=len(left),
-                     hint="queued and retry-waiting messages wait in the outbox for the next run")
-
     def _run_named_source(self, name: str, stop: threading.Event,
                           prebuilt: list[Source | PollingSource]) -> None:
         # A restart after a crash builds a new source: the crashed one was closed on the way out.

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from integration_bus.envelope import Envelope
 from integration_bus.errors import EnvelopeError
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
+from integration_bus.store.schema import embedded_queue
 from tests.conftest import write_config
 from tests.support.probe import Target, probe_plugin, registry_with, running, wait_for
 
@@ -99,11 +101,14 @@ def test_embedded_stop_keeps_queued_and_retrying_messages_for_the_next_run(
         publisher.close()
         with running(lambda stop: bus.run(stop, sources=[])):
             wait_for(lambda: target.count() == 90 and bus.transport.retry_waiting() == 10)
-        assert bus.store.outbox_waiting() == 10  # parked durably, not dropped
-    # When the bus runs again
-    with Bus(load_config(config_dir, registry, {}), registry=registry) as bus, \
-            running(lambda stop: bus.run(stop, sources=[])):
-        wait_for(lambda: target.count() == 100, message="the parked ten delivered")
+    # Then the ten wait in the store's queue (embedded queues are durable), still delayed
+    with Bus(load_config(config_dir, registry, {}), registry=registry) as bus:
+        assert bus.store.queue.depth() == 10 and bus.transport.retry_waiting() == 10
+        with bus.store.db.begin() as conn:  # their 30 s delay is over
+            conn.execute(update(embedded_queue).values(due_ms=0))
+        # When the bus runs again
+        with running(lambda stop: bus.run(stop, sources=[])):
+            wait_for(lambda: target.count() == 100, message="the parked ten delivered")
     assert target.duplicates() == {}
 
 

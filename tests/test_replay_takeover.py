@@ -9,13 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from integration_bus.envelope import Envelope
-from integration_bus.liveness import holder_alive, process_identity
+from integration_bus.liveness import holder_alive, process_identity, start_time
 from integration_bus.store import OutboxItem, Store
 from integration_bus.store.schema import outbox
 from tests.dlq_project import FIXED, effects, make_project, order, publish, set_mapping, worker
@@ -68,8 +69,10 @@ def test_replay_killed_holding_claims_is_taken_over_at_once(tmp_path: Path,
         (holder,) = claimed
         assert holder.split(":")[1] == str(proc.pid) and not holder_alive(holder)
         # When it is run again at once (well inside the 60 s claim lease)
+        started = time.monotonic()
         rerun = subprocess.run([*command, str(config_dir)], cwd=REPO, capture_output=True,
                                text=True, env={**os.environ}, timeout=120)
+        rerun_s = time.monotonic() - started
         # Then it takes the dead process's rows over, says so, and exits 0 only when done
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
         assert f"took over {claimed[holder]} outbox row(s) claimed by {holder} (its process " \
@@ -83,6 +86,9 @@ def test_replay_killed_holding_claims_is_taken_over_at_once(tmp_path: Path,
     keys = effects(tmp_path)
     assert len(keys) == 1000 and len(set(keys)) == 1000
     assert statuses(tmp_path) == {"replayed": 1000}
+    print(f"RESULT replay kill: delivered={len(set(keys))} lost={1000 - len(set(keys))} "
+          f"duplicates={len(keys) - len(set(keys))} taken_over={claimed[holder]} "
+          f"left_replaying=0 rerun_s={rerun_s:.1f}")
 
 
 def _claimed_by(store: Store, holders: list[str]) -> None:
@@ -108,15 +114,21 @@ def test_a_relay_takes_over_only_claims_of_dead_holders(tmp_path: Path) -> None:
     alive = f"{me}:other"  # a live relay in this very process
     remote = "elsewhere.example:1:1:abc"  # another host: only its lease can free it
     legacy = f"relay-{exited.pid}"  # an old-format name: unknown, so alive
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    zombie = f"{host}:{killed.pid}:{start_time(killed.pid)}:abc"
+    assert holder_alive(zombie)
+    killed.kill()  # killed, and not reaped yet: a zombie runs no more
+    wait_for(lambda: not holder_alive(zombie), message="the killed holder is seen dead")
     store = Store.open(f"sqlite:///{tmp_path / 'bus.db'}")
     try:
-        _claimed_by(store, [dead, reused, alive, remote, legacy])
+        _claimed_by(store, [dead, reused, alive, remote, legacy, zombie])
         rows = store.outbox_claim(f"{me}:relay")
-        assert sorted(r.taken_from or "" for r in rows) == sorted([dead, reused])
-        assert store.outbox_pending() == {f"{me}:relay": 2, alive: 1, remote: 1, legacy: 1}
+        assert sorted(r.taken_from or "" for r in rows) == sorted([dead, reused, zombie])
+        assert store.outbox_pending() == {f"{me}:relay": 3, alive: 1, remote: 1, legacy: 1}
         # past the lease, every claim is free again
         later = store.outbox_claim(f"{me}:late", lease=timedelta(0))
         assert sorted(r.taken_from or "" for r in later) == sorted(
-            [alive, remote, legacy, f"{me}:relay", f"{me}:relay"])
+            [alive, remote, legacy, f"{me}:relay", f"{me}:relay", f"{me}:relay"])
     finally:
         store.close()
+        killed.wait(10)

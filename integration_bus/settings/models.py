@@ -55,6 +55,10 @@ class BrokerSettings(_Model):
                              description="largest envelope published, in bytes (keep it at "
                                          "or below the broker's max_message_size); a bigger "
                                          "one is dead-lettered at its source, alone")
+    max_queued: int = Field(10_000, ge=100, le=10_000_000,
+                            description="embedded mode: messages queued at most (all routes, "
+                                        "on disk); a source publishing into full queues waits "
+                                        "(back-pressure)")
     connect_timeout: Millis = 10_000
     retry_tiers: list[Millis] = Field(
         default_factory=lambda: [1000, 5000, 30_000, 120_000, 600_000],

@@ -6,6 +6,7 @@ from integration_bus.store.database import Database
 from integration_bus.store.ledger import Claim, ClaimOutcome
 from integration_bus.store.markers import CrashMarker
 from integration_bus.store.outbox import OutboxItem, OutboxRow
+from integration_bus.store.queue import MessageQueue, QueuedMessage
 from integration_bus.store.records import DeadLetter, JournalEntry, fingerprint
 from integration_bus.store.store import Settlement, Store, holder_alive, utcnow
 
@@ -16,8 +17,10 @@ __all__ = [
     "Database",
     "DeadLetter",
     "JournalEntry",
+    "MessageQueue",
     "OutboxItem",
     "OutboxRow",
+    "QueuedMessage",
     "SeenKeys",
     "Settlement",
     "SourceCursors",

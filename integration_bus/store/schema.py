@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -171,4 +172,19 @@ crash_markers = Table(
     Column("started_at", Stamp, nullable=False),
     Column("members", Json, nullable=False),
     Column("history", Json),  # one entry per execution that never finished
+)
+
+#: embedded mode's queues (migration 0011): one row per message in a route queue, or waiting
+#: for a retry (``due_ms`` in the future); ``claimed_by`` = the consumer holding it, unacked
+embedded_queue = Table(
+    "embedded_queue", metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("queue", String(255), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("headers", Json),
+    Column("due_ms", BigInteger, nullable=False, server_default="0"),
+    Column("claimed_by", String(64)),
+    Column("deliveries", Integer, nullable=False, server_default="0"),
+    Index("ix_embedded_queue_take", "queue", "id"),
+    Index("ix_embedded_queue_claimed", "claimed_by"),
 )

@@ -29,6 +29,7 @@ from integration_bus.store.database import Database, dialect_insert
 from integration_bus.store.ledger import Claim, ClaimOutcome
 from integration_bus.store.markers import CrashMarker, Unmark
 from integration_bus.store.outbox import OutboxItem, OutboxRow
+from integration_bus.store.queue import MessageQueue
 from integration_bus.store.records import DeadLetter, JournalEntry
 from integration_bus.store.schema import (
     crash_markers,
@@ -76,6 +77,8 @@ class Store:
     def __init__(self, db: Database, *, redaction: Redaction | None = None) -> None:
         self.db = db
         self.redaction = redaction or Redaction()
+        #: embedded mode's message queues (see ``store.queue``)
+        self.queue = MessageQueue(db)
 
     @classmethod
     def open(cls, url: str, *, root: Path | None = None, migrate: bool = True,

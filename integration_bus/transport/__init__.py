@@ -1,8 +1,11 @@
-"""Transports: RabbitMQ (``amqp``) and the embedded in-process broker (``memory``), on kombu."""
+"""Transports: RabbitMQ (``amqp``, kombu) and embedded mode's queues in the store (``embedded``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from integration_bus.settings.models import BrokerSettings
+from integration_bus.store.queue import MessageQueue
 from integration_bus.transport.base import (
     Consumer,
     Delivery,
@@ -11,13 +14,12 @@ from integration_bus.transport.base import (
     Transport,
     TransportPublisher,
 )
-from integration_bus.transport.memory import EmbeddedBroker, MemoryTransport
+from integration_bus.transport.embedded import EmbeddedTransport
 
 __all__ = [
     "Consumer",
     "Delivery",
-    "EmbeddedBroker",
-    "MemoryTransport",
+    "EmbeddedTransport",
     "Outgoing",
     "QueueStats",
     "Transport",
@@ -26,10 +28,12 @@ __all__ = [
 ]
 
 
-def open_transport(broker: BrokerSettings, embedded: EmbeddedBroker | None = None) -> Transport:
-    """RabbitMQ when ``broker.url`` is set, else the embedded broker (a new one unless given)."""
+def open_transport(broker: BrokerSettings, queues: Callable[[], MessageQueue]) -> Transport:
+    """RabbitMQ when ``broker.url`` is set, else the embedded transport on the store's queue
+    table (``queues``: the store's, opened when first used)."""
     if broker.url is None:
-        return MemoryTransport(embedded, max_message=broker.max_message)
+        return EmbeddedTransport(queues, max_queued=broker.max_queued,
+                                 max_message=broker.max_message)
     from integration_bus.transport.amqp import AmqpTransport
 
     return AmqpTransport(broker.url, heartbeat=broker.heartbeat,
