@@ -60,9 +60,10 @@ class LaneContext:
         self.tracing = tracing  # None unless tracing is on
         self.metrics, self.options, self.state = metrics, options, state
         self.gate, self.owner, self.on_batch = gate, owner, on_batch
-        #: crash markers cost a write per batch; embedded mode loses in-flight messages with
-        #: the process anyway, so there is nothing to attribute there
-        self.markers = not transport.embedded
+        #: crash markers cost a write per batch; embedded mode needs them as much as RabbitMQ
+        #: (its store-backed queue gives a dead process's messages back, and has no delivery
+        #: limit: without them a message that kills ``bus run`` would come back forever)
+        self.markers = True
 
 
 class Lane:
