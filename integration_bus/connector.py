@@ -15,6 +15,8 @@ A plugin that serves HTTP (a webhook receiver) uses :class:`HttpServer` under
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -82,6 +84,7 @@ __all__ = [
     "XrefTable",
     "check_type",
     "did_you_mean",
+    "document_reference",
     "endpoint_label",
     "http_api",
     "read_body",
@@ -89,6 +92,14 @@ __all__ = [
     "redact_url",
     "scrub_secrets",
 ]
+
+
+def document_reference(key: str, prefix: str, length: int) -> str:
+    """The external document reference of an idempotency key: ``prefix`` + base32(SHA-256(key)),
+    cut to ``length`` — deterministic, so every copy of a message (and a step that reverses
+    it) names the same document."""
+    digest = base64.b32encode(hashlib.sha256(key.encode()).digest()).decode().rstrip("=")
+    return (prefix + digest)[:length]
 
 
 def scrub_secrets(text: str) -> str:
@@ -283,6 +294,11 @@ class ConnectorContext:
     stage: Callable[[Sequence[Envelope], tuple[str, str] | None], None]
     metrics: Any  # integration_bus.metrics.Metrics; plugins add collectors to .registry
     clock: Callable[[], float] = time.time
+    #: another sink instance of the same config, by name, built on call (a process manager's
+    #: effects go through the sinks the config already has)
+    sinks: Callable[[str], Sink] | None = None
+    #: the order process manager's saga store (integration_bus.retail.orders.book.SagaBook)
+    sagas: Any = None
 
     def resolve(self, path: str | Path) -> Path:
         """A config path relative to the project dir (the config dir's parent)."""

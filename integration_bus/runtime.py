@@ -28,6 +28,7 @@ from integration_bus.redact import Redaction
 from integration_bus.registry import Registry
 from integration_bus.relay import OutboxRelay
 from integration_bus.reload import MappingReloader, ReloadablePipeline
+from integration_bus.retail.orders.book import SagaBook
 from integration_bus.retail.projection import AvailabilityPolicy, StockProjection
 from integration_bus.route import Route
 from integration_bus.settings import Config, load_config
@@ -166,7 +167,7 @@ class Bus:
             reject=lambda raw, error, ref: self.reject(instance, raw, error, ref),
             record=lambda event, detail: self.record(instance, event, detail),
             stage=lambda envelopes, cursor: self.stage(instance, envelopes, cursor),
-            metrics=self.metrics)
+            metrics=self.metrics, sinks=self.sink, sagas=SagaBook(self.store))
 
     def publisher(self) -> TransportPublisher:
         """A new publisher (own connection; use it from one thread)."""

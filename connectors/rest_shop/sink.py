@@ -9,6 +9,10 @@ Payload contracts (canonical envelopes produced by a route's mapping):
   ``tracking_number``, ``carrier``. POST with the envelope's idempotency key as
   ``Idempotency-Key`` and as ``external_ref``; :meth:`ShopSink.lookup` finds it by that ref.
 - ``order_status``: ``order_id``, ``status``; an idempotent PUT.
+- ``order_lines``: ``order_id``, ``lines`` ([{``sku``, ``quantity``, ``status``:
+  ``cancelled`` | ``back_ordered`` | ``re_sourced`` | ``fulfilled``, optional ``line_no``,
+  ``location``, ``expected_date``}]), optional ``reason``: what became of each order line (the
+  order process manager's outcome), POSTed with the envelope's idempotency key.
 
 Errors: TransientError (429 beyond the inline wait, 5xx, timeouts; context ``retry_after_ms``)
 or PermanentError (missing/invalid field, 4xx), both naming shop, sink and envelope id.
@@ -37,6 +41,8 @@ from integration_bus.connector import (
 )
 
 __all__ = ["ShopSink"]
+
+_LINE_STATUSES = frozenset({"cancelled", "back_ordered", "re_sourced", "fulfilled"})
 
 
 def _field(payload: Any, name: str, kind: type | tuple[type, ...],
@@ -95,6 +101,10 @@ class ShopSink:
             return url, {"order": {"id": order_id,
                                    "status": _field(payload, "status", str, where)}}
         lines = _field(payload, "lines", list, where)
+        if action == "order_lines":
+            return url, {"order_id": order_id, "reason": payload.get("reason"),
+                         "line_items": [self._line_status(line, {**where, "line": i + 1})
+                                        for i, line in enumerate(lines)]}
         items = [{"sku": _field(line, "sku", str, {**where, "line": i + 1}),
                   "quantity": _field(line, "quantity", int, {**where, "line": i + 1})}
                  for i, line in enumerate(lines)]
@@ -102,6 +112,17 @@ class ShopSink:
                       "tracking_number": payload.get("tracking_number"),
                       "tracking_company": payload.get("carrier")}
         return url, {"fulfillment": fulfilment}
+
+    @staticmethod
+    def _line_status(line: Any, where: dict[str, Any]) -> dict[str, Any]:
+        status = _field(line, "status", str, where)
+        if status not in _LINE_STATUSES:
+            raise PermanentError(f"line status {status!r} is not one of "
+                                 f"{', '.join(sorted(_LINE_STATUSES))}", field="status", **where)
+        return {"sku": _field(line, "sku", str, where),
+                "quantity": _field(line, "quantity", (int, str), where), "status": status,
+                "line_no": line.get("line_no"), "location": line.get("location"),
+                "expected_date": line.get("expected_date")}
 
     def deliver(self, envelope: Envelope) -> None:
         url, body = self._request(envelope)

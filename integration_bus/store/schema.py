@@ -143,3 +143,31 @@ cursors = Table(
     Column("value", Text, nullable=False),
     Column("updated_at", Stamp, nullable=False),
 )
+
+order_sagas = Table(  # the order process manager: one row per order (retail/orders)
+    "order_sagas", metadata,
+    Column("order_id", String(128), primary_key=True),
+    Column("version", Integer, nullable=False),  # optimistic concurrency: +1 per save
+    Column("state", String(32), nullable=False),  # running, waiting, final
+    Column("outcome", String(32)),  # fulfilled, re_sourced, partly_back_ordered, ...
+    Column("channel", String(64), nullable=False),
+    Column("reason", Text),
+    Column("data", Json, nullable=False),
+    Column("started_at", Stamp, nullable=False),
+    Column("updated_at", Stamp, nullable=False),
+    Column("final_at", Stamp),
+    Index("ix_order_sagas_state", "state"),
+)
+
+order_saga_events = Table(  # the saga's timeline: each step and decision, and why
+    "order_saga_events", metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("order_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("at", Stamp, nullable=False),
+    Column("step", String(64), nullable=False),
+    Column("decision", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detail", Json),
+    Index("ix_order_saga_events_order", "order_id", "id"),
+)

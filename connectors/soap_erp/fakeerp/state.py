@@ -90,6 +90,12 @@ class ErpState:
     #: called with the SinceSequence of each GetStockChanges before it is answered (tests hold
     #: a poll mid-way with it)
     on_changes: Callable[[int], None] | None = None
+    #: reservation reference -> (where, quantity); released ones are in ``released``
+    reservations: dict[str, tuple[Location, Decimal]] = field(default_factory=dict)
+    released: set[str] = field(default_factory=set)
+    #: sales order reference -> line number -> (material, plant, quantity); cancelled lines
+    sales_lines: dict[str, dict[int, tuple[str, str, Decimal]]] = field(default_factory=dict)
+    cancelled_lines: dict[str, set[int]] = field(default_factory=dict)
     _next_number: int = 4_900_000_000
 
     # -- tests and seeding --------------------------------------------------------------------
@@ -167,15 +173,65 @@ class ErpState:
                                f"{where[1]}/{where[2]}", code="V1-420", subcode="Deficit",
                                field="Quantity")
             row.reserved += quantity
+            self.reservations[reference] = (where, quantity)
             doc = self._new_document("reservation", reference)
             self._log_change(where, doc.number)
             return doc, False
 
-    def create_sales_order(self, reference: str, value: Decimal) -> tuple[Document, bool]:
+    def create_sales_order(self, reference: str, value: Decimal,
+                           lines: dict[int, tuple[str, str, Decimal]] | None = None
+                           ) -> tuple[Document, bool]:
         with self.lock:
             if (seen := self._repeat(reference)) is not None:
                 return seen, True
+            self.sales_lines[reference] = dict(lines or {})
             return self._new_document("sales_order", reference, value), False
+
+    def release(self, reference: str, reservation: str) -> tuple[Document, bool]:
+        """Release a reservation (the reverse of :meth:`reserve`) once per ``reference``; a
+        reservation released before (under another reference) is not released twice."""
+        with self.lock:
+            if (seen := self._repeat(reference)) is not None:
+                return seen, True
+            if reservation not in self.reservations:
+                raise ErpFault("server", f"No reservation {reservation}", code="V1-404",
+                               subcode="NotFound", field="ReservationReference")
+            where, quantity = self.reservations[reservation]
+            if reservation not in self.released:
+                self.released.add(reservation)
+                self.stock[where].reserved -= quantity
+            doc = self._new_document("release", reference)
+            self._log_change(where, doc.number)
+            return doc, False
+
+    def cancel_lines(self, reference: str, order: str, lines: list[int]) -> tuple[Document, int]:
+        """Cancel lines of a sales order once per ``reference``: (document, open lines left)."""
+        with self.lock:
+            if order not in self.sales_lines:
+                raise ErpFault("server", f"No sales order {order}", code="V1-404",
+                               subcode="NotFound", field="SalesOrderReference")
+            known = self.sales_lines[order]
+            unknown = [n for n in lines if n not in known]
+            if unknown:
+                raise ErpFault("client", f"Sales order {order} has no line {unknown[0]}",
+                               code="V1-405", field="LineNo")
+            seen = self._repeat(reference)
+            cancelled = self.cancelled_lines.setdefault(order, set())
+            if seen is None:
+                cancelled.update(lines)
+            return seen or self._new_document("sales_order_change", reference), \
+                len(known) - len(cancelled)
+
+    def open_lines(self, order: str) -> dict[int, tuple[str, str, Decimal]]:
+        """The sales order's lines that are not cancelled (KeyError: no such sales order)."""
+        with self.lock:
+            gone = self.cancelled_lines.get(order, set())
+            return {n: line for n, line in self.sales_lines[order].items() if n not in gone}
+
+    def open_reservations(self) -> dict[str, tuple[Location, Decimal]]:
+        """Reservations not released."""
+        with self.lock:
+            return {r: v for r, v in self.reservations.items() if r not in self.released}
 
     def find(self, reference: str) -> Document | None:
         with self.lock:

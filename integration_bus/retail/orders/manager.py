@@ -1,0 +1,173 @@
+"""The order process manager: drives one order's saga to a final state, step by step.
+
+``handle(envelope)`` (the accepted order) loads or starts the order's saga and loops: ask
+:func:`~integration_bus.retail.orders.saga.next_step` what to do, do it through
+:class:`OrderSystems`, record the result with a compare-and-set save. Each effect is claimed in
+the idempotency ledger under the sink that performs it and the step's own key (the ERP's
+external reference derives from that key too): after a crash the redelivered order resumes at
+the first step the saga had not recorded, and a step whose effect may have happened is sent
+again with ``attempt`` > 0 so the sink looks it up first — no second document.
+
+Ends: the saga is final (returns), waits for a person (raises :class:`OrderNeedsDecision`, a
+business dead letter listing the options), or cannot go on now (TransientError from a system
+or a version conflict: the route retries; past ``policy.wait`` a silent ERP is decided on as
+``policy.on_timeout`` says).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Protocol
+
+from integration_bus.envelope import Envelope
+from integration_bus.errors import PermanentError, TransientError
+from integration_bus.retail.orders.book import SagaBook, SagaRecord
+from integration_bus.retail.orders.policy import SourcingPolicy
+from integration_bus.retail.orders.saga import (
+    Atp,
+    Saga,
+    Step,
+    apply,
+    decide_for_person,
+    next_step,
+    timed_out,
+)
+from integration_bus.store.ledger import ClaimOutcome
+
+__all__ = ["OrderNeedsDecision", "OrderProcessManager", "OrderSystems"]
+
+_MAX_STEPS = 500  # a saga of a few lines takes tens of steps; more means a decision loop
+
+
+class OrderNeedsDecision(PermanentError):
+    """The sourcing policy says a person decides (or every option failed): a business dead
+    letter in its own group; ``options`` lists the choices (``bus orders decide``)."""
+
+
+class OrderSystems(Protocol):
+    """What the saga's steps do to the systems; each call is idempotent under ``key``.
+    ``attempt`` > 0 means the effect may already have happened (look before resending)."""
+
+    def start(self, envelope: Envelope, policy: SourcingPolicy, now: float) -> Saga:
+        """A new saga from the accepted order (lines and their reservation keys)."""
+
+    def sink_for(self, kind: str) -> str:
+        """The sink name a step kind's effect is claimed under in the ledger."""
+
+    def key_for(self, envelope: Envelope, saga: Saga, step: Step) -> str:
+        """The idempotency key of a step's effect."""
+
+    def perform(self, envelope: Envelope, saga: Saga, step: Step, key: str,
+                attempt: int) -> str | None:
+        """Do the step's effect: None when done, else why the target refused for short stock
+        (only ``reserve``: the ERP's Deficit). Raises TransientError (try later) or
+        PermanentError."""
+
+
+class OrderProcessManager:
+    def __init__(self, book: SagaBook, policy: SourcingPolicy, systems: OrderSystems,
+                 atp: Atp, *, clock: Callable[[], float] = time.time,
+                 on_final: Callable[[SagaRecord], None] | None = None) -> None:
+        self.book = book
+        self.policy = policy
+        self.systems = systems
+        self.atp = atp
+        self.clock = clock
+        self.on_final = on_final
+
+    def handle(self, envelope: Envelope) -> SagaRecord:
+        record = self.book.start(self.systems.start(envelope, self.policy, self.clock()))
+        for _ in range(_MAX_STEPS):
+            saga = Saga.from_json(record.saga.to_json())  # a working copy
+            step = next_step(saga, self.policy, self.atp, now=self.clock())
+            if step.kind == "finish" and record.state == "final":
+                return record
+            if step.kind == "ask":
+                record = self._ask(record, saga, step, envelope)
+                continue  # _ask raises; a decision already recorded continues the loop
+            if step.kind in ("decide", "phase", "finish"):
+                apply(saga, step, "ok")
+                record = self.book.save(record, saga, step=step.kind,
+                                        decision=step.status or step.kind, reason=step.reason,
+                                        detail=_detail(step))
+                if record.state == "final" and self.on_final is not None:
+                    self.on_final(record)
+                continue
+            record = self._effect(record, saga, step, envelope)
+        raise PermanentError(f"order {record.saga.order_id}: the saga did not settle within "
+                             f"{_MAX_STEPS} steps", order_id=record.saga.order_id)
+
+    def decide(self, order_id: str, decision: str) -> SagaRecord:
+        """A person's choice for a waiting order (``bus orders decide``); ValueError if the
+        order does not wait or the choice is not offered. Replaying its dead letter then
+        continues the saga."""
+        record = self.book.get(order_id)
+        if record is None:
+            raise ValueError(f"no saga for order {order_id!r}")
+        saga = Saga.from_json(record.saga.to_json())
+        reason = decide_for_person(saga, decision)
+        return self.book.save(record, saga, step="person", decision=decision, reason=reason)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _ask(self, record: SagaRecord, saga: Saga, step: Step, envelope: Envelope) -> SagaRecord:
+        if record.state != "waiting":
+            apply(saga, step, "ok")
+            record = self.book.save(record, saga, step="ask", decision="waiting_for_a_person",
+                                    reason=step.reason, detail=_detail(step))
+        asking = record.saga.asking or {}
+        options = list(asking.get("options") or [])
+        order_id = record.saga.order_id
+        raise OrderNeedsDecision(
+            f"order {order_id} needs a decision: {asking.get('reason', step.reason)}",
+            order_id=order_id, line_no=asking.get("line_no"), options=options,
+            envelope_id=envelope.id,
+            hint=f"choose one of {', '.join(options)}: `bus orders decide {order_id} OPTION`, "
+                 "then `bus dlq replay` this dead letter")
+
+    def _effect(self, record: SagaRecord, saga: Saga, step: Step,
+                envelope: Envelope) -> SagaRecord:
+        sink = self.systems.sink_for(step.kind)
+        key = self.systems.key_for(envelope, saga, step)
+        owner = f"saga:{saga.order_id}"
+        claim = self.book.claim(sink, key, owner, envelope.id)
+        if claim is ClaimOutcome.BUSY:
+            raise TransientError(f"order {saga.order_id}: {step.kind} {key} is being done by "
+                                 "another delivery", order_id=saga.order_id, sink=sink)
+        settled = [(sink, key, owner)]
+        refusal: str | None = None  # DONE: a delivery before this one did it
+        if claim is not ClaimOutcome.DONE:
+            try:
+                refusal = self.systems.perform(envelope, saga, step, key,
+                                            attempt=1 if claim is ClaimOutcome.IN_DOUBT else 0)
+            except TransientError as exc:
+                if step.kind == "reserve" and step.line_no is not None and \
+                        self.clock() - saga.started > self.policy.wait / 1000:
+                    late = timed_out(saga, step.line_no, self.policy, exc.message)
+                    if late.kind == "ask":
+                        return self._ask(record, saga, late, envelope)
+                    apply(saga, late, "ok")
+                    return self.book.save(record, saga, step="timeout", decision="cancelled",
+                                          reason=late.reason, detail=_detail(late))
+                raise
+        done = refusal is None
+        apply(saga, step, "ok" if done else "short")
+        decision = {"reserve": "reserved" if done else "short"}.get(step.kind, "done")
+        return self.book.save(record, saga, step=step.kind, decision=decision,
+                              reason=step.reason if done else f"{step.location}: the ERP "
+                              f"refused: {refusal}", detail=_detail(step),
+                              settle=settled if done else (), failed=() if done else settled)
+
+
+def _detail(step: Step) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("line_no", "location", "key", "status"):
+        value = getattr(step, name)
+        if value is not None:
+            out[name] = value
+    if isinstance(step.quantity, Decimal):
+        out["quantity"] = str(step.quantity)
+    if step.options:
+        out["options"] = list(step.options)
+    return out
