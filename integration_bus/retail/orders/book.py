@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 
 from integration_bus.errors import TransientError
-from integration_bus.retail.orders.saga import Saga
+from integration_bus.retail.orders.saga import Saga, decide_for_person
 from integration_bus.store import Store, utcnow
 from integration_bus.store import ledger as ledger_ops
 from integration_bus.store.database import dialect_insert
@@ -119,6 +119,17 @@ class SagaBook:
         return SagaRecord(saga, version, state, saga.outcome,
                           reason if state != "running" else None, record.started_at, now,
                           final_at)
+
+    def decide(self, order_id: str, decision: str) -> SagaRecord:
+        """A person's choice for a waiting order (``bus orders decide``); ValueError if there
+        is no such order, it does not wait, or the choice is not offered. Replaying its dead
+        letter then continues the saga from there."""
+        record = self.get(order_id)
+        if record is None:
+            raise ValueError(f"no saga for order {order_id!r}")
+        saga = Saga.from_json(record.saga.to_json())
+        reason = decide_for_person(saga, decision)
+        return self.save(record, saga, step="person", decision=decision, reason=reason)
 
     def claim(self, sink: str, key: str, owner: str,
               envelope_id: str) -> ledger_ops.ClaimOutcome:

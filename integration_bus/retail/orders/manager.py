@@ -30,7 +30,6 @@ from integration_bus.retail.orders.saga import (
     Saga,
     Step,
     apply,
-    decide_for_person,
     next_step,
     timed_out,
 )
@@ -100,15 +99,8 @@ class OrderProcessManager:
                              f"{_MAX_STEPS} steps", order_id=record.saga.order_id)
 
     def decide(self, order_id: str, decision: str) -> SagaRecord:
-        """A person's choice for a waiting order (``bus orders decide``); ValueError if the
-        order does not wait or the choice is not offered. Replaying its dead letter then
-        continues the saga."""
-        record = self.book.get(order_id)
-        if record is None:
-            raise ValueError(f"no saga for order {order_id!r}")
-        saga = Saga.from_json(record.saga.to_json())
-        reason = decide_for_person(saga, decision)
-        return self.book.save(record, saga, step="person", decision=decision, reason=reason)
+        """A person's choice for a waiting order (see :meth:`SagaBook.decide`)."""
+        return self.book.decide(order_id, decision)
 
     # -- steps -------------------------------------------------------------------------------
     def _ask(self, record: SagaRecord, saga: Saga, step: Step, envelope: Envelope) -> SagaRecord:
@@ -156,7 +148,7 @@ class OrderProcessManager:
         decision = {"reserve": "reserved" if done else "short"}.get(step.kind, "done")
         return self.book.save(record, saga, step=step.kind, decision=decision,
                               reason=step.reason if done else f"{step.location}: the ERP "
-                              f"refused: {refusal}", detail=_detail(step),
+                              f"refused: {refusal}", detail={**_detail(step), "key": key},
                               settle=settled if done else (), failed=() if done else settled)
 
 

@@ -63,6 +63,8 @@ class OrderSagaConfig(_Model):
     short_fault: str = Field("Deficit", description="regex: an ERP refusal that means short "
                                                     "stock (re-source the line)")
     shop_order_prefix: str = Field("shopify-", description="cut from order_id for the shop")
+    shop_skus: str | None = Field(None, description="xref table: SKU -> the shop's SKU (first "
+                                                    "value column), for the shop's lines")
     policy: SourcingPolicy
 
     def sinks_used(self) -> list[tuple[str, str]]:
@@ -91,6 +93,9 @@ class SinkSystems:
         except KeyError as exc:
             raise ConfigError(f"xref table {config.locations!r} has no column {exc}",
                               field="locations") from None
+        self._shop_sku: Any = {}
+        if config.shop_skus:
+            self._shop_sku = context.xref(config.shop_skus, field="shop_skus").column(None)
         self._maps = {}
         for name, step in (("reservations", config.reservations),
                            ("sales_order", config.sales_order)):
@@ -255,8 +260,9 @@ class SinkSystems:
         order = saga.order_id.removeprefix(self._config.shop_order_prefix)
         return {"order_id": order, "reason": "; ".join(
             str(ln["reason"]) for ln in lines if ln["reason"])[:500] or None, "lines": [
-            {k: ln[k] for k in ("line_no", "sku", "quantity", "status", "location",
-                                "expected_date")} for ln in lines]}
+            {**{k: ln[k] for k in ("line_no", "quantity", "status", "location",
+                                   "expected_date")},
+             "sku": self._shop_sku.get(ln["sku"], ln["sku"])} for ln in lines]}
 
     def _event(self, envelope: Envelope, saga: Saga) -> dict[str, Any]:
         from integration_bus.retail.orders.saga import outcome_of
