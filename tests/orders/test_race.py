@@ -5,8 +5,12 @@ reservation, the customer told once."""
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,8 +20,10 @@ import pytest
 
 from integration_bus.cli.demo import DemoRun, Scenario
 from integration_bus.connector import document_reference
+from integration_bus.errors import ConfigError
 from integration_bus.retail.orders.book import SagaBook, SagaRecord
 from integration_bus.retail.projection import StockProjection
+from integration_bus.store import Store
 from tests.support.probe import wait_for
 
 pytestmark = [pytest.mark.rabbitmq]
@@ -124,3 +130,124 @@ def test_the_race_re_sources_cancels_and_back_orders_per_policy(scenario: DemoRu
                                                           "reservation")
     wait_for(lambda: scenario.reconcile().get("mismatched") == 0, timeout=60,
              message="bus reconcile clean")
+
+
+class BusProcess:
+    """``bus run`` of the scenario config in its own process (RabbitMQ, SQLite store), against
+    the fakes of a DemoRun in this process; killed with SIGKILL and started again at will."""
+
+    def __init__(self, demo: DemoRun, log: Path) -> None:
+        self.demo, self.log = demo, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "integration_bus", "run", "--config-dir",
+                 str(REPO / "config"), "--migrate"], cwd=REPO, stdout=out, stderr=out,
+                env={**self.demo.environ, "BUS_LOG_LEVEL": "warning"})
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+
+    def dead(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def kill_after(target: Any, method: str, bus: BusProcess) -> list[bool]:
+    """Wrap ``target.method``: once armed, the bus process is SIGKILLed right after the ERP
+    did the call's effect (before the bus hears the answer). Returns the arming flag."""
+    armed = [False]
+    original: Callable[..., Any] = getattr(target, method)
+
+    def killing(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        if armed[0]:
+            armed[0] = False
+            bus.kill9()
+        return out
+
+    setattr(target, method, killing)
+    return armed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["create_sales_order", "reserve", "cancel_lines"])
+def test_the_worker_killed_at_a_saga_step_ends_the_same(tmp_path: Path, rabbitmq_url: str,
+                                                        method: str) -> None:
+    demo = DemoRun(REPO / "config", tmp_path / "var", Scenario(), broker_url=rabbitmq_url)
+    erp, shop = demo.erp.state, demo.shop_state
+    bus = BusProcess(demo, tmp_path / "bus.log")
+    demo.erp.start()
+    demo.shop.start()
+    store: Store | None = None
+    try:
+        bus.start()
+        wait_for(lambda: _at_head(demo), timeout=60, message="the bus migrated its store")
+        store = Store.open(demo.environ["BUS_STORE_URL"], migrate=False)
+        book, projection = SagaBook(store), StockProjection(store)
+        wait_for(lambda: projection.get("BNE-GRN-01", "WH-01") is not None, timeout=60,
+                 message="the first ERP poll reached the projection")
+        # Given polls held, one order takes WH-01's only BEANIE
+        release = hold_polls(demo)
+        first = demo.send_order([(BEANIE[0], 1, BEANIE[1])], short=False)
+        assert first is not None
+        wait_for(functools.partial(settled, book, first), timeout=60, message="first settles")
+        # When the next order (BEANIE + TEE) runs, and the worker is killed right after the
+        # ERP did the armed step
+        armed = kill_after(erp, method, bus)
+        armed[0] = True
+        second = demo.send_order([(BEANIE[0], 1, BEANIE[1]), (TEE[0], 1, TEE[1])], short=False)
+        assert second is not None
+        wait_for(bus.dead, timeout=60, message=f"the worker is killed after {method}")
+        release.set()
+        erp.on_changes = None
+        bus.start()
+        # Then the order ends as it would have: BEANIE cancelled, TEE reserved
+        wait_for(functools.partial(settled, book, second), timeout=90,
+                 message="the order settles after the restart")
+        record = book.get(second)
+        assert record is not None
+        assert record.outcome == "partly_cancelled", record
+        assert [ln.status for ln in record.saga.lines] == ["cancelled", "sourced"]
+        # no second ERP document (repeats were found by reference), nothing orphaned
+        assert erp.document_count("sales_order") == 2
+        assert erp.document_count("reservation") == 2
+        assert erp.document_count("sales_order_change") == 1
+        held = {document_reference(a.key, "IR", 26) for r in book.list()
+                for ln in r.saga.lines for a in ln.allocations if a.state == "reserved"}
+        assert set(erp.open_reservations()) == held and len(held) == 2
+        assert erp.open_lines(sales_order_of(book, second)).keys() == {2}
+        # the shop told, the customer told once
+        wait_for(lambda: len(notices(demo)) >= 1, timeout=60, message="order.exception")
+        assert [n["order_id"] for n in notices(demo)] == [second]
+        statuses = shop.line_statuses[second.removeprefix("shopify-")]
+        assert statuses["BEANIE-GRN"]["status"] == "cancelled"
+    finally:
+        bus.stop()
+        if demo._sender is not None:  # the webhook sender's pool (DemoRun.running closes it)
+            demo._sender.close()
+        if store is not None:
+            store.close()
+        demo.shop.stop()
+        demo.erp.stop()
+
+
+def _at_head(demo: DemoRun) -> bool:
+    if not Path(demo.environ["BUS_STORE_URL"].removeprefix("sqlite:///")).exists():
+        return False
+    try:
+        Store.open(demo.environ["BUS_STORE_URL"], migrate=False).close()
+    except ConfigError:  # not migrated yet
+        return False
+    return True
