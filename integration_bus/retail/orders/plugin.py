@@ -27,7 +27,9 @@ from integration_bus.connector import (
     Sink,
     document_reference,
 )
-from integration_bus.retail.orders.manager import OrderProcessManager
+from integration_bus.retail.orders.book import SagaRecord
+from integration_bus.retail.orders.manager import OrderNeedsDecision, OrderProcessManager
+from integration_bus.retail.orders.metrics import OrderMetrics
 from integration_bus.retail.orders.policy import SourcingPolicy
 from integration_bus.retail.orders.saga import Line, Saga, Step
 
@@ -288,11 +290,24 @@ class OrderSagaSink:
         def atp(sku: str, location: str) -> Decimal | None:
             return stock.available_to_promise([(sku, location)])[(sku, location)]
 
+        metrics = OrderMetrics.of(context.metrics.registry)
+
+        def aged(record: SagaRecord) -> None:
+            outcome = record.outcome or "unknown"
+            metrics.final.labels(outcome).inc()
+            metrics.age.labels(outcome).observe(
+                max(0.0, (record.updated_at - record.started_at).total_seconds()))
+
+        self._metrics = metrics
         self.manager = OrderProcessManager(context.sagas, config.policy, self.systems, atp,
-                                           clock=context.clock)
+                                           clock=context.clock, on_final=aged)
 
     def deliver(self, envelope: Envelope) -> None:
-        self.manager.handle(envelope)
+        try:
+            self.manager.handle(envelope)
+        except OrderNeedsDecision:
+            self._metrics.waiting.inc()
+            raise
 
     def close(self) -> None:
         self.systems.close()

@@ -201,7 +201,14 @@ def next_step(saga: Saga, policy: SourcingPolicy, atp: Atp, *, now: float) -> St
     if not saga.notified and _exceptions(saga, policy):
         return Step("notify", reason="the customer is told once")
     outcome = outcome_of(saga, policy)
-    return Step("finish", status=outcome, reason=f"order {outcome.replace('_', ' ')}")
+    first = _first(policy, saga)
+    notes = [f"line {ln.line_no} {ln.sku}: " + (
+        ln.status.replace("_", "-") if ln.status != "sourced" else "from " + ", ".join(
+            f"{a.location}" for a in ln.allocations if a.state == "reserved"))
+        for ln in saga.lines if ln.status != "sourced" or any(
+            a.location != first for a in ln.allocations if a.state == "reserved")]
+    return Step("finish", status=outcome, reason=f"order {outcome.replace('_', ' ')}"
+                + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def _short(saga: Saga, line: Line, policy: SourcingPolicy, why: str) -> Step:
