@@ -251,3 +251,63 @@ def _at_head(demo: DemoRun) -> bool:
     except ConfigError:  # not migrated yet
         return False
     return True
+
+
+def test_an_order_for_a_person_waits_as_a_dead_letter_and_their_choice_continues_it(
+        tmp_path: Path, rabbitmq_url: str) -> None:
+    from click.testing import CliRunner
+
+    from integration_bus.cli import cli
+
+    demo = DemoRun(REPO / "config", tmp_path / "var", Scenario(), broker_url=rabbitmq_url)
+    demo.environ["ORDERS_OTHERWISE"] = "ask"  # the policy asks instead of cancelling
+    stop = threading.Event()
+    with demo.running(stop):
+        demo.wait_ready(stop)
+        assert demo.bus is not None
+        book = SagaBook(demo.bus.store)
+        release = hold_polls(demo)
+        try:
+            first = demo.send_order([(BEANIE[0], 1, BEANIE[1])], short=False)
+            assert first is not None
+            wait_for(functools.partial(settled, book, first), timeout=60, message="first")
+            # Given the second BEANIE order cannot be sourced anywhere and may not wait
+            second = demo.send_order([(BEANIE[0], 1, BEANIE[1])], short=False)
+            assert second is not None
+            wait_for(functools.partial(settled, book, second), timeout=60, message="second")
+        finally:
+            release.set()
+            demo.erp.state.on_changes = None
+        record = book.get(second)
+        assert record is not None and record.state == "waiting"
+        # Then it is a business dead letter of its own group, listing the options
+        wait_for(lambda: any(d["error_type"] == "OrderNeedsDecision"
+                             for d in demo.bus.store.dead_letters()), timeout=30,  # type: ignore[union-attr]
+                 message="the dead letter")
+        (letter,) = [d for d in demo.bus.store.dead_letters()
+                     if d["error_type"] == "OrderNeedsDecision"]
+        assert letter["route"] == "order_fulfilment"
+        assert "options: back_order, cancel_line, cancel_order" in letter["message"], letter
+        runner, env = CliRunner(), {k: v for k, v in demo.environ.items()}
+        shown = runner.invoke(cli, ["orders", "show", second, "--config-dir",
+                                    str(REPO / "config")], env=env)
+        assert shown.exit_code == 0 and "waiting for a person" in shown.output, shown.output
+        # When a person chooses back_order and replays it
+        decided = runner.invoke(cli, ["orders", "decide", second, "back_order",
+                                      "--config-dir", str(REPO / "config")], env=env)
+        assert decided.exit_code == 0, decided.output
+        refused = runner.invoke(cli, ["orders", "decide", first, "back_order",
+                                      "--config-dir", str(REPO / "config")], env=env)
+        assert refused.exit_code != 0 and "not waiting" in refused.output
+        replayed = runner.invoke(cli, ["dlq", "replay", "--route", "order_fulfilment",
+                                       "--error-type", "OrderNeedsDecision", "--text", second,
+                                       "--config-dir", str(REPO / "config")], env=env)
+        assert replayed.exit_code == 0, replayed.output
+        # Then the saga goes on from there: back-ordered, the shop and the customer told
+        wait_for(lambda: (r := book.get(second)) is not None and r.state == "final",
+                 timeout=60, message="the order continues to its end")
+        final = book.get(second)
+        assert final is not None and final.outcome == "partly_back_ordered"
+        wait_for(lambda: len(notices(demo)) == 1, timeout=60, message="order.exception")
+        status = demo.shop_state.line_statuses[second.removeprefix("shopify-")]
+        assert status["BEANIE-GRN"]["status"] == "back_ordered"

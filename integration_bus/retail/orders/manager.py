@@ -112,7 +112,8 @@ class OrderProcessManager:
         options = list(asking.get("options") or [])
         order_id = record.saga.order_id
         raise OrderNeedsDecision(
-            f"order {order_id} needs a decision: {asking.get('reason', step.reason)}",
+            f"order {order_id} needs a decision: {asking.get('reason', step.reason)}; "
+            f"options: {', '.join(options)}",
             order_id=order_id, line_no=asking.get("line_no"), options=options,
             envelope_id=envelope.id,
             hint=f"choose one of {', '.join(options)}: `bus orders decide {order_id} OPTION`, "
