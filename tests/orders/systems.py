@@ -51,6 +51,9 @@ class ErpSystems:
             return f"{envelope.idempotency_key}>cancel:{step.key}"
         return f"{envelope.idempotency_key}>{step.kind}"
 
+    def close(self) -> None:
+        """Nothing held."""
+
     def _crash(self, kind: str, when: str) -> None:
         if self.crash_at == (kind, when):
             self.crash_at = None

@@ -283,3 +283,28 @@ def test_never_more_promised_than_the_erp_had(shared_store: Store,
         else:
             assert record.outcome in ("fulfilled", "re_sourced", "partly_back_ordered",
                                       "partly_cancelled", "cancelled")
+
+
+def test_a_saga_round_trips_through_its_json_with_every_field() -> None:
+    from dataclasses import fields
+
+    from integration_bus.retail.orders.saga import Allocation, Line, Saga
+
+    saga = Saga("o1", "web", 1.5, [Line(1, "TEE", "2", "k", "back_ordered",
+                                        [Allocation("WH-01", "1", "k")], ["STORE-042"], "why")],
+                phase="waiting", outcome=None, asking={"line_no": 1, "options": ["x"]},
+                sales_order=True, cancelled_lines=[2], shop_told=True, notified=True)
+    data = saga.to_json()
+    assert set(data) == {f.name for f in fields(Saga)}
+    assert set(data["lines"][0]) == {f.name for f in fields(Line)}
+    assert Saga.from_json(data) == saga
+
+
+def test_a_final_saga_reports_its_age(store: Store, clock: list[float]) -> None:
+    world = World(store, policy(), clock)
+    ages: list[float] = []
+    world.manager.on_final = lambda record: ages.append(record.age_seconds())
+    world.seed("TEE", "WH-01", 5)
+    world.poll()
+    assert world.run(world.order(("TEE", 1))) == "fulfilled"
+    assert len(ages) == 1 and ages[0] >= 0

@@ -9,6 +9,7 @@ done" always means "the saga has recorded it".
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +25,7 @@ from integration_bus.store.database import dialect_insert
 from integration_bus.store.schema import order_saga_events as events
 from integration_bus.store.schema import order_sagas as sagas
 
-__all__ = ["SagaBook", "SagaConflict", "SagaRecord", "TimelineEntry"]
+__all__ = ["Entry", "SagaBook", "SagaConflict", "SagaRecord", "TimelineEntry"]
 
 _LEASE = timedelta(minutes=5)
 
@@ -43,6 +44,21 @@ class SagaRecord:
     started_at: datetime
     updated_at: datetime
     final_at: datetime | None
+
+    def age_seconds(self) -> float:
+        """From the saga's start to its last save (SQLite hands back naive UTC times)."""
+        start, end = (t.replace(tzinfo=None) for t in (self.started_at, self.updated_at))
+        return max(0.0, (end - start).total_seconds())
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One step of the timeline as it is saved."""
+
+    step: str
+    decision: str
+    reason: str
+    detail: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,19 +80,26 @@ class SagaBook:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # One writer at a time from this process: lanes writing at once would meet SQLite's
+        # busy handler (sleeps of up to 100 ms) instead of a short queue here.
+        self._writing = threading.Lock()
 
     def start(self, saga: Saga) -> SagaRecord:
         """The stored saga of ``saga.order_id``, created from ``saga`` if there is none."""
         now = utcnow()
-        with self.store.db.begin() as conn:
+        with self._writing, self.store.db.begin() as conn:
             stmt = dialect_insert(conn.dialect.name, sagas).values(
                 order_id=saga.order_id, version=1, state=_state(saga), channel=saga.channel,
                 data=saga.to_json(), started_at=now, updated_at=now
             ).on_conflict_do_nothing().returning(sagas.c.order_id)
-            if conn.execute(stmt).first() is not None:
+            created = conn.execute(stmt).first() is not None
+            if created:
                 conn.execute(insert(events).values(
                     order_id=saga.order_id, version=1, at=now, step="start", decision="started",
                     reason=f"{len(saga.lines)} line(s), channel {saga.channel}", detail=None))
+        if created:  # what was just written: no need to read it back
+            return SagaRecord(Saga.from_json(saga.to_json()), 1, _state(saga), None, None, now,
+                              now, None)
         record = self.get(saga.order_id)
         assert record is not None
         return record
@@ -93,14 +116,28 @@ class SagaBook:
              detail: dict[str, Any] | None = None,
              settle: Sequence[tuple[str, str, str]] = (),
              failed: Sequence[tuple[str, str, str]] = ()) -> SagaRecord:
+        """:meth:`save_steps` of one timeline entry."""
+        saved, _ = self.save_steps(record, saga, [Entry(step, decision, reason, detail)],
+                                   settle=settle, failed=failed)
+        return saved
+
+    def save_steps(self, record: SagaRecord, saga: Saga, entries: Sequence[Entry], *,
+                   settle: Sequence[tuple[str, str, str]] = (),
+                   failed: Sequence[tuple[str, str, str]] = (),
+                   claim: ledger_ops.Claim | None = None
+                   ) -> tuple[SagaRecord, ledger_ops.ClaimOutcome | None]:
         """Store ``saga`` as version + 1 if it is still at ``record.version`` (else
-        SagaConflict), with a timeline entry, settling ledger claims (sink, key, owner) as done
-        (``settle``) or failed (``failed``) in the same transaction."""
+        SagaConflict) with its timeline ``entries``, in one transaction with: ledger claims
+        (sink, key, owner) settled as done (``settle``) or failed (``failed``), and the claim of
+        the next step's effect (``claim``; its outcome is returned)."""
+        assert entries, "a save records at least one step"
         now = utcnow()
         version = record.version + 1
         state = _state(saga)
         final_at = now if state == "final" else None
-        with self.store.db.begin() as conn:
+        reason = entries[-1].reason
+        outcome = None
+        with self._writing, self.store.db.begin() as conn:
             moved = conn.execute(
                 update(sagas)
                 .where(sagas.c.order_id == saga.order_id, sagas.c.version == record.version)
@@ -111,14 +148,17 @@ class SagaBook:
             if moved is None:
                 raise SagaConflict(f"order {saga.order_id}: the saga moved on since version "
                                    f"{record.version}", order_id=saga.order_id)
-            conn.execute(insert(events).values(order_id=saga.order_id, version=version, at=now,
-                                               step=step, decision=decision, reason=reason,
-                                               detail=detail))
+            conn.execute(insert(events), [
+                {"order_id": saga.order_id, "version": version, "at": now, "step": e.step,
+                 "decision": e.decision, "reason": e.reason, "detail": e.detail}
+                for e in entries])
             ledger_ops.complete(conn, list(settle), now=now)
             ledger_ops.release(conn, list(failed), now=now)
+            if claim is not None:
+                (outcome,) = ledger_ops.claim_many(conn, [claim], now=now, lease=_LEASE)
         return SagaRecord(saga, version, state, saga.outcome,
                           reason if state != "running" else None, record.started_at, now,
-                          final_at)
+                          final_at), outcome
 
     def decide(self, order_id: str, decision: str) -> SagaRecord:
         """A person's choice for a waiting order (``bus orders decide``); ValueError if there
@@ -131,14 +171,11 @@ class SagaBook:
         reason = decide_for_person(saga, decision)
         return self.save(record, saga, step="person", decision=decision, reason=reason)
 
-    def claim(self, sink: str, key: str, owner: str,
-              envelope_id: str) -> ledger_ops.ClaimOutcome:
-        """Claim (sink, key) in the idempotency ledger before the step's effect. The owner is
-        the saga itself, so after a crash its own pending claim is taken over IN_DOUBT."""
-        with self.store.db.begin() as conn:
-            (outcome,) = ledger_ops.claim_many(
-                conn, [ledger_ops.Claim(sink, key, owner, envelope_id, redelivered=True)],
-                now=utcnow(), lease=_LEASE)
+    def claim(self, claim: ledger_ops.Claim) -> ledger_ops.ClaimOutcome:
+        """Claim a step's effect in the idempotency ledger on its own (see :meth:`save_steps`
+        for a claim made with a save)."""
+        with self._writing, self.store.db.begin() as conn:
+            (outcome,) = ledger_ops.claim_many(conn, [claim], now=utcnow(), lease=_LEASE)
         return outcome
 
     def timeline(self, order_id: str) -> list[TimelineEntry]:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from integration_bus.envelope import Envelope
 from integration_bus.errors import PermanentError, TransientError
-from integration_bus.retail.orders.book import SagaBook, SagaRecord
+from integration_bus.retail.orders.book import Entry, SagaBook, SagaRecord
 from integration_bus.retail.orders.policy import SourcingPolicy
 from integration_bus.retail.orders.saga import (
     Atp,
@@ -33,7 +33,7 @@ from integration_bus.retail.orders.saga import (
     next_step,
     timed_out,
 )
-from integration_bus.store.ledger import ClaimOutcome
+from integration_bus.store.ledger import Claim, ClaimOutcome
 
 __all__ = ["OrderNeedsDecision", "OrderProcessManager", "OrderSystems"]
 
@@ -64,6 +64,9 @@ class OrderSystems(Protocol):
         (only ``reserve``: the ERP's Deficit). Raises TransientError (try later) or
         PermanentError."""
 
+    def close(self) -> None:
+        """Release what the effects hold (sinks, connections); idempotent."""
+
 
 class OrderProcessManager:
     def __init__(self, book: SagaBook, policy: SourcingPolicy, systems: OrderSystems,
@@ -77,80 +80,117 @@ class OrderProcessManager:
         self.on_final = on_final
 
     def handle(self, envelope: Envelope) -> SagaRecord:
+        """Drive the order's saga as far as it goes now (see the module doc). Steps without an
+        effect are applied in memory and saved with the next effect's claim (or the end), in
+        one transaction: they are recomputed the same after a crash."""
         record = self.book.start(self.systems.start(envelope, self.policy, self.clock()))
+        run = _Run(record, envelope)
         for _ in range(_MAX_STEPS):
-            saga = Saga.from_json(record.saga.to_json())  # a working copy
+            saga = run.saga
             step = next_step(saga, self.policy, self.atp, now=self.clock())
-            if step.kind == "finish" and record.state == "final":
-                return record
-            if step.kind == "ask":
-                record = self._ask(record, saga, step, envelope)
-                continue  # _ask raises; a decision already recorded continues the loop
+            if step.kind == "finish" and saga.phase == "final":
+                return self._flush(run)
             if step.kind in ("decide", "phase", "finish"):
                 apply(saga, step, "ok")
-                record = self.book.save(record, saga, step=step.kind,
-                                        decision=step.status or step.kind, reason=step.reason,
-                                        detail=_detail(step))
-                if record.state == "final" and self.on_final is not None:
-                    self.on_final(record)
+                run.entries.append(Entry(step.kind, step.status or step.kind, step.reason,
+                                         _detail(step)))
                 continue
-            record = self._effect(record, saga, step, envelope)
-        raise PermanentError(f"order {record.saga.order_id}: the saga did not settle within "
-                             f"{_MAX_STEPS} steps", order_id=record.saga.order_id)
+            if step.kind == "ask":
+                self._ask(run, step)
+            self._effect(run, step)
+        raise PermanentError(f"order {run.saga.order_id}: the saga did not settle within "
+                             f"{_MAX_STEPS} steps", order_id=run.saga.order_id)
 
     def decide(self, order_id: str, decision: str) -> SagaRecord:
         """A person's choice for a waiting order (see :meth:`SagaBook.decide`)."""
         return self.book.decide(order_id, decision)
 
     # -- steps -------------------------------------------------------------------------------
-    def _ask(self, record: SagaRecord, saga: Saga, step: Step, envelope: Envelope) -> SagaRecord:
-        if record.state != "waiting":
+    def _flush(self, run: _Run, claim: Claim | None = None) -> SagaRecord:
+        """Save what the run did since its last save (and claim the next effect)."""
+        if run.entries:
+            run.record, run.claimed = self.book.save_steps(
+                run.record, run.saga, run.entries, settle=run.settle, failed=run.failed,
+                claim=claim)
+            run.entries, run.settle, run.failed = [], [], []
+            run.saga = run.record.saga  # the working copy goes on (the record keeps its state)
+            if run.record.state == "final" and self.on_final is not None:
+                self.on_final(run.record)
+        elif claim is not None:
+            run.claimed = self.book.claim(claim)
+        return run.record
+
+    def _ask(self, run: _Run, step: Step) -> None:
+        saga = run.saga
+        if saga.phase != "waiting":
             apply(saga, step, "ok")
-            record = self.book.save(record, saga, step="ask", decision="waiting_for_a_person",
-                                    reason=step.reason, detail=_detail(step))
-        asking = record.saga.asking or {}
+            run.entries.append(Entry("ask", "waiting_for_a_person", step.reason,
+                                     _detail(step)))
+        self._flush(run)
+        asking = run.saga.asking or {}
         options = list(asking.get("options") or [])
-        order_id = record.saga.order_id
+        order_id = run.saga.order_id
         raise OrderNeedsDecision(
             f"order {order_id} needs a decision: {asking.get('reason', step.reason)}; "
             f"options: {', '.join(options)}",
             order_id=order_id, line_no=asking.get("line_no"), options=options,
-            envelope_id=envelope.id,
+            envelope_id=run.envelope.id,
             hint=f"choose one of {', '.join(options)}: `bus orders decide {order_id} OPTION`, "
                  "then `bus dlq replay` this dead letter")
 
-    def _effect(self, record: SagaRecord, saga: Saga, step: Step,
-                envelope: Envelope) -> SagaRecord:
+    def _effect(self, run: _Run, step: Step) -> None:
+        saga, envelope = run.saga, run.envelope
         sink = self.systems.sink_for(step.kind)
         key = self.systems.key_for(envelope, saga, step)
         owner = f"saga:{saga.order_id}"
-        claim = self.book.claim(sink, key, owner, envelope.id)
+        # the claim rides on the save of what came before (one transaction)
+        self._flush(run, Claim(sink, key, owner, envelope.id, redelivered=True))
+        saga = run.saga
+        claim = run.claimed
         if claim is ClaimOutcome.BUSY:
             raise TransientError(f"order {saga.order_id}: {step.kind} {key} is being done by "
                                  "another delivery", order_id=saga.order_id, sink=sink)
-        settled = [(sink, key, owner)]
         refusal: str | None = None  # DONE: a delivery before this one did it
         if claim is not ClaimOutcome.DONE:
             try:
                 refusal = self.systems.perform(envelope, saga, step, key,
-                                            attempt=1 if claim is ClaimOutcome.IN_DOUBT else 0)
+                                               attempt=1 if claim is ClaimOutcome.IN_DOUBT else 0)
             except TransientError as exc:
                 if step.kind == "reserve" and step.line_no is not None and \
                         self.clock() - saga.started > self.policy.wait / 1000:
                     late = timed_out(saga, step.line_no, self.policy, exc.message)
                     if late.kind == "ask":
-                        return self._ask(record, saga, late, envelope)
+                        self._ask(run, late)
+                    # the reservation may have happened: hold it as made, so cancelling the
+                    # line releases it (a release of one never made is a NotFound: done)
+                    apply(saga, step, "ok")
                     apply(saga, late, "ok")
-                    return self.book.save(record, saga, step="timeout", decision="cancelled",
-                                          reason=late.reason, detail=_detail(late))
+                    run.entries.append(Entry("timeout", "cancelled", late.reason,
+                                             _detail(late)))
+                    self._flush(run)
+                    return
                 raise
         done = refusal is None
         apply(saga, step, "ok" if done else "short")
         decision = {"reserve": "reserved" if done else "short"}.get(step.kind, "done")
-        return self.book.save(record, saga, step=step.kind, decision=decision,
-                              reason=step.reason if done else f"{step.location}: the ERP "
-                              f"refused: {refusal}", detail={**_detail(step), "key": key},
-                              settle=settled if done else (), failed=() if done else settled)
+        run.entries.append(Entry(step.kind, decision, step.reason if done else
+                                 f"{step.location}: the ERP refused: {refusal}",
+                                 {**_detail(step), "key": key}))
+        (run.settle if done else run.failed).append((sink, key, owner))
+
+
+class _Run:
+    """One delivery's work on a saga: the last saved record, the working copy, what was done
+    since the save, and the outcome of the last claim."""
+
+    def __init__(self, record: SagaRecord, envelope: Envelope) -> None:
+        self.record = record
+        self.envelope = envelope
+        self.saga = Saga.from_json(record.saga.to_json())
+        self.entries: list[Entry] = []
+        self.settle: list[tuple[str, str, str]] = []
+        self.failed: list[tuple[str, str, str]] = []
+        self.claimed: ClaimOutcome | None = None
 
 
 def _detail(step: Step) -> dict[str, Any]:

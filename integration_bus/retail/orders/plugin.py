@@ -12,6 +12,7 @@ exactly the ERP requests it made before the saga existed.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,6 +29,7 @@ from integration_bus.connector import (
     document_reference,
 )
 from integration_bus.retail.orders.book import SagaRecord
+from integration_bus.retail.orders.lanes import Lanes
 from integration_bus.retail.orders.manager import OrderNeedsDecision, OrderProcessManager
 from integration_bus.retail.orders.metrics import OrderMetrics
 from integration_bus.retail.orders.policy import SourcingPolicy
@@ -67,6 +69,8 @@ class OrderSagaConfig(_Model):
     shop_order_prefix: str = Field("shopify-", description="cut from order_id for the shop")
     shop_skus: str | None = Field(None, description="xref table: SKU -> the shop's SKU (first "
                                                     "value column), for the shop's lines")
+    concurrency: int = Field(4, ge=1, le=32, description="orders of a worker batch worked on "
+                                                         "at once (each lane its own sinks)")
     policy: SourcingPolicy
 
     def sinks_used(self) -> list[tuple[str, str]]:
@@ -278,39 +282,58 @@ class SinkSystems:
 
 
 class OrderSagaSink:
-    """Each delivery is one accepted order: the manager drives its saga as far as it can."""
+    """Each delivery is one accepted order: a manager drives its saga as far as it can. A
+    worker batch is worked on by ``concurrency`` lanes, each with its own sinks (BatchSink)."""
 
     def __init__(self, config: OrderSagaConfig, context: ConnectorContext) -> None:
         self.name = context.instance
         if context.sagas is None:
             raise ConfigError("order_saga needs the bus's saga store", sink=self.name)
-        self.systems = SinkSystems(config, context)
-        stock = context.stock
+        self._config, self._context = config, context
+        self._metrics = OrderMetrics.of(context.metrics.registry)
+        SinkSystems(config, context).close()  # a broken config fails at start-up, not per order
+        self._lanes: Lanes[OrderProcessManager, Envelope] = Lanes(
+            config.concurrency, self._manager, self._handle, key=_order_key,
+            dispose=lambda m: m.systems.close(), name=self.name)
+
+    def _manager(self, _lane: int) -> OrderProcessManager:
+        stock, metrics = self._context.stock, self._metrics
 
         def atp(sku: str, location: str) -> Decimal | None:
             return stock.available_to_promise([(sku, location)])[(sku, location)]
 
-        metrics = OrderMetrics.of(context.metrics.registry)
-
         def aged(record: SagaRecord) -> None:
             outcome = record.outcome or "unknown"
             metrics.final.labels(outcome).inc()
-            metrics.age.labels(outcome).observe(
-                max(0.0, (record.updated_at - record.started_at).total_seconds()))
+            metrics.age.labels(outcome).observe(record.age_seconds())
 
-        self._metrics = metrics
-        self.manager = OrderProcessManager(context.sagas, config.policy, self.systems, atp,
-                                           clock=context.clock, on_final=aged)
+        return OrderProcessManager(self._context.sagas, self._config.policy,
+                                   SinkSystems(self._config, self._context), atp,
+                                   clock=self._context.clock, on_final=aged)
 
-    def deliver(self, envelope: Envelope) -> None:
+    def _handle(self, manager: OrderProcessManager, envelope: Envelope) -> None:
         try:
-            self.manager.handle(envelope)
+            manager.handle(envelope)
         except OrderNeedsDecision:
             self._metrics.waiting.inc()
             raise
 
+    def deliver(self, envelope: Envelope) -> None:
+        (outcome,) = self._lanes.run([envelope])
+        if outcome is not None:
+            raise outcome
+
+    def deliver_many(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        return self._lanes.run(envelopes)
+
     def close(self) -> None:
-        self.systems.close()
+        self._lanes.close()
+
+
+def _order_key(envelope: Envelope) -> str:
+    payload = envelope.payload
+    order = payload.get("order_id") if isinstance(payload, dict) else None
+    return str(order or envelope.idempotency_key)
 
 
 plugin = ConnectorPlugin(

@@ -26,7 +26,7 @@ is a change like a reservation (restocked on the next poll).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -90,7 +90,18 @@ class Saga:
     notified: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # by hand: dataclasses.asdict deep-copies recursively and costs more than the save
+        return {"order_id": self.order_id, "channel": self.channel, "started": self.started,
+                "lines": [{"line_no": ln.line_no, "sku": ln.sku, "quantity": ln.quantity,
+                           "key": ln.key, "status": ln.status, "tried": list(ln.tried),
+                           "reason": ln.reason,
+                           "allocations": [{"location": a.location, "quantity": a.quantity,
+                                            "key": a.key, "state": a.state}
+                                           for a in ln.allocations]} for ln in self.lines],
+                "phase": self.phase, "outcome": self.outcome,
+                "asking": dict(self.asking) if self.asking is not None else None,
+                "sales_order": self.sales_order, "cancelled_lines": list(self.cancelled_lines),
+                "shop_told": self.shop_told, "notified": self.notified}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Saga:
