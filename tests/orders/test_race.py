@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from jsonschema import Draft7Validator
 
 from integration_bus.cli.demo import DemoRun, Scenario
 from integration_bus.connector import document_reference
@@ -123,6 +124,9 @@ def test_the_race_re_sources_cancels_and_back_orders_per_policy(scenario: DemoRu
     wait_for(lambda: len(notices(scenario)) >= 3, timeout=60, message="three order.exception")
     told = sorted(n["order_id"] for n in notices(scenario))
     assert told == sorted([ids["b"], ids["d"], ids["f"]])
+    schema = orjson.loads((REPO / "schemas/canonical/order_exception.v1.json").read_bytes())
+    for notice in notices(scenario):  # each follows the canonical schema
+        Draft7Validator(schema, format_checker=Draft7Validator.FORMAT_CHECKER).validate(notice)
     # and the projection follows the ERP again: bus reconcile finds no difference
     projection = StockProjection(scenario.bus.store)
     wait_for(lambda: (level := projection.get("SCF-RED-01", "STORE-042")) is not None
