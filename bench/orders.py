@@ -41,11 +41,13 @@ GATE_PATH_ROUTES = """  order_reservations:                # one reservation per
     to: [erp_sales_orders]
     retry: {max_attempts: 6, initial_delay: 1s, multiplier: 3, max_delay: 2m}
 """
-SAGA_ROUTE = """  order_fulfilment:                  # the order process manager: sales order, reservations,
-    from: [order.accepted]           # re-source / back-order / cancel, compensation
+SAGA_ROUTE = (
+    "  order_fulfilment:                  # the order process manager: sales order, "
+    "reservations,\n"
+    """    from: [order.accepted]           # re-source / back-order / cancel, compensation
     to: [order_saga]
     retry: {max_attempts: 8, initial_delay: 1s, multiplier: 3, max_delay: 2m}
-"""
+""")
 
 
 def _free_port() -> int:
@@ -73,7 +75,8 @@ def order(number: int) -> Envelope:
     return Envelope.create("order.accepted", {
         "order_id": f"shopify-{number}", "channel": "shopify", "order_number": f"#{number}",
         "placed_at": "2026-12-05T10:00:00Z", "business_day": "2026-12-05", "currency": "EUR",
-        "status": "paid", "customer": {"external_id": "4711", "name": "Ann Example", "email": "a@example.com"},
+        "status": "paid", "customer": {"external_id": "4711", "name": "Ann Example",
+                                       "email": "a@example.com"},
         "taxes_included": False, "lines": lines, "subtotal": "28.49",
         "discount_total": "0.00", "shipping_total": "0.00", "fee_total": "0.00",
         "tax_total": "0.00", "total": "28.49"}, source="bench", schema="canonical_order@2",
