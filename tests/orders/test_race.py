@@ -315,3 +315,42 @@ def test_an_order_for_a_person_waits_as_a_dead_letter_and_their_choice_continues
         wait_for(lambda: len(notices(demo)) == 1, timeout=60, message="order.exception")
         status = demo.shop_state.line_statuses[second.removeprefix("shopify-")]
         assert status["BEANIE-GRN"]["status"] == "back_ordered"
+
+
+def test_cancelling_the_whole_order_releases_what_it_reserved_over_http(
+        tmp_path: Path, rabbitmq_url: str) -> None:
+    demo = DemoRun(REPO / "config", tmp_path / "var", Scenario(), broker_url=rabbitmq_url)
+    demo.environ["ORDERS_PARTIAL"] = "cancel_order"  # one line cancelled cancels the order
+    stop = threading.Event()
+    with demo.running(stop):
+        demo.wait_ready(stop)
+        assert demo.bus is not None
+        book, erp = SagaBook(demo.bus.store), demo.erp.state
+        release = hold_polls(demo)
+        try:
+            first = demo.send_order([(BEANIE[0], 1, BEANIE[1])], short=False)
+            assert first is not None
+            wait_for(functools.partial(settled, book, first), timeout=60, message="first")
+            # When an order of a TEE (in stock) and the BEANIE nobody has comes next
+            second = demo.send_order([(TEE[0], 2, TEE[1]), (BEANIE[0], 1, BEANIE[1])],
+                                     short=False)
+            assert second is not None
+            wait_for(functools.partial(settled, book, second), timeout=60, message="second")
+        finally:
+            release.set()
+            erp.on_changes = None
+        record = book.get(second)
+        assert record is not None and record.outcome == "cancelled"
+        # Then the TEE's reservation was made and released through ReleaseReservation, the
+        # sales order has no open line, and WH-01's TEE stock is whole again
+        assert erp.count("ReleaseReservation") >= 1
+        (tee,) = [ln for ln in record.saga.lines if ln.sku == "TEE-BLK-M"]
+        assert [a.state for a in tee.allocations] == ["released"]
+        assert erp.open_reservations().keys() == {
+            document_reference(a.key, "IR", 26) for r in book.list()
+            for ln in r.saga.lines for a in ln.allocations if a.state == "reserved"}
+        assert erp.open_lines(sales_order_of(book, second)) == {}
+        ((_, row),) = erp.query("TEE-BLK-M", "2001", "0100")
+        assert row.reserved == 0
+        timeline = [(e.step, e.decision) for e in book.timeline(second)]
+        assert ("release", "done") in timeline and ("cancel_lines", "done") in timeline
