@@ -86,7 +86,15 @@ class SagaBook:
 
     def start(self, saga: Saga) -> SagaRecord:
         """The stored saga of ``saga.order_id``, created from ``saga`` if there is none."""
+        record, _ = self.start_claiming(saga, None)
+        return record
+
+    def start_claiming(self, saga: Saga, claim: ledger_ops.Claim | None
+                       ) -> tuple[SagaRecord, ledger_ops.ClaimOutcome | None]:
+        """:meth:`start`; when the saga is created now, ``claim`` (its first effect) is made in
+        the same transaction and its outcome returned (None when the saga existed)."""
         now = utcnow()
+        outcome = None
         with self._writing, self.store.db.begin() as conn:
             stmt = dialect_insert(conn.dialect.name, sagas).values(
                 order_id=saga.order_id, version=1, state=_state(saga), channel=saga.channel,
@@ -97,12 +105,14 @@ class SagaBook:
                 conn.execute(insert(events).values(
                     order_id=saga.order_id, version=1, at=now, step="start", decision="started",
                     reason=f"{len(saga.lines)} line(s), channel {saga.channel}", detail=None))
+                if claim is not None:
+                    (outcome,) = ledger_ops.claim_many(conn, [claim], now=now, lease=_LEASE)
         if created:  # what was just written: no need to read it back
             return SagaRecord(Saga.from_json(saga.to_json()), 1, _state(saga), None, None, now,
-                              now, None)
+                              now, None), outcome
         record = self.get(saga.order_id)
         assert record is not None
-        return record
+        return record, None
 
     def get(self, order_id: str) -> SagaRecord | None:
         with self.store.db.begin(read_only=True) as conn:

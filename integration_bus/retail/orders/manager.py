@@ -83,8 +83,17 @@ class OrderProcessManager:
         """Drive the order's saga as far as it goes now (see the module doc). Steps without an
         effect are applied in memory and saved with the next effect's claim (or the end), in
         one transaction: they are recomputed the same after a crash."""
-        record = self.book.start(self.systems.start(envelope, self.policy, self.clock()))
+        fresh = self.systems.start(envelope, self.policy, self.clock())
+        first = next_step(fresh, self.policy, self.atp, now=self.clock())
+        claim = None
+        if first.kind not in ("decide", "phase", "finish", "ask"):  # an effect: claimed with
+            claim = Claim(self.systems.sink_for(first.kind),  # the saga's creation
+                          self.systems.key_for(envelope, fresh, first),
+                          f"saga:{fresh.order_id}", envelope.id, redelivered=True)
+        record, claimed = self.book.start_claiming(fresh, claim)
         run = _Run(record, envelope)
+        if claim is not None and claimed is not None:
+            run.preclaimed = (claim.sink, claim.key, claimed)
         for _ in range(_MAX_STEPS):
             saga = run.saga
             step = next_step(saga, self.policy, self.atp, now=self.clock())
@@ -143,10 +152,14 @@ class OrderProcessManager:
         sink = self.systems.sink_for(step.kind)
         key = self.systems.key_for(envelope, saga, step)
         owner = f"saga:{saga.order_id}"
-        # the claim rides on the save of what came before (one transaction)
-        self._flush(run, Claim(sink, key, owner, envelope.id, redelivered=True))
+        if run.preclaimed is not None and run.preclaimed[:2] == (sink, key) \
+                and not run.entries:
+            claim: ClaimOutcome | None = run.preclaimed[2]  # made with the saga's creation
+        else:  # the claim rides on the save of what came before (one transaction)
+            self._flush(run, Claim(sink, key, owner, envelope.id, redelivered=True))
+            claim = run.claimed
+        run.preclaimed = None
         saga = run.saga
-        claim = run.claimed
         if claim is ClaimOutcome.BUSY:
             raise TransientError(f"order {saga.order_id}: {step.kind} {key} is being done by "
                                  "another delivery", order_id=saga.order_id, sink=sink)
@@ -191,6 +204,7 @@ class _Run:
         self.settle: list[tuple[str, str, str]] = []
         self.failed: list[tuple[str, str, str]] = []
         self.claimed: ClaimOutcome | None = None
+        self.preclaimed: tuple[str, str, ClaimOutcome] | None = None
 
 
 def _detail(step: Step) -> dict[str, Any]:
