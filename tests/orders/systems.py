@@ -74,8 +74,6 @@ class ErpSystems:
                 ln.line_no: (ln.sku, "2001", ln.ordered) for ln in saga.lines})
         elif step.kind == "reserve":
             assert step.location is not None and step.quantity is not None
-            if step.location in self.silent:
-                raise TransientError(f"ReserveStock at {step.location}: timed out")
             try:
                 self.erp.reserve(key, (saga.line(step.line_no or 0).sku,
                                        *PLANTS[step.location]), step.quantity)
@@ -83,6 +81,8 @@ class ErpSystems:
                 if fault.subcode == "Deficit":
                     return fault.message
                 raise
+            if step.location in self.silent:  # made, but the answer never came
+                raise TransientError(f"ReserveStock at {step.location}: timed out")
         elif step.kind == "release":
             try:
                 self.erp.release(key, key.removesuffix(">release"))

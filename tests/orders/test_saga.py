@@ -193,6 +193,14 @@ def test_a_silent_erp_past_the_wait_goes_to_a_person(store: Store,
     assert world.run(order) == "waiting"
     record = world.book.get("o1")
     assert record is not None and "did not answer within 60 s" in (record.reason or "")
+    # the ERP had reserved it after all: a person's back order first releases that
+    assert len(world.erp.open_reservations()) == 1
+    world.manager.decide("o1", "back_order")
+    assert world.run(order) == "partly_back_ordered"
+    assert world.erp.open_reservations() == {}
+    record = world.book.get("o1")
+    assert record is not None
+    assert [a.state for a in record.saga.lines[0].allocations] == ["released"]
 
 
 @pytest.mark.parametrize("crash_at", [

@@ -172,11 +172,12 @@ class OrderProcessManager:
                 if step.kind == "reserve" and step.line_no is not None and \
                         self.clock() - saga.started > self.policy.wait / 1000:
                     late = timed_out(saga, step.line_no, self.policy, exc.message)
+                    # the reservation may have happened: kept as in doubt, it is released
+                    # before anything else (a release of one never made is a NotFound: done)
+                    apply(saga, step, "doubt")
+                    run.failed.append((sink, key, owner))
                     if late.kind == "ask":
                         self._ask(run, late)
-                    # the reservation may have happened: hold it as made, so cancelling the
-                    # line releases it (a release of one never made is a NotFound: done)
-                    apply(saga, step, "ok")
                     apply(saga, late, "ok")
                     run.entries.append(Entry("timeout", "cancelled", late.reason,
                                              _detail(late)))

@@ -46,7 +46,7 @@ class Allocation:
     location: str
     quantity: str  # decimal text
     key: str  # the reservation's idempotency key (the ERP's external reference derives from it)
-    state: str = "reserved"  # reserved | released
+    state: str = "reserved"  # reserved | released | doubt (a timeout: perhaps made)
 
     @property
     def units(self) -> Decimal:
@@ -168,6 +168,12 @@ def next_step(saga: Saga, policy: SourcingPolicy, atp: Atp, *, now: float) -> St
                                               "they cannot ship)")
         return Step("phase", status="sourcing", reason="sales order placed")
     if saga.phase == "sourcing":
+        for line in saga.lines:  # a reservation a timeout left in doubt: undone first
+            for alloc in line.allocations:
+                if alloc.state == "doubt":
+                    return Step("release", line.line_no, alloc.location, alloc.units,
+                                f"{alloc.key}>release", reason="the ERP did not answer the "
+                                "reservation in time: release it in case it was made")
         for line in saga.lines:
             if line.status != "open":
                 continue
@@ -271,8 +277,9 @@ def apply(saga: Saga, step: Step, result: str) -> None:
     line = saga.line(step.line_no) if step.line_no is not None else None
     if step.kind == "reserve" and line is not None:
         assert step.location is not None and step.key is not None and step.quantity is not None
-        if result == "ok":
-            line.allocations.append(Allocation(step.location, str(step.quantity), step.key))
+        if result in ("ok", "doubt"):
+            line.allocations.append(Allocation(step.location, str(step.quantity), step.key,
+                                               "reserved" if result == "ok" else "doubt"))
         else:
             line.tried.append(step.location)
         return
