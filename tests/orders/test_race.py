@@ -296,6 +296,10 @@ def test_an_order_for_a_person_waits_as_a_dead_letter_and_their_choice_continues
         shown = runner.invoke(cli, ["orders", "show", second, "--config-dir",
                                     str(REPO / "config")], env=env)
         assert shown.exit_code == 0 and "waiting for a person" in shown.output, shown.output
+        listed = runner.invoke(cli, ["orders", "list", "--state", "waiting", "--json",
+                                     "--config-dir", str(REPO / "config")], env=env)
+        assert listed.exit_code == 0, listed.output
+        assert [row["order_id"] for row in orjson.loads(listed.output)] == [second]
         # When a person chooses back_order and replays it
         decided = runner.invoke(cli, ["orders", "decide", second, "back_order",
                                       "--config-dir", str(REPO / "config")], env=env)
