@@ -33,6 +33,7 @@ class ErpSystems:
     notices: dict[str, dict[str, object]] = field(default_factory=dict)
     crash_at: tuple[str, str] | None = None  # (step kind, "before" | "after")
     silent: set[str] = field(default_factory=set)  # locations whose reservations time out
+    shop_sink: bool = True  # False: no shop sink configured (the step is skipped)
 
     def start(self, envelope: Envelope, policy: SourcingPolicy, now: float) -> Saga:
         lines = envelope.payload["lines"]
@@ -41,8 +42,8 @@ class ErpSystems:
                     lines=[Line(int(ln["line_no"]), ln["sku"], str(ln["quantity"]),
                                 f"{envelope.idempotency_key}#{ln['line_no']}") for ln in lines])
 
-    def sink_for(self, kind: str) -> str:
-        return f"test_{kind}"
+    def sink_for(self, kind: str) -> str | None:
+        return None if kind == "tell_shop" and not self.shop_sink else f"test_{kind}"
 
     def key_for(self, envelope: Envelope, saga: Saga, step: Step) -> str:
         if step.kind in ("reserve", "release") and step.key:

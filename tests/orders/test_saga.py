@@ -316,3 +316,14 @@ def test_a_final_saga_reports_its_age(store: Store, clock: list[float]) -> None:
     world.poll()
     assert world.run(world.order(("TEE", 1))) == "fulfilled"
     assert len(ages) == 1 and ages[0] >= 0
+
+
+def test_without_a_shop_sink_telling_the_shop_is_skipped_and_recorded(
+        store: Store, clock: list[float]) -> None:
+    world = World(store, policy(), clock)
+    world.systems.shop_sink = False
+    world.seed("MUG", "WH-01", 0)
+    world.poll()
+    assert world.run(world.order(("MUG", 1))) == "cancelled"
+    assert not world.systems.shop and len(world.systems.notices) == 1
+    assert ("tell_shop", "skipped") in [(e.step, e.decision) for e in world.book.timeline("o1")]

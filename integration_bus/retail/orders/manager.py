@@ -52,8 +52,10 @@ class OrderSystems(Protocol):
     def start(self, envelope: Envelope, policy: SourcingPolicy, now: float) -> Saga:
         """A new saga from the accepted order (lines and their reservation keys)."""
 
-    def sink_for(self, kind: str) -> str:
-        """The sink name a step kind's effect is claimed under in the ledger."""
+    def sink_for(self, kind: str) -> str | None:
+        """The sink name a step kind's effect goes through (and is claimed under in the
+        ledger); None when none is configured (telling the shop or the customer is optional:
+        the step is recorded as skipped)."""
 
     def key_for(self, envelope: Envelope, saga: Saga, step: Step) -> str:
         """The idempotency key of a step's effect."""
@@ -86,9 +88,10 @@ class OrderProcessManager:
         fresh = self.systems.start(envelope, self.policy, self.clock())
         first = next_step(fresh, self.policy, self.atp, now=self.clock())
         claim = None
-        if first.kind not in ("decide", "phase", "finish", "ask"):  # an effect: claimed with
-            claim = Claim(self.systems.sink_for(first.kind),  # the saga's creation
-                          self.systems.key_for(envelope, fresh, first),
+        first_sink = self.systems.sink_for(first.kind) \
+            if first.kind not in ("decide", "phase", "finish", "ask") else None
+        if first_sink is not None:  # an effect: claimed with the saga's creation
+            claim = Claim(first_sink, self.systems.key_for(envelope, fresh, first),
                           f"saga:{fresh.order_id}", envelope.id, redelivered=True)
         record, claimed = self.book.start_claiming(fresh, claim)
         run = _Run(record, envelope)
@@ -150,6 +153,11 @@ class OrderProcessManager:
     def _effect(self, run: _Run, step: Step) -> None:
         saga, envelope = run.saga, run.envelope
         sink = self.systems.sink_for(step.kind)
+        if sink is None:
+            apply(saga, step, "ok")
+            run.entries.append(Entry(step.kind, "skipped", f"{step.reason} (no sink configured)",
+                                     _detail(step)))
+            return
         key = self.systems.key_for(envelope, saga, step)
         owner = f"saga:{saga.order_id}"
         if run.preclaimed is not None and run.preclaimed[:2] == (sink, key) \
