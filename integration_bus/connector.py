@@ -299,6 +299,9 @@ class ConnectorContext:
     sinks: Callable[[str], Sink] | None = None
     #: the order process manager's saga store (integration_bus.retail.orders.book.SagaBook)
     sagas: Any = None
+    #: the bus's Store, for the core's own plugins (integration_bus.retail); connectors use
+    #: the typed views above
+    store: Any = None
 
     def resolve(self, path: str | Path) -> Path:
         """A config path relative to the project dir (the config dir's parent)."""

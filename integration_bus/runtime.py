@@ -10,6 +10,7 @@ import functools
 import os
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
@@ -62,10 +63,13 @@ class Bus:
 
     def __init__(self, config: Config, *, registry: Registry,
                  pipelines: Mapping[str, Pipeline] | None = None,
-                 embedded: EmbeddedBroker | None = None, migrate: bool = True) -> None:
+                 embedded: EmbeddedBroker | None = None, migrate: bool = True,
+                 clock: Callable[[], float] = time.time) -> None:
         """``migrate``: bring the store's schema to head when it is first used; False: require
-        it at head already (read-only commands; ConfigError naming ``bus db upgrade``)."""
+        it at head already (read-only commands; ConfigError naming ``bus db upgrade``).
+        ``clock``: what plugins are told the time is (epoch seconds; tests move it)."""
         self.config = config
+        self.clock = clock
         self.migrate = migrate
         self.registry = registry
         self.metrics = Metrics()
@@ -81,10 +85,11 @@ class Bus:
 
     @classmethod
     def from_config_dir(cls, config_dir: Path, *, environ: Mapping[str, str] | None = None,
-                        registry: Registry | None = None, migrate: bool = True) -> Bus:
+                        registry: Registry | None = None, migrate: bool = True,
+                        clock: Callable[[], float] = time.time) -> Bus:
         registry = registry or Registry.from_entry_points()
         return cls(load_config(config_dir, registry, environ), registry=registry,
-                   migrate=migrate)
+                   migrate=migrate, clock=clock)
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -167,7 +172,8 @@ class Bus:
             reject=lambda raw, error, ref: self.reject(instance, raw, error, ref),
             record=lambda event, detail: self.record(instance, event, detail),
             stage=lambda envelopes, cursor: self.stage(instance, envelopes, cursor),
-            metrics=self.metrics, sinks=self.sink, sagas=SagaBook(self.store))
+            metrics=self.metrics, sinks=self.sink, sagas=SagaBook(self.store),
+            store=self.store, clock=self.clock)
 
     def publisher(self) -> TransportPublisher:
         """A new publisher (own connection; use it from one thread)."""

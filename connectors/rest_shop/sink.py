@@ -9,6 +9,9 @@ Payload contracts (canonical envelopes produced by a route's mapping):
   ``tracking_number``, ``carrier``. POST with the envelope's idempotency key as
   ``Idempotency-Key`` and as ``external_ref``; :meth:`ShopSink.lookup` finds it by that ref.
 - ``order_status``: ``order_id``, ``status``; an idempotent PUT.
+- ``price``: ``sku``, ``location``, ``price`` and ``currency`` (decimal text), optional
+  ``compare_at``, ``version`` (integer source sequence): compare-and-set on (sku, location,
+  version) like ``inventory`` — a 409 (a newer price is there) counts as done.
 - ``order_lines``: ``order_id``, ``lines`` ([{``sku``, ``quantity``, ``status``:
   ``cancelled`` | ``back_ordered`` | ``re_sourced`` | ``fulfilled``, optional ``line_no``,
   ``location``, ``expected_date``}]), optional ``reason``: what became of each order line (the
@@ -64,7 +67,7 @@ class ShopSink:
         self._config = config
         self._context = context
         self._method, self._path = config.method_and_path
-        if "{order_id}" not in self._path and config.action != "inventory":
+        if "{order_id}" not in self._path and config.action not in ("inventory", "price"):
             raise ConfigError(f"sink {self.name}: path must contain {{order_id}}",
                               field="path")
         self._client = ShopClient(
@@ -93,6 +96,14 @@ class ShopSink:
             body = {"sku": _field(payload, "sku", str, where),
                     "location_id": _field(payload, "location", (str, int), where),
                     "available": _field(payload, "available", int, where),
+                    "version": _field(payload, "version", int, where)}
+            return self._path, body
+        if action == "price":
+            body = {"sku": _field(payload, "sku", str, where),
+                    "location_id": _field(payload, "location", (str, int), where),
+                    "price": _field(payload, "price", str, where),
+                    "currency": _field(payload, "currency", str, where),
+                    "compare_at": payload.get("compare_at"),
                     "version": _field(payload, "version", int, where)}
             return self._path, body
         order_id = str(_field(payload, "order_id", (str, int), where))
@@ -142,7 +153,7 @@ class ShopSink:
         status = response.status_code
         if 200 <= status < 300:
             return
-        if status == 409 and self._config.action == "inventory":
+        if status == 409 and self._config.action in ("inventory", "price"):
             self._context.log.info("rest_shop.inventory_stale", sink=self.name,
                                    envelope_id=envelope.id, shop=self._config.shop)
             return  # compare-and-set refused: the shop already has a newer version

@@ -103,7 +103,7 @@ class DemoRun:
     """The fakes, the bus and the simulators of one demo run."""
 
     def __init__(self, config_dir: Path, state: Path, scenario: Scenario, *,
-                 broker_url: str = "") -> None:
+                 broker_url: str = "", clock: Callable[[], float] = time.time) -> None:
         from connectors.rest_shop.fakeshop.api import build_shop_app
         from connectors.rest_shop.fakeshop.server import AppServer
         from connectors.rest_shop.fakeshop.state import ShopState
@@ -131,6 +131,7 @@ class DemoRun:
             "SHOP_WEBHOOK_SECRET": SECRET, "SHOP_API_TOKEN": TOKEN, "ERP_POLL_INTERVAL": "1s",
             "BUS_AVAILABILITY_PORT": str(self.availability_port)}
         self.config_dir = config_dir
+        self.clock = clock
         self.counts = Counts()
         self.bus: Bus | None = None
         self._rng = random.Random(scenario.seed)
@@ -152,7 +153,8 @@ class DemoRun:
             self.shop.start()
             stack.callback(self.shop.stop)
             stack.callback(lambda: self._sender is not None and self._sender.close())
-            bus = stack.enter_context(Bus.from_config_dir(self.config_dir, environ=self.environ))
+            bus = stack.enter_context(Bus.from_config_dir(self.config_dir, environ=self.environ,
+                                                          clock=self.clock))
             self.bus = bus
             runner = threading.Thread(target=bus.run, args=(stop,), name="demo-bus", daemon=True)
             runner.start()

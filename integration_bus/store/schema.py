@@ -171,3 +171,13 @@ order_saga_events = Table(  # the saga's timeline: each step and decision, and w
     Column("detail", Json),
     Index("ix_order_saga_events_order", "order_id", "id"),
 )
+
+held_messages = Table(  # messages held until a date (retail/hold: future-dated prices)
+    "held_messages", metadata,
+    Column("holder", String(128), primary_key=True),
+    Column("idempotency_key", String(512), primary_key=True),
+    Column("due_at", Stamp, nullable=False),
+    Column("envelope", Json, nullable=False),
+    Column("held_at", Stamp, nullable=False),
+    Index("ix_held_messages_due", "holder", "due_at"),
+)

@@ -8,6 +8,8 @@ order list, over one :class:`ShopState`.
 - ``POST /admin/api/2024-01/inventory_levels/set.json`` — compare-and-set on (sku, location,
   version): 409 if the version is not newer. ``GET .../inventory_levels.json``.
 - ``POST|GET /admin/api/2024-01/orders/{id}/fulfillments.json``; ``PUT .../orders/{id}.json``.
+- ``POST /admin/api/2024-01/prices/set.json`` — compare-and-set on (sku, location, version)
+  like inventory levels; kept in ``state.prices``.
 - ``POST /admin/api/2024-01/orders/{id}/line_statuses.json``: what became of each order line
   (cancelled, back-ordered, re-sourced), kept per (order, sku) in ``state.line_statuses``.
 
@@ -153,6 +155,22 @@ def build_shop_app(state: ShopState) -> FastAPI:
             state.inventory[where] = (int(body["available"]), int(body["version"]))
             state.effects[f"inventory:{where[0]}@{where[1]}#{body['version']}"] += 1
             return answer(request, 200, {"inventory_level": {**body}})
+
+    @app.post(f"{_API}/prices/set.json")
+    async def set_price(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        with state.lock:
+            if (again := replay(request)) is not None:
+                return again
+            where = (str(body["sku"]), str(body["location_id"]))
+            current = state.prices.get(where, ("", "", -1))[2]
+            if int(body["version"]) <= current:
+                return answer(request, 409, {"errors": {"version": "not newer than "
+                                                        f"{current}"}})
+            state.prices[where] = (str(body["price"]), str(body["currency"]),
+                                   int(body["version"]))
+            state.effects[f"price:{where[0]}@{where[1]}#{body['version']}"] += 1
+            return answer(request, 200, {"price": {**body}})
 
     @app.get(f"{_API}/inventory_levels.json")
     def inventory_levels() -> Response:

@@ -148,6 +148,23 @@ def get_stock_changes(state: ErpState, request: etree._Element) -> etree._Elemen
     return root
 
 
+def get_price_changes(state: ErpState, request: etree._Element) -> etree._Element:
+    since = int(_text(request, "SinceSequence"))
+    changes, more = state.prices_since(since, max(1, min(int(_text(request, "MaxRows")), 5000)))
+    root = etree.Element(f"{_T}GetPriceChangesResponse")
+    for c in changes:
+        change = etree.SubElement(root, f"{_T}Change")
+        for tag, text in (("Sequence", str(c.sequence)), ("Material", c.material),
+                          ("Plant", c.plant), ("StorageLocation", c.location),
+                          ("Price", str(c.price.quantize(Decimal("0.01")))),
+                          ("Currency", c.currency), ("ValidFrom", c.valid_from.isoformat())):
+            etree.SubElement(change, f"{_T}{tag}").text = text
+    etree.SubElement(root, f"{_T}LastSequence").text = str(changes[-1].sequence if changes
+                                                           else since)
+    etree.SubElement(root, f"{_T}HasMore").text = "true" if more else "false"
+    return root
+
+
 # -- rpc/literal (parts are unqualified) -----------------------------------------------------------
 def _part(request: etree._Element, name: str) -> str:
     return _text(request, name, ns="")
@@ -187,7 +204,7 @@ DOC_OPERATIONS: dict[str, Handler] = {
     "PostStockAdjustment": post_stock_adjustment, "CreateSalesOrder": create_sales_order,
     "ReserveStock": reserve_stock, "QueryStock": query_stock, "FindDocument": find_document,
     "GetStockChanges": get_stock_changes, "ReleaseReservation": release_reservation,
-    "CancelSalesOrderLines": cancel_sales_order_lines}
+    "CancelSalesOrderLines": cancel_sales_order_lines, "GetPriceChanges": get_price_changes}
 RPC_OPERATIONS: dict[str, Handler] = {
     "GetStockLevel": get_stock_level, "PostGoodsMovement": post_goods_movement,
     "FindMovement": find_movement}

@@ -14,10 +14,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
-__all__ = ["MOVEMENT_SIGNS", "Change", "Document", "ErpFault", "ErpState", "StockRow"]
+__all__ = ["MOVEMENT_SIGNS", "Change", "Document", "ErpFault", "ErpState", "PriceChange",
+           "StockRow"]
 
 #: goods movement types the fake ERP knows: +1 receipt, -1 issue (SAP-style numbers;
 #: 251: goods issue for a sale, 252: its reversal, 653: customer return into unrestricted stock)
@@ -73,6 +74,17 @@ class Change:
     at: datetime
 
 
+@dataclass(frozen=True)
+class PriceChange:
+    sequence: int
+    material: str
+    plant: str
+    location: str
+    price: Decimal
+    currency: str
+    valid_from: date
+
+
 @dataclass
 class ErpState:
     """The ERP's data plus what tests look at (``calls``, ``duplicates``)."""
@@ -96,6 +108,8 @@ class ErpState:
     #: sales order reference -> line number -> (material, plant, quantity); cancelled lines
     sales_lines: dict[str, dict[int, tuple[str, str, Decimal]]] = field(default_factory=dict)
     cancelled_lines: dict[str, set[int]] = field(default_factory=dict)
+    #: the price change log (GetPriceChanges)
+    price_changes: list[PriceChange] = field(default_factory=list)
     _next_number: int = 4_900_000_000
 
     # -- tests and seeding --------------------------------------------------------------------
@@ -104,6 +118,20 @@ class ErpState:
             row = self.stock.setdefault((material, plant, location), StockRow())
             row.on_hand = Decimal(on_hand)
             self._log_change((material, plant, location), "0000000000")
+
+    def set_price(self, material: str, plant: str, location: str, price: Decimal | str,
+                  currency: str, valid_from: date) -> PriceChange:
+        """A price change (valid from a date, which may lie ahead) into the change log."""
+        with self.lock:
+            change = PriceChange(len(self.price_changes) + 1, material, plant, location,
+                                 Decimal(price), currency, valid_from)
+            self.price_changes.append(change)
+            return change
+
+    def prices_since(self, sequence: int, rows: int) -> tuple[list[PriceChange], bool]:
+        with self.lock:
+            after = self.price_changes[max(0, sequence):]
+            return after[:rows], len(after) > rows
 
     def document_count(self, kind: str | None = None) -> int:
         with self.lock:

@@ -1,4 +1,5 @@
-"""The order process manager's saga state (one row per order, versioned) and its timeline.
+"""The order process manager's saga state (one row per order, versioned) and its timeline;
+messages held until a date (future-dated prices).
 
 Revision ID: 0012
 Revises: 0009
@@ -45,8 +46,18 @@ def upgrade() -> None:
         sa.Column("detail", _JSON),
     )
     op.create_index("ix_order_saga_events_order", "order_saga_events", ["order_id", "id"])
+    op.create_table(
+        "held_messages",
+        sa.Column("holder", sa.String(128), primary_key=True),
+        sa.Column("idempotency_key", sa.String(512), primary_key=True),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("envelope", _JSON, nullable=False),
+        sa.Column("held_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_held_messages_due", "held_messages", ["holder", "due_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("held_messages")
     op.drop_table("order_saga_events")
     op.drop_table("order_sagas")
