@@ -36,6 +36,7 @@ from rich.live import Live
 from rich.table import Table
 
 from integration_bus.cli.demo_orders import RACE_SEED, order_checks, play_races
+from integration_bus.cli.demo_prices import price_checks, seed_prices
 from integration_bus.cli.summary import console, demo_summary, route_table
 from integration_bus.runtime import Bus
 
@@ -257,6 +258,7 @@ class DemoRun:
     def play(self, stop: threading.Event, until: float | None) -> None:
         """The opening (files, orders, short orders, returns), then more until ``until``."""
         sc = self.scenario
+        seed_prices(self)
         for number, store in enumerate(sc.stores, start=1):
             self.drop_sales_file(store, number)
         for index in range(sc.orders):
@@ -368,6 +370,7 @@ class DemoRun:
         refused = [letter for letter in letters if letter["route"] == "order_availability"]
         accepted = counts["orders_sent"] - len(refused)
         order_checks_, order_exceptions = order_checks(self, accepted)
+        price_checks_, prices = price_checks(self)
         checks = {
             "every webhook answered 2xx": counts["webhooks_failed"] == 0,
             "every sale line reached the bus":
@@ -383,6 +386,7 @@ class DemoRun:
                 + routes["return_postings"]["dead_letters"]
                 == routes["pos_sales"]["delivered"] + counts["returns_sent"],
             **order_checks_,
+            **price_checks_,
             "every route balanced": summary["nothing_lost"],
             "settled before stopping": settled,
             "GET /availability answers":
@@ -402,6 +406,7 @@ class DemoRun:
             "availability_endpoint": summary_endpoint,
             "reconcile": reconciled,
             "order_exceptions": order_exceptions,
+            "prices": prices,
             "dead_letter_groups": groups,
             "checks": checks,
             "nothing_lost": all(checks.values()),

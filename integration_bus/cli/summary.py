@@ -134,6 +134,10 @@ def print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
                       f"{exc['re_sourced']} re-sourced, {exc['back_ordered']} back-ordered, "
                       f"{exc['cancelled']} cancelled; {exc['waiting_for_a_person']} waiting "
                       "for a person) — bus orders list")
+        if "prices" in summary:
+            pr = summary["prices"]
+            out.print(f"prices: {pr['shop_prices']} at the shop, {pr['store_price_files']} store "
+                      f"price file(s), {pr['held_until_their_day']} held until their day")
         for group, count in sorted(summary["dead_letter_groups"].items()):
             out.print(f"dead letters {group}: {count}")
         for check, ok in summary["checks"].items():
