@@ -15,7 +15,9 @@ A plugin that serves HTTP (a webhook receiver) uses :class:`HttpServer` under
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -85,6 +87,7 @@ __all__ = [
     "XrefTable",
     "check_type",
     "did_you_mean",
+    "document_reference",
     "endpoint_label",
     "http_api",
     "read_body",
@@ -92,6 +95,14 @@ __all__ = [
     "redact_url",
     "scrub_secrets",
 ]
+
+
+def document_reference(key: str, prefix: str, length: int) -> str:
+    """The external document reference of an idempotency key: ``prefix`` + base32(SHA-256(key)),
+    cut to ``length`` — deterministic, so every copy of a message (and a step that reverses
+    it) names the same document."""
+    digest = base64.b32encode(hashlib.sha256(key.encode()).digest()).decode().rstrip("=")
+    return (prefix + digest)[:length]
 
 
 def scrub_secrets(text: str) -> str:
@@ -305,6 +316,14 @@ class ConnectorContext:
         if counter is not None:
             counter.labels(self.instance, reason).inc()
         self.record(event, {**detail, "rejection": reason})
+    #: another sink instance of the same config, by name, built on call (a process manager's
+    #: effects go through the sinks the config already has)
+    sinks: Callable[[str], Sink] | None = None
+    #: the order process manager's saga store (integration_bus.retail.orders.book.SagaBook)
+    sagas: Any = None
+    #: the bus's Store, for the core's own plugins (integration_bus.retail); connectors use
+    #: the typed views above
+    store: Any = None
 
     def resolve(self, path: str | Path) -> Path:
         """A config path relative to the project dir (the config dir's parent)."""

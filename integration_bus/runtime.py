@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
@@ -29,6 +30,7 @@ from integration_bus.redact import Redaction
 from integration_bus.registry import Registry
 from integration_bus.relay import OutboxRelay
 from integration_bus.reload import MappingReloader, ReloadablePipeline
+from integration_bus.retail.orders.book import SagaBook
 from integration_bus.retail.projection import AvailabilityPolicy, StockProjection
 from integration_bus.route import Route
 from integration_bus.settings import Config, load_config
@@ -63,13 +65,16 @@ class Bus:
 
     def __init__(self, config: Config, *, registry: Registry,
                  pipelines: Mapping[str, Pipeline] | None = None,
-                 migrate: bool = True, tracing: Tracing | None = None) -> None:
+                 migrate: bool = True, tracing: Tracing | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         """``migrate``: bring the store's schema to head when it is first used; False: require
         it at head already (read-only commands; ConfigError naming ``bus db upgrade``).
         ``tracing``: default from the process's ``OTEL_*`` variables (off unless
-        ``OTEL_TRACES_EXPORTER`` names an exporter; see ``integration_bus.tracing``)."""
+        ``OTEL_TRACES_EXPORTER`` names an exporter; see ``integration_bus.tracing``).
+        ``clock``: what plugins are told the time is (epoch seconds; tests move it)."""
         self.config = config
         self.tracing = tracing if tracing is not None else Tracing.from_environ(os.environ)
+        self.clock = clock
         self.migrate = migrate
         self.registry = registry
         self.metrics = Metrics()
@@ -93,10 +98,11 @@ class Bus:
 
     @classmethod
     def from_config_dir(cls, config_dir: Path, *, environ: Mapping[str, str] | None = None,
-                        registry: Registry | None = None, migrate: bool = True) -> Bus:
+                        registry: Registry | None = None, migrate: bool = True,
+                        clock: Callable[[], float] = time.time) -> Bus:
         registry = registry or Registry.from_entry_points()
         return cls(load_config(config_dir, registry, environ), registry=registry,
-                   migrate=migrate)
+                   migrate=migrate, clock=clock)
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -181,7 +187,8 @@ class Bus:
             record=lambda event, detail: self.record(instance, event, detail),
             stage=lambda envelopes, cursor: self.stage(instance, envelopes, cursor),
             metrics=self.metrics,
-            span=lambda name, attributes: self.tracing.span(name, attributes))
+            span=lambda name, attributes: self.tracing.span(name, attributes),
+            sinks=self.sink, sagas=SagaBook(self.store), store=self.store, clock=self.clock)
 
     def publisher(self) -> TransportPublisher:
         """A new publisher (own connection; use it from one thread); it traces what it

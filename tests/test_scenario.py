@@ -260,6 +260,13 @@ def test_bus_demo_json_counts_add_up(tmp_path: Path) -> None:
         assert row["received"] == (row["delivered"] + row["filtered"] + row["dead_lettered"]
                                    + row["in_retry"]), row
     assert summary["erp"]["sales_orders"] == sim["orders_sent"] - sim["short_orders_sent"]
+    # the order race: one order re-sourced, one cancelled, one back-ordered, none left waiting
+    assert summary["order_exceptions"] == {"total": 3, "resolved": 3, "re_sourced": 1,
+                                           "back_ordered": 1, "cancelled": 1,
+                                           "waiting_for_a_person": 0}
+    # the prices: today's at the shop and the store, the future one held until its day
+    assert summary["prices"] == {"shop_prices": 1, "store_price_files": 1,
+                                 "held_until_their_day": 1}
     assert summary["shop"]["inventory_levels"] > 0 and summary["store_files"] > 0
 
 

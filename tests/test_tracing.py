@@ -214,14 +214,13 @@ def test_bus_demo_traces_a_web_order_through_every_route_and_trace_finds_it(
     rest = "\n".join(line for line in lines if not line.startswith('{"name"'))
     summary = json.loads(rest[rest.index("{"):])
     assert summary["nothing_lost"] is True
-    # Then one trace id covers a web order's route, the gate, the reservation and sales routes
+    # Then one trace id covers a web order's route, the gate and the order saga's route
     traces: dict[str, set[str]] = {}
     for span in spans:
         traces.setdefault(span["context"]["trace_id"], set()).add(span["name"])
         assert span["resource"]["attributes"]["service.name"] == "bus-demo"
     whole = {"route web_orders", "sink orders", "route order_availability", "sink order_gate",
-             "route order_reservations", "sink erp_reservations", "route order_sales",
-             "sink erp_sales_orders", "step per_line"}
+             "route order_fulfilment", "sink order_saga"}
     complete = [names for names in traces.values() if whole <= names]
     accepted = summary["simulated"]["orders_sent"] - summary["simulated"]["short_orders_sent"]
     assert len(complete) == accepted > 0
@@ -244,7 +243,7 @@ def test_bus_demo_traces_a_web_order_through_every_route_and_trace_finds_it(
     assert [f["type"] for f in found] == ["shop.shopify.order_created", "order.created",
                                           "order.accepted"]
     assert [f["routes"] for f in found] == [["web_orders"], ["order_availability"],
-                                            ["order_reservations", "order_sales"]]
+                                            ["order_fulfilment"]]
     # and tracing the webhook's envelope follows it to the same descendants
     traced = subprocess.run([sys.executable, "-m", "integration_bus", "trace", "--config-dir",
                              str(tmp_path / "config"), found[0]["envelope_id"], "--json"],

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 Platform = Literal["shopify", "woocommerce"]
-Action = Literal["inventory", "fulfilment", "order_status"]
+Action = Literal["inventory", "fulfilment", "order_status", "order_lines", "price"]
 _SHOP_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 #: the request each sink action makes by default (the fake shop's dialect; Shopify-flavoured)
@@ -37,6 +37,8 @@ ACTION_PATHS: dict[str, tuple[str, str]] = {
     "inventory": ("POST", "/admin/api/2024-01/inventory_levels/set.json"),
     "fulfilment": ("POST", "/admin/api/2024-01/orders/{order_id}/fulfillments.json"),
     "order_status": ("PUT", "/admin/api/2024-01/orders/{order_id}.json"),
+    "order_lines": ("POST", "/admin/api/2024-01/orders/{order_id}/line_statuses.json"),
+    "price": ("POST", "/admin/api/2024-01/prices/set.json"),
 }
 
 #: the key whose JSON object a 2xx answer of each action must hold (the fake shop's dialect)

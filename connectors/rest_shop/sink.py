@@ -9,6 +9,13 @@ Payload contracts (canonical envelopes produced by a route's mapping):
   ``tracking_number``, ``carrier``. POST with the envelope's idempotency key as
   ``Idempotency-Key`` and as ``external_ref``; :meth:`ShopSink.lookup` finds it by that ref.
 - ``order_status``: ``order_id``, ``status``; an idempotent PUT.
+- ``price``: ``sku``, ``location``, ``price`` and ``currency`` (decimal text), optional
+  ``compare_at``, ``version`` (integer source sequence): compare-and-set on (sku, location,
+  version) like ``inventory`` — a 409 (a newer price is there) counts as done.
+- ``order_lines``: ``order_id``, ``lines`` ([{``sku``, ``quantity``, ``status``:
+  ``cancelled`` | ``back_ordered`` | ``re_sourced`` | ``fulfilled``, optional ``line_no``,
+  ``location``, ``expected_date``}]), optional ``reason``: what became of each order line (the
+  order process manager's outcome), POSTed with the envelope's idempotency key.
 
 A delivery counts only on a checked answer: a 2xx whose body is a JSON object holding the
 action's ``answer`` key (``inventory_level``, ``fulfillment``, ``order``); an empty 200/204 or
@@ -44,6 +51,8 @@ from integration_bus.connector import (
 
 __all__ = ["ShopSink"]
 
+_LINE_STATUSES = frozenset({"cancelled", "back_ordered", "re_sourced", "fulfilled"})
+
 
 def _field(payload: Any, name: str, kind: type | tuple[type, ...],
            where: dict[str, Any]) -> Any:
@@ -64,7 +73,7 @@ class ShopSink:
         self._config = config
         self._context = context
         self._method, self._path = config.method_and_path
-        if "{order_id}" not in self._path and config.action != "inventory":
+        if "{order_id}" not in self._path and config.action not in ("inventory", "price"):
             raise ConfigError(f"sink {self.name}: path must contain {{order_id}}",
                               field="path")
         self._client = ShopClient(
@@ -95,12 +104,24 @@ class ShopSink:
                     "available": _field(payload, "available", int, where),
                     "version": _field(payload, "version", int, where)}
             return self._path, body
+        if action == "price":
+            body = {"sku": _field(payload, "sku", str, where),
+                    "location_id": _field(payload, "location", (str, int), where),
+                    "price": _field(payload, "price", str, where),
+                    "currency": _field(payload, "currency", str, where),
+                    "compare_at": payload.get("compare_at"),
+                    "version": _field(payload, "version", int, where)}
+            return self._path, body
         order_id = str(_field(payload, "order_id", (str, int), where))
         url = self._path.format(order_id=quote(order_id, safe=""))
         if action == "order_status":
             return url, {"order": {"id": order_id,
                                    "status": _field(payload, "status", str, where)}}
         lines = _field(payload, "lines", list, where)
+        if action == "order_lines":
+            return url, {"order_id": order_id, "reason": payload.get("reason"),
+                         "line_items": [self._line_status(line, {**where, "line": i + 1})
+                                        for i, line in enumerate(lines)]}
         items = [{"sku": _field(line, "sku", str, {**where, "line": i + 1}),
                   "quantity": _field(line, "quantity", int, {**where, "line": i + 1})}
                  for i, line in enumerate(lines)]
@@ -108,6 +129,17 @@ class ShopSink:
                       "tracking_number": payload.get("tracking_number"),
                       "tracking_company": payload.get("carrier")}
         return url, {"fulfillment": fulfilment}
+
+    @staticmethod
+    def _line_status(line: Any, where: dict[str, Any]) -> dict[str, Any]:
+        status = _field(line, "status", str, where)
+        if status not in _LINE_STATUSES:
+            raise PermanentError(f"line status {status!r} is not one of "
+                                 f"{', '.join(sorted(_LINE_STATUSES))}", field="status", **where)
+        return {"sku": _field(line, "sku", str, where),
+                "quantity": _field(line, "quantity", (int, str), where), "status": status,
+                "line_no": line.get("line_no"), "location": line.get("location"),
+                "expected_date": line.get("expected_date")}
 
     def deliver(self, envelope: Envelope) -> None:
         url, body = self._request(envelope)
@@ -128,7 +160,7 @@ class ShopSink:
         if 200 <= status < 300:
             self._check_answer(response, envelope)
             return
-        if status == 409 and self._config.action == "inventory":
+        if status == 409 and self._config.action in ("inventory", "price"):
             self._context.log.info("rest_shop.inventory_stale", sink=self.name,
                                    envelope_id=envelope.id, shop=self._config.shop)
             return  # compare-and-set refused: the shop already has a newer version

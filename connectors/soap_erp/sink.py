@@ -29,8 +29,6 @@ half-open circuit gets exactly one probe. Replies are published from the calling
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -52,6 +50,7 @@ from integration_bus.connector import (
     PermanentError,
     Publisher,
     StockReading,
+    document_reference,
 )
 
 __all__ = ["SoapErpSink", "document_number", "load_pipeline"]
@@ -61,8 +60,7 @@ _DOUBT_MEMORY = 10_000
 
 def document_number(key: str, config: DocumentNumberConfig) -> str:
     """The external document number of an idempotency key (deterministic, ERP-safe text)."""
-    digest = base64.b32encode(hashlib.sha256(key.encode()).digest()).decode().rstrip("=")
-    return (config.prefix + digest)[: config.length]
+    return document_reference(key, config.prefix, config.length)
 
 
 def load_pipeline(path: str, context: ConnectorContext, field: str) -> Callable[

@@ -110,14 +110,14 @@ def cli(log_level: str, log_json: bool) -> None:
 
 
 def _register() -> None:
-    from integration_bus.cli import console, db, dlq, mapping, ops, reconcile, running
+    from integration_bus.cli import console, db, dlq, mapping, ops, orders, reconcile, running
 
     for command in (running.run_command, running.worker_command, running.demo_command,
                     running.scheduler_command, running.serve_command, running.sim_group,
                     ops.send_command, ops.status_command, ops.trace_command, ops.lint_command,
                     mapping.mapping_group, mapping.test_command, ops.schema_group,
                     dlq.dlq_group, reconcile.reconcile_command, db.db_group,
-                    console.console_command, console.users_group):
+                    console.console_command, console.users_group, orders.orders_group):
         cli.add_command(command)
 
 

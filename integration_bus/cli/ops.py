@@ -287,6 +287,12 @@ def _field_path(field: str) -> list[str | int]:
 def _warnings(bus: Bus) -> list[str]:
     out = []
     used = {s for r in bus.config.settings.routes.values() for s in r.to}
+    for name, instance in bus.config.sinks.items():  # sinks a sink delivers through
+        refers = getattr(instance.config, "sinks_used", None)
+        for field, other in (refers() if callable(refers) else []):
+            used.add(other)
+            if other not in bus.config.sinks:
+                out.append(f"sink {name!r} {field} names {other!r}, which is not a sink")
     out += [f"sink {name!r} is not used by any route" for name in bus.config.sinks
             if name not in used]
     for name, instance in bus.config.sources.items():

@@ -131,6 +131,16 @@ def print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
         out.print(f"bus reconcile: {rec['error']}" if "error" in rec else
                   f"bus reconcile: {rec['mismatched']} of {rec['compared']} SKU/location pairs "
                   "differ between ERP, shop and projection")
+        if "order_exceptions" in summary:
+            exc = summary["order_exceptions"]
+            out.print(f"order exceptions: {exc['total']} ({exc['resolved']} resolved: "
+                      f"{exc['re_sourced']} re-sourced, {exc['back_ordered']} back-ordered, "
+                      f"{exc['cancelled']} cancelled; {exc['waiting_for_a_person']} waiting "
+                      "for a person) — bus orders list")
+        if "prices" in summary:
+            pr = summary["prices"]
+            out.print(f"prices: {pr['shop_prices']} at the shop, {pr['store_price_files']} store "
+                      f"price file(s), {pr['held_until_their_day']} held until their day")
         for group, count in sorted(summary["dead_letter_groups"].items()):
             out.print(f"dead letters {group}: {count}")
         for check, ok in summary["checks"].items():

@@ -188,3 +188,41 @@ embedded_queue = Table(
     Index("ix_embedded_queue_take", "queue", "id"),
     Index("ix_embedded_queue_claimed", "claimed_by"),
 )
+
+order_sagas = Table(  # the order process manager: one row per order (retail/orders)
+    "order_sagas", metadata,
+    Column("order_id", String(128), primary_key=True),
+    Column("version", Integer, nullable=False),  # optimistic concurrency: +1 per save
+    Column("state", String(32), nullable=False),  # running, waiting, final
+    Column("outcome", String(32)),  # fulfilled, re_sourced, partly_back_ordered, ...
+    Column("channel", String(64), nullable=False),
+    Column("reason", Text),
+    Column("data", Json, nullable=False),
+    Column("started_at", Stamp, nullable=False),
+    Column("updated_at", Stamp, nullable=False),
+    Column("final_at", Stamp),
+    Index("ix_order_sagas_state", "state"),
+)
+
+order_saga_events = Table(  # the saga's timeline: each step and decision, and why
+    "order_saga_events", metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("order_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("at", Stamp, nullable=False),
+    Column("step", String(64), nullable=False),
+    Column("decision", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detail", Json),
+    Index("ix_order_saga_events_order", "order_id", "id"),
+)
+
+held_messages = Table(  # messages held until a date (retail/hold: future-dated prices)
+    "held_messages", metadata,
+    Column("holder", String(128), primary_key=True),
+    Column("idempotency_key", String(512), primary_key=True),
+    Column("due_at", Stamp, nullable=False),
+    Column("envelope", Json, nullable=False),
+    Column("held_at", Stamp, nullable=False),
+    Index("ix_held_messages_due", "holder", "due_at"),
+)

@@ -8,6 +8,10 @@ order list, over one :class:`ShopState`.
 - ``POST /admin/api/2024-01/inventory_levels/set.json`` — compare-and-set on (sku, location,
   version): 409 if the version is not newer. ``GET .../inventory_levels.json``.
 - ``POST|GET /admin/api/2024-01/orders/{id}/fulfillments.json``; ``PUT .../orders/{id}.json``.
+- ``POST /admin/api/2024-01/prices/set.json`` — compare-and-set on (sku, location, version)
+  like inventory levels; kept in ``state.prices``.
+- ``POST /admin/api/2024-01/orders/{id}/line_statuses.json``: what became of each order line
+  (cancelled, back-ordered, re-sourced), kept per (order, sku) in ``state.line_statuses``.
 
 Every API call needs the token (``X-Shopify-Access-Token`` or ``Authorization: Bearer``) or
 basic auth, is logged in ``state.requests``, and may be answered 429 (``Retry-After``) or 503
@@ -157,6 +161,22 @@ def build_shop_app(state: ShopState) -> FastAPI:
             state.effects[f"inventory:{where[0]}@{where[1]}#{body['version']}"] += 1
             return answer(request, 200, {"inventory_level": {**body}})
 
+    @app.post(f"{_API}/prices/set.json")
+    async def set_price(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        with state.lock:
+            if (again := replay(request)) is not None:
+                return again
+            where = (str(body["sku"]), str(body["location_id"]))
+            current = state.prices.get(where, ("", "", -1))[2]
+            if int(body["version"]) <= current:
+                return answer(request, 409, {"errors": {"version": "not newer than "
+                                                        f"{current}"}})
+            state.prices[where] = (str(body["price"]), str(body["currency"]),
+                                   int(body["version"]))
+            state.effects[f"price:{where[0]}@{where[1]}#{body['version']}"] += 1
+            return answer(request, 200, {"price": {**body}})
+
     @app.get(f"{_API}/inventory_levels.json")
     def inventory_levels() -> Response:
         with state.lock:
@@ -189,6 +209,19 @@ def build_shop_app(state: ShopState) -> FastAPI:
             state.statuses[order_id] = str(body["status"])
             state.effects[f"status:{order_id}:{body['status']}"] += 1
         return _json(200, {"order": {"id": order_id, "status": body["status"]}})
+
+    @app.post(f"{_API}/orders/{{order_id}}/line_statuses.json")
+    async def set_line_statuses(order_id: str, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        with state.lock:
+            if (again := replay(request)) is not None:
+                return again
+            lines = state.line_statuses.setdefault(order_id, {})
+            for item in body["line_items"]:
+                lines[str(item["sku"])] = dict(item)
+                state.effects[f"line:{order_id}:{item['sku']}:{item['status']}"] += 1
+            return answer(request, 200, {"order": {"id": order_id, "line_items": [
+                {"sku": sku, **item} for sku, item in sorted(lines.items())]}})
 
     @app.post("/_sim/orders")
     def sim_orders(count: int = 1) -> Response:

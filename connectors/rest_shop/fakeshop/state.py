@@ -103,6 +103,10 @@ class ShopState:
     inventory: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     fulfilments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)
+    #: (sku, location) -> (price, currency, version): compare-and-set on the version
+    prices: dict[tuple[str, str], tuple[str, str, int]] = field(default_factory=dict)
+    #: order id -> sku -> what the bus said became of that order line (status, quantity, ...)
+    line_statuses: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     replies: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     requests: list[RequestRecord] = field(default_factory=list)
     effects: Counter[str] = field(default_factory=Counter)

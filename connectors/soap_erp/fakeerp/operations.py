@@ -67,10 +67,14 @@ def post_stock_adjustment(state: ErpState, request: etree._Element) -> etree._El
 
 def create_sales_order(state: ErpState, request: etree._Element) -> etree._Element:
     value = Decimal(0)
-    for line in request.findall(f"{_T}Line"):
-        value += _decimal(_text(line, "Quantity"), "Quantity") * \
-            _decimal(_text(line, "UnitPrice"), "UnitPrice")
-    doc, _ = state.create_sales_order(_text(request, "ExternalReference"), value)
+    lines: dict[int, tuple[str, str, Decimal]] = {}
+    for number, line in enumerate(request.findall(f"{_T}Line"), start=1):
+        quantity = _decimal(_text(line, "Quantity"), "Quantity")
+        value += quantity * _decimal(_text(line, "UnitPrice"), "UnitPrice")
+        line_no = _text(line, "LineNo", required=False)
+        lines[int(line_no) if line_no.isdigit() else number] = (
+            _text(line, "Material"), _text(line, "Plant"), quantity)
+    doc, _ = state.create_sales_order(_text(request, "ExternalReference"), value, lines)
     return _response("CreateSalesOrderResponse", [
         ("DocumentNumber", doc.number), ("NetValue", str(doc.value.quantize(Decimal("0.01"))))])
 
@@ -83,6 +87,23 @@ def reserve_stock(state: ErpState, request: etree._Element) -> etree._Element:
     available = state.query(*where)[0][1].available
     return _response("ReserveStockResponse", [("DocumentNumber", doc.number),
                                               ("Available", _number(available))])
+
+
+def release_reservation(state: ErpState, request: etree._Element) -> etree._Element:
+    reservation = _text(request, "ReservationReference")
+    doc, _ = state.release(_text(request, "ExternalReference"), reservation)
+    where = state.reservations[reservation][0]
+    available = state.query(*where)[0][1].available
+    return _response("ReleaseReservationResponse", [("DocumentNumber", doc.number),
+                                                    ("Available", _number(available))])
+
+
+def cancel_sales_order_lines(state: ErpState, request: etree._Element) -> etree._Element:
+    lines = [int((node.text or "0").strip()) for node in request.findall(f"{_T}LineNo")]
+    doc, open_lines = state.cancel_lines(_text(request, "ExternalReference"),
+                                         _text(request, "SalesOrderReference"), lines)
+    return _response("CancelSalesOrderLinesResponse", [("DocumentNumber", doc.number),
+                                                       ("OpenLines", str(open_lines))])
 
 
 def query_stock(state: ErpState, request: etree._Element) -> etree._Element:
@@ -127,6 +148,23 @@ def get_stock_changes(state: ErpState, request: etree._Element) -> etree._Elemen
     return root
 
 
+def get_price_changes(state: ErpState, request: etree._Element) -> etree._Element:
+    since = int(_text(request, "SinceSequence"))
+    changes, more = state.prices_since(since, max(1, min(int(_text(request, "MaxRows")), 5000)))
+    root = etree.Element(f"{_T}GetPriceChangesResponse")
+    for c in changes:
+        change = etree.SubElement(root, f"{_T}Change")
+        for tag, text in (("Sequence", str(c.sequence)), ("Material", c.material),
+                          ("Plant", c.plant), ("StorageLocation", c.location),
+                          ("Price", str(c.price.quantize(Decimal("0.01")))),
+                          ("Currency", c.currency), ("ValidFrom", c.valid_from.isoformat())):
+            etree.SubElement(change, f"{_T}{tag}").text = text
+    etree.SubElement(root, f"{_T}LastSequence").text = str(changes[-1].sequence if changes
+                                                           else since)
+    etree.SubElement(root, f"{_T}HasMore").text = "true" if more else "false"
+    return root
+
+
 # -- rpc/literal (parts are unqualified) -----------------------------------------------------------
 def _part(request: etree._Element, name: str) -> str:
     return _text(request, name, ns="")
@@ -165,7 +203,8 @@ def find_movement(state: ErpState, request: etree._Element) -> etree._Element:
 DOC_OPERATIONS: dict[str, Handler] = {
     "PostStockAdjustment": post_stock_adjustment, "CreateSalesOrder": create_sales_order,
     "ReserveStock": reserve_stock, "QueryStock": query_stock, "FindDocument": find_document,
-    "GetStockChanges": get_stock_changes}
+    "GetStockChanges": get_stock_changes, "ReleaseReservation": release_reservation,
+    "CancelSalesOrderLines": cancel_sales_order_lines, "GetPriceChanges": get_price_changes}
 RPC_OPERATIONS: dict[str, Handler] = {
     "GetStockLevel": get_stock_level, "PostGoodsMovement": post_goods_movement,
     "FindMovement": find_movement}

@@ -14,10 +14,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
-__all__ = ["MOVEMENT_SIGNS", "Change", "Document", "ErpFault", "ErpState", "StockRow"]
+__all__ = ["MOVEMENT_SIGNS", "Change", "Document", "ErpFault", "ErpState", "PriceChange",
+           "StockRow"]
 
 #: goods movement types the fake ERP knows: +1 receipt, -1 issue (SAP-style numbers;
 #: 251: goods issue for a sale, 252: its reversal, 653: customer return into unrestricted stock)
@@ -73,6 +74,17 @@ class Change:
     at: datetime
 
 
+@dataclass(frozen=True)
+class PriceChange:
+    sequence: int
+    material: str
+    plant: str
+    location: str
+    price: Decimal
+    currency: str
+    valid_from: date
+
+
 @dataclass
 class ErpState:
     """The ERP's data plus what tests look at (``calls``, ``duplicates``)."""
@@ -90,6 +102,14 @@ class ErpState:
     #: called with the SinceSequence of each GetStockChanges before it is answered (tests hold
     #: a poll mid-way with it)
     on_changes: Callable[[int], None] | None = None
+    #: reservation reference -> (where, quantity); released ones are in ``released``
+    reservations: dict[str, tuple[Location, Decimal]] = field(default_factory=dict)
+    released: set[str] = field(default_factory=set)
+    #: sales order reference -> line number -> (material, plant, quantity); cancelled lines
+    sales_lines: dict[str, dict[int, tuple[str, str, Decimal]]] = field(default_factory=dict)
+    cancelled_lines: dict[str, set[int]] = field(default_factory=dict)
+    #: the price change log (GetPriceChanges)
+    price_changes: list[PriceChange] = field(default_factory=list)
     _next_number: int = 4_900_000_000
 
     # -- tests and seeding --------------------------------------------------------------------
@@ -98,6 +118,20 @@ class ErpState:
             row = self.stock.setdefault((material, plant, location), StockRow())
             row.on_hand = Decimal(on_hand)
             self._log_change((material, plant, location), "0000000000")
+
+    def set_price(self, material: str, plant: str, location: str, price: Decimal | str,
+                  currency: str, valid_from: date) -> PriceChange:
+        """A price change (valid from a date, which may lie ahead) into the change log."""
+        with self.lock:
+            change = PriceChange(len(self.price_changes) + 1, material, plant, location,
+                                 Decimal(price), currency, valid_from)
+            self.price_changes.append(change)
+            return change
+
+    def prices_since(self, sequence: int, rows: int) -> tuple[list[PriceChange], bool]:
+        with self.lock:
+            after = self.price_changes[max(0, sequence):]
+            return after[:rows], len(after) > rows
 
     def document_count(self, kind: str | None = None) -> int:
         with self.lock:
@@ -167,15 +201,65 @@ class ErpState:
                                f"{where[1]}/{where[2]}", code="V1-420", subcode="Deficit",
                                field="Quantity")
             row.reserved += quantity
+            self.reservations[reference] = (where, quantity)
             doc = self._new_document("reservation", reference)
             self._log_change(where, doc.number)
             return doc, False
 
-    def create_sales_order(self, reference: str, value: Decimal) -> tuple[Document, bool]:
+    def create_sales_order(self, reference: str, value: Decimal,
+                           lines: dict[int, tuple[str, str, Decimal]] | None = None
+                           ) -> tuple[Document, bool]:
         with self.lock:
             if (seen := self._repeat(reference)) is not None:
                 return seen, True
+            self.sales_lines[reference] = dict(lines or {})
             return self._new_document("sales_order", reference, value), False
+
+    def release(self, reference: str, reservation: str) -> tuple[Document, bool]:
+        """Release a reservation (the reverse of :meth:`reserve`) once per ``reference``; a
+        reservation released before (under another reference) is not released twice."""
+        with self.lock:
+            if (seen := self._repeat(reference)) is not None:
+                return seen, True
+            if reservation not in self.reservations:
+                raise ErpFault("server", f"No reservation {reservation}", code="V1-404",
+                               subcode="NotFound", field="ReservationReference")
+            where, quantity = self.reservations[reservation]
+            if reservation not in self.released:
+                self.released.add(reservation)
+                self.stock[where].reserved -= quantity
+            doc = self._new_document("release", reference)
+            self._log_change(where, doc.number)
+            return doc, False
+
+    def cancel_lines(self, reference: str, order: str, lines: list[int]) -> tuple[Document, int]:
+        """Cancel lines of a sales order once per ``reference``: (document, open lines left)."""
+        with self.lock:
+            if order not in self.sales_lines:
+                raise ErpFault("server", f"No sales order {order}", code="V1-404",
+                               subcode="NotFound", field="SalesOrderReference")
+            known = self.sales_lines[order]
+            unknown = [n for n in lines if n not in known]
+            if unknown:
+                raise ErpFault("client", f"Sales order {order} has no line {unknown[0]}",
+                               code="V1-405", field="LineNo")
+            seen = self._repeat(reference)
+            cancelled = self.cancelled_lines.setdefault(order, set())
+            if seen is None:
+                cancelled.update(lines)
+            return seen or self._new_document("sales_order_change", reference), \
+                len(known) - len(cancelled)
+
+    def open_lines(self, order: str) -> dict[int, tuple[str, str, Decimal]]:
+        """The sales order's lines that are not cancelled (KeyError: no such sales order)."""
+        with self.lock:
+            gone = self.cancelled_lines.get(order, set())
+            return {n: line for n, line in self.sales_lines[order].items() if n not in gone}
+
+    def open_reservations(self) -> dict[str, tuple[Location, Decimal]]:
+        """Reservations not released."""
+        with self.lock:
+            return {r: v for r, v in self.reservations.items() if r not in self.released}
 
     def find(self, reference: str) -> Document | None:
         with self.lock:

@@ -1,0 +1,218 @@
+"""The saga store: one row per order (``order_sagas``), versioned, and its timeline.
+
+Every save is a compare-and-set on the version the saga was read at: two copies of one order
+working at once (a redelivery racing the first delivery) cannot both move it — the loser gets
+:class:`SagaConflict`, a TransientError, and is retried from the fresh state. A save settles the
+idempotency-ledger claims of the step it records in the same transaction, so "the ledger says
+done" always means "the saga has recorded it".
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from integration_bus.errors import TransientError
+from integration_bus.retail.orders.saga import Saga, decide_for_person
+from integration_bus.store import Store, utcnow
+from integration_bus.store import ledger as ledger_ops
+from integration_bus.store.database import dialect_insert
+from integration_bus.store.schema import order_saga_events as events
+from integration_bus.store.schema import order_sagas as sagas
+
+__all__ = ["Entry", "SagaBook", "SagaConflict", "SagaRecord", "TimelineEntry"]
+
+_LEASE = timedelta(minutes=5)
+
+
+class SagaConflict(TransientError):
+    """Another copy moved the saga since it was read: retry from the stored state."""
+
+
+@dataclass(frozen=True)
+class SagaRecord:
+    saga: Saga
+    version: int
+    state: str
+    outcome: str | None
+    reason: str | None
+    started_at: datetime
+    updated_at: datetime
+    final_at: datetime | None
+
+    def age_seconds(self) -> float:
+        """From the saga's start to its last save (SQLite hands back naive UTC times)."""
+        start, end = (t.replace(tzinfo=None) for t in (self.started_at, self.updated_at))
+        return max(0.0, (end - start).total_seconds())
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One step of the timeline as it is saved."""
+
+    step: str
+    decision: str
+    reason: str
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    version: int
+    step: str
+    decision: str
+    reason: str
+    detail: dict[str, Any] | None
+
+
+def _state(saga: Saga) -> str:
+    return {"final": "final", "waiting": "waiting"}.get(saga.phase, "running")
+
+
+class SagaBook:
+    """Reads and compare-and-sets sagas in the bus's store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        # One writer at a time from this process: lanes writing at once would meet SQLite's
+        # busy handler (sleeps of up to 100 ms) instead of a short queue here.
+        self._writing = threading.Lock()
+
+    def start(self, saga: Saga) -> SagaRecord:
+        """The stored saga of ``saga.order_id``, created from ``saga`` if there is none."""
+        record, _ = self.start_claiming(saga, None)
+        return record
+
+    def start_claiming(self, saga: Saga, claim: ledger_ops.Claim | None
+                       ) -> tuple[SagaRecord, ledger_ops.ClaimOutcome | None]:
+        """:meth:`start`; when the saga is created now, ``claim`` (its first effect) is made in
+        the same transaction and its outcome returned (None when the saga existed)."""
+        now = utcnow()
+        outcome = None
+        with self._writing, self.store.db.begin() as conn:
+            stmt = dialect_insert(conn.dialect.name, sagas).values(
+                order_id=saga.order_id, version=1, state=_state(saga), channel=saga.channel,
+                data=saga.to_json(), started_at=now, updated_at=now
+            ).on_conflict_do_nothing().returning(sagas.c.order_id)
+            created = conn.execute(stmt).first() is not None
+            if created:
+                conn.execute(insert(events).values(
+                    order_id=saga.order_id, version=1, at=now, step="start", decision="started",
+                    reason=f"{len(saga.lines)} line(s), channel {saga.channel}", detail=None))
+                if claim is not None:
+                    (outcome,) = ledger_ops.claim_many(conn, [claim], now=now, lease=_LEASE)
+        if created:  # what was just written: no need to read it back
+            return SagaRecord(Saga.from_json(saga.to_json()), 1, _state(saga), None, None, now,
+                              now, None), outcome
+        record = self.get(saga.order_id)
+        assert record is not None
+        return record, None
+
+    def get(self, order_id: str) -> SagaRecord | None:
+        with self.store.db.begin(read_only=True) as conn:
+            row = conn.execute(select(sagas).where(sagas.c.order_id == order_id)).first()
+        if row is None:
+            return None
+        return SagaRecord(Saga.from_json(row.data), row.version, row.state, row.outcome,
+                          row.reason, row.started_at, row.updated_at, row.final_at)
+
+    def save(self, record: SagaRecord, saga: Saga, *, step: str, decision: str, reason: str,
+             detail: dict[str, Any] | None = None,
+             settle: Sequence[tuple[str, str, str]] = (),
+             failed: Sequence[tuple[str, str, str]] = ()) -> SagaRecord:
+        """:meth:`save_steps` of one timeline entry."""
+        saved, _ = self.save_steps(record, saga, [Entry(step, decision, reason, detail)],
+                                   settle=settle, failed=failed)
+        return saved
+
+    def save_steps(self, record: SagaRecord, saga: Saga, entries: Sequence[Entry], *,
+                   settle: Sequence[tuple[str, str, str]] = (),
+                   failed: Sequence[tuple[str, str, str]] = (),
+                   claim: ledger_ops.Claim | None = None
+                   ) -> tuple[SagaRecord, ledger_ops.ClaimOutcome | None]:
+        """Store ``saga`` as version + 1 if it is still at ``record.version`` (else
+        SagaConflict) with its timeline ``entries``, in one transaction with: ledger claims
+        (sink, key, owner) settled as done (``settle``) or failed (``failed``), and the claim of
+        the next step's effect (``claim``; its outcome is returned)."""
+        assert entries, "a save records at least one step"
+        now = utcnow()
+        version = record.version + 1
+        state = _state(saga)
+        final_at = now if state == "final" else None
+        reason = entries[-1].reason
+        outcome = None
+        with self._writing, self.store.db.begin() as conn:
+            moved = conn.execute(
+                update(sagas)
+                .where(sagas.c.order_id == saga.order_id, sagas.c.version == record.version)
+                .values(version=version, state=state, outcome=saga.outcome, data=saga.to_json(),
+                        reason=reason if state != "running" else None, updated_at=now,
+                        final_at=final_at)
+                .returning(sagas.c.version)).first()
+            if moved is None:
+                raise SagaConflict(f"order {saga.order_id}: the saga moved on since version "
+                                   f"{record.version}", order_id=saga.order_id)
+            conn.execute(insert(events), [
+                {"order_id": saga.order_id, "version": version, "at": now, "step": e.step,
+                 "decision": e.decision, "reason": e.reason, "detail": e.detail}
+                for e in entries])
+            ledger_ops.complete(conn, list(settle), now=now)
+            ledger_ops.release(conn, list(failed), now=now)
+            if claim is not None:
+                (outcome,) = ledger_ops.claim_many(conn, [claim], now=now, lease=_LEASE)
+        return SagaRecord(saga, version, state, saga.outcome,
+                          reason if state != "running" else None, record.started_at, now,
+                          final_at), outcome
+
+    def decide(self, order_id: str, decision: str) -> SagaRecord:
+        """A person's choice for a waiting order (``bus orders decide``); ValueError if there
+        is no such order, it does not wait, or the choice is not offered. Replaying its dead
+        letter then continues the saga from there."""
+        record = self.get(order_id)
+        if record is None:
+            raise ValueError(f"no saga for order {order_id!r}")
+        saga = Saga.from_json(record.saga.to_json())
+        reason = decide_for_person(saga, decision)
+        return self.save(record, saga, step="person", decision=decision, reason=reason)
+
+    def claim(self, claim: ledger_ops.Claim) -> ledger_ops.ClaimOutcome:
+        """Claim a step's effect in the idempotency ledger on its own (see :meth:`save_steps`
+        for a claim made with a save)."""
+        with self._writing, self.store.db.begin() as conn:
+            (outcome,) = ledger_ops.claim_many(conn, [claim], now=utcnow(), lease=_LEASE)
+        return outcome
+
+    def timeline(self, order_id: str) -> list[TimelineEntry]:
+        with self.store.db.begin(read_only=True) as conn:
+            rows = conn.execute(select(events).where(events.c.order_id == order_id)
+                                .order_by(events.c.id)).all()
+        return [TimelineEntry(r.at, r.version, r.step, r.decision, r.reason, r.detail)
+                for r in rows]
+
+    def list(self, *, state: str | None = None, outcome: str | None = None,
+             limit: int = 100) -> list[SagaRecord]:
+        query = select(sagas).order_by(sagas.c.started_at, sagas.c.order_id).limit(limit)
+        if state is not None:
+            query = query.where(sagas.c.state == state)
+        if outcome is not None:
+            query = query.where(sagas.c.outcome == outcome)
+        with self.store.db.begin(read_only=True) as conn:
+            rows = conn.execute(query).all()
+        return [SagaRecord(Saga.from_json(r.data), r.version, r.state, r.outcome, r.reason,
+                           r.started_at, r.updated_at, r.final_at) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Sagas per state and per outcome (``state:final``, ``outcome:re_sourced``, ...)."""
+        out: dict[str, int] = {}
+        with self.store.db.begin(read_only=True) as conn:
+            for column in (sagas.c.state, sagas.c.outcome):
+                for value, count in conn.execute(select(column, func.count()).group_by(column)):
+                    if value is not None:
+                        out[f"{column.name}:{value}"] = int(count)
+        return out

@@ -1,0 +1,329 @@
+"""The order process manager on the real store (SQLite) with the fake ERP's state in-process:
+each final state of the sourcing policy, a person's decision, resuming after a crash at each
+step, and a property test over random interleavings of orders, stock changes and faults."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.soap_erp.fakeerp.state import ErpState
+from integration_bus.envelope import Envelope
+from integration_bus.errors import TransientError
+from integration_bus.retail.orders.book import SagaBook
+from integration_bus.retail.orders.manager import OrderNeedsDecision, OrderProcessManager
+from integration_bus.retail.orders.policy import SourcingPolicy
+from integration_bus.store import Store
+from tests.orders.systems import PLANTS, Crash, ErpSystems
+
+SKUS = ("TEE", "MUG", "SCK")
+
+
+def policy(**changes: Any) -> SourcingPolicy:
+    base: dict[str, Any] = {
+        "channels": {"web": ["WH-01", "STORE-042", "STORE-107"]}, "default_channel": "web",
+        "stores": ["STORE-042", "STORE-107"], "max_split": 2,
+        "back_order": {"skus": ["SCK"]}, "otherwise": "cancel", "wait": "60s"}
+    return SourcingPolicy.model_validate({**base, **changes})
+
+
+class World:
+    """One store, one ERP, one manager; ``atp`` is what the projection would say (it lags:
+    ``poll()`` copies the ERP's availability into it)."""
+
+    def __init__(self, store: Store, pol: SourcingPolicy, clock: list[float],
+                 prefix: str = "o") -> None:
+        self.prefix = prefix
+        self.erp = ErpState()
+        self.systems = ErpSystems(self.erp)
+        self.projection: dict[tuple[str, str], Decimal] = {}
+        self.book = SagaBook(store)
+        self.policy = pol
+        self.manager = OrderProcessManager(self.book, pol, self.systems, self.atp,
+                                           clock=lambda: clock[0])
+        self.numbers = itertools.count(1)
+
+    def seed(self, sku: str, location: str, units: int) -> None:
+        self.erp.seed(sku, *PLANTS[location], units)
+
+    def poll(self) -> None:
+        with self.erp.lock:
+            for (sku, plant, storage), row in self.erp.stock.items():
+                location = next(k for k, v in PLANTS.items() if v == (plant, storage))
+                self.projection[(sku, location)] = row.available
+
+    def atp(self, sku: str, location: str) -> Decimal | None:
+        return self.projection.get((sku, location))
+
+    def order(self, *lines: tuple[str, int]) -> Envelope:
+        number = next(self.numbers)
+        return Envelope.create("order.accepted", {
+            "order_id": f"{self.prefix}{number}", "channel": "web",
+            "lines": [{"line_no": i + 1, "sku": sku, "quantity": qty}
+                      for i, (sku, qty) in enumerate(lines)]},
+            source="test", idempotency_key=f"{self.prefix}order-{number}")
+
+    def run(self, envelope: Envelope) -> str:
+        """Handle until it settles (resuming after crashes); the saga's state afterwards."""
+        for _ in range(10):
+            try:
+                return self.manager.handle(envelope).outcome or "?"
+            except Crash:
+                continue
+            except OrderNeedsDecision:
+                return "waiting"
+            except TransientError:
+                return "retrying"
+        raise AssertionError("did not settle")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(f"sqlite:///{tmp_path / 'bus.db'}")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    s = Store.open(f"sqlite:///{tmp_path_factory.mktemp('sagas') / 'bus.db'}")
+    yield s
+    s.close()
+
+
+_EXAMPLES = itertools.count(1)
+
+
+@pytest.fixture
+def clock() -> list[float]:
+    return [1_000_000.0]
+
+
+def test_an_order_that_fits_is_fulfilled_as_ordered(store: Store, clock: list[float]) -> None:
+    world = World(store, policy(), clock)
+    world.seed("TEE", "WH-01", 5)
+    world.poll()
+    assert world.run(world.order(("TEE", 2))) == "fulfilled"
+    assert world.erp.document_count("sales_order") == 1
+    assert world.erp.document_count("reservation") == 1
+    assert not world.systems.notices and not world.systems.shop  # nothing to tell
+
+
+def test_the_race_re_sources_the_short_line_from_the_next_location(
+        store: Store, clock: list[float]) -> None:
+    # Given 3 at WH-01, 2 at STORE-042, and a projection that does not move between orders
+    world = World(store, policy(), clock)
+    world.seed("TEE", "WH-01", 3)
+    world.seed("TEE", "STORE-042", 2)
+    world.poll()
+    # When two orders of 2 each arrive before the next poll
+    first, second = world.order(("TEE", 2)), world.order(("TEE", 2))
+    assert world.run(first) == "fulfilled"
+    # Then the second is refused by the ERP at WH-01 and reserved at STORE-042
+    assert world.run(second) == "re_sourced"
+    saga = world.book.get("o2")
+    assert saga is not None
+    (line,) = saga.saga.lines
+    assert [(a.location, a.quantity) for a in line.allocations] == [("STORE-042", "2")]
+    assert line.tried == ["WH-01"]
+    timeline = [(e.step, e.decision) for e in world.book.timeline("o2")]
+    assert ("reserve", "short") in timeline and ("reserve", "reserved") in timeline
+    assert len(world.systems.notices) == 1  # the customer is told once
+    assert world.systems.shop["o2"] == {"TEE": "sourced"}
+
+
+def test_no_location_has_it_back_order_or_cancel_per_sku(store: Store,
+                                                          clock: list[float]) -> None:
+    world = World(store, policy(), clock)
+    world.seed("SCK", "WH-01", 1)
+    world.seed("MUG", "WH-01", 1)
+    world.seed("TEE", "WH-01", 5)
+    world.poll()
+    assert world.run(world.order(("SCK", 1), ("MUG", 1))) == "fulfilled"
+    # SCK may be back-ordered, MUG may not: its line is cancelled on the sales order
+    assert world.run(world.order(("SCK", 1), ("MUG", 1), ("TEE", 1))) == "partly_cancelled"
+    saga = world.book.get("o2")
+    assert saga is not None
+    assert [ln.status for ln in saga.saga.lines] == ["back_ordered", "cancelled", "sourced"]
+    assert world.erp.open_lines("oorder-2>sales_order").keys() == {1, 3}
+    # A whole order that cannot ship is cancelled, and what it had reserved is released
+    world2 = World(store, policy(partial="cancel_order"), clock)
+    world2.numbers = itertools.count(10)
+    world2.seed("TEE", "WH-01", 5)
+    world2.seed("MUG", "WH-01", 0)
+    world2.poll()
+    assert world2.run(world2.order(("TEE", 2), ("MUG", 1))) == "cancelled"
+    assert world2.erp.open_reservations() == {}
+    assert world2.erp.open_lines("oorder-10>sales_order") == {}
+
+
+def test_ask_waits_for_a_person_and_their_choice_continues_the_saga(
+        store: Store, clock: list[float]) -> None:
+    world = World(store, policy(otherwise="ask"), clock)
+    world.seed("MUG", "WH-01", 0)
+    world.poll()
+    order = world.order(("MUG", 1))
+    with pytest.raises(OrderNeedsDecision) as caught:
+        world.manager.handle(order)
+    assert caught.value.context["options"] == ["back_order", "cancel_line", "cancel_order"]
+    record = world.book.get("o1")
+    assert record is not None and record.state == "waiting" and record.reason
+    with pytest.raises(ValueError, match="not one of"):
+        world.manager.decide("o1", "ship_anyway")
+    world.manager.decide("o1", "back_order")
+    assert world.run(order) == "partly_back_ordered"
+
+
+def test_a_silent_erp_past_the_wait_goes_to_a_person(store: Store,
+                                                     clock: list[float]) -> None:
+    world = World(store, policy(on_timeout="ask"), clock)
+    world.seed("TEE", "WH-01", 5)
+    world.poll()
+    world.systems.silent.add("WH-01")
+    order = world.order(("TEE", 1))
+    assert world.run(order) == "retrying"  # within the wait: the route retries
+    clock[0] += 61
+    assert world.run(order) == "waiting"
+    record = world.book.get("o1")
+    assert record is not None and "did not answer within 60 s" in (record.reason or "")
+    # the ERP had reserved it after all: a person's back order first releases that
+    assert len(world.erp.open_reservations()) == 1
+    world.manager.decide("o1", "back_order")
+    assert world.run(order) == "partly_back_ordered"
+    assert world.erp.open_reservations() == {}
+    record = world.book.get("o1")
+    assert record is not None
+    assert [a.state for a in record.saga.lines[0].allocations] == ["released"]
+
+
+@pytest.mark.parametrize("crash_at", [
+    ("sales_order", "after"), ("reserve", "before"), ("reserve", "after"),
+    ("release", "after"), ("cancel_lines", "after"), ("tell_shop", "after"),
+    ("notify", "after")])
+def test_a_crash_at_any_step_resumes_to_the_same_end(store: Store, clock: list[float],
+                                                     crash_at: tuple[str, str]) -> None:
+    # Given an order whose first line fits, second is short with no back order, and a policy
+    # that then cancels the order (so every kind of step, reverses included, happens)
+    world = World(store, policy(partial="cancel_order"), clock)
+    world.seed("TEE", "WH-01", 5)
+    world.seed("MUG", "WH-01", 0)
+    world.poll()
+    world.systems.crash_at = crash_at
+    assert world.run(world.order(("TEE", 2), ("MUG", 1))) == "cancelled"
+    assert world.systems.crash_at is None  # it did crash there
+    # Then one document per reference, nothing held, the sales order all cancelled, told once
+    assert world.erp.document_count("sales_order") == 1
+    assert world.erp.document_count("reservation") == 1
+    assert world.erp.open_reservations() == {}
+    assert world.erp.open_lines("oorder-1>sales_order") == {}
+    assert len(world.systems.notices) == 1
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_never_more_promised_than_the_erp_had(shared_store: Store,
+                                              data: st.DataObject) -> None:
+    prefix = f"x{next(_EXAMPLES)}-"  # one store for all examples: each has its own orders
+    pol = policy(otherwise=data.draw(st.sampled_from(["cancel", "ask"])),
+                 partial=data.draw(st.sampled_from(["keep", "cancel_order"])),
+                 max_split=data.draw(st.integers(1, 3)),
+                 ship_from_store=data.draw(st.booleans()))
+    world = World(shared_store, pol, [1_000_000.0], prefix)
+    had: dict[tuple[str, str], int] = {}
+    for sku in SKUS:
+        for location in PLANTS:
+            units = data.draw(st.integers(0, 3))
+            world.seed(sku, location, units)
+            had[(sku, location)] = units
+    world.poll()
+    orders = []
+    actions = data.draw(st.lists(st.sampled_from(["order", "poll", "receipt", "crash"]),
+                                 min_size=1, max_size=12))
+    for action in actions:
+        if action == "poll":
+            world.poll()
+        elif action == "receipt":  # stock arrives (a POS return, a delivery)
+            sku, location = data.draw(st.sampled_from(sorted(had)))
+            world.erp.post_movement(f"rcpt-{len(world.erp.changes)}",
+                                    (sku, *PLANTS[location]), "101", Decimal(1))
+            had[(sku, location)] += 1
+        elif action == "crash":
+            world.systems.crash_at = (data.draw(st.sampled_from(
+                ["sales_order", "reserve", "release", "cancel_lines", "notify"])),
+                data.draw(st.sampled_from(["before", "after"])))
+        else:
+            skus = data.draw(st.lists(st.sampled_from(SKUS), min_size=1, max_size=3,
+                                      unique=True))
+            order = world.order(*[(s, data.draw(st.integers(1, 3))) for s in skus])
+            orders.append(order)
+            world.run(order)
+    # Never more reserved at a location than it had (plus what arrived)
+    promised: dict[tuple[str, str], Decimal] = {}
+    mine = [r for r in world.book.list(limit=100_000) if r.saga.order_id.startswith(prefix)]
+    for record in mine:
+        for line in record.saga.lines:
+            for alloc in line.allocations:
+                if alloc.state == "reserved":
+                    pair = (line.sku, alloc.location)
+                    promised[pair] = promised.get(pair, Decimal(0)) + alloc.units
+    for pair, units in promised.items():
+        assert units <= had[pair], (pair, units, had[pair])
+    # The saga and the ERP agree: every open reservation is one a saga holds
+    held = {alloc.key for record in mine
+            for line in record.saga.lines for alloc in line.allocations
+            if alloc.state == "reserved"}
+    assert set(world.erp.open_reservations()) == held
+    # Every order final, or waiting for a person with a reason
+    for order in orders:
+        record = world.book.get(order.payload["order_id"])
+        assert record is not None
+        assert record.state in ("final", "waiting"), record
+        if record.state == "waiting":
+            assert record.reason and record.saga.asking
+        else:
+            assert record.outcome in ("fulfilled", "re_sourced", "partly_back_ordered",
+                                      "partly_cancelled", "cancelled")
+
+
+def test_a_saga_round_trips_through_its_json_with_every_field() -> None:
+    from dataclasses import fields
+
+    from integration_bus.retail.orders.saga import Allocation, Line, Saga
+
+    saga = Saga("o1", "web", 1.5, [Line(1, "TEE", "2", "k", "back_ordered",
+                                        [Allocation("WH-01", "1", "k")], ["STORE-042"], "why")],
+                phase="waiting", outcome=None, asking={"line_no": 1, "options": ["x"]},
+                sales_order=True, cancelled_lines=[2], shop_told=True, notified=True)
+    data = saga.to_json()
+    assert set(data) == {f.name for f in fields(Saga)}
+    assert set(data["lines"][0]) == {f.name for f in fields(Line)}
+    assert Saga.from_json(data) == saga
+
+
+def test_a_final_saga_reports_its_age(store: Store, clock: list[float]) -> None:
+    world = World(store, policy(), clock)
+    ages: list[float] = []
+    world.manager.on_final = lambda record: ages.append(record.age_seconds())
+    world.seed("TEE", "WH-01", 5)
+    world.poll()
+    assert world.run(world.order(("TEE", 1))) == "fulfilled"
+    assert len(ages) == 1 and ages[0] >= 0
+
+
+def test_without_a_shop_sink_telling_the_shop_is_skipped_and_recorded(
+        store: Store, clock: list[float]) -> None:
+    world = World(store, policy(), clock)
+    world.systems.shop_sink = False
+    world.seed("MUG", "WH-01", 0)
+    world.poll()
+    assert world.run(world.order(("MUG", 1))) == "cancelled"
+    assert not world.systems.shop and len(world.systems.notices) == 1
+    assert ("tell_shop", "skipped") in [(e.step, e.decision) for e in world.book.timeline("o1")]
