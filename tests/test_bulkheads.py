@@ -118,7 +118,9 @@ def test_poison_that_kills_the_worker_costs_no_healthy_message(tmp_path: Path,
 
 
 def test_three_poisons_cost_no_healthy_message(tmp_path: Path, rabbitmq_url: str) -> None:
-    _poison_experiment(tmp_path, rabbitmq_url, healthy=2000, poisons=3)
+    # nine worker restarts: on a loaded 2-core machine (the whole suite running) the longest
+    # stall reached 13 s; 2.5-5.6 s measured alone (docs/reliability.md)
+    _poison_experiment(tmp_path, rabbitmq_url, healthy=2000, poisons=3, stall_limit=20.0)
 
 
 def test_poison_in_embedded_mode_costs_no_healthy_message(tmp_path: Path) -> None:

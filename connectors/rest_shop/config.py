@@ -43,7 +43,8 @@ ACTION_PATHS: dict[str, tuple[str, str]] = {
 
 #: the key whose JSON object a 2xx answer of each action must hold (the fake shop's dialect)
 ACTION_ANSWERS: dict[str, str] = {"inventory": "inventory_level", "fulfilment": "fulfillment",
-                                  "order_status": "order"}
+                                  "order_status": "order", "order_lines": "order",
+                                  "price": "price"}
 
 
 DEFAULT_MAX_RESPONSE = 32 * 1024 * 1024  # bytes of one shop answer, decoded

@@ -121,3 +121,12 @@ def test_a_lookup_answer_of_the_wrong_shape_is_retried_not_read_as_absent(
         sink.close()
         bus.close()
     assert caught.value.context["missing"] == "fulfillments"
+
+
+def test_every_shop_action_says_what_its_answer_must_hold() -> None:
+    # a new action without an expected answer would fail every delivery with a KeyError
+    from typing import get_args
+
+    from connectors.rest_shop.config import ACTION_ANSWERS, Action
+
+    assert set(get_args(Action)) == set(ACTION_ANSWERS)
