@@ -35,7 +35,7 @@ from integration_bus.topology import (
     format_delay,
     retry_queue,
 )
-from integration_bus.transport.base import Delivery, Outgoing, QueueStats
+from integration_bus.transport.base import Delivery, IngressPublishing, Outgoing, QueueStats
 
 __all__ = ["AmqpConsumer", "AmqpPublisher", "AmqpTransport"]
 
@@ -198,7 +198,7 @@ class AmqpTransport:
         """Nothing to release: connections belong to publishers and consumers."""
 
 
-class AmqpPublisher:
+class AmqpPublisher(IngressPublishing):
     """Windowed publisher confirms on one channel (py-amqp ``confirm_select`` + callbacks).
 
     Up to ``confirm_window`` messages are unconfirmed at a time. Outcomes are settled by the
@@ -349,14 +349,6 @@ class AmqpPublisher:
                 self._conn.drain_events(timeout=min(remaining, 1.0))  # type: ignore[union-attr]
             except TimeoutError:
                 self._conn.heartbeat_check()  # type: ignore[union-attr]
-
-    def publish(self, envelope: Envelope) -> None:
-        (outcome,) = self.send([Outgoing.ingress(envelope)])
-        if outcome is not None:
-            raise outcome
-
-    def publish_many(self, envelopes: Sequence[Envelope]) -> list[BusError | None]:
-        return self.send([Outgoing.ingress(e) for e in envelopes])
 
     def retry_later(self, route: str, envelopes: Sequence[Envelope],
                     delay_ms: int) -> list[BusError | None]:

@@ -16,7 +16,8 @@ from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError
 from integration_bus.topology import INGRESS_EXCHANGE, Topology
 
-__all__ = ["Consumer", "Delivery", "Outgoing", "QueueStats", "Transport", "TransportPublisher"]
+__all__ = ["Consumer", "Delivery", "IngressPublishing", "Outgoing", "QueueStats", "Transport",
+           "TransportPublisher"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,22 @@ class TransportPublisher(Protocol):
         queue after the delay."""
 
     def close(self) -> None: ...
+
+
+class IngressPublishing:
+    """``publish`` and ``publish_many`` of a :class:`TransportPublisher` in terms of its
+    ``send``: every transport's publisher (and the tracing wrapper) shares them."""
+
+    def send(self, messages: Sequence[Outgoing]) -> list[BusError | None]:
+        raise NotImplementedError
+
+    def publish(self, envelope: Envelope) -> None:
+        (outcome,) = self.send([Outgoing.ingress(envelope)])
+        if outcome is not None:
+            raise outcome
+
+    def publish_many(self, envelopes: Sequence[Envelope]) -> list[BusError | None]:
+        return self.send([Outgoing.ingress(e) for e in envelopes])
 
 
 class Consumer(Protocol):

@@ -44,7 +44,7 @@ from integration_bus.topology import (
     format_delay,
     route_queue,
 )
-from integration_bus.transport.base import Delivery, Outgoing, QueueStats
+from integration_bus.transport.base import Delivery, IngressPublishing, Outgoing, QueueStats
 
 __all__ = ["EmbeddedTransport"]
 
@@ -127,7 +127,7 @@ class EmbeddedTransport:
         """The table lives in the store, which the bus closes."""
 
 
-class EmbeddedPublisher:
+class EmbeddedPublisher(IngressPublishing):
     """Publishes into the queue table; 'confirmed' means committed. Thread-confined."""
 
     def __init__(self, transport: EmbeddedTransport) -> None:
@@ -176,14 +176,6 @@ class EmbeddedPublisher:
                 return False
             self._transport.wait(min(remaining, _POLL))
         return True
-
-    def publish(self, envelope: Envelope) -> None:
-        (outcome,) = self.send([Outgoing.ingress(envelope)])
-        if outcome is not None:
-            raise outcome
-
-    def publish_many(self, envelopes: Sequence[Envelope]) -> list[BusError | None]:
-        return self.send([Outgoing.ingress(e) for e in envelopes])
 
     def retry_later(self, route: str, envelopes: Sequence[Envelope],
                     delay_ms: int) -> list[BusError | None]:

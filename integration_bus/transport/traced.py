@@ -17,12 +17,12 @@ from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError
 from integration_bus.topology import RETRY_EXCHANGE
 from integration_bus.tracing import Tracing
-from integration_bus.transport.base import Outgoing, TransportPublisher
+from integration_bus.transport.base import IngressPublishing, Outgoing, TransportPublisher
 
 __all__ = ["TracedPublisher"]
 
 
-class TracedPublisher:
+class TracedPublisher(IngressPublishing):
     """Same contract as the publisher it wraps. Thread-confined, like it."""
 
     def __init__(self, inner: TransportPublisher, tracing: Tracing) -> None:
@@ -67,14 +67,6 @@ class TracedPublisher:
         finally:
             self._end(spans, outcomes or [BusError("the publish raised")] * len(spans))
         return outcomes
-
-    def publish(self, envelope: Envelope) -> None:
-        (outcome,) = self.send([Outgoing.ingress(envelope)])
-        if outcome is not None:
-            raise outcome
-
-    def publish_many(self, envelopes: Sequence[Envelope]) -> list[BusError | None]:
-        return self.send([Outgoing.ingress(e) for e in envelopes])
 
     def retry_later(self, route: str, envelopes: Sequence[Envelope],
                     delay_ms: int) -> list[BusError | None]:
