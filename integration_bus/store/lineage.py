@@ -80,7 +80,8 @@ def descendants(conn: Connection, envelope_id: str) -> list[str]:
 
 
 def envelopes_of_key(conn: Connection, key: str) -> list[str]:
-    """Every envelope of one business key, in the order first journaled: those whose
+    """Every envelope of one business key, in the order they were created (their ids are ULIDs;
+    the journal's order is not it: the route lanes settle concurrently): those whose
     idempotency key holds ``key`` as a whole part (``ORDER-1`` matches
     ``shopify-ORDER-1>order.created`` but not ``ORDER-10``), and every envelope sharing a
     correlation id with one of them (the whole flow they belong to)."""
@@ -102,10 +103,7 @@ def envelopes_of_key(conn: Connection, key: str) -> list[str]:
                            .where(journal.c.event == "received",
                                   _field("correlation_id").in_(wanted))
                            .order_by(journal.c.id)).scalars().all() if wanted else []
-    order: dict[str, None] = dict.fromkeys(related)
-    for envelope_id in sorted(matching - set(order)):
-        order[envelope_id] = None
-    return list(order)[:MAX_ENVELOPES]
+    return sorted(set(related) | matching)[:MAX_ENVELOPES]
 
 
 def summaries(conn: Connection, envelope_ids: list[str]) -> list[dict[str, Any]]:
