@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from loadavg import load_line
 from sqlalchemy import insert
 from starlette.testclient import TestClient
 
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     rounds = 30 if args.quick else 200
+    print(load_line("start"), flush=True)
     name = f"bench_console_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(args.admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -167,6 +169,7 @@ def run(args: argparse.Namespace, name: str, rounds: int) -> None:
                     print(f"{label:6s} page p95 {page_p95:7.1f} ms   its SQL alone p95 "
                           f"{sql_p95:7.1f} ms   ({rounds} requests each)")
     worst = max(results, key=lambda k: results[k][0])
+    print(load_line("end"))
     print(f"RESULT p95_ms={results[worst][0]:.1f} groups_p95_ms={results['groups'][0]:.1f} "
           f"list_p95_ms={results['list'][0]:.1f} "
           f"ratio={results[worst][0] / results[worst][1]:.2f}")

@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from loadavg import load_line
+
 REPO = Path(__file__).resolve().parent.parent
 LAYOUT = REPO / "config" / "layouts" / "daily_sales.yaml"
 NAME = "SALES_0042_20240301.DAT"
@@ -123,6 +125,7 @@ def main() -> None:
         child(Path(args.child), args.lines)
         return
     sys.path.insert(0, str(REPO))
+    print(load_line("start"), flush=True)
     lines = args.lines or (30_000 if args.quick else 100_000)
     rounds = args.rounds or (1 if args.quick else 2)
     base = Path(tempfile.mkdtemp(prefix="bench-embedded-"))
@@ -142,6 +145,7 @@ def main() -> None:
             if name not in best or got["rate"] > best[name]["rate"]:
                 best[name] = got
     ratio = best["after"]["rate"] / best["before"]["rate"]
+    print(load_line("end"))
     print(f"RESULT ratio={ratio:.2f} before={best['before']['rate']:.0f} "
           f"after={best['after']['rate']:.0f} before_rss_mb={best['before']['rss_mb']:.0f} "
           f"after_rss_mb={best['after']['rss_mb']:.0f}")

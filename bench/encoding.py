@@ -12,6 +12,8 @@ import json
 import time
 from decimal import Decimal
 
+from loadavg import load_line
+
 from integration_bus.envelope import Envelope
 
 
@@ -19,6 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     count = 20_000 if parser.parse_args().quick else 200_000
+    print(load_line("start"), flush=True)
     payload = {"order_id": "W-00001", "total": "19.99",
                "lines": [{"sku": f"SKU-{i}", "qty": 2, "price": "9.95"} for i in range(8)],
                "note": "x" * 600}
@@ -41,6 +44,7 @@ def main() -> None:
         rates[name] = count / (time.perf_counter() - started)
         print(f"{name:7s} {rates[name]:>10,.0f} envelope round trips/s "
               f"({len(envelope.to_json())} bytes each)")
+    print(load_line("end"))
     print(f"RESULT ratio={rates['orjson'] / rates['json']:.2f} rate={rates['orjson']:.0f}")
 
 

@@ -24,6 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
+from loadavg import load_line
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -136,6 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     messages = args.messages or (3000 if args.quick else 20_000)
     rounds = args.rounds or (1 if args.quick else 3)
+    print(load_line("start"), flush=True)
     vhost, url = None, args.url
     if url is None:
         vhost = f"bench-{uuid.uuid4().hex[:8]}"
@@ -151,6 +154,7 @@ def main() -> None:
         if vhost:
             rabbitmqctl("delete_vhost", vhost)
     ratio = statistics.median(d / a for a, d in results)
+    print(load_line("end"))
     print(f"RESULT ratio={ratio:.2f} alone={statistics.median(a for a, _ in results):.0f} "
           f"during={statistics.median(d for _, d in results):.0f}")
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonata import Jsonata
+from loadavg import load_line
 
 from integration_bus.envelope import Envelope, dumps
 from integration_bus.mapping import load_mapping
@@ -174,6 +175,7 @@ def main() -> int:
     parser.add_argument("--records", type=int, help="records per run (default 100000)")
     args = parser.parse_args()
     records = args.records or (20_000 if args.quick else 100_000)
+    print(load_line("start"), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -228,6 +230,7 @@ def main() -> int:
     print(f"validate, jsonschema    {detailed_rate:12,.0f} documents/s")
     print(f"validate, compiled      {compiled_rate:12,.0f} documents/s "
           f"(jsonschema-rs hot path, {compiled_rate / detailed_rate:.1f}x)")
+    print(load_line("end"))
     print(f"RESULT ratio={ratio:.2f} rate={engine_rate:.0f}")
     return 0
 

@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from loadavg import load_line  # noqa: E402
+
 from integration_bus.envelope import Envelope  # noqa: E402
 from integration_bus.runtime import Bus  # noqa: E402
 
@@ -158,6 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     orders = args.orders or (60 if args.quick else 400)
     rounds = args.rounds or (1 if args.quick else 3)
+    print(load_line("start"), flush=True)
     rates: dict[str, list[float]] = {"gate": [], "saga": []}
     offset = 1
     for round_no in range(rounds):
@@ -168,6 +171,7 @@ def main() -> None:
             print(f"round {round_no + 1} {variant:4s} {rate:8.1f} orders/s ({orders} orders, "
                   f"2 lines each, {'rabbitmq' if args.url else 'embedded'})")
     gate, saga = statistics.median(rates["gate"]), statistics.median(rates["saga"])
+    print(load_line("end"))
     print(f"RESULT ratio={saga / gate:.2f} rate={saga:.1f}")
 
 

@@ -36,6 +36,8 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+from loadavg import load_line
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -280,6 +282,7 @@ def main() -> None:
         child(args.child)
         return
     lines = args.lines or (100_000 if args.quick else 1_000_000)
+    print(load_line("start"), flush=True)
     vhost, url = None, args.url
     if url is None:
         vhost = f"bench-{uuid.uuid4().hex[:8]}"
@@ -328,6 +331,7 @@ def main() -> None:
             rabbitmqctl("delete_vhost", vhost)
     print(f"(vs pika blocking: ratio {result['rate'] / blocking:.2f}; vs the bus publisher "
           f"alone: {result['rate'] / alone:.2f})")
+    print(load_line("end"))
     print(f"RESULT ratio={result['rate'] / baseline:.2f} rate={result['rate']:.0f} "
           f"rss_mb={result['rss_mb']:.0f}")
 

@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+from loadavg import load_line
+
 from integration_bus.deadletters.console import DeadLetterConsole
 from integration_bus.deadletters.query import Selection
 from integration_bus.envelope import Envelope, new_id
@@ -52,6 +54,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int)
     args = parser.parse_args()
     count = args.messages or (2000 if args.quick else 10_000)
+    print(load_line("start"), flush=True)
     vhost = f"bench-{uuid.uuid4().hex[:8]}"
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
     subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*",
@@ -96,6 +99,7 @@ def main() -> None:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=True)
     print(f"{count} messages: fresh ingest {ingest:,.0f} msg/s; "
           f"bulk replay {replay:,.0f} msg/s (enqueue + relay + delivery)")
+    print(load_line("end"))
     print(f"RESULT ratio={replay / ingest:.2f} rate={replay:.0f}")
 
 

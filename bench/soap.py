@@ -35,6 +35,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from loadavg import load_line
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -164,6 +166,7 @@ def main() -> None:
         return
     postings = args.postings or (1500 if args.quick else 4000)
     rounds = args.rounds or (1 if args.quick else 3)
+    print(load_line("start"), flush=True)
     vhost, url = None, args.url
     if url is None:
         vhost = f"bench-{uuid.uuid4().hex[:8]}"
@@ -200,6 +203,7 @@ def main() -> None:
             erp.kill()
         if vhost:
             rabbitmqctl("delete_vhost", vhost)
+    print(load_line("end"))
     print(f"RESULT ratio={statistics.median(ratios):.2f} rate={statistics.median(rates):.0f}")
 
 

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
+from loadavg import load_line
 
 SECRET = "bench-webhook-secret"
 CONCURRENCY = 8
@@ -194,6 +195,7 @@ def main() -> None:
         return
     requests = args.requests or (2000 if args.quick else 6000)
     rounds = args.rounds or (1 if args.quick else 3)
+    print(load_line("start"), flush=True)
     vhost, url = None, args.url
     if url is None:
         vhost = f"bench-{uuid.uuid4().hex[:8]}"
@@ -219,6 +221,7 @@ def main() -> None:
     finally:
         if vhost:
             rabbitmqctl("delete_vhost", vhost)
+    print(load_line("end"))
     print(f"RESULT ratio={statistics.median(ratios):.2f} rate={statistics.median(rates):.0f} "
           f"p99_ms={statistics.median(p99s):.1f}")
 
