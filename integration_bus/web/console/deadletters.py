@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -129,19 +130,24 @@ def router(console: Console) -> APIRouter:
             "Content-Disposition": f'attachment; filename="dead-letters-{stamp}.jsonl"',
             "Cache-Control": "no-store"})
 
-    @pages.post("/restore")
-    async def restore(request: Request) -> Response:
+    async def _with_reason(request: Request, done: str,
+                           action: Callable[[DeadLetterConsole], Callable[..., int]]) -> Response:
+        """Restore or discard the chosen letters: a reason is required (it is audited)."""
         form = await request.form()
         auth.check_csrf(request, form)
         who = console.who(request)
         ids, filters = _chosen(form)
         reason = str(form.get("reason", "")).strip()[:500]
         if not reason:
-            raise HTTPException(400, "say why they are restored (the reason is audited)")
-        count = await run_in_threadpool(console.dlq(who).restore,
+            raise HTTPException(400, f"say why they are {done} (the reason is audited)")
+        count = await run_in_threadpool(action(console.dlq(who)),
                                         selection_of(filters, ids), reason)
-        console.flash(request, f"restored {count} dead letter(s)")
+        console.flash(request, f"{done} {count} dead letter(s)")
         return RedirectResponse(_back(form), status_code=303)
+
+    @pages.post("/restore")
+    async def restore(request: Request) -> Response:
+        return await _with_reason(request, "restored", lambda dlq: dlq.restore)
 
     @pages.post("/purge")
     async def purge(request: Request) -> Response:
@@ -230,17 +236,7 @@ def router(console: Console) -> APIRouter:
 
     @pages.post("/discard")
     async def discard(request: Request) -> Response:
-        form = await request.form()
-        auth.check_csrf(request, form)
-        who = console.who(request)
-        ids, filters = _chosen(form)
-        reason = str(form.get("reason", "")).strip()[:500]
-        if not reason:
-            raise HTTPException(400, "say why they are discarded (the reason is audited)")
-        count = await run_in_threadpool(console.dlq(who).discard,
-                                        selection_of(filters, ids), reason)
-        console.flash(request, f"discarded {count} dead letter(s)")
-        return RedirectResponse(_back(form), status_code=303)
+        return await _with_reason(request, "discarded", lambda dlq: dlq.discard)
 
     return pages
 
