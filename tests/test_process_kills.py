@@ -32,8 +32,10 @@ class WorkerProcess:
         self.args, self.log = args, log
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self._log_at_start = 0
 
     def start(self) -> None:
+        self._log_at_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=out, stderr=out,
                                          env={**os.environ, "BUS_LOG_LEVEL": "info"})
@@ -48,8 +50,12 @@ class WorkerProcess:
         return self.proc is not None and self.proc.poll() is not None
 
     def ready(self) -> bool:
-        """This start has connected (each start logs ``worker.consuming`` once it consumes)."""
-        return self.log.read_bytes().count(b"worker.consuming") >= self.starts
+        """This start has connected: it logged ``worker.consuming`` after it began. (A count
+        over the whole log would not do: each start logs it once per lane, so the earlier
+        starts' lines already reach any count before this one has even imported Python.)"""
+        with self.log.open("rb") as log:
+            log.seek(self._log_at_start)
+            return b"worker.consuming" in log.read()
 
     def stop(self) -> int:
         assert self.proc is not None
