@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -127,33 +128,49 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
               help="run the worker as a child process and restart it whenever a signal kills "
                    "it (SIGKILL, segfault, OOM); a message that keeps killing it is then "
                    "dead-lettered as crashed_worker (docs/reliability.md)")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              envvar="BUS_WORKER_PROCESSES", show_envvar=True,
+              help="run N worker processes side by side, supervised (implies --supervise): "
+                   "one per core uses them all; with --metrics-port P, process i serves on "
+                   "P+i")
 @handle_errors
 def worker_command(config_dir: Path, routes: str | None, metrics_host: str | None,
-                   metrics_port: int | None, migrate: bool, supervise: bool) -> None:
+                   metrics_port: int | None, migrate: bool, supervise: bool,
+                   processes: int) -> None:
     """Consume route queues (and archive broker dead letters) until SIGTERM.
 
     Each route (or route group) is its own bulkhead: own consumer, batch loop and sink
     deadlines, so a hung or failing sink holds only its route."""
-    if supervise:
-        from integration_bus.supervisor import supervise as run_supervised
-
-        command = [sys.executable, "-m", "integration_bus", "worker",
-                   "--config-dir", str(config_dir)]
-        if routes:
-            command += ["--routes", routes]
-        if metrics_host is not None:
-            command += ["--metrics-host", metrics_host]
-        if metrics_port is not None:
-            command += ["--metrics-port", str(metrics_port)]
-        if migrate:
-            command.append("--migrate")
-        raise SystemExit(run_supervised(command))
+    if supervise or processes > 1:
+        raise SystemExit(_supervised_workers(config_dir, routes, metrics_host, metrics_port,
+                                             migrate, processes))
+    if metrics_port is not None and metrics_port > 0:
+        metrics_port += int(os.environ.get("BUS_PROCESS_INDEX", "0") or 0)
     # Signals first: a SIGTERM while the bus opens (broker, store migrations) stops it cleanly.
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         worker = bus.worker(_split(routes))
         bus.watch_worker("worker", worker)
         _serve_watch(bus, metrics_host, metrics_port, stop)
         worker.run(stop)
+
+
+def _supervised_workers(config_dir: Path, routes: str | None, metrics_host: str | None,
+                        metrics_port: int | None, migrate: bool, processes: int) -> int:
+    """``bus worker`` children under the supervisor; each child adds its ``BUS_PROCESS_INDEX``
+    to the metrics port, so N processes serve /metrics on N ports."""
+    from integration_bus.supervisor import supervise
+
+    bus = _open_bus(config_dir, migrate)
+    if bus.migrate:  # once, before the children start, rather than N racing migrations
+        bus.open().close()
+    command = [sys.executable, "-m", "integration_bus", "worker", "--config-dir", str(config_dir)]
+    if routes:
+        command += ["--routes", routes]
+    if metrics_host is not None:
+        command += ["--metrics-host", metrics_host]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    return supervise(command, processes=processes)
 
 
 @click.command("demo")
