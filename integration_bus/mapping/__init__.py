@@ -18,10 +18,10 @@ at load and build the closures their ``*_closures`` partners define, which run p
 
     loader            read a mapping file safely, validate it (model), compile every step
     model             pydantic spec of the mapping file and the sidecar test file
-    step_compiler     steps: -> Step objects        step_closures   set/rename/drop/split at run time
-    field_compiler    field specs -> builders       field_closures  objects, lists, $each at run time
+    step_compiler     steps: -> Step objects      step_closures   set/rename/drop/split, run time
+    field_compiler    field specs -> builders     field_closures  objects, lists, $each, run time
     grammar, nodes    expression text -> syntax tree (parse)
-    expr_compiler     syntax tree -> closures       call_closures   function calls (BoundCall)
+    expr_compiler     syntax tree -> closures     call_closures   function calls (BoundCall)
     ops, values       operator and value semantics shared with the reference interpreter
     functions, fn_*   the function registry and its library (dates, numbers, text, xref/lookup)
     context           Ctx: per-call state and field access shared by compiled code and reference

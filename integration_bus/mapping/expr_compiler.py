@@ -16,10 +16,10 @@ from typing import Any
 
 from integration_bus.mapping import nodes as n
 from integration_bus.mapping.call_closures import BoundCall, call_fn
+from integration_bus.mapping.context import VARIABLES, Ctx, Fn, get_field, get_path
 from integration_bus.mapping.functions import UNKNOWN, BindContext, BindError, FunctionRegistry
 from integration_bus.mapping.grammar import ExpressionError, Parser
 from integration_bus.mapping.ops import binary_op, concat_op, unary_op
-from integration_bus.mapping.context import VARIABLES, Ctx, Fn, get_field, get_path
 from integration_bus.mapping.shapes import ANY, ListShape, ObjectShape, Shape
 from integration_bus.mapping.suggest import did_you_mean
 from integration_bus.mapping.values import to_text, truthy

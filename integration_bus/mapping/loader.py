@@ -15,8 +15,9 @@ from pydantic import ValidationError
 
 from integration_bus.errors import ConfigError
 from integration_bus.mapping.compiled_mapping import CompiledMapping, MappingInfo
-from integration_bus.mapping.expr_compiler import ExprCompiler, Scope
 from integration_bus.mapping.conform import PLAIN
+from integration_bus.mapping.expr_compiler import ExprCompiler, Scope
+from integration_bus.mapping.field_compiler import SpecCompiler
 from integration_bus.mapping.functions import (
     BindContext,
     FunctionRegistry,
@@ -25,7 +26,6 @@ from integration_bus.mapping.functions import (
     default_registry,
 )
 from integration_bus.mapping.grammar import Parser
-from integration_bus.mapping.field_compiler import SpecCompiler
 from integration_bus.mapping.model import MappingFile, pydantic_error
 from integration_bus.mapping.shapes import ANY, Shape
 from integration_bus.mapping.step_compiler import Step, StepCompiler
