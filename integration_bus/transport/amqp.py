@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from amqp.exceptions import AccessRefused, NotAllowed
-from kombu import Connection, Consumer, Exchange, Queue, binding
+from kombu import Consumer, Exchange, Queue, binding
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from integration_bus.envelope import MAX_MESSAGE_BYTES, Envelope
@@ -35,6 +35,7 @@ from integration_bus.topology import (
     format_delay,
     retry_queue,
 )
+from integration_bus.transport.amqp_io import Connection
 from integration_bus.transport.base import Delivery, IngressPublishing, Outgoing, QueueStats
 
 __all__ = ["AmqpConsumer", "AmqpPublisher", "AmqpTransport"]
@@ -367,7 +368,7 @@ class AmqpConsumer:
     def __init__(self, transport: AmqpTransport, queues: Sequence[str], prefetch: int) -> None:
         self._errors = transport.errors
         self._queues = list(queues)
-        self._conn = transport.connect()
+        self._conn: Any = transport.connect()  # None once closed
         self._buffer: deque[Delivery] = deque()
         self._consumers: dict[str, Consumer] = {}
         self._cancelled: dict[str, float] = {}  # consumer tag -> when it was cancelled
