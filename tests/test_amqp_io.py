@@ -91,3 +91,67 @@ def test_a_real_connection_reads_through_the_buffer(rabbitmq_url: str) -> None:
                 conn.drain_events(timeout=10)
         queue(channel).delete()
     assert received == bodies
+
+
+def _received(peer: socket.socket) -> bytes:
+    peer.setblocking(False)
+    data = b""
+    try:
+        while chunk := peer.recv(1 << 20):
+            data += chunk
+    except BlockingIOError:
+        pass
+    return data
+
+
+def test_a_corked_transport_sends_gathered_frames_on_flush_in_order(
+        pair: tuple[BufferedTCPTransport, socket.socket]) -> None:
+    transport, peer = pair
+    frames = [frame(1, 1, f"publish {i}".encode()) for i in range(50)]
+    transport.cork()
+    scratch = bytearray(64)
+    for data in frames:  # py-amqp hands a view of one buffer it reuses for every frame
+        scratch[:len(data)] = data
+        transport.write(memoryview(scratch)[:len(data)])
+    assert _received(peer) == b""  # nothing sent yet
+    transport.flush()
+    assert _received(peer) == b"".join(frames)
+    transport.write(frames[0])
+    transport.uncork()  # sends the rest, then writes go straight out again
+    transport.write(frames[1])
+    assert _received(peer) == frames[0] + frames[1]
+
+
+def test_a_corked_transport_sends_once_it_gathered_write_size(
+        pair: tuple[BufferedTCPTransport, socket.socket]) -> None:
+    transport, peer = pair
+    big = frame(3, 1, b"z" * 40_000)
+    transport.cork()
+    got = b""
+    for _ in range(4):  # 160 KB: past WRITE_SIZE after the fourth
+        transport.write(big)
+        got += _received(peer)
+    assert got == big * 4
+    transport.uncork()
+
+
+def test_a_whole_frame_in_the_buffer_is_read_without_touching_the_socket_timeout(
+        pair: tuple[BufferedTCPTransport, socket.socket]) -> None:
+    transport, peer = pair
+    third = frame(1, 1, b"third")
+    peer.sendall(frame(1, 1, b"first") + frame(1, 1, b"second") + third[:-3])
+    with transport.having_timeout(5.0):
+        assert transport.read_frame() == (1, 1, b"first")  # one recv took all three
+    assert transport.sock.gettimeout() is None
+    timeouts: list[float | None] = []
+    with transport.having_timeout(5.0) as sock:  # "second" is whole in the buffer
+        timeouts.append(sock.gettimeout())
+        assert transport.read_frame() == (1, 1, b"second")
+    assert timeouts == [None]
+    with transport.having_timeout(0.05) as sock:  # the third is cut short: the socket waits
+        timeouts.append(sock.gettimeout())
+        with pytest.raises(socket.timeout):
+            transport.read_frame()
+    assert timeouts == [None, 0.05]
+    peer.sendall(third[-3:])
+    assert transport.read_frame() == (1, 1, b"third")

@@ -14,15 +14,18 @@ connections keep py-amqp's SSL transport), including after a failover switch to 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import amqp.transport
 import kombu
 from kombu.transport import pyamqp
 
-__all__ = ["READ_SIZE", "BufferedTCPTransport", "Connection"]
+__all__ = ["READ_SIZE", "WRITE_SIZE", "BufferedTCPTransport", "Connection", "corked"]
 
 READ_SIZE = 128 * 1024  # bytes asked of the socket per recv when the buffer runs dry
+WRITE_SIZE = 128 * 1024  # bytes a corked transport gathers before it writes them anyway
 
 
 class BufferedTCPTransport(amqp.transport.TCPTransport):  # type: ignore[misc]
@@ -32,10 +35,64 @@ class BufferedTCPTransport(amqp.transport.TCPTransport):  # type: ignore[misc]
 
     _buf: bytearray
     _pos: int
+    _out: list[bytes] | None = None  # frames gathered while corked
+    _out_size = 0
 
     def _setup_transport(self) -> None:
         super()._setup_transport()
         self._buf, self._pos = bytearray(), 0
+
+    # -- writes: one send for many frames while a publisher streams --------------------------
+    def cork(self) -> None:
+        """Gather written frames (up to WRITE_SIZE bytes) instead of sending each at once,
+        until :meth:`flush` or :meth:`uncork`. A publisher streaming a window of messages then
+        costs the socket one ``sendall`` per window, not one per message."""
+        if self._out is None:
+            self._out, self._out_size = [], 0
+
+    def flush(self) -> None:
+        """Send what was gathered; the transport stays corked."""
+        out = self._out
+        if out:
+            data = b"".join(out)
+            out.clear()
+            self._out_size = 0
+            super().write(data)
+
+    def uncork(self) -> None:
+        """Send what was gathered and write every frame at once again."""
+        try:
+            self.flush()
+        finally:
+            self._out, self._out_size = None, 0
+
+    def write(self, s: bytes) -> None:
+        out = self._out
+        if out is None:
+            super().write(s)
+            return
+        out.append(bytes(s))  # py-amqp may hand a view of a buffer it reuses
+        self._out_size += len(s)
+        if self._out_size >= WRITE_SIZE:
+            self.flush()
+
+    @contextmanager
+    def having_timeout(self, timeout: float | None) -> Iterator[Any]:
+        """py-amqp sets the socket's timeout around every frame it waits for, and puts it back
+        after: two ``fcntl`` calls each time. A frame already whole in the buffer needs no
+        socket at all, so it is read without them."""
+        if timeout is not None and self._frame_ready():
+            yield self.sock
+            return
+        with super().having_timeout(timeout) as sock:
+            yield sock
+
+    def _frame_ready(self) -> bool:
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 7:
+            return False
+        size = int.from_bytes(buf[pos + 3:pos + 7], "big")
+        return len(buf) - pos >= size + 8
 
     @property
     def _read_buffer(self) -> bytes:
@@ -73,6 +130,22 @@ class BufferedTCPTransport(amqp.transport.TCPTransport):  # type: ignore[misc]
         else:
             self._pos = end
         return result
+
+
+@contextmanager
+def corked(conn: Any) -> Iterator[Callable[[], None]]:
+    """Cork the transport of a connected kombu Connection for the block; yields ``flush``, to
+    be called before waiting for the broker's answer to what was written. A no-op (``flush``
+    does nothing) for a transport that cannot cork (TLS)."""
+    transport = getattr(getattr(conn, "connection", None), "transport", None)
+    if not isinstance(transport, BufferedTCPTransport):
+        yield lambda: None
+        return
+    transport.cork()
+    try:
+        yield transport.flush
+    finally:
+        transport.uncork()
 
 
 class _AmqpConnection(pyamqp.Connection):  # type: ignore[misc]
