@@ -21,7 +21,7 @@ class TestJsonlSource(SourceContract):
     @pytest.fixture
     def make_source(self, path: Path) -> SourceFactory:
         config = JsonlSourceConfig(path=str(path), type="order.created", follow=True,
-                                   poll_interval=50)
+                                   poll_interval="50ms")
         return lambda context: JsonlSource(config, context)
 
     @pytest.fixture
