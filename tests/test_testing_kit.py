@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 
 import pytest
 
-from integration_bus.connector import Envelope, PermanentError
+from integration_bus.connector import Envelope, PermanentError, Publisher
 from integration_bus.testing import DeadLettered, bus_running, open_bus
 from integration_bus.testing.pytest_plugin import StartBus
 from tests.support.probe import Target, probe_plugin, registry_with
@@ -15,7 +16,11 @@ CONFIG = """\
 {broker}
 store: {{url: "sqlite:///var/bus.db"}}
 sinks: {{probe: {{connector: probe}}}}
-routes: {{orders: {{from: ["order.*"], to: [probe], retry: {{max_attempts: 4, initial_delay: 100ms, max_delay: 100ms}}}}}}
+routes:
+  orders:
+    from: ["order.*"]
+    to: [probe]
+    retry: {{max_attempts: 4, initial_delay: 100ms, max_delay: 100ms}}
 """
 
 
@@ -24,9 +29,7 @@ def _config(broker_url: str | None) -> str:
                          if broker_url else "")
 
 
-def _publish(bus_publisher: object, *envelopes: Envelope) -> None:
-    publisher = bus_publisher
-    assert hasattr(publisher, "publish_many") and hasattr(publisher, "close")
+def _publish(publisher: Publisher, *envelopes: Envelope) -> None:
     try:
         assert publisher.publish_many(list(envelopes)) == [None] * len(envelopes)
     finally:
@@ -75,7 +78,7 @@ def test_join_re_raises_the_error_of_the_first_dead_letter(running_bus: StartBus
 
 
 def test_join_reports_a_dead_letter_raised_elsewhere_with_its_stored_error(
-        tmp_path: object, running_bus: StartBus) -> None:
+        running_bus: StartBus) -> None:
     # Given a running embedded bus, and a source that rejected a line it could not read
     running = running_bus(_config(None), registry=registry_with(probe_plugin(Target())))
     running.bus.reject("importer", b"not json", PermanentError("line 3 is not JSON"),
@@ -85,12 +88,9 @@ def test_join_reports_a_dead_letter_raised_elsewhere_with_its_stored_error(
         running.join(timeout=30)
 
 
-def test_bus_running_stops_the_bus_and_re_raises_a_thread_error(tmp_path: object) -> None:
-    # Given a bus started by the context manager, on a path where a config is expected
-    from pathlib import Path
-
-    root = Path(str(tmp_path))
-    bus = open_bus(_config(None), root=root, registry=registry_with(probe_plugin(Target())))
+def test_bus_running_stops_every_thread_on_leaving_the_block(tmp_path: Path) -> None:
+    # Given a bus started by the context manager
+    bus = open_bus(_config(None), root=tmp_path, registry=registry_with(probe_plugin(Target())))
     try:
         with bus_running(bus) as running:
             _publish(bus.publisher(), _order(1))

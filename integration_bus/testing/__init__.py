@@ -29,19 +29,30 @@ from integration_bus.testing.harness import (
     open_bus,
     write_config,
 )
-from integration_bus.testing.sink_contract import SinkContract
-from integration_bus.testing.source_contract import SourceContract
+from integration_bus.testing.sink_contract import (
+    EffectCount,
+    EnvelopeFactory,
+    SinkContract,
+    SinkFactory,
+)
+from integration_bus.testing.source_contract import AckCount, Feed, SourceContract, SourceFactory
 from integration_bus.testing.threads import running
 from integration_bus.testing.transport_contract import TransportContract
 from integration_bus.testing.waiting import wait_for
 
 __all__ = [
+    "AckCount",
     "ContractBus",
     "DeadLettered",
+    "EffectCount",
+    "EnvelopeFactory",
+    "Feed",
     "PublishGate",
     "RunningBus",
     "SinkContract",
+    "SinkFactory",
     "SourceContract",
+    "SourceFactory",
     "TransportContract",
     "bus_running",
     "open_bus",
