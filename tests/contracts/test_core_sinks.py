@@ -1,5 +1,5 @@
 """The small built-in sinks pass the kit's SinkContract: ``jsonl``, ``log``, ``bus``,
-``projection``."""
+``projection`` and ``availability``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
+from connectors.availability import AvailabilityGate, AvailabilityGateConfig
 from connectors.bus import BusSink, BusSinkConfig
 from connectors.jsonl import JsonlSink, JsonlSinkConfig
 from connectors.log import LogSink, LogSinkConfig
@@ -135,3 +136,44 @@ class TestProjectionSink(SinkContract):
     def refused_envelope(self) -> Envelope:
         return Envelope.create("inventory.level", {"sku": "SKU-X", "on_hand": "seven"},
                                source="contract", idempotency_key="contract-refused")
+
+
+class TestAvailabilityGate(SinkContract):
+    """The gate's effect is the accepted order, published again as ``order.accepted`` (one per
+    key downstream); an order that does not fit is a business dead letter (StockShort)."""
+
+    @pytest.fixture
+    def make_sink(self, contract_bus: ContractBus) -> SinkFactory:
+        (outcome,) = contract_bus.bus.stock.apply_envelopes([Envelope.create(
+            "inventory.level", {"sku": "SKU-1", "location": "STORE-1", "on_hand": "1000",
+                                "version": 1}, source="contract")])
+        assert outcome is None
+        config = AvailabilityGateConfig(type="order.accepted", location="STORE-1")
+        return lambda: AvailabilityGate(config, contract_bus.context("gate"))
+
+    @pytest.fixture
+    def make_envelope(self) -> EnvelopeFactory:
+        def web_order(key: str, quantity: int = 1) -> Envelope:
+            return Envelope.create("order.placed", {
+                "order_id": key, "lines": [{"sku": "SKU-1", "quantity": quantity}]},
+                source="contract", idempotency_key=key, correlation_id=f"corr-{key}")
+        return web_order
+
+    @pytest.fixture
+    def effects(self, contract_bus: ContractBus) -> EffectCount:
+        return lambda key: len({e.idempotency_key for e in contract_bus.confirmed
+                                if e.correlation_id == f"corr-{key}"})
+
+    @pytest.fixture
+    def refused_envelope(self) -> Envelope:
+        return Envelope.create("order.placed", {
+            "order_id": "big", "lines": [{"sku": "SKU-1", "quantity": 5000}]},
+            source="contract", idempotency_key="contract-refused",
+            correlation_id="corr-contract-refused")
+
+    @pytest.fixture
+    def make_unreachable_sink(self, contract_bus: ContractBus,
+                              make_sink: SinkFactory) -> Iterator[SinkFactory]:
+        contract_bus.gate.close()  # the broker refuses the accepted order's publish
+        yield make_sink
+        contract_bus.gate.open()
