@@ -1,15 +1,16 @@
-"""The ``rest_shop`` sink (fulfilments, against the fake shop on real HTTP) and its order poll
-pass the kit's contract suites."""
+"""The ``rest_shop`` sink (fulfilments, against the fake shop on real HTTP), its order poll and
+its webhook receiver pass the kit's contract suites."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 from pydantic import BaseModel
 
 from connectors.rest_shop import make_plugin
-from connectors.rest_shop.fakeshop import AppServer, ShopState
+from connectors.rest_shop.fakeshop import AppServer, ShopState, Subscription, WebhookSender
 from connectors.rest_shop.fakeshop.api import build_shop_app
 from integration_bus.connector import (
     ConnectorContext,
@@ -17,6 +18,7 @@ from integration_bus.connector import (
     Envelope,
     PollingSource,
     Sink,
+    Source,
 )
 from integration_bus.testing import ContractBus, SinkContract, SourceContract
 from integration_bus.testing.sink_contract import EffectCount, EnvelopeFactory, SinkFactory
@@ -24,6 +26,7 @@ from integration_bus.testing.source_contract import AckCount, Feed, SourceFactor
 from tests.support.services import free_port
 
 TOKEN = "shpat-contract-token"
+WEBHOOK_SECRET = "contract-webhook-secret-5e1f"
 
 
 @pytest.fixture
@@ -120,3 +123,63 @@ class TestRestShopOrderPoll(SourceContract):
     @pytest.fixture
     def acknowledged(self) -> AckCount:
         return lambda: None  # the cursor moves in the transaction that stages the orders
+
+
+class TestRestShopWebhooks(SourceContract):
+    """The webhook receiver: a unit of input is an order webhook the shop keeps sending until it
+    is answered 2xx — which the receiver does only after the bus confirmed the envelope."""
+
+    @pytest.fixture
+    def port(self) -> int:
+        return free_port()
+
+    @pytest.fixture
+    def make_source(self, plugin: ConnectorPlugin, port: int) -> SourceFactory:
+        assert plugin.source_config is not None and plugin.create_source is not None
+        config = plugin.source_config.model_validate({"webhooks": {
+            "port": port, "answer_within": "800ms",
+            "shops": {"acme": {"platform": "shopify", "secrets": [WEBHOOK_SECRET]}}}})
+        create = plugin.create_source
+
+        def make(context: ConnectorContext) -> Source:
+            source = create(config, context)
+            assert isinstance(source, Source)
+            return source
+        return make
+
+    @pytest.fixture
+    def answered(self) -> list[str]:
+        return []
+
+    @pytest.fixture
+    def feed(self, port: int, answered: list[str]) -> Iterator[Feed]:
+        # the shop retries every 50 ms for up to a minute, as a real shop retries for hours
+        sender = WebhookSender(retry_delays=(0.05,), max_attempts=1200)
+        subscription = Subscription(f"http://127.0.0.1:{port}/webhooks/acme", "shopify",
+                                    WEBHOOK_SECRET.encode())
+        threads: list[threading.Thread] = []
+        lock = threading.Lock()
+
+        def deliver(order_id: int) -> None:
+            delivery = sender.delivery(subscription, {"id": order_id, "total_price": "9.90"})
+            attempts = sender.send(delivery)
+            if attempts and attempts[-1].status is not None and attempts[-1].status < 300:
+                with lock:
+                    answered.append(delivery.delivery_id)
+
+        def add(count: int) -> None:
+            for _ in range(count):
+                thread = threading.Thread(target=deliver, args=(7_000 + len(threads),),
+                                          daemon=True)
+                threads.append(thread)
+                thread.start()
+        try:
+            yield add
+        finally:
+            for thread in threads:
+                thread.join(90)
+            sender.close()
+
+    @pytest.fixture
+    def acknowledged(self, answered: list[str]) -> AckCount:
+        return lambda: len(answered)
