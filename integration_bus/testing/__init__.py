@@ -16,29 +16,40 @@ For the tests of the bus and of third-party connector plugins (it needs pytest):
 - :func:`wait_for`, :func:`running`: a condition with a deadline; a loop in a thread.
 
 The pytest plugin :mod:`integration_bus.testing.pytest_plugin` (loaded automatically where
-integration-bus is installed) adds the ``running_bus`` and ``contract_bus`` fixtures.
+integration-bus is installed) adds the ``running_bus`` and ``contract_bus`` fixtures. The names
+here are loaded on first use, so that plugin costs a pytest run nothing until a test uses the
+kit.
 """
 
 from __future__ import annotations
 
-from integration_bus.testing.contract_bus import ContractBus, PublishGate
-from integration_bus.testing.harness import (
-    DeadLettered,
-    RunningBus,
-    bus_running,
-    open_bus,
-    write_config,
-)
-from integration_bus.testing.sink_contract import (
-    EffectCount,
-    EnvelopeFactory,
-    SinkContract,
-    SinkFactory,
-)
-from integration_bus.testing.source_contract import AckCount, Feed, SourceContract, SourceFactory
-from integration_bus.testing.threads import running
-from integration_bus.testing.transport_contract import TransportContract
-from integration_bus.testing.waiting import wait_for
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from integration_bus.testing.contract_bus import ContractBus, PublishGate
+    from integration_bus.testing.harness import (
+        DeadLettered,
+        RunningBus,
+        bus_running,
+        open_bus,
+        write_config,
+    )
+    from integration_bus.testing.sink_contract import (
+        EffectCount,
+        EnvelopeFactory,
+        SinkContract,
+        SinkFactory,
+    )
+    from integration_bus.testing.source_contract import (
+        AckCount,
+        Feed,
+        SourceContract,
+        SourceFactory,
+    )
+    from integration_bus.testing.threads import running
+    from integration_bus.testing.transport_contract import TransportContract
+    from integration_bus.testing.waiting import wait_for
 
 __all__ = [
     "AckCount",
@@ -60,3 +71,23 @@ __all__ = [
     "wait_for",
     "write_config",
 ]
+
+
+_HOMES = {
+    "ContractBus": "contract_bus", "PublishGate": "contract_bus",
+    "DeadLettered": "harness", "RunningBus": "harness", "bus_running": "harness",
+    "open_bus": "harness", "write_config": "harness",
+    "EffectCount": "sink_contract", "EnvelopeFactory": "sink_contract",
+    "SinkContract": "sink_contract", "SinkFactory": "sink_contract",
+    "AckCount": "source_contract", "Feed": "source_contract",
+    "SourceContract": "source_contract", "SourceFactory": "source_contract",
+    "running": "threads", "TransportContract": "transport_contract", "wait_for": "waiting",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The kit's names, each imported from its module on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
-from integration_bus.registry import Registry
-from integration_bus.testing.contract_bus import ContractBus
-from integration_bus.testing.harness import RunningBus, open_bus
+if TYPE_CHECKING:  # the kit is imported when a test first uses it, not at pytest's start
+    from integration_bus.registry import Registry
+    from integration_bus.testing.contract_bus import ContractBus
+    from integration_bus.testing.harness import RunningBus
+
+# failing contract checks show their values, as asserts in tests do
+pytest.register_assert_rewrite("integration_bus.testing.sink_contract",
+                               "integration_bus.testing.source_contract",
+                               "integration_bus.testing.transport_contract",
+                               "integration_bus.testing.harness")
 
 __all__ = ["StartBus", "contract_bus", "running_bus"]
 
@@ -35,6 +42,8 @@ def running_bus(tmp_path: Path) -> Iterator[StartBus]:
     environ=..., routes=..., sources=..., workers=1)``. YAML text is written to
     ``tmp_path/config/bus.yaml`` (relative paths in it are under ``tmp_path``). Every bus
     started is stopped (re-raising a thread's error) and closed after the test."""
+    from integration_bus.testing.harness import RunningBus, open_bus
+
     started: list[RunningBus] = []
 
     def start(config: Path | str, *, registry: Registry | None = None,
@@ -64,6 +73,8 @@ def running_bus(tmp_path: Path) -> Iterator[StartBus]:
 @pytest.fixture
 def contract_bus(tmp_path: Path) -> Iterator[ContractBus]:
     """A :class:`ContractBus` (embedded, under ``tmp_path/contract-bus``), closed after."""
+    from integration_bus.testing.contract_bus import ContractBus
+
     bus = ContractBus(tmp_path / "contract-bus")
     try:
         yield bus
