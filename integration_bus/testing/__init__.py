@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         open_bus,
         write_config,
     )
+    from integration_bus.testing.pytest_plugin import StartBus
     from integration_bus.testing.sink_contract import (
         EffectCount,
         EnvelopeFactory,
@@ -64,6 +65,7 @@ __all__ = [
     "SinkFactory",
     "SourceContract",
     "SourceFactory",
+    "StartBus",
     "TransportContract",
     "bus_running",
     "open_bus",
@@ -81,7 +83,8 @@ _HOMES = {
     "SinkContract": "sink_contract", "SinkFactory": "sink_contract",
     "AckCount": "source_contract", "Feed": "source_contract",
     "SourceContract": "source_contract", "SourceFactory": "source_contract",
-    "running": "threads", "TransportContract": "transport_contract", "wait_for": "waiting",
+    "StartBus": "pytest_plugin", "running": "threads",
+    "TransportContract": "transport_contract", "wait_for": "waiting",
 }
 
 

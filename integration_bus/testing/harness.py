@@ -174,7 +174,7 @@ class RunningBus:
             raise first
         if _letter_count(self.bus) <= self._letters_before:
             return
-        letters = self.bus.store.dead_letters(limit=self._letters_before + 1)
+        letters = self.bus.store.dead_letters(status="new", limit=self._letters_before + 1)
         letter = letters[-1] if letters else {}
         raise DeadLettered(
             f"dead-lettered ({letter.get('reason')}) on route {letter.get('route')!r}, "
