@@ -47,11 +47,13 @@ def test_the_installed_example_passes_the_contract_suites(tmp_path: Path) -> Non
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs"],
         cwd=project, env=env, capture_output=True, text=True, timeout=240)
-    # Then every contract test passes (a skip only where the plugin offers no batch delivery)
+    # Then every contract test passes (skipped only: batch delivery and answer checks, which a
+    # file sink does not have)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "failed" not in output and " passed" in output, output
     passed = int(output.rsplit(" passed", 1)[0].split()[-1])
     assert passed >= 15, output
     skipped = [line for line in output.splitlines() if line.startswith("SKIPPED")]
-    assert all("not a BatchSink" in line for line in skipped), skipped
+    assert all("not a BatchSink" in line or "no make_silent_sink" in line
+               for line in skipped), skipped

@@ -18,7 +18,9 @@ Subclass it in a test module (the name must start with ``Test``) and provide the
 
 Optional fixtures (a test that needs one the subclass does not give is skipped, saying so):
 ``refused_envelope`` (an envelope the target refuses: PermanentError expected),
-``make_unreachable_sink`` (a sink whose target is down: TransientError expected). Set the class
+``make_unreachable_sink`` (a sink whose target is down: TransientError expected),
+``make_silent_sink`` (a sink whose target answers "success" without the answer the sink
+expects, e.g. an empty HTTP 200: no silent success, a BusError expected). Set the class
 attribute ``idempotent_target = False`` for a target that cannot deduplicate and a sink that
 cannot look up (a log): the redelivery test is then skipped with that reason.
 """
@@ -32,6 +34,7 @@ import pytest
 
 from integration_bus.connector import (
     BatchSink,
+    BusError,
     Envelope,
     LookupSink,
     PermanentError,
@@ -51,7 +54,8 @@ class SinkContract(ContractBusFixture):
     """The documented contract of a :class:`~integration_bus.connector.Sink`: one effect per
     idempotency key at the target (after a redelivery too, or a lookup that says it is done),
     failures classified TransientError (retry) or PermanentError (dead-letter), ``close()``
-    idempotent, a BatchSink's outcomes one per envelope in order."""
+    idempotent, a BatchSink's outcomes one per envelope in order, and no silent success: a
+    target's "OK" without the answer the sink expects is not a delivery."""
 
     #: False: the target cannot deduplicate and the sink cannot look up (skip redelivery)
     idempotent_target: ClassVar[bool] = True
@@ -81,6 +85,12 @@ class SinkContract(ContractBusFixture):
     @pytest.fixture
     def make_unreachable_sink(self) -> SinkFactory | None:
         """A sink whose target cannot be reached: delivering raises TransientError."""
+        return None
+
+    @pytest.fixture
+    def make_silent_sink(self) -> SinkFactory | None:
+        """A sink whose target answers success without the answer the sink checks for (an
+        empty 200, another operation's response): delivering must not count as done."""
         return None
 
     # -- the contract --------------------------------------------------------------------------
@@ -179,6 +189,21 @@ class SinkContract(ContractBusFixture):
         try:
             with pytest.raises(TransientError):
                 sink.deliver(make_envelope("contract-down"))
+        finally:
+            sink.close()
+
+    def test_a_success_without_its_answer_is_not_a_delivery(
+            self, make_silent_sink: SinkFactory | None,
+            make_envelope: EnvelopeFactory) -> None:
+        if make_silent_sink is None:
+            pytest.skip("no make_silent_sink fixture: the target's answer carries nothing "
+                        "to check")
+        sink = make_silent_sink()
+        try:
+            with pytest.raises(BusError) as raised:
+                sink.deliver(make_envelope("contract-silent"))
+            assert isinstance(raised.value, TransientError | PermanentError), \
+                f"{type(raised.value).__name__} is neither transient nor permanent"
         finally:
             sink.close()
 

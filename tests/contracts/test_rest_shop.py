@@ -23,6 +23,7 @@ from integration_bus.connector import (
 from integration_bus.testing import ContractBus, SinkContract, SourceContract
 from integration_bus.testing.sink_contract import EffectCount, EnvelopeFactory, SinkFactory
 from integration_bus.testing.source_contract import AckCount, Feed, SourceFactory
+from tests.support.hostile_http import Answer, HostileHttp
 from tests.support.services import free_port
 
 TOKEN = "shpat-contract-token"
@@ -96,6 +97,21 @@ class TestRestShopSink(SinkContract):
             assert plugin.create_sink is not None
             return plugin.create_sink(config, contract_bus.context("shop"))
         return make
+
+
+    @pytest.fixture
+    def make_silent_sink(self, plugin: ConnectorPlugin,
+                         contract_bus: ContractBus) -> Iterator[SinkFactory]:
+        # a "shop" that answers every request with an empty 200
+        empty = Answer(status=200, headers={"Content-Type": "application/json"},
+                       body=lambda: [b""])
+        with HostileHttp(empty) as server:
+            config = sink_config(plugin, server.url)
+
+            def make() -> Sink:
+                assert plugin.create_sink is not None
+                return plugin.create_sink(config, contract_bus.context("shop"))
+            yield make
 
 
 class TestRestShopOrderPoll(SourceContract):

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from connectors.soap_erp import document_number, make_plugin
 from connectors.soap_erp.config import DocumentNumberConfig
-from connectors.soap_erp.fakeerp import WSDL_DIR, ErpServer, ErpState
+from connectors.soap_erp.fakeerp import WSDL_DIR, ErpServer, ErpState, Injection
 from integration_bus.connector import (
     ConnectorContext,
     ConnectorPlugin,
@@ -95,6 +95,14 @@ class TestSoapErpSink(SinkContract):
             assert plugin.create_sink is not None
             return plugin.create_sink(config, contract_bus.context("erp"))
         return make
+
+
+    @pytest.fixture
+    def make_silent_sink(self, erp: ErpServer, make_sink: SinkFactory) -> SinkFactory:
+        # the ERP answers HTTP 200 with an empty body, posting nothing
+        erp.plan.set(Injection(mode="canned", status=200, body="",
+                               operation="PostStockAdjustment"))
+        return make_sink
 
 
 class TestSoapErpStockPoll(SourceContract):
