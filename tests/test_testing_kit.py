@@ -97,6 +97,6 @@ def test_bus_running_stops_every_thread_on_leaving_the_block(tmp_path: Path) -> 
             running.join()
         # Then leaving the block stopped every thread
         assert running.stop_event.is_set()
-        assert all(not t.is_alive() for t in running._threads)
+        assert running.alive() == []
     finally:
         bus.close()

@@ -100,10 +100,14 @@ class RunningBus:
         deadline = time.monotonic() + within
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        alive = [t.name for t in self._threads if t.is_alive()]
+        alive = self.alive()
         assert not alive, f"the bus did not stop within {within} s: {', '.join(alive)} running"
         if self._errors:
             raise self._errors[0]
+
+    def alive(self) -> list[str]:
+        """The names of the bus's threads still running."""
+        return [t.name for t in self._threads if t.is_alive()]
 
     def __enter__(self) -> RunningBus:
         return self
