@@ -26,7 +26,7 @@ from integration_bus.cli.dlq_render import (
     write_export,
 )
 from integration_bus.cli.summary import console
-from integration_bus.deadletters.console import DeadLetterConsole, pretty
+from integration_bus.deadletters.console import ConsoleBus, DeadLetterConsole, pretty
 from integration_bus.deadletters.query import STATUSES, AmbiguousId, Selection
 from integration_bus.durations import parse_millis
 from integration_bus.errors import BusError
@@ -208,7 +208,7 @@ def replay_command(dlq: DeadLetterConsole, dry_run: bool, to_route: str | None,
 _HELD_WAIT = timedelta(seconds=75)
 
 
-def _relay_all(relay: OutboxRelay, bus: Bus, ids: list[str],
+def _relay_all(relay: OutboxRelay, bus: ConsoleBus, ids: list[str],
                progress: Callable[[int], None]) -> dict[str, int]:
     """Relay the outbox rows of ``ids`` until none is left unpublished: rows of a dead
     holder are taken over at once; rows a live relay holds (the running bus, another

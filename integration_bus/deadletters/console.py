@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, delete, select, update
 
@@ -28,12 +28,14 @@ from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError, ConfigError, EnvelopeError
 from integration_bus.operators import AccessDenied, Operator
 from integration_bus.pipeline import Pipeline
-from integration_bus.runtime import Bus
-from integration_bus.store import audit, utcnow
+from integration_bus.redact import Redaction
+from integration_bus.settings import Config
+from integration_bus.store import Store, audit, utcnow
 from integration_bus.store.schema import dead_letters as table
 from integration_bus.store.schema import journal, outbox
+from integration_bus.transport import Transport, TransportPublisher
 
-__all__ = ["DeadLetterConsole", "EditOutcome", "EditRefused"]
+__all__ = ["ConsoleBus", "DeadLetterConsole", "EditOutcome", "EditRefused"]
 
 CHUNK = 500
 
@@ -61,10 +63,32 @@ class EditOutcome:
     validated_against: str | None
 
 
+class ConsoleBus(Protocol):
+    """What the console (and a face driving it) uses of a bus: a
+    :class:`~integration_bus.runtime.Bus` is one. The console sits below the runtime and is
+    handed the bus; it never imports it (``pyproject.toml``, import-linter layers)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def redaction(self) -> Redaction: ...
+
+    @property
+    def transport(self) -> Transport: ...
+
+    def publisher(self) -> TransportPublisher: ...
+
+    def pipelines(self) -> Mapping[str, Pipeline]: ...
+
+
 class DeadLetterConsole:
     """Reads and acts on the dead-letter store of one bus, as ``operator``."""
 
-    def __init__(self, bus: Bus, operator: Operator) -> None:
+    def __init__(self, bus: ConsoleBus, operator: Operator) -> None:
         self.bus = bus
         self.db = bus.store.db
         self.operator = operator
