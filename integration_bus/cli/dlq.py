@@ -17,7 +17,6 @@ import click
 import orjson
 from rich.progress import Progress
 
-from integration_bus.cli import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
 from integration_bus.cli.dlq_render import (
     print_groups,
     print_letter,
@@ -25,6 +24,7 @@ from integration_bus.cli.dlq_render import (
     print_previews,
     write_export,
 )
+from integration_bus.cli.options import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
 from integration_bus.cli.summary import console
 from integration_bus.deadletters.console import ConsoleBus, DeadLetterConsole, pretty
 from integration_bus.deadletters.query import STATUSES, AmbiguousId, Selection

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from integration_bus.cli import config_dir_option, handle_errors
+from integration_bus.cli.options import config_dir_option, handle_errors
 from integration_bus.cli.summary import print_summary
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus

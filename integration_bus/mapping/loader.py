@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from integration_bus.errors import ConfigError
+from integration_bus.mapping.builtin_functions import default_registry
 from integration_bus.mapping.compiled import CompiledMapping, MappingInfo
 from integration_bus.mapping.compiler import ExprCompiler, Scope
 from integration_bus.mapping.conform import PLAIN
@@ -22,7 +23,6 @@ from integration_bus.mapping.functions import (
     FunctionRegistry,
     Resolver,
     XrefTable,
-    default_registry,
 )
 from integration_bus.mapping.grammar import Parser
 from integration_bus.mapping.mapbuild import SpecCompiler
