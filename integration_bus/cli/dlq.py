@@ -27,13 +27,13 @@ from integration_bus.cli.dlq_render import (
 from integration_bus.cli.options import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
 from integration_bus.cli.summary import console
 from integration_bus.deadletters.console import ConsoleBus, DeadLetterConsole, pretty
-from integration_bus.deadletters.query import STATUSES, AmbiguousId, Selection
 from integration_bus.durations import parse_millis
 from integration_bus.errors import BusError
 from integration_bus.liveness import holder_alive
 from integration_bus.operators import os_operator
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
+from integration_bus.store.dead_letters import STATUSES, AmbiguousId, Selection
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -109,9 +109,7 @@ class Store:
 
     def ledger_state(self, sink: str, key: str) -> str | None:
         with self.db.begin(read_only=True) as conn:
-            row = conn.execute(select(ledger.c.state).where(
-                ledger.c.sink == sink, ledger.c.idempotency_key == key)).first()
-        return row.state if row else None
+            return ledger_ops.state(conn, sink, key)
 
     # -- settle a batch --------------------------------------------------------------------------
     def settle(self, batch: Settlement) -> None:
