@@ -255,7 +255,7 @@ class DeadLetterConsole:
         for ids in self._chunks(selection):
             with self.db.begin() as conn:
                 rows = dead_letters.fetch(conn, Selection(ids=tuple(ids), statuses=("new",)),
-                                   newest_first=False)
+                                          newest_first=False)
                 before = len(outcome.queued)
                 enqueue_chunk(conn, rows, routes=self.routes, pipelines=pipelines,
                               to_route=to_route, force=force, outcome=outcome)

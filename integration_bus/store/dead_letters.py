@@ -19,8 +19,8 @@ from integration_bus.errors import BusError
 from integration_bus.store.schema import dead_letters, journal, outbox
 
 __all__ = ["STATUSES", "AmbiguousId", "Connection", "Selection", "count", "fetch", "groups",
-           "ids", "one", "purge", "replays_of", "resolve", "set_edited_payload", "set_status",
-           "take_for_replay"]
+           "ids", "listing", "one", "purge", "replays_of", "resolve", "set_edited_payload",
+           "set_status", "take_for_replay", "waiting_by_route"]
 
 #: at most this many candidates are named when a prefix is ambiguous
 _CANDIDATES = 10
@@ -135,6 +135,27 @@ def fetch(conn: Connection, selection: Selection, *, limit: int | None = None,
     if limit is not None:
         query = query.limit(limit).offset(offset)
     return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def listing(conn: Connection, *, route: str | None = None, status: str | None = None,
+            limit: int = 1000) -> list[dict[str, Any]]:
+    """Dead letters oldest first, optionally of one route and/or status."""
+    where = []
+    if route is not None:
+        where.append(dead_letters.c.route == route)
+    if status is not None:
+        where.append(dead_letters.c.status == status)
+    rows = conn.execute(select(dead_letters).where(and_(True, *where))
+                        .order_by(dead_letters.c.created_at).limit(limit)).mappings()
+    return [dict(r) for r in rows]
+
+
+def waiting_by_route(conn: Connection) -> dict[str, int]:
+    """How many dead letters wait (status ``new``) per route ("" for none)."""
+    rows = conn.execute(select(dead_letters.c.route, func.count())
+                        .where(dead_letters.c.status == "new")
+                        .group_by(dead_letters.c.route)).all()
+    return {route or "": int(n) for route, n in rows}
 
 
 def ids(conn: Connection, selection: Selection) -> list[str]:
