@@ -27,16 +27,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from integration_bus.connector import PollingSource, Sink, Source, StockReader, StockReading
 from integration_bus.errors import BusError, ConfigError, did_you_mean
 from integration_bus.retail.projection import Stock, StockProjection
-from integration_bus.runtime import Bus
+from integration_bus.settings import Config
 
-__all__ = ["CHECKS", "PairResult", "ReconcileMetrics", "ReconcileReport", "compare",
+__all__ = ["CHECKS", "PairResult", "ReconcileBus", "ReconcileMetrics", "ReconcileReport", "compare",
            "open_reader", "reconcile", "reconcile_bus", "write_metrics_file"]
 
 CHECKS = ("projection_on_hand", "projection_available", "shop_available")
@@ -158,8 +158,23 @@ def reconcile(erp: StockReader, shop: StockReader, projection: StockProjection, 
                            seconds=time.perf_counter() - clock)
 
 
+class ReconcileBus(Protocol):
+    """What reconciling uses of a bus: a :class:`~integration_bus.runtime.Bus` is one.
+    Reconcile sits below the runtime and is handed the bus; it never imports it."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def stock(self) -> StockProjection: ...
+
+    def source(self, name: str) -> Source | PollingSource: ...
+
+    def sink(self, name: str) -> Sink: ...
+
+
 @contextmanager
-def open_reader(bus: Bus, name: str, option: str) -> Iterator[StockReader]:
+def open_reader(bus: ReconcileBus, name: str, option: str) -> Iterator[StockReader]:
     """The source (else sink) ``name`` of the bus as a StockReader, closed afterwards.
     ConfigError naming ``option`` when there is none or it cannot read stock."""
     config = bus.config
@@ -184,7 +199,7 @@ def open_reader(bus: Bus, name: str, option: str) -> Iterator[StockReader]:
         reader.close()
 
 
-def reconcile_bus(bus: Bus, *, erp: str | None = None, shop: str | None = None,
+def reconcile_bus(bus: ReconcileBus, *, erp: str | None = None, shop: str | None = None,
                   locations: Sequence[str] = (), skus: Sequence[str] = ()) -> ReconcileReport:
     """Reconcile with the bus's instances and projection; unset options come from the
     ``reconcile:`` section of bus.yaml (ConfigError when neither names the ERP or the shop)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import structlog
 
-from integration_bus.cli import config_dir_option, handle_errors
+from integration_bus.cli.options import config_dir_option, handle_errors
 from integration_bus.cli.running import _open_bus, _stop_on_signals, migrate_option
 from integration_bus.errors import ConfigError
 from integration_bus.http_limits import HttpLimits

@@ -39,6 +39,7 @@ from integration_bus.cli.demo_orders import RACE_SEED, order_checks, play_races
 from integration_bus.cli.demo_prices import price_checks, seed_prices
 from integration_bus.cli.summary import console, demo_summary, route_table
 from integration_bus.runtime import Bus
+from integration_bus.web.app import availability_service
 
 __all__ = ["DemoRun", "Scenario", "run_demo"]
 
@@ -146,7 +147,8 @@ class DemoRun:
             bus = stack.enter_context(Bus.from_config_dir(self.config_dir, environ=self.environ,
                                                           clock=self.clock))
             self.bus = bus
-            runner = threading.Thread(target=bus.run, args=(stop,), name="demo-bus", daemon=True)
+            runner = threading.Thread(target=bus.run, args=(stop,), name="demo-bus", daemon=True,
+                                      kwargs={"services": availability_service(bus)})
             runner.start()
             stack.callback(runner.join, 60)
             stack.callback(stop.set)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from integration_bus.cli import config_dir_option, handle_errors
+from integration_bus.cli.options import config_dir_option, handle_errors
 from integration_bus.cli.summary import print_summary
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
@@ -105,6 +105,8 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
                 workers: int, metrics_host: str | None, metrics_port: int | None,
                 migrate: bool) -> None:
     """Run all sources and routes of a config in one process until Ctrl-C / SIGTERM."""
+    from integration_bus.web.app import availability_service
+
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         bus.readiness.watch("run", lambda: None if bus.started.is_set() else "starting")
         _serve_watch(bus, metrics_host, metrics_port, stop)
@@ -113,7 +115,8 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
         chosen_sources = [] if no_sources else _split(sources)
         runner = threading.Thread(target=bus.run, args=(stop,), daemon=True,
                                   kwargs={"routes": _split(routes), "sources": chosen_sources,
-                                          "workers": workers})
+                                          "workers": workers,
+                                          "services": availability_service(bus)})
         runner.start()
         while runner.is_alive():
             runner.join(0.5)

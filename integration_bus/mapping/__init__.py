@@ -41,12 +41,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from integration_bus.errors import ConfigError
+from integration_bus.mapping.builtin_functions import default_registry
 from integration_bus.mapping.compiled_mapping import CompiledMapping
 from integration_bus.mapping.functions import (
     FunctionRegistry,
     FunctionSpec,
     Resolver,
-    default_registry,
 )
 from integration_bus.mapping.loader import Loader, find_dir, mapping_files
 from integration_bus.mapping.model import mapping_file_schema, sidecar_file_schema

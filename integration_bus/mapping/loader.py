@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from integration_bus.errors import ConfigError
+from integration_bus.mapping.builtin_functions import default_registry
 from integration_bus.mapping.compiled_mapping import CompiledMapping, MappingInfo
 from integration_bus.mapping.conform import PLAIN
 from integration_bus.mapping.expr_compiler import ExprCompiler, Scope
@@ -23,7 +24,6 @@ from integration_bus.mapping.functions import (
     FunctionRegistry,
     Resolver,
     XrefTable,
-    default_registry,
 )
 from integration_bus.mapping.grammar import Parser
 from integration_bus.mapping.model import MappingFile, pydantic_error

@@ -15,15 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
-
 from integration_bus.errors import TransientError
 from integration_bus.retail.orders.saga import Saga, decide_for_person
-from integration_bus.store import Store, utcnow
+from integration_bus.store import Store, sagas, utcnow
 from integration_bus.store import ledger as ledger_ops
-from integration_bus.store.database import dialect_insert
-from integration_bus.store.schema import order_saga_events as events
-from integration_bus.store.schema import order_sagas as sagas
 
 __all__ = ["Entry", "SagaBook", "SagaConflict", "SagaRecord", "TimelineEntry"]
 
@@ -96,17 +91,13 @@ class SagaBook:
         now = utcnow()
         outcome = None
         with self._writing, self.store.db.begin() as conn:
-            stmt = dialect_insert(conn.dialect.name, sagas).values(
-                order_id=saga.order_id, version=1, state=_state(saga), channel=saga.channel,
-                data=saga.to_json(), started_at=now, updated_at=now
-            ).on_conflict_do_nothing().returning(sagas.c.order_id)
-            created = conn.execute(stmt).first() is not None
-            if created:
-                conn.execute(insert(events).values(
-                    order_id=saga.order_id, version=1, at=now, step="start", decision="started",
-                    reason=f"{len(saga.lines)} line(s), channel {saga.channel}", detail=None))
-                if claim is not None:
-                    (outcome,) = ledger_ops.claim_many(conn, [claim], now=now, lease=_LEASE)
+            created = sagas.create(
+                conn, order_id=saga.order_id, state=_state(saga), channel=saga.channel,
+                data=saga.to_json(), now=now,
+                first=sagas.Step("start", "started",
+                                 f"{len(saga.lines)} line(s), channel {saga.channel}"))
+            if created and claim is not None:
+                (outcome,) = ledger_ops.claim_many(conn, [claim], now=now, lease=_LEASE)
         if created:  # what was just written: no need to read it back
             return SagaRecord(Saga.from_json(saga.to_json()), 1, _state(saga), None, None, now,
                               now, None), outcome
@@ -116,11 +107,8 @@ class SagaBook:
 
     def get(self, order_id: str) -> SagaRecord | None:
         with self.store.db.begin(read_only=True) as conn:
-            row = conn.execute(select(sagas).where(sagas.c.order_id == order_id)).first()
-        if row is None:
-            return None
-        return SagaRecord(Saga.from_json(row.data), row.version, row.state, row.outcome,
-                          row.reason, row.started_at, row.updated_at, row.final_at)
+            row = sagas.get(conn, order_id)
+        return _record(row) if row is not None else None
 
     def save(self, record: SagaRecord, saga: Saga, *, step: str, decision: str, reason: str,
              detail: dict[str, Any] | None = None,
@@ -148,20 +136,14 @@ class SagaBook:
         reason = entries[-1].reason
         outcome = None
         with self._writing, self.store.db.begin() as conn:
-            moved = conn.execute(
-                update(sagas)
-                .where(sagas.c.order_id == saga.order_id, sagas.c.version == record.version)
-                .values(version=version, state=state, outcome=saga.outcome, data=saga.to_json(),
-                        reason=reason if state != "running" else None, updated_at=now,
-                        final_at=final_at)
-                .returning(sagas.c.version)).first()
-            if moved is None:
+            moved = sagas.move(
+                conn, order_id=saga.order_id, from_version=record.version, state=state,
+                outcome=saga.outcome, reason=reason if state != "running" else None,
+                data=saga.to_json(), now=now, final_at=final_at,
+                steps=[sagas.Step(e.step, e.decision, e.reason, e.detail) for e in entries])
+            if not moved:
                 raise SagaConflict(f"order {saga.order_id}: the saga moved on since version "
                                    f"{record.version}", order_id=saga.order_id)
-            conn.execute(insert(events), [
-                {"order_id": saga.order_id, "version": version, "at": now, "step": e.step,
-                 "decision": e.decision, "reason": e.reason, "detail": e.detail}
-                for e in entries])
             ledger_ops.complete(conn, list(settle), now=now)
             ledger_ops.release(conn, list(failed), now=now)
             if claim is not None:
@@ -190,29 +172,22 @@ class SagaBook:
 
     def timeline(self, order_id: str) -> list[TimelineEntry]:
         with self.store.db.begin(read_only=True) as conn:
-            rows = conn.execute(select(events).where(events.c.order_id == order_id)
-                                .order_by(events.c.id)).all()
+            steps = sagas.timeline(conn, order_id)
         return [TimelineEntry(r.at, r.version, r.step, r.decision, r.reason, r.detail)
-                for r in rows]
+                for r in steps]
 
     def list(self, *, state: str | None = None, outcome: str | None = None,
              limit: int = 100) -> list[SagaRecord]:
-        query = select(sagas).order_by(sagas.c.started_at, sagas.c.order_id).limit(limit)
-        if state is not None:
-            query = query.where(sagas.c.state == state)
-        if outcome is not None:
-            query = query.where(sagas.c.outcome == outcome)
         with self.store.db.begin(read_only=True) as conn:
-            rows = conn.execute(query).all()
-        return [SagaRecord(Saga.from_json(r.data), r.version, r.state, r.outcome, r.reason,
-                           r.started_at, r.updated_at, r.final_at) for r in rows]
+            found = sagas.rows(conn, state=state, outcome=outcome, limit=limit)
+        return [_record(r) for r in found]
 
     def counts(self) -> dict[str, int]:
         """Sagas per state and per outcome (``state:final``, ``outcome:re_sourced``, ...)."""
-        out: dict[str, int] = {}
         with self.store.db.begin(read_only=True) as conn:
-            for column in (sagas.c.state, sagas.c.outcome):
-                for value, count in conn.execute(select(column, func.count()).group_by(column)):
-                    if value is not None:
-                        out[f"{column.name}:{value}"] = int(count)
-        return out
+            return sagas.counts(conn)
+
+
+def _record(row: sagas.SagaRow) -> SagaRecord:
+    return SagaRecord(Saga.from_json(row.data), row.version, row.state, row.outcome,
+                      row.reason, row.started_at, row.updated_at, row.final_at)

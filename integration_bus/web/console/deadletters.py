@@ -17,8 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from integration_bus.deadletters.console import DeadLetterConsole, EditRefused, payload_diff
-from integration_bus.deadletters.query import STATUSES, Selection
 from integration_bus.relay import OutboxRelay
+from integration_bus.store.dead_letters import STATUSES, Selection
 from integration_bus.web.console import auth
 
 if TYPE_CHECKING:
