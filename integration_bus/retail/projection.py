@@ -187,6 +187,13 @@ class StockProjection:
                 out[(row.sku, row.location)] = self._stock(row).available
         return out
 
+    def of_sku(self, sku: str, *, limit: int = 500) -> list[Stock]:
+        """The SKU at every location the projection knows it (an availability lookup)."""
+        with self.store.db.begin(read_only=True) as conn:
+            rows = conn.execute(select(table).where(table.c.sku == sku)
+                                .order_by(table.c.location).limit(limit)).all()
+        return [self._stock(r) for r in rows]
+
     def all(self) -> list[Stock]:
         with self.store.db.begin(read_only=True) as conn:
             rows = conn.execute(select(table).order_by(table.c.sku, table.c.location)).all()

@@ -33,6 +33,7 @@ from integration_bus.reload import MappingReloader
 from integration_bus.runtime import Bus
 from integration_bus.web.console import auth
 from integration_bus.web.console.accounts import Accounts, LoginLimiter
+from integration_bus.web.console.business import tiles
 from integration_bus.web.console.overview import overview
 from integration_bus.web.serve import api
 
@@ -109,7 +110,7 @@ class Console:
         with self._overview_lock:
             now = time.monotonic()
             if self._overview is None or now - self._overview[0] > self.overview_ttl:
-                self._overview = (now, overview(self.bus))
+                self._overview = (now, {**overview(self.bus), "tiles": tiles(self.bus)})
             return self._overview[1]
 
     def current_mappings(self) -> None:
@@ -146,7 +147,7 @@ def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
              secure_cookie: bool = False, clock: Callable[[], float] = time.time) -> FastAPI:
     """The console of ``bus``. ``secret`` signs the session cookies (keep it the same across
     restarts and console processes); sessions end ``lifetime`` seconds after login."""
-    from integration_bus.web.console import deadletters
+    from integration_bus.web.console import deadletters, files, stock
 
     app = api(limits, title="integration-bus console")
     console = Console(bus, Accounts(bus.store.db), lifetime, limiter or LoginLimiter(), clock,
@@ -246,17 +247,27 @@ def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
                               check=check)
 
     @app.get("/trace", response_class=HTMLResponse)
-    def trace(request: Request, id: str = "") -> Response:
-        """An envelope's journal (and of what it caused) and its dead letters, masked."""
+    def trace(request: Request, id: str = "", key: str = "") -> Response:
+        """An envelope's journal, its dead letters and its flow (the envelopes before and
+        after it, across routes and sinks) — or every envelope of a business key: what
+        ``bus trace [--key]`` shows, masked, through the same service."""
         who = console.who(request)
-        ident = id.strip()[:64]
+        ident, business_key = id.strip()[:64], key.strip()[:200]
         events: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
+        family: dict[str, list[dict[str, Any]]] = {"ancestors": [], "descendants": []}
+        flow: list[dict[str, Any]] = []
+        dlq = console.dlq(who)
         if ident:
-            events, dead = console.dlq(who).trace(ident)
-        return console.render(request, "trace.html", who, ident=ident, events=events,
-                              dead=dead)
+            events, dead = dlq.trace(ident)
+            family = dlq.lineage(ident)
+        elif business_key:
+            flow = dlq.of_key(business_key)
+        return console.render(request, "trace.html", who, ident=ident, key=business_key,
+                              events=events, dead=dead, family=family, flow=flow)
 
+    app.include_router(files.router(console))
+    app.include_router(stock.router(console))
     app.include_router(deadletters.router(console))
     return app
 
