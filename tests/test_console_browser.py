@@ -109,3 +109,37 @@ def test_viewer_operator_and_admin_in_a_real_browser(page: Page, base_url: str,
         p.click("text=Save")
         expect(p.locator("#edit-error")).to_contain_text("the edit does not fit")
         expect(p.locator("textarea[aria-invalid=true]")).to_have_count(1)
+
+
+def test_the_business_pages_in_a_real_browser(page: Page, base_url: str,
+                                              tmp_path: Path) -> None:
+    p = page
+    with screenshot_on_failure(p, tmp_path):
+        # a viewer sees the business tiles, then walks the files, stock and trace pages
+        log_in(p, base_url, "viewer")
+        expect(p.locator("#tile-dead-letters")).to_contain_text("+4")
+        expect(p.locator("#tile-stock")).to_contain_text("no reconcile yet")
+        p.click("header >> text=Files")
+        expect(p.locator("h1")).to_contain_text("Store files")
+        expect(p.locator("#received")).to_contain_text("no files archived")
+        p.click("header >> text=Stock")
+        expect(p.locator("h1")).to_have_text("Stock")
+        expect(p.locator("text=Run reconcile now")).to_have_count(0)  # a viewer's page
+        p.fill("input[name=sku]", "SKU-1")
+        p.click("text=Look up")
+        expect(p.locator("#availability")).to_contain_text("the projection has no stock")
+        # a dead letter's envelope id as the business key (its idempotency key) finds its
+        # envelope and timeline
+        p.goto(f"{base_url}/dead-letters/list?status=new")
+        p.locator("tbody tr a").first.click()
+        envelope = p.locator("dl.facts code").first.inner_text().strip()
+        p.goto(f"{base_url}/trace")
+        p.fill("input[name=key]", envelope)
+        p.click("text=Find its envelopes")
+        expect(p.locator("table.flow")).to_contain_text("dead_lettered")
+        expect(p.locator("table.flow")).to_contain_text(envelope)
+        p.click("text=Log out")
+        # an operator sees the reconcile button (disabled: no reconcile section here)
+        log_in(p, base_url, "operator")
+        p.goto(f"{base_url}/stock")
+        expect(p.locator("button", has_text="Run reconcile now")).to_be_disabled()
