@@ -18,6 +18,7 @@ from integration_bus.runtime import Bus
 from integration_bus.web.console.app import make_app
 from integration_bus.web.serve import HttpServer
 from tests.console_support import PASSWORD, build
+from tests.support.probe import running
 
 CHROMIUM = "/usr/bin/chromium"
 pytest.importorskip("playwright.sync_api")
@@ -99,6 +100,14 @@ def test_viewer_operator_and_admin_in_a_real_browser(page: Page, base_url: str,
         row = p.locator("tr", has_text="2 pcs")
         row.locator("button", has_text="Replay group").click()
         expect(p.locator(".flash")).to_contain_text("queued 2 replay(s)")
+        # ... lands on the group's replay progress, which follows a running bus live (the
+        # script polls; the mapping is still wrong, so both fail again)
+        expect(p.locator("#replay-stages")).to_contain_text("waiting to publish")
+        with Bus.from_config_dir(tmp_path / "project" / "config", environ={}) as runner, \
+                running(lambda stop: runner.run(stop, sources=[])):
+            expect(p.locator("#replay-summary")).to_contain_text(
+                "2 of 2 replay(s) settled: done", timeout=30_000)
+        expect(p.locator("#replay-stages tr", has_text="failed again")).to_contain_text("2")
         p.click("text=Log out")
         # an admin's edit that breaks the schema is shown on the page, nothing stored
         log_in(p, base_url, "admin")

@@ -288,3 +288,55 @@ def test_on_postgresql_the_tiles_stock_files_and_trace_pages_answer(
         assert "<strong>4</strong>" in client.get("/stock", params={"sku": HOSTILE}).text
         token = csrf(client, "/stock")
         assert client.post("/stock/reconcile", data={"csrf": token}).status_code == 403
+
+
+# -- replay progress -----------------------------------------------------------------------------
+def test_a_group_replay_leads_to_its_progress_which_follows_the_running_bus(
+        client: TestClient, bus: Bus) -> None:
+    from tests.dlq_project import FIXED, set_mapping
+
+    # Given the mapping is fixed and an operator replays the "2 pcs" group
+    set_mapping(bus.config.root, FIXED)
+    login(client, "operator")
+    groups = client.get("/dead-letters").text
+    row = next(r for r in groups.split("<tr>") if "2 pcs" in r)
+    found = re.search(r'name="group" value="([0-9a-f]+)"', row)
+    assert found, row
+    group = found.group(1)
+    answer = client.post("/dead-letters/replay", data={
+        "group": group, "csrf": csrf(client, "/dead-letters"),
+        "next": f"/replays?group={group}"})
+    # Then the answer is the group's progress page: two replays waiting in the outbox
+    assert answer.status_code == 200 and answer.url.path == "/replays"
+    assert "queued 2 replay(s)" in answer.text and 'data-refresh="/replays/table?' in answer.text
+
+    def stages() -> dict[str, int]:
+        fragment = client.get("/replays/table", params={"group": group})
+        assert fragment.status_code == 200 and "<html" not in fragment.text
+        return {stage: int(n) for stage, n in re.findall(
+            r"<tr[^>]*><td>([a-z ]+)</td><td class=\"n\">(\d+)</td>",
+            fragment.text.split('id="letter-statuses"')[0])}
+
+    assert stages() == {"waiting to publish": 2, "published": 0, "delivered": 0,
+                        "failed again": 0}
+    # When a bus runs, the progress follows it to the end
+    with running(lambda stop: bus.run(stop, sources=[])):
+        wait_for(lambda: stages()["delivered"] == 2, message="2 replays delivered")
+    done = client.get("/replays", params={"group": group}).text
+    assert "2 of 2 replay(s) settled: done" in done
+    assert re.search(r"<td>replayed</td><td class=\"n\">2</td>", done), done
+    # A viewer may watch; a hostile or unknown group is just an empty, escaped page
+    client.post("/logout", data={"csrf": csrf(client, "/")})
+    login(client, "viewer")
+    hostile = client.get("/replays", params={"group": HOSTILE})
+    assert hostile.status_code == 200 and escaped(hostile.text)
+    assert "no such group" in hostile.text
+    assert client.get("/replays").status_code == 400
+    # and a crafted "next" cannot send anyone elsewhere
+    token = csrf(client, "/")
+    client.post("/logout", data={"csrf": token})
+    login(client, "operator")
+    away = client.post("/dead-letters/replay", data={
+        "group": group, "csrf": csrf(client, "/"), "next": "/replays?//evil.example"},
+        follow_redirects=False)
+    assert away.headers["location"] == "/dead-letters"

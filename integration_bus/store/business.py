@@ -10,10 +10,19 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from integration_bus.store.schema import dead_letters, journal, order_saga_events, order_sagas
+from integration_bus.store.schema import (
+    dead_letters,
+    journal,
+    order_saga_events,
+    order_sagas,
+    outbox,
+)
 
-__all__ = ["connector_events", "dead_letters_since", "last_event", "reservation_failures",
-           "sales_order_ages"]
+__all__ = ["REPLAY_STAGES", "connector_events", "dead_letters_since", "last_event",
+           "replay_progress", "reservation_failures", "sales_order_ages"]
+
+#: where a replay is: in the outbox, published (on its way), delivered, or dead-lettered again
+REPLAY_STAGES = ("waiting to publish", "published", "delivered", "failed again")
 
 
 def _aware_gap(start: datetime, end: datetime) -> float:
@@ -63,3 +72,36 @@ def last_event(conn: Connection, event: str) -> dict[str, Any] | None:
     row = conn.execute(select(journal.c.at, journal.c.detail).where(journal.c.event == event)
                        .order_by(journal.c.id.desc()).limit(1)).first()
     return None if row is None else {"at": row.at, "detail": row.detail or {}}
+
+
+def replay_progress(conn: Connection, fingerprint: str) -> dict[str, Any]:
+    """One dead-letter group's replays: its letters per status (``statuses``) and each replay
+    sent for them by stage (``stages``, see REPLAY_STAGES: a published replay is failed again
+    once a route dead-lettered it, else delivered once a route delivered, filtered or found it
+    a duplicate)."""
+    d = dead_letters.c
+    statuses = {status: int(n) for status, n in conn.execute(
+        select(d.status, func.count()).where(d.fingerprint == fingerprint).group_by(d.status))}
+    replays = conn.execute(select(outbox.c.envelope_id, outbox.c.published_at)
+                           .join(dead_letters, dead_letters.c.id == outbox.c.dead_letter_id)
+                           .where(d.fingerprint == fingerprint)).all()
+    published = [envelope_id for envelope_id, at in replays if at is not None]
+    events: dict[str, set[str]] = {}
+    for start in range(0, len(published), 500):
+        for envelope_id, event in conn.execute(
+                select(journal.c.envelope_id, journal.c.event)
+                .where(journal.c.envelope_id.in_(published[start:start + 500]),
+                       journal.c.event.in_(("received", "delivered", "duplicate", "filtered",
+                                            "dead_lettered")))):
+            events.setdefault(envelope_id, set()).add(event)
+    stages = dict.fromkeys(REPLAY_STAGES, 0)
+    stages["waiting to publish"] = len(replays) - len(published)
+    for envelope_id in published:
+        seen = events.get(envelope_id, set())
+        if "dead_lettered" in seen:
+            stages["failed again"] += 1
+        elif seen & {"delivered", "duplicate", "filtered"}:
+            stages["delivered"] += 1
+        else:
+            stages["published"] += 1
+    return {"statuses": statuses, "stages": stages, "replays": len(replays)}

@@ -147,7 +147,7 @@ def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
              secure_cookie: bool = False, clock: Callable[[], float] = time.time) -> FastAPI:
     """The console of ``bus``. ``secret`` signs the session cookies (keep it the same across
     restarts and console processes); sessions end ``lifetime`` seconds after login."""
-    from integration_bus.web.console import deadletters, files, stock
+    from integration_bus.web.console import deadletters, files, progress, stock
 
     app = api(limits, title="integration-bus console")
     console = Console(bus, Accounts(bus.store.db), lifetime, limiter or LoginLimiter(), clock,
@@ -268,6 +268,7 @@ def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
 
     app.include_router(files.router(console))
     app.include_router(stock.router(console))
+    app.include_router(progress.router(console))
     app.include_router(deadletters.router(console))
     return app
 
