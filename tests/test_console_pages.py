@@ -241,6 +241,7 @@ def test_the_files_page_shows_the_calendar_quarantined_refused_and_control_total
             login(client, "viewer")
             page = client.get("/files")
             overview = client.get("/").text
+            assert client.get("/files", params={"days": "x<script>"}).status_code == 200
     finally:
         pos.close()
     # Then the page shows each part

@@ -120,9 +120,13 @@ def router(console: Console) -> APIRouter:
     pages = APIRouter()
 
     @pages.get("/files", response_class=HTMLResponse)
-    def files(request: Request, days: int = 7) -> Response:
+    def files(request: Request) -> Response:
         who = console.who(request)
         who.require("read")
+        try:
+            days = int(request.query_params.get("days", "7"))
+        except ValueError:
+            days = 7
         view = files_view(console.bus, max(1, min(days, 31)))
         return console.render(request, "files.html", who, **view)
 
