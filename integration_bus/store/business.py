@@ -36,7 +36,7 @@ def sales_order_ages(conn: Connection, since: datetime, *, limit: int = 10_000) 
     ``limit``)."""
     e = order_saga_events.c
     first = (select(e.order_id, func.min(e.at).label("at"))
-             .where(e.step == "sales_order", e.decision == "done")
+             .where(e.step == "sales_order", e.decision == "done", e.at >= since)
              .group_by(e.order_id).subquery())
     rows = conn.execute(select(order_sagas.c.started_at, first.c.at)
                         .join(first, first.c.order_id == order_sagas.c.order_id)
@@ -62,14 +62,18 @@ def connector_events(conn: Connection, events: Sequence[str], since: datetime, *
                      limit: int = 1000) -> list[dict[str, Any]]:
     """Journal events about connectors (``pos_file.quarantined``, ...), newest first."""
     rows = conn.execute(select(journal.c.event, journal.c.at, journal.c.detail)
-                        .where(journal.c.event.in_(list(events)), journal.c.at >= since)
+                        # connector events have no route: the (route, event) index serves
+                        .where(journal.c.route.is_(None), journal.c.event.in_(list(events)),
+                               journal.c.at >= since)
                         .order_by(journal.c.id.desc()).limit(limit)).all()
     return [{"event": event, "at": at, "detail": detail or {}} for event, at, detail in rows]
 
 
 def last_event(conn: Connection, event: str) -> dict[str, Any] | None:
-    """The newest journal event named ``event`` (its time and detail), or None."""
-    row = conn.execute(select(journal.c.at, journal.c.detail).where(journal.c.event == event)
+    """The newest connector event (one about no route) named ``event``: its time and detail,
+    or None."""
+    row = conn.execute(select(journal.c.at, journal.c.detail)
+                       .where(journal.c.route.is_(None), journal.c.event == event)
                        .order_by(journal.c.id.desc()).limit(1)).first()
     return None if row is None else {"at": row.at, "detail": row.detail or {}}
 
