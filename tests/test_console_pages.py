@@ -289,6 +289,12 @@ def test_on_postgresql_the_tiles_stock_files_and_trace_pages_answer(
         assert "<strong>4</strong>" in client.get("/stock", params={"sku": HOSTILE}).text
         token = csrf(client, "/stock")
         assert client.post("/stock/reconcile", data={"csrf": token}).status_code == 403
+        row = next(r for r in client.get("/dead-letters").text.split("<tr>") if "2 pcs" in r)
+        group = re.search(r"group=([0-9a-f]+)", row)
+        assert group, row
+        progress = client.get("/replays", params={"group": group.group(1)}).text
+        assert "no replay sent for this group yet" in progress
+        assert re.search(r"<td>new</td><td class=\"n\">2</td>", progress), progress
 
 
 # -- replay progress -----------------------------------------------------------------------------
