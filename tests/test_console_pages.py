@@ -77,6 +77,7 @@ def sagas(bus: Bus, *, sales_orders: int, short: int) -> None:
         entries = [Entry("reserve", "short" if n < short else "reserved", "at WH-01"),
                    Entry("sales_order", "done", "as ordered")]
         book.save_steps(record, saga, entries)
+    book.start(Saga("W-80000", "web", time.time(), [Line(1, "MUG-WHT-01", "1", "W-80000>1")]))
 
 
 # -- overview tiles ----------------------------------------------------------------------------
@@ -104,6 +105,7 @@ def test_the_overview_shows_the_business_tiles(client: TestClient, bus: Bus) -> 
 
     assert "p50" in tile("orders") and "p95" in tile("orders")
     assert "3 order(s)" in tile("orders")
+    assert "1 still without a sales order (oldest " in tile("orders")
     assert '<span class="big">1</span>' in tile("reservations")
     assert "no reconcile yet" in tile("stock")
     assert re.search(r'<span class="big">1</span> late · <span class="big">0</span> missing',

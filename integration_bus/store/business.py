@@ -19,7 +19,8 @@ from integration_bus.store.schema import (
 )
 
 __all__ = ["REPLAY_STAGES", "connector_events", "dead_letters_since", "last_event",
-           "replay_progress", "reservation_failures", "sales_order_ages"]
+           "replay_progress", "reservation_failures", "sales_order_ages",
+           "without_sales_order"]
 
 #: where a replay is: in the outbox, published (on its way), delivered, or dead-lettered again
 REPLAY_STAGES = ("waiting to publish", "published", "delivered", "failed again")
@@ -43,6 +44,18 @@ def sales_order_ages(conn: Connection, since: datetime, *, limit: int = 10_000) 
                         .where(order_sagas.c.started_at >= since)
                         .order_by(order_sagas.c.started_at.desc()).limit(limit)).all()
     return [_aware_gap(started, done) for started, done in rows]
+
+
+def without_sales_order(conn: Connection, since: datetime) -> tuple[int, datetime | None]:
+    """Orders started since ``since`` with no ERP sales order yet (not cancelled or finished
+    without one): how many, and when the oldest started."""
+    e = order_saga_events.c
+    done = select(e.order_id).where(e.order_id == order_sagas.c.order_id,
+                                    e.step == "sales_order", e.decision == "done").exists()
+    count, oldest = conn.execute(select(func.count(), func.min(order_sagas.c.started_at))
+                                 .where(order_sagas.c.started_at >= since,
+                                        order_sagas.c.state != "final", ~done)).one()
+    return int(count or 0), oldest
 
 
 def reservation_failures(conn: Connection, since: datetime) -> int:

@@ -28,12 +28,21 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
+def _since(moment: datetime | None, now: datetime) -> float | None:
+    """Seconds from ``moment`` to ``now`` (SQLite gives naive UTC times, PostgreSQL aware)."""
+    if moment is None:
+        return None
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return max(0.0, (now - aware).total_seconds())
+
+
 def tiles(bus: Bus, now: datetime | None = None) -> dict[str, Any]:
     """The figures of the tiles, over the last ``WINDOW`` (the reconcile: the last one)."""
     now = now or datetime.now(UTC)
     since = now - WINDOW
     with bus.store.db.begin(read_only=True) as conn:
         ages = business.sales_order_ages(conn, since)
+        waiting, oldest = business.without_sales_order(conn, since)
         short = business.reservation_failures(conn, since)
         last_hour = business.dead_letters_since(conn, now - timedelta(hours=1))
         last_day = business.dead_letters_since(conn, since)
@@ -42,7 +51,8 @@ def tiles(bus: Bus, now: datetime | None = None) -> dict[str, Any]:
     report = last["detail"] if last else None
     return {
         "orders": {"count": len(ages), "p50": percentile(ages, 0.5),
-                   "p95": percentile(ages, 0.95)},
+                   "p95": percentile(ages, 0.95), "waiting": waiting,
+                   "oldest_waiting": _since(oldest, now)},
         "reservation_failures": short,
         "stock": None if report is None else {
             "at": last["at"] if last else None, "compared": report.get("compared", 0),
