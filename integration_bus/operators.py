@@ -6,7 +6,8 @@ acts as the system. Roles come from ``operators:`` in bus.yaml (``OperatorSettin
 
 ========  ======================================================================
 viewer    read dead letters and the audit, masked (list, show, groups, export)
-operator  also replay (retry), dry-run, discard and restore
+operator  also replay (retry), dry-run, discard and restore, and run a reconcile from the
+          console
 admin     also edit, unmask, purge and force (reset the ledger on replay), and manage the
           console's users (``bus users``)
 ========  ======================================================================
@@ -34,6 +35,7 @@ ROLES = ("viewer", "operator", "admin")
 PERMISSIONS = {
     "read": "viewer", "search": "viewer", "export": "viewer", "audit": "viewer",
     "replay": "operator", "dry-run": "operator", "discard": "operator", "restore": "operator",
+    "reconcile": "operator",  # run a stock reconcile now (the console's stock page)
     "edit": "admin", "unmask": "admin", "purge": "admin", "force": "admin",
     "users": "admin",  # add and remove console users (``bus users``)
 }

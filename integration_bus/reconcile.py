@@ -29,18 +29,27 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+import structlog
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from integration_bus.connector import PollingSource, Sink, Source, StockReader, StockReading
+from integration_bus.envelope import new_id
 from integration_bus.errors import BusError, ConfigError, did_you_mean
 from integration_bus.retail.projection import Stock, StockProjection
 from integration_bus.settings import Config
+from integration_bus.store import JournalEntry, Settlement, Store, utcnow
 
-__all__ = ["CHECKS", "PairResult", "ReconcileBus", "ReconcileMetrics", "ReconcileReport", "compare",
-           "open_reader", "reconcile", "reconcile_bus", "write_metrics_file"]
+__all__ = ["CHECKS", "REPORT_EVENT", "PairResult", "ReconcileBus", "ReconcileMetrics",
+           "ReconcileReport", "compare", "open_reader", "reconcile", "reconcile_bus",
+           "write_metrics_file"]
 
 CHECKS = ("projection_on_hand", "projection_available", "shop_available")
+#: the journal event holding each reconcile's report (the console's stock page reads the last)
+REPORT_EVENT = "reconcile.done"
+#: mismatched pairs kept in that event (the counts are always whole)
+KEPT_PAIRS = 2000
 _ZERO = Decimal(0)
+log = structlog.get_logger("integration_bus.reconcile")
 
 
 @dataclass(frozen=True)
@@ -172,6 +181,9 @@ class ReconcileBus(Protocol):
 
     def sink(self, name: str) -> Sink: ...
 
+    @property
+    def store(self) -> Store: ...
+
 
 @contextmanager
 def open_reader(bus: ReconcileBus, name: str, option: str) -> Iterator[StockReader]:
@@ -212,8 +224,24 @@ def reconcile_bus(bus: ReconcileBus, *, erp: str | None = None, shop: str | None
                               file=str(bus.config.file))
     with ExitStack() as stack:
         readers = [stack.enter_context(open_reader(bus, str(n), o)) for o, n in names.items()]
-        return reconcile(readers[0], readers[1], bus.stock,
-                         locations=locations or settings.locations, skus=skus)
+        report = reconcile(readers[0], readers[1], bus.stock,
+                           locations=locations or settings.locations, skus=skus)
+    _remember(bus, report)
+    return report
+
+
+def _remember(bus: ReconcileBus, report: ReconcileReport) -> None:
+    """The report as a journal event (``REPORT_EVENT``), so the console shows the last one
+    whoever ran it (CLI, scheduler, console). A store that cannot take it costs the record,
+    not the reconcile: logged."""
+    detail = report.to_dict()
+    detail["mismatches"] = detail["mismatches"][:KEPT_PAIRS]
+    detail["kept"] = len(detail["mismatches"])
+    try:  # straight to the journal: Bus.record would also log the whole report
+        bus.store.settle(Settlement(journal=[JournalEntry(new_id(), REPORT_EVENT, utcnow(),
+                                                          detail=detail)]))
+    except BusError as exc:
+        log.warning("reconcile.not_recorded", error=str(exc))
 
 
 class ReconcileMetrics:

@@ -169,6 +169,11 @@ class StockProjection:
                 out[(row.sku, row.location)] = self._stock(row).available
         return out
 
+    def of_sku(self, sku: str, *, limit: int = 500) -> list[Stock]:
+        """The SKU at every location the projection knows it (an availability lookup)."""
+        rows = sorted(self._levels.of_skus([sku]), key=lambda row: row.location)
+        return [self._stock(r) for r in rows[:limit]]
+
     def all(self) -> list[Stock]:
         return [self._stock(r) for r in self._levels.all()]
 
