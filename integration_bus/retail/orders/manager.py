@@ -31,6 +31,7 @@ from integration_bus.retail.orders.saga import (
     Step,
     apply,
     next_step,
+    recheck,
     timed_out,
 )
 from integration_bus.store.ledger import Claim, ClaimOutcome
@@ -97,6 +98,25 @@ class OrderProcessManager:
         run = _Run(record, envelope)
         if claim is not None and claimed is not None:
             run.preclaimed = (claim.sink, claim.key, claimed)
+        return self._drive(run)
+
+    def recheck(self, order_id: str, envelope: Envelope) -> SagaRecord | None:
+        """Look at a back-ordered order again (:func:`recheck`: stock arrived, or its back
+        order waited too long) and drive it on; a saga left running (a crash, a retry) is
+        driven on too. None when there is no such order. ``envelope`` (the recheck message)
+        is what the steps' effects derive from; their keys come from the saga's ``refs``."""
+        record = self.book.get(order_id)
+        if record is None:
+            return None
+        run = _Run(record, envelope)
+        why = recheck(run.saga, self.policy, self.atp, now=self.clock())
+        if why is not None:
+            run.entries.append(Entry("recheck", f"round {run.saga.round}", why, None))
+        elif record.state != "running":
+            return record
+        return self._drive(run)
+
+    def _drive(self, run: _Run) -> SagaRecord:
         for _ in range(_MAX_STEPS):
             saga = run.saga
             step = next_step(saga, self.policy, self.atp, now=self.clock())

@@ -33,9 +33,14 @@ from integration_bus.retail.orders.lanes import Lanes
 from integration_bus.retail.orders.manager import OrderNeedsDecision, OrderProcessManager
 from integration_bus.retail.orders.metrics import OrderMetrics
 from integration_bus.retail.orders.policy import SourcingPolicy
+from integration_bus.retail.orders.rechecks import (
+    RECHECK_TYPE,
+    OrderRecheckConfig,
+    OrderRecheckSource,
+)
 from integration_bus.retail.orders.saga import Line, Saga, Step
 
-__all__ = ["OrderSagaConfig", "OrderSagaSink", "plugin"]
+__all__ = ["OrderSagaConfig", "OrderSagaSink", "SinkSystems", "plugin"]
 
 
 class _Model(BaseModel):
@@ -61,6 +66,8 @@ class OrderSagaConfig(_Model):
     releases: str = Field(description="sink: ERP ReleaseReservation")
     sales_changes: str = Field(description="sink: ERP CancelSalesOrderLines")
     shop_lines: str | None = Field(None, description="sink: rest_shop action order_lines")
+    shop_cancels: str | None = Field(None, description="sink: rest_shop action cancel_lines "
+                                                       "(cancel and refund lines at the shop)")
     notify: str | None = Field(None, description="sink: publishes order.exception")
     locations: str = Field("location", description="xref table: location -> erp_plant, "
                                                    "storage_location")
@@ -78,7 +85,8 @@ class OrderSagaConfig(_Model):
         out = [("reservations.sink", self.reservations.sink),
                ("sales_order.sink", self.sales_order.sink), ("releases", self.releases),
                ("sales_changes", self.sales_changes)]
-        out += [(f, n) for f, n in (("shop_lines", self.shop_lines), ("notify", self.notify))
+        out += [(f, n) for f, n in (("shop_lines", self.shop_lines),
+                                    ("shop_cancels", self.shop_cancels), ("notify", self.notify))
                 if n is not None]
         return out
 
@@ -155,26 +163,39 @@ class SinkSystems:
         channel = payload.get("channel")
         if channel not in policy.channels:
             channel = policy.default_channel
+        customer = payload.get("customer")
         return Saga(order_id=order_id, channel=channel, started=now, lines=[
             Line(line_no=int(line["line_no"]), sku=str(line["sku"]),
-                 quantity=str(line["quantity"]), key=key) for line, key in zip(lines, keys,
-                                                                              strict=True)])
+                 quantity=str(line["quantity"]), key=key,
+                 charged=_charged(line, bool(payload.get("taxes_included"))))
+            for line, key in zip(lines, keys, strict=True)],
+            paid=payload.get("status") == "paid", currency=payload.get("currency"),
+            refs={"order": envelope.idempotency_key,
+                  "sales_order": self._sales_order(envelope).idempotency_key},
+            customer=customer if isinstance(customer, dict) else None)
 
     def sink_for(self, kind: str) -> str | None:
         cfg = self._config
         names = {"reserve": cfg.reservations.sink, "release": cfg.releases,
                  "sales_order": cfg.sales_order.sink, "cancel_lines": cfg.sales_changes,
-                 "tell_shop": cfg.shop_lines, "notify": cfg.notify}
+                 "tell_shop": cfg.shop_lines, "shop_cancel": cfg.shop_cancels,
+                 "notify": cfg.notify}
         return names.get(kind)
 
     def key_for(self, envelope: Envelope, saga: Saga, step: Step) -> str:
         if step.kind in ("reserve", "release") and step.key:
             return step.key
         if step.kind == "sales_order":
-            return self._sales_order(envelope).idempotency_key
+            return self._sales_order_key(envelope, saga)
+        order = saga.refs.get("order", envelope.idempotency_key)
         if step.kind == "cancel_lines":
-            return f"{envelope.idempotency_key}>cancel-lines:{step.key}"
-        return f"{envelope.idempotency_key}>{step.kind}"
+            return f"{order}>cancel-lines:{step.key}"
+        if step.kind == "shop_cancel":
+            return f"{order}>shop-cancel:{step.key}"
+        return f"{order}>{step.kind}" + (f"#{saga.round}" if saga.round else "")
+
+    def _sales_order_key(self, envelope: Envelope, saga: Saga) -> str:
+        return saga.refs.get("sales_order") or self._sales_order(envelope).idempotency_key
 
     def perform(self, envelope: Envelope, saga: Saga, step: Step, key: str,
                 attempt: int) -> str | None:
@@ -214,7 +235,7 @@ class SinkSystems:
             return self._sales_order(envelope)
         if step.kind == "cancel_lines":
             numbering = cfg.sales_order.numbering
-            so_key = self._sales_order(envelope).idempotency_key
+            so_key = self._sales_order_key(envelope, saga)
             reference = document_reference(so_key, numbering.prefix, numbering.length) \
                 if numbering else so_key[:40]
             return envelope.derive("erp.sales_order.change", {
@@ -223,6 +244,9 @@ class SinkSystems:
                 "Reason": step.reason[:200]}, idempotency_key=key)
         if step.kind == "tell_shop":
             return envelope.derive("shop.order.lines", self._shop_lines(saga),
+                                   idempotency_key=key)
+        if step.kind == "shop_cancel":
+            return envelope.derive("shop.order.cancel_lines", self._shop_cancel(saga, step),
                                    idempotency_key=key)
         return envelope.derive("order.exception.raised", self._event(envelope, saga),
                                idempotency_key=key)
@@ -260,8 +284,22 @@ class SinkSystems:
                         "reason": line.reason})
         return out
 
+    def _shop_cancel(self, saga: Saga, step: Step) -> dict[str, Any]:
+        """The lines to cancel at the shop, each with the money to refund when the order was
+        paid (what was charged for the line: a cancelled line gives up all its units)."""
+        numbers = {int(n) for n in (step.key or "").split(",")}
+        lines = []
+        for line in saga.lines:
+            if line.line_no not in numbers:
+                continue
+            lines.append({"line_no": line.line_no, "quantity": int(line.ordered),
+                          "sku": self._shop_sku.get(line.sku, line.sku),
+                          "refund": line.charged if saga.paid else "0.00"})
+        return {"order_id": saga.order_id.removeprefix(self._config.shop_order_prefix),
+                "currency": saga.currency, "reason": step.reason[:500], "lines": lines}
+
     def _shop_lines(self, saga: Saga) -> dict[str, Any]:
-        lines = [ln for ln in self._lines(saga) if ln["status"] != "fulfilled"]
+        lines = [ln for ln in self._lines(saga) if ln["status"] != "fulfilled" or saga.round]
         order = saga.order_id.removeprefix(self._config.shop_order_prefix)
         return {"order_id": order, "reason": "; ".join(
             str(ln["reason"]) for ln in lines if ln["reason"])[:500] or None, "lines": [
@@ -272,10 +310,9 @@ class SinkSystems:
     def _event(self, envelope: Envelope, saga: Saga) -> dict[str, Any]:
         from integration_bus.retail.orders.saga import outcome_of
 
-        payload = envelope.payload if isinstance(envelope.payload, dict) else {}
         return {"order_id": saga.order_id, "channel": saga.channel,
                 "outcome": outcome_of(saga, self._config.policy),
-                "customer": payload.get("customer"),
+                "customer": saga.customer,
                 "lines": self._lines(saga),
                 "occurred_at": datetime.now(UTC).isoformat()}
 
@@ -310,9 +347,16 @@ class OrderSagaSink:
                                    SinkSystems(self._config, self._context), atp,
                                    clock=self._context.clock, on_final=aged)
 
+    @property
+    def policy(self) -> SourcingPolicy:
+        return self._config.policy
+
     def _handle(self, manager: OrderProcessManager, envelope: Envelope) -> None:
         try:
-            manager.handle(envelope)
+            if envelope.type == RECHECK_TYPE:  # a back-ordered order looked at again
+                manager.recheck(_order_key(envelope), envelope)
+            else:
+                manager.handle(envelope)
         except OrderNeedsDecision:
             self._metrics.waiting.inc()
             raise
@@ -329,6 +373,18 @@ class OrderSagaSink:
         self._lanes.close()
 
 
+def _charged(line: dict[str, Any], taxes_included: bool) -> str | None:
+    """What the customer paid for a canonical order line: line_total - discount (+ tax when
+    the prices exclude it); None when the order does not say."""
+    try:
+        paid = Decimal(str(line["line_total"])) - Decimal(str(line.get("discount") or 0))
+        if not taxes_included:
+            paid += Decimal(str(line.get("tax") or 0))
+    except (KeyError, ArithmeticError):
+        return None
+    return str(paid.quantize(Decimal("0.01")))
+
+
 def _order_key(envelope: Envelope) -> str:
     payload = envelope.payload
     order = payload.get("order_id") if isinstance(payload, dict) else None
@@ -338,7 +394,10 @@ def _order_key(envelope: Envelope) -> str:
 plugin = ConnectorPlugin(
     name="order_saga",
     summary="sink: the order process manager (reserve, re-source, back-order or cancel per "
-            "the sourcing policy, with compensation)",
+            "the sourcing policy, with compensation); source: rechecks back-ordered orders "
+            "(stock arrived, or the back order waited too long)",
     sink_config=OrderSagaConfig,
     create_sink=OrderSagaSink,
+    source_config=OrderRecheckConfig,
+    create_source=OrderRecheckSource,
 )
