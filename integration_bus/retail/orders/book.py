@@ -86,13 +86,14 @@ class SagaBook:
 
     def start(self, saga: Saga) -> SagaRecord:
         """The stored saga of ``saga.order_id``, created from ``saga`` if there is none."""
-        record, _ = self.start_claiming(saga, None)
+        record, _ = self.start_claiming(saga, ())
         return record
 
-    def start_claiming(self, saga: Saga, claim: ledger_ops.Claim | None
-                       ) -> tuple[SagaRecord, ledger_ops.ClaimOutcome | None]:
-        """:meth:`start`; when the saga is created now, ``claim`` (its first effect) is made in
-        the same transaction and its outcome returned (None when the saga existed)."""
+    def start_claiming(self, saga: Saga, claims: Sequence[ledger_ops.Claim]
+                       ) -> tuple[SagaRecord, list[ledger_ops.ClaimOutcome] | None]:
+        """:meth:`start`; when the saga is created now, ``claims`` (its first effects) are
+        made in the same transaction and their outcomes returned (None when the saga
+        existed)."""
         now = utcnow()
         outcome = None
         with self._writing, self.store.db.begin() as conn:
@@ -105,8 +106,7 @@ class SagaBook:
                 conn.execute(insert(events).values(
                     order_id=saga.order_id, version=1, at=now, step="start", decision="started",
                     reason=f"{len(saga.lines)} line(s), channel {saga.channel}", detail=None))
-                if claim is not None:
-                    (outcome,) = ledger_ops.claim_many(conn, [claim], now=now, lease=_LEASE)
+                outcome = ledger_ops.claim_many(conn, claims, now=now, lease=_LEASE)
         if created:  # what was just written: no need to read it back
             return SagaRecord(Saga.from_json(saga.to_json()), 1, _state(saga), None, None, now,
                               now, None), outcome

@@ -87,18 +87,35 @@ class OrderProcessManager:
         effect are applied in memory and saved with the next effect's claim (or the end), in
         one transaction: they are recomputed the same after a crash."""
         fresh = self.systems.start(envelope, self.policy, self.clock())
-        first = next_step(fresh, self.policy, self.atp, now=self.clock())
-        claim = None
-        first_sink = self.systems.sink_for(first.kind) \
-            if first.kind not in ("decide", "phase", "finish", "ask") else None
-        if first_sink is not None:  # an effect: claimed with the saga's creation
-            claim = Claim(first_sink, self.systems.key_for(envelope, fresh, first),
-                          f"saga:{fresh.order_id}", envelope.id, redelivered=True)
-        record, claimed = self.book.start_claiming(fresh, claim)
+        claims = self._plan(envelope, fresh)
+        record, claimed = self.book.start_claiming(fresh, claims)
         run = _Run(record, envelope)
-        if claim is not None and claimed is not None:
-            run.preclaimed = (claim.sink, claim.key, claimed)
+        if claimed is not None:  # created now: the as-ordered effects are claimed already
+            run.preclaimed = {(c.sink, c.key): o for c, o in zip(claims, claimed, strict=True)}
         return self._drive(run)
+
+    def _plan(self, envelope: Envelope, saga: Saga) -> list[Claim]:
+        """The claims of the effects an order takes when it ships as placed (the sales order,
+        each line reserved at the channel's first location), claimed with the saga's creation
+        in one transaction: an order that ships as placed is then saved once more, at its
+        end. A planned effect that does not come up (a line refused before it) is released at
+        the end; one performed and not yet saved is in doubt after a crash, like any other."""
+        scratch = Saga.from_json(saga.to_json())
+        first = self.policy.locations(saga.channel)[0]
+        claims = []
+        for _ in range(_MAX_STEPS):
+            step = next_step(scratch, self.policy, self.atp, now=self.clock())
+            if step.kind in ("decide", "phase"):
+                apply(scratch, step, "ok")
+                continue
+            sink = self.systems.sink_for(step.kind)
+            if sink is None or step.kind not in ("sales_order", "reserve") or \
+                    (step.kind == "reserve" and step.location != first):
+                break
+            claims.append(Claim(sink, self.systems.key_for(envelope, scratch, step),
+                                f"saga:{saga.order_id}", envelope.id, redelivered=True))
+            apply(scratch, step, "ok")
+        return claims
 
     def recheck(self, order_id: str, envelope: Envelope) -> SagaRecord | None:
         """Look at a back-ordered order again (:func:`recheck`: stock arrived, or its back
@@ -140,6 +157,11 @@ class OrderProcessManager:
     # -- steps -------------------------------------------------------------------------------
     def _flush(self, run: _Run, claim: Claim | None = None) -> SagaRecord:
         """Save what the run did since its last save (and claim the next effect)."""
+        if run.saga.phase in ("final", "waiting") and run.preclaimed:
+            owner = f"saga:{run.saga.order_id}"  # planned, never came up: claimable again
+            run.failed += [(sink, key, owner) for (sink, key), outcome in run.preclaimed.items()
+                           if outcome is ClaimOutcome.CLAIMED]
+            run.preclaimed.clear()
         if run.entries:
             run.record, run.claimed = self.book.save_steps(
                 run.record, run.saga, run.entries, settle=run.settle, failed=run.failed,
@@ -180,13 +202,10 @@ class OrderProcessManager:
             return
         key = self.systems.key_for(envelope, saga, step)
         owner = f"saga:{saga.order_id}"
-        if run.preclaimed is not None and run.preclaimed[:2] == (sink, key) \
-                and not run.entries:
-            claim: ClaimOutcome | None = run.preclaimed[2]  # made with the saga's creation
-        else:  # the claim rides on the save of what came before (one transaction)
+        claim: ClaimOutcome | None = run.preclaimed.pop((sink, key), None)
+        if claim is None:  # the claim rides on the save of what came before (one transaction)
             self._flush(run, Claim(sink, key, owner, envelope.id, redelivered=True))
             claim = run.claimed
-        run.preclaimed = None
         saga = run.saga
         if claim is ClaimOutcome.BUSY:
             raise TransientError(f"order {saga.order_id}: {step.kind} {key} is being done by "
@@ -233,7 +252,8 @@ class _Run:
         self.settle: list[tuple[str, str, str]] = []
         self.failed: list[tuple[str, str, str]] = []
         self.claimed: ClaimOutcome | None = None
-        self.preclaimed: tuple[str, str, ClaimOutcome] | None = None
+        #: claims made with the saga's creation, used when their step comes up
+        self.preclaimed: dict[tuple[str, str], ClaimOutcome] = {}
 
 
 def _detail(step: Step) -> dict[str, Any]:

@@ -121,6 +121,7 @@ class SinkSystems:
                 except ConfigError as exc:
                     exc.with_context(field=f"{name}.mapping")
                     raise
+        self._made: tuple[str, Envelope] | None = None  # the last order's sales order request
         self._sinks: dict[str, Sink] = {}
         if context.sinks is None:
             raise ConfigError("order_saga needs the runtime's sinks", sink=context.instance)
@@ -259,6 +260,13 @@ class SinkSystems:
         return {"Plant": str(plant), "StorageLocation": str(storage)}
 
     def _sales_order(self, envelope: Envelope) -> Envelope:
+        if self._made is not None and self._made[0] == envelope.id:
+            return self._made[1]  # start() made it: the mapping runs once per order
+        made = self._map_sales_order(envelope)
+        self._made = (envelope.id, made)
+        return made
+
+    def _map_sales_order(self, envelope: Envelope) -> Envelope:
         if "sales_order" in self._maps:
             made = self._maps["sales_order"](envelope)
             if len(made) == 1:
