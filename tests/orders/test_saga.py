@@ -435,3 +435,45 @@ def test_a_crash_during_a_recheck_resumes_to_the_same_end(store: Store, clock: l
     assert world.erp.document_count("reservation") == 1
     assert len(world.erp.open_reservations()) == 1
     assert len(world.systems.notices) == 2
+
+
+def test_a_batch_of_sagas_is_started_and_saved_in_one_go_and_a_moved_one_conflicts(
+        store: Store) -> None:
+    from integration_bus.retail.orders.book import Entry, SagaConflict
+    from integration_bus.retail.orders.saga import Line, Saga
+    from integration_bus.store.ledger import Claim, ClaimOutcome
+
+    book = SagaBook(store)
+
+    def saga(order_id: str) -> Saga:
+        return Saga(order_id, "web", 1.0, [Line(1, "TEE", "1", f"{order_id}#1")],
+                    refs={"order": order_id})
+
+    book.start(saga("b0"))  # an order stored before this batch
+    # When a batch starts b1, b2, a second copy of b1 and the stored b0
+    started = book.start_many([
+        (saga("b1"), [Claim("erp", "b1#1", "saga:b1", "e1", redelivered=True)]),
+        (saga("b2"), [Claim("erp", "b2#1", "saga:b2", "e2", redelivered=True)]),
+        (saga("b1"), [Claim("erp", "b1#1", "saga:b1", "e3", redelivered=True)]),
+        (saga("b0"), [Claim("erp", "b0#1", "saga:b0", "e4", redelivered=True)])])
+    # Then the new ones are created with their claims; a copy and a stored one claim nothing
+    assert [outcomes for _, outcomes in started] == [[ClaimOutcome.CLAIMED],
+                                                    [ClaimOutcome.CLAIMED], None, None]
+    assert [r.version for r, _ in started] == [1, 1, 1, 1]
+    assert [e.step for e in book.timeline("b1")] == ["start"]
+    # When b2 moves on elsewhere, and the batch saves b1 and b2 from version 1
+    book.save(started[1][0], saga("b2"), step="x", decision="y", reason="elsewhere")
+    saved = book.save_many([
+        (record, record.saga, [Entry("finish", "fulfilled", "done")],
+         [("erp", f"{record.saga.order_id}#1", f"saga:{record.saga.order_id}")], [])
+        for record, _ in started[:2]])
+    # Then b1 is saved, b2 is a conflict (and its claim not settled)
+    assert not isinstance(saved[0], SagaConflict) and saved[0].version == 2
+    assert isinstance(saved[1], SagaConflict)
+    assert book.get("b1").version == 2  # type: ignore[union-attr]
+    assert book.get("b2").version == 2  # type: ignore[union-attr]
+    assert [e.step for e in book.timeline("b2")] == ["start", "x"]
+    # and a batch with no conflict is saved whole
+    again = book.save_many([(book.get(o), book.get(o).saga,  # type: ignore[arg-type,union-attr]
+                             [Entry("note", "n", f"again {o}")], [], []) for o in ("b1", "b2")])
+    assert [r.version for r in again] == [3, 3]  # type: ignore[union-attr]

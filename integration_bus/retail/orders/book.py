@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from integration_bus.errors import TransientError
 from integration_bus.retail.orders.saga import Saga, decide_for_person
@@ -32,6 +32,10 @@ _LEASE = timedelta(minutes=5)
 
 class SagaConflict(TransientError):
     """Another copy moved the saga since it was read: retry from the stored state."""
+
+
+class _Moved(Exception):
+    """A batch save found a saga moved on: roll back, save one by one."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,11 @@ class TimelineEntry:
     decision: str
     reason: str
     detail: dict[str, Any] | None
+
+
+def _record(row: Any) -> SagaRecord:
+    return SagaRecord(Saga.from_json(row.data), row.version, row.state, row.outcome,
+                      row.reason, row.started_at, row.updated_at, row.final_at)
 
 
 def _state(saga: Saga) -> str:
@@ -114,13 +123,99 @@ class SagaBook:
         assert record is not None
         return record, None
 
+    def start_many(self, items: Sequence[tuple[Saga, Sequence[ledger_ops.Claim]]]
+                   ) -> list[tuple[SagaRecord, list[ledger_ops.ClaimOutcome] | None]]:
+        """:meth:`start_claiming` of a worker batch's sagas in one transaction (a statement
+        each for the sagas, their start entries and their claims)."""
+        now = utcnow()
+        data = [saga.to_json() for saga, _ in items]
+        with self._writing, self.store.db.begin() as conn:
+            stmt = dialect_insert(conn.dialect.name, sagas).on_conflict_do_nothing() \
+                .returning(sagas.c.order_id)
+            created = {row.order_id for row in conn.execute(stmt, [
+                {"order_id": saga.order_id, "version": 1, "state": _state(saga),
+                 "channel": saga.channel, "data": d, "started_at": now, "updated_at": now}
+                for (saga, _), d in zip(items, data, strict=True)])}
+            fresh: dict[str, int] = {}  # order -> the item that created it (the first copy)
+            for index, (saga, _) in enumerate(items):
+                if saga.order_id in created:
+                    fresh.setdefault(saga.order_id, index)
+            if fresh:
+                conn.execute(insert(events), [
+                    {"order_id": items[i][0].order_id, "version": 1, "at": now,
+                     "step": "start", "decision": "started",
+                     "reason": f"{len(items[i][0].lines)} line(s), channel "
+                               f"{items[i][0].channel}", "detail": None}
+                    for i in fresh.values()])
+            claims = [c for i in fresh.values() for c in items[i][1]]
+            outcomes = iter(ledger_ops.claim_many(conn, claims, now=now, lease=_LEASE))
+            existed = {row.order_id: row for row in conn.execute(select(sagas).where(
+                sagas.c.order_id.in_({s.order_id for s, _ in items} - set(fresh))))}
+        out: list[tuple[SagaRecord, list[ledger_ops.ClaimOutcome] | None]] = []
+        for index, (saga, claims_of) in enumerate(items):
+            if fresh.get(saga.order_id) == index:
+                out.append((SagaRecord(Saga.from_json(data[index]), 1, _state(saga), None, None,
+                                       now, now, None), [next(outcomes) for _ in claims_of]))
+            elif saga.order_id in existed:
+                out.append((_record(existed[saga.order_id]), None))
+            else:  # a second copy of an order created by the first one in this batch
+                out.append((SagaRecord(Saga.from_json(data[index]), 1, _state(saga), None,
+                                       None, now, now, None), None))
+        return out
+
+    def save_many(self, saves: Sequence[tuple[SagaRecord, Saga, Sequence[Entry],
+                                              Sequence[tuple[str, str, str]],
+                                              Sequence[tuple[str, str, str]]]]
+                  ) -> list[SagaRecord | SagaConflict]:
+        """:meth:`save_steps` of several sagas (record, saga, entries, settle, failed) in one
+        transaction: a statement each for the sagas (compare-and-set), their timeline and
+        their claims. When a saga moved on meanwhile (rare: a redelivered copy), the batch is
+        saved saga by saga instead, that one a SagaConflict in its place."""
+        now = utcnow()
+        rows: list[dict[str, Any]] = []
+        for record, saga, entries, _, _ in saves:
+            state = _state(saga)
+            rows.append({"b_id": saga.order_id, "b_version": record.version,
+                         "version": record.version + 1, "state": state,
+                         "outcome": saga.outcome, "data": saga.to_json(),
+                         "reason": entries[-1].reason if state != "running" else None,
+                         "updated_at": now, "final_at": now if state == "final" else None})
+        try:
+            with self._writing, self.store.db.begin() as conn:
+                if not conn.dialect.supports_sane_multi_rowcount:
+                    raise _Moved()  # it cannot tell which moved: one by one
+                moved = conn.execute(update(sagas).where(
+                    sagas.c.order_id == bindparam("b_id"),
+                    sagas.c.version == bindparam("b_version")), rows).rowcount
+                if moved != len(rows):
+                    raise _Moved()
+                conn.execute(insert(events), [
+                    {"order_id": saga.order_id, "version": record.version + 1, "at": now,
+                     "step": e.step, "decision": e.decision, "reason": e.reason,
+                     "detail": e.detail}
+                    for record, saga, entries, _, _ in saves for e in entries])
+                ledger_ops.complete(conn, [c for *_, settle, _ in saves for c in settle],
+                                    now=now)
+                ledger_ops.release(conn, [c for *_, failed in saves for c in failed], now=now)
+        except _Moved:
+            return [self._save_one(*save) for save in saves]
+        return [SagaRecord(saga, row["version"], row["state"], saga.outcome, row["reason"],
+                           record.started_at, now, row["final_at"])
+                for (record, saga, *_), row in zip(saves, rows, strict=True)]
+
+    def _save_one(self, record: SagaRecord, saga: Saga, entries: Sequence[Entry],
+                  settle: Sequence[tuple[str, str, str]],
+                  failed: Sequence[tuple[str, str, str]]) -> SagaRecord | SagaConflict:
+        try:
+            saved, _ = self.save_steps(record, saga, entries, settle=settle, failed=failed)
+        except SagaConflict as exc:
+            return exc
+        return saved
+
     def get(self, order_id: str) -> SagaRecord | None:
         with self.store.db.begin(read_only=True) as conn:
             row = conn.execute(select(sagas).where(sagas.c.order_id == order_id)).first()
-        if row is None:
-            return None
-        return SagaRecord(Saga.from_json(row.data), row.version, row.state, row.outcome,
-                          row.reason, row.started_at, row.updated_at, row.final_at)
+        return None if row is None else _record(row)
 
     def save(self, record: SagaRecord, saga: Saga, *, step: str, decision: str, reason: str,
              detail: dict[str, Any] | None = None,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -36,7 +37,8 @@ from integration_bus.retail.orders.saga import (
 )
 from integration_bus.store.ledger import Claim, ClaimOutcome
 
-__all__ = ["OrderNeedsDecision", "OrderProcessManager", "OrderSystems"]
+__all__ = ["OrderNeedsDecision", "OrderProcessManager", "OrderSystems", "PendingSave",
+           "Started"]
 
 _MAX_STEPS = 500  # a saga of a few lines takes tens of steps; more means a decision loop
 
@@ -86,13 +88,30 @@ class OrderProcessManager:
         """Drive the order's saga as far as it goes now (see the module doc). Steps without an
         effect are applied in memory and saved with the next effect's claim (or the end), in
         one transaction: they are recomputed the same after a crash."""
-        fresh = self.systems.start(envelope, self.policy, self.clock())
-        claims = self._plan(envelope, fresh)
+        fresh, claims = self.begin(envelope)
         record, claimed = self.book.start_claiming(fresh, claims)
-        run = _Run(record, envelope)
-        if claimed is not None:  # created now: the as-ordered effects are claimed already
-            run.preclaimed = {(c.sink, c.key): o for c, o in zip(claims, claimed, strict=True)}
-        return self._drive(run)
+        result = self.resume(envelope, Started(record, claims, claimed))
+        assert isinstance(result, SagaRecord)
+        return result
+
+    def begin(self, envelope: Envelope) -> tuple[Saga, list[Claim]]:
+        """A new saga from the order and the claims of its as-ordered effects (no I/O: a
+        worker batch's sagas are then created in one transaction, :meth:`SagaBook.start_many`)."""
+        fresh = self.systems.start(envelope, self.policy, self.clock())
+        return fresh, self._plan(envelope, fresh)
+
+    def resume(self, envelope: Envelope, started: Started, *,
+               defer: bool = False) -> SagaRecord | PendingSave:
+        """:meth:`handle` from the stored saga (and the claims made with its creation, when it
+        was created now). ``defer``: an order that reaches its end without another save is not
+        saved here but handed back as a :class:`PendingSave` (a worker batch's ends are saved
+        in one transaction, :meth:`SagaBook.save_many`, and ``on_final`` is then the caller's);
+        until it is saved, its effects are in doubt like any effect not yet recorded."""
+        run = _Run(started.record, envelope)
+        if started.outcomes is not None:  # created now: the as-ordered effects are claimed
+            run.preclaimed = {(c.sink, c.key): o
+                              for c, o in zip(started.claims, started.outcomes, strict=True)}
+        return self._drive(run, defer=defer)
 
     def _plan(self, envelope: Envelope, saga: Saga) -> list[Claim]:
         """The claims of the effects an order takes when it ships as placed (the sales order,
@@ -131,13 +150,19 @@ class OrderProcessManager:
             run.entries.append(Entry("recheck", f"round {run.saga.round}", why, None))
         elif record.state != "running":
             return record
-        return self._drive(run)
+        result = self._drive(run)
+        assert isinstance(result, SagaRecord)
+        return result
 
-    def _drive(self, run: _Run) -> SagaRecord:
+    def _drive(self, run: _Run, *, defer: bool = False) -> SagaRecord | PendingSave:
         for _ in range(_MAX_STEPS):
             saga = run.saga
             step = next_step(saga, self.policy, self.atp, now=self.clock())
             if step.kind == "finish" and saga.phase == "final":
+                if defer and run.entries:
+                    self._leftovers(run)
+                    return PendingSave(run.record, run.saga, run.entries, run.settle,
+                                       run.failed)
                 return self._flush(run)
             if step.kind in ("decide", "phase", "finish"):
                 apply(saga, step, "ok")
@@ -155,13 +180,19 @@ class OrderProcessManager:
         return self.book.decide(order_id, decision)
 
     # -- steps -------------------------------------------------------------------------------
+    @staticmethod
+    def _leftovers(run: _Run) -> None:
+        """Claims planned with the saga's creation whose step never came up (a line refused
+        before it): claimable again."""
+        owner = f"saga:{run.saga.order_id}"
+        run.failed += [(sink, key, owner) for (sink, key), outcome in run.preclaimed.items()
+                       if outcome is ClaimOutcome.CLAIMED]
+        run.preclaimed.clear()
+
     def _flush(self, run: _Run, claim: Claim | None = None) -> SagaRecord:
         """Save what the run did since its last save (and claim the next effect)."""
-        if run.saga.phase in ("final", "waiting") and run.preclaimed:
-            owner = f"saga:{run.saga.order_id}"  # planned, never came up: claimable again
-            run.failed += [(sink, key, owner) for (sink, key), outcome in run.preclaimed.items()
-                           if outcome is ClaimOutcome.CLAIMED]
-            run.preclaimed.clear()
+        if run.saga.phase in ("final", "waiting"):
+            self._leftovers(run)
         if run.entries:
             run.record, run.claimed = self.book.save_steps(
                 run.record, run.saga, run.entries, settle=run.settle, failed=run.failed,
@@ -238,6 +269,28 @@ class OrderProcessManager:
                                  f"{step.location}: the ERP refused: {refusal}",
                                  {**_detail(step), "key": key}))
         (run.settle if done else run.failed).append((sink, key, owner))
+
+
+@dataclass(frozen=True)
+class Started:
+    """A saga as :meth:`SagaBook.start_claiming` left it: the stored record, the claims asked
+    for, and their outcomes (None when the saga existed already: nothing was claimed)."""
+
+    record: SagaRecord
+    claims: list[Claim]
+    outcomes: list[ClaimOutcome] | None
+
+
+@dataclass(frozen=True)
+class PendingSave:
+    """An order's end, to be saved (:meth:`SagaBook.save_many`): what the run did since the
+    stored ``record``."""
+
+    record: SagaRecord
+    saga: Saga
+    entries: list[Entry]
+    settle: list[tuple[str, str, str]]
+    failed: list[tuple[str, str, str]]
 
 
 class _Run:

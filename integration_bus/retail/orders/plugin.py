@@ -30,7 +30,12 @@ from integration_bus.connector import (
 )
 from integration_bus.retail.orders.book import SagaRecord
 from integration_bus.retail.orders.lanes import Lanes
-from integration_bus.retail.orders.manager import OrderNeedsDecision, OrderProcessManager
+from integration_bus.retail.orders.manager import (
+    OrderNeedsDecision,
+    OrderProcessManager,
+    PendingSave,
+    Started,
+)
 from integration_bus.retail.orders.metrics import OrderMetrics
 from integration_bus.retail.orders.policy import SourcingPolicy
 from integration_bus.retail.orders.rechecks import (
@@ -346,14 +351,14 @@ class OrderSagaSink:
         def atp(sku: str, location: str) -> Decimal | None:
             return stock.available_to_promise([(sku, location)])[(sku, location)]
 
-        def aged(record: SagaRecord) -> None:
-            outcome = record.outcome or "unknown"
-            metrics.final.labels(outcome).inc()
-            metrics.age.labels(outcome).observe(record.age_seconds())
-
         return OrderProcessManager(self._context.sagas, self._config.policy,
                                    SinkSystems(self._config, self._context), atp,
-                                   clock=self._context.clock, on_final=aged)
+                                   clock=self._context.clock, on_final=self._aged)
+
+    def _aged(self, record: SagaRecord) -> None:
+        outcome = record.outcome or "unknown"
+        self._metrics.final.labels(outcome).inc()
+        self._metrics.age.labels(outcome).observe(record.age_seconds())
 
     @property
     def policy(self) -> SourcingPolicy:
@@ -370,12 +375,66 @@ class OrderSagaSink:
             raise
 
     def deliver(self, envelope: Envelope) -> None:
-        (outcome,) = self._lanes.run([envelope])
+        (outcome,) = self.deliver_many([envelope])
         if outcome is not None:
             raise outcome
 
     def deliver_many(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
-        return self._lanes.run(envelopes)
+        """A worker batch in four moves: the lanes make each new order's saga and the claims
+        of its as-ordered effects; one transaction stores them all; the lanes drive each
+        saga (an order that needs more than its as-ordered effects saves as it goes); one
+        transaction saves the ends of the orders that reached theirs. Rechecks are driven
+        (and saved) on their own."""
+        outcomes: list[BaseException | None] = [None] * len(envelopes)
+        orders = [i for i, e in enumerate(envelopes) if e.type != RECHECK_TYPE]
+        begun = self._lanes.call([envelopes[i] for i in orders],
+                                 lambda manager, _, envelope: manager.begin(envelope))
+        made = [(i, b) for i, b in zip(orders, begun, strict=True)
+                if not isinstance(b, BaseException)]
+        for i, b in zip(orders, begun, strict=True):
+            if isinstance(b, BaseException):
+                outcomes[i] = b
+        started: dict[int, Started] = {}
+        if made:
+            try:
+                stored = self._context.sagas.start_many([b for _, b in made])
+            except BaseException as exc:  # the store: every order of the batch waits
+                for i, _ in made:
+                    outcomes[i] = exc
+                stored = []
+            for (i, (_, claims)), (record, claimed) in zip(made, stored, strict=False):
+                started[i] = Started(record, claims, claimed)
+        work = [i for i in range(len(envelopes)) if i in started or i not in orders]
+
+        def drive(manager: OrderProcessManager, position: int,
+                  envelope: Envelope) -> SagaRecord | PendingSave | None:
+            index = work[position]
+            try:
+                if index in started:
+                    return manager.resume(envelope, started[index], defer=True)
+                return manager.recheck(_order_key(envelope), envelope)
+            except OrderNeedsDecision:
+                self._metrics.waiting.inc()
+                raise
+
+        driven = self._lanes.call([envelopes[i] for i in work], drive)
+        pending = [(i, d) for i, d in zip(work, driven, strict=True)
+                   if isinstance(d, PendingSave)]
+        for i, d in zip(work, driven, strict=True):
+            if isinstance(d, BaseException):
+                outcomes[i] = d
+        if pending:
+            try:
+                saved = self._context.sagas.save_many([
+                    (p.record, p.saga, p.entries, p.settle, p.failed) for _, p in pending])
+            except BaseException as exc:
+                saved = [exc] * len(pending)
+            for (i, _), result in zip(pending, saved, strict=True):
+                if isinstance(result, BaseException):
+                    outcomes[i] = result
+                elif result.state == "final":
+                    self._aged(result)
+        return outcomes
 
     def close(self) -> None:
         self._lanes.close()
