@@ -34,9 +34,9 @@ class _Failed:
 class Lanes(Generic[H, T]):
     """``run(items)``: each item handled by ``work(handler, item)`` in its lane; one outcome
     per item, in order (None, or the exception it raised); ``call(items, fn)`` the same with
-    another function (given the item's position too), handing back its results. Lanes and their handlers (from
-    ``make(index)``) start on first use; ``close()`` stops them and calls ``dispose`` on each
-    handler in its own thread."""
+    another function (given the item's position too), handing back its results. Lanes and
+    their handlers (from ``make(index)``) start on first use; ``close()`` stops them and calls
+    ``dispose`` on each handler in its own thread."""
 
     def __init__(self, count: int, make: Callable[[int], H], work: Callable[[H, T], object],
                  key: Callable[[T], str], dispose: Callable[[H], None], name: str) -> None:

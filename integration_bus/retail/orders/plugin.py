@@ -346,7 +346,7 @@ class OrderSagaSink:
             dispose=lambda m: m.systems.close(), name=self.name)
 
     def _manager(self, _lane: int) -> OrderProcessManager:
-        stock, metrics = self._context.stock, self._metrics
+        stock = self._context.stock
 
         def atp(sku: str, location: str) -> Decimal | None:
             return stock.available_to_promise([(sku, location)])[(sku, location)]
