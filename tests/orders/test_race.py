@@ -445,3 +445,47 @@ def test_a_back_order_past_its_wait_is_cancelled_and_refunded_over_http(
         wait_for(lambda: len(notices(demo)) == 2, timeout=60, message="the second notice")
         assert [n["outcome"] for n in notices(demo)] == ["partly_back_ordered",
                                                          "partly_cancelled"]
+
+
+@pytest.mark.slow
+def test_the_worker_killed_while_a_back_order_is_reserved_ends_the_same(
+        tmp_path: Path, rabbitmq_url: str) -> None:
+    demo = DemoRun(REPO / "config", tmp_path / "var", Scenario(), broker_url=rabbitmq_url)
+    demo.environ["ORDERS_RECHECK_INTERVAL"] = "500ms"
+    erp = demo.erp.state
+    bus = BusProcess(demo, tmp_path / "bus.log")
+    demo.erp.start()
+    demo.shop.start()
+    store: Store | None = None
+    try:
+        bus.start()
+        wait_for(lambda: _at_head(demo), timeout=60, message="the bus migrated its store")
+        store = Store.open(demo.environ["BUS_STORE_URL"], migrate=False)
+        book, projection = SagaBook(store), StockProjection(store)
+        wait_for(lambda: projection.get("SCK-WHT-01", "WH-01") is not None, timeout=60,
+                 message="the first ERP poll reached the projection")
+        # Given an order with a back-ordered SOCK line
+        order = back_order_one_sock(demo, book)
+        # When SOCKs arrive and the worker is killed right after the ERP reserved the line
+        armed = kill_after(erp, "reserve", bus)
+        armed[0] = True
+        erp.post_movement("GR-SOCK-9", ("SCK-WHT-01", "2001", "0100"), "101", Decimal(2))
+        wait_for(bus.dead, timeout=60, message="the worker is killed after the reservation")
+        bus.start()
+        # Then the order still ends fulfilled, with one reservation document for the line
+        wait_for(lambda: (r := book.get(order)) is not None and r.outcome == "fulfilled",
+                 timeout=90, message="the back order reserved after the restart")
+        assert erp.document_count("reservation") == 3  # first order, TEE, the back order
+        held = {document_reference(a.key, "IR", 26) for r in book.list()
+                for ln in r.saga.lines for a in ln.allocations if a.state == "reserved"}
+        assert set(erp.open_reservations()) == held and len(held) == 3
+        wait_for(lambda: len(notices(demo)) == 2, timeout=60, message="two notices")
+        assert [n["outcome"] for n in notices(demo)] == ["partly_back_ordered", "fulfilled"]
+    finally:
+        bus.stop()
+        if demo._sender is not None:
+            demo._sender.close()
+        if store is not None:
+            store.close()
+        demo.shop.stop()
+        demo.erp.stop()
