@@ -46,6 +46,7 @@ class World:
         self.projection: dict[tuple[str, str], Decimal] = {}
         self.book = SagaBook(store)
         self.policy = pol
+        self.clock = clock
         self.manager = OrderProcessManager(self.book, pol, self.systems, self.atp,
                                            clock=lambda: clock[0])
         self.numbers = itertools.count(1)
@@ -240,7 +241,8 @@ def test_a_crash_at_any_step_resumes_to_the_same_end(store: Store, clock: list[f
 def test_never_more_promised_than_the_erp_had(shared_store: Store,
                                               data: st.DataObject) -> None:
     prefix = f"x{next(_EXAMPLES)}-"  # one store for all examples: each has its own orders
-    pol = policy(otherwise=data.draw(st.sampled_from(["cancel", "ask"])),
+    pol = policy(back_order={"skus": ["SCK"], "wait": "30m"},
+                 otherwise=data.draw(st.sampled_from(["cancel", "ask"])),
                  partial=data.draw(st.sampled_from(["keep", "cancel_order"])),
                  max_split=data.draw(st.integers(1, 3)),
                  ship_from_store=data.draw(st.booleans()))
@@ -253,7 +255,8 @@ def test_never_more_promised_than_the_erp_had(shared_store: Store,
             had[(sku, location)] = units
     world.poll()
     orders = []
-    actions = data.draw(st.lists(st.sampled_from(["order", "poll", "receipt", "crash"]),
+    actions = data.draw(st.lists(st.sampled_from(["order", "poll", "receipt", "crash",
+                                                  "recheck", "later"]),
                                  min_size=1, max_size=12))
     for action in actions:
         if action == "poll":
@@ -263,6 +266,20 @@ def test_never_more_promised_than_the_erp_had(shared_store: Store,
             world.erp.post_movement(f"rcpt-{len(world.erp.changes)}",
                                     (sku, *PLANTS[location]), "101", Decimal(1))
             had[(sku, location)] += 1
+        elif action == "later":  # past some back orders' wait
+            world.clock[0] += data.draw(st.sampled_from([60.0, 3600.0]))
+        elif action == "recheck":  # back orders looked at again (stock arrived or waited)
+            for order in orders:
+                for _ in range(10):  # a crash: the recheck is delivered again
+                    try:
+                        world.manager.recheck(order.payload["order_id"], Envelope.create(
+                            "order.recheck", {"order_id": order.payload["order_id"]},
+                            source="test"))
+                    except Crash:
+                        continue
+                    except (OrderNeedsDecision, TransientError):
+                        pass
+                    break
         elif action == "crash":
             world.systems.crash_at = (data.draw(st.sampled_from(
                 ["sales_order", "reserve", "release", "cancel_lines", "notify"])),

@@ -32,15 +32,14 @@ class _Failed:
 
 
 class Lanes(Generic[H, T]):
-    """``run(items)``: each item handled by ``work(handler, item)`` in its lane; one outcome
-    per item, in order (None, or the exception it raised); ``call(items, fn)`` the same with
-    another function (given the item's position too), handing back its results. Lanes and
-    their handlers (from ``make(index)``) start on first use; ``close()`` stops them and calls
-    ``dispose`` on each handler in its own thread."""
+    """``call(items, work)``: each item handled by ``work(handler, position, item)`` in its
+    lane; its result or the exception it raised, in order. Lanes and their handlers (from
+    ``make(index)``) start on first use; ``close()`` stops them and calls ``dispose`` on each
+    handler in its own thread."""
 
-    def __init__(self, count: int, make: Callable[[int], H], work: Callable[[H, T], object],
-                 key: Callable[[T], str], dispose: Callable[[H], None], name: str) -> None:
-        self._count, self._make, self._work = count, make, work
+    def __init__(self, count: int, make: Callable[[int], H], key: Callable[[T], str],
+                 dispose: Callable[[H], None], name: str) -> None:
+        self._count, self._make = count, make
         self._key, self._dispose, self._name = key, dispose, name
         self._queues: list[queue.SimpleQueue[object]] = []
         self._threads: list[threading.Thread] = []
@@ -79,10 +78,6 @@ class Lanes(Generic[H, T]):
                     done.set_result(result)
         finally:
             self._dispose(handler)
-
-    def run(self, items: Sequence[T]) -> list[BaseException | None]:
-        return [r if isinstance(r, BaseException) else None
-                for r in self.call(items, lambda h, _, item: self._work(h, item))]
 
     def call(self, items: Sequence[T], work: Callable[[H, int, T], R]
              ) -> list[R | BaseException]:

@@ -342,7 +342,7 @@ class OrderSagaSink:
         self._metrics = OrderMetrics.of(context.metrics.registry)
         SinkSystems(config, context).close()  # a broken config fails at start-up, not per order
         self._lanes: Lanes[OrderProcessManager, Envelope] = Lanes(
-            config.concurrency, self._manager, self._handle, key=_order_key,
+            config.concurrency, self._manager, key=_order_key,
             dispose=lambda m: m.systems.close(), name=self.name)
 
     def _manager(self, _lane: int) -> OrderProcessManager:
@@ -363,16 +363,6 @@ class OrderSagaSink:
     @property
     def policy(self) -> SourcingPolicy:
         return self._config.policy
-
-    def _handle(self, manager: OrderProcessManager, envelope: Envelope) -> None:
-        try:
-            if envelope.type == RECHECK_TYPE:  # a back-ordered order looked at again
-                manager.recheck(_order_key(envelope), envelope)
-            else:
-                manager.handle(envelope)
-        except OrderNeedsDecision:
-            self._metrics.waiting.inc()
-            raise
 
     def deliver(self, envelope: Envelope) -> None:
         (outcome,) = self.deliver_many([envelope])
