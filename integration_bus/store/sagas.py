@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from integration_bus.store.database import dialect_insert
 from integration_bus.store.schema import order_saga_events as events
 from integration_bus.store.schema import order_sagas as sagas
 
-__all__ = ["SagaRow", "Step", "StepRow", "counts", "create", "get", "move", "rows", "timeline"]
+__all__ = ["Move", "NewSaga", "SagaRow", "Step", "StepRow", "counts", "create", "create_many",
+           "get", "get_many", "move", "move_many", "rows", "timeline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,76 @@ def create(conn: Connection, *, order_id: str, state: str, channel: str, data: A
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class NewSaga:
+    """A saga to store at version 1 (:func:`create_many`)."""
+
+    order_id: str
+    state: str
+    channel: str
+    data: Any
+    first: Step
+
+
+def create_many(conn: Connection, new: Sequence[NewSaga], *, now: datetime) -> set[str]:
+    """:func:`create` of many sagas in one statement each for the rows and their first steps;
+    the order ids created now (an order stored already, or a second copy of one in ``new``,
+    is left as it is; the first copy's ``first`` step is written)."""
+    if not new:
+        return set()
+    stmt = dialect_insert(conn.dialect.name, sagas).on_conflict_do_nothing() \
+        .returning(sagas.c.order_id)
+    created = {row.order_id for row in conn.execute(stmt, [
+        {"order_id": n.order_id, "version": 1, "state": n.state, "channel": n.channel,
+         "data": n.data, "started_at": now, "updated_at": now} for n in new])}
+    firsts: dict[str, NewSaga] = {}
+    for n in new:
+        if n.order_id in created:
+            firsts.setdefault(n.order_id, n)
+    if firsts:
+        conn.execute(insert(events), [
+            {"order_id": n.order_id, "version": 1, "at": now, "step": n.first.step,
+             "decision": n.first.decision, "reason": n.first.reason, "detail": n.first.detail}
+            for n in firsts.values()])
+    return created
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One saga's next version (:func:`move_many`)."""
+
+    order_id: str
+    from_version: int
+    state: str
+    outcome: str | None
+    reason: str | None
+    data: Any
+    final_at: datetime | None
+    steps: Sequence[Step]
+
+
+def move_many(conn: Connection, moves: Sequence[Move], *, now: datetime) -> bool:
+    """:func:`move` of many sagas, a statement each for the rows and their steps; False when
+    any of them moved on meanwhile, or the database cannot tell (then some rows may have been
+    written: the caller rolls the transaction back and moves them one by one)."""
+    if not moves:
+        return True
+    if not conn.dialect.supports_sane_multi_rowcount:
+        return False
+    moved = conn.execute(update(sagas).where(
+        sagas.c.order_id == bindparam("b_id"), sagas.c.version == bindparam("b_version")), [
+        {"b_id": m.order_id, "b_version": m.from_version, "version": m.from_version + 1,
+         "state": m.state, "outcome": m.outcome, "data": m.data, "reason": m.reason,
+         "updated_at": now, "final_at": m.final_at} for m in moves]).rowcount
+    if moved != len(moves):
+        return False
+    conn.execute(insert(events), [
+        {"order_id": m.order_id, "version": m.from_version + 1, "at": now, "step": s.step,
+         "decision": s.decision, "reason": s.reason, "detail": s.detail}
+        for m in moves for s in m.steps])
+    return True
+
+
 def move(conn: Connection, *, order_id: str, from_version: int, state: str,
          outcome: str | None, reason: str | None, data: Any, now: datetime,
          final_at: datetime | None, steps: Sequence[Step]) -> bool:
@@ -96,6 +167,13 @@ def _steps(conn: Connection, order_id: str, version: int, now: datetime,
 def get(conn: Connection, order_id: str) -> SagaRow | None:
     row = conn.execute(select(sagas).where(sagas.c.order_id == order_id)).first()
     return _saga(row) if row is not None else None
+
+
+def get_many(conn: Connection, order_ids: Sequence[str] | set[str]) -> dict[str, SagaRow]:
+    if not order_ids:
+        return {}
+    found = conn.execute(select(sagas).where(sagas.c.order_id.in_(set(order_ids)))).all()
+    return {row.order_id: _saga(row) for row in found}
 
 
 def timeline(conn: Connection, order_id: str) -> list[StepRow]:
