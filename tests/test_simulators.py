@@ -45,6 +45,14 @@ def test_loading_every_connector_plugin_imports_no_fake() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_the_demo_module_imports_no_connector() -> None:
+    # the demo reaches the fakes through the simulators' entry points only
+    done = _python("import sys, integration_bus.cli.demo; "
+                   "found = [m for m in sys.modules if m.startswith('connectors')]; "
+                   "assert not found, found")
+    assert done.returncode == 0, done.stderr
+
+
 def test_the_fakes_are_registered_as_simulators_not_connectors() -> None:
     from integration_bus.registry import Registry
 
