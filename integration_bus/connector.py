@@ -9,6 +9,11 @@ Lifecycle: the runtime validates config at start-up (constructors validate; run 
 builds sources/sinks with a :class:`ConnectorContext`, calls ``open()``, uses them, and calls
 ``close()`` (idempotent) at shutdown.
 
+An entry point names the plugin, or a function without arguments returning a fresh one (a
+factory, called for every bus: state a plugin's instances share — pacers, breakers, caches —
+lives in the objects it builds, never in a module). A fake of the connector's system registers
+apart, as a :class:`Simulator` under ``integration_bus.simulators``.
+
 A plugin that serves HTTP (a webhook receiver) uses :class:`HttpServer` under
 :class:`HttpLimits` — the same runner, deadlines and connection limit as the bus's own faces.
 """
@@ -49,6 +54,7 @@ from integration_bus.httpbody import (
     read_body,
 )
 from integration_bus.redact import known, redact_url
+from integration_bus.simulator import SimulatedSystem, Simulator
 from integration_bus.yamlsafe import Locator, read_yaml_text
 
 if TYPE_CHECKING:
@@ -76,6 +82,8 @@ __all__ = [
     "ResponseDecodeError",
     "ResponseTooLarge",
     "SeenStore",
+    "SimulatedSystem",
+    "Simulator",
     "Sink",
     "Source",
     "StockBook",
@@ -354,8 +362,6 @@ class ConnectorPlugin:
     sink_config: type[BaseModel] | None = None
     create_source: Callable[[Any, ConnectorContext], Source | PollingSource] | None = None
     create_sink: Callable[[Any, ConnectorContext], Sink] | None = None
-    #: a click command that runs a simulator of the connector's system (``bus sim NAME``)
-    simulator: Any = None
     #: click commands (or groups) the connector adds to ``bus`` (e.g. ``bus layout``)
     commands: tuple[Any, ...] = ()
     #: ``lint(config, resolve)``: checks the files an instance's config names (layouts,

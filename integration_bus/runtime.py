@@ -69,12 +69,15 @@ class Bus:
         it at head already (read-only commands; ConfigError naming ``bus db upgrade``).
         ``tracing``: default from the process's ``OTEL_*`` variables (off unless
         ``OTEL_TRACES_EXPORTER`` names an exporter; see ``integration_bus.tracing``).
-        ``clock``: what plugins are told the time is (epoch seconds; tests move it)."""
+        ``clock``: what plugins are told the time is (epoch seconds; tests move it).
+        ``registry``: the plugins this bus builds its sources and sinks with; plugins registered
+        by factory are built anew for this bus (``Registry.fresh``), so two buses in one
+        process share no breaker, pacer or cache."""
         self.config = config
         self.tracing = tracing if tracing is not None else Tracing.from_environ(os.environ)
         self.clock = clock
         self.migrate = migrate
-        self.registry = registry
+        self.registry = registry.fresh()
         self.metrics = Metrics()
         dead_letters = config.settings.dead_letters
         #: what this bus hides from logs, the journal, dead letters and everything shown

@@ -130,7 +130,8 @@ class CircuitBreaker:
 
 
 class BreakerPool:
-    """Breakers by endpoint address: every sink and source of one plugin object share them."""
+    """Breakers by endpoint address: every sink and source of one plugin object (so of one bus)
+    share them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

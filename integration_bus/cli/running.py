@@ -249,14 +249,13 @@ def serve_command(ctx: click.Context, config_dir: Path, sources: str | None,
 
 
 class SimulatorGroup(click.Group):
-    """``bus sim NAME``: the simulators connector plugins ship (a fake ERP, a fake shop...)."""
+    """``bus sim NAME``: the simulators installed packages register (entry-point group
+    ``integration_bus.simulators``: a fake ERP, a fake shop...)."""
 
     def _simulators(self) -> dict[str, click.Command]:
-        from integration_bus.registry import Registry
+        from integration_bus.simulator import Simulators
 
-        registry = Registry.from_entry_points()
-        return {name: registry.get(name).simulator for name in registry.names()
-                if registry.get(name).simulator is not None}
+        return Simulators.from_entry_points().commands()
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self._simulators())

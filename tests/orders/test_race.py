@@ -243,11 +243,9 @@ def test_the_worker_killed_at_a_saga_step_ends_the_same(tmp_path: Path, rabbitmq
         assert statuses["BEANIE-GRN"]["status"] == "cancelled"
     finally:
         bus.stop()
-        if demo._sender is not None:  # the webhook sender's pool (DemoRun.running closes it)
-            demo._sender.close()
         if store is not None:
             store.close()
-        demo.shop.stop()
+        demo.shop.stop()  # with the shop's webhook sender
         demo.erp.stop()
 
 
@@ -483,9 +481,7 @@ def test_the_worker_killed_while_a_back_order_is_reserved_ends_the_same(
         assert [n["outcome"] for n in notices(demo)] == ["partly_back_ordered", "fulfilled"]
     finally:
         bus.stop()
-        if demo._sender is not None:
-            demo._sender.close()
         if store is not None:
             store.close()
-        demo.shop.stop()
+        demo.shop.stop()  # with the shop's webhook sender
         demo.erp.stop()

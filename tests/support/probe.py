@@ -82,7 +82,7 @@ def probe_plugin(target: Target) -> ConnectorPlugin:
 
 
 def registry_with(*plugins: ConnectorPlugin) -> Registry:
-    """The installed plugins plus ``plugins`` (which replace installed ones of the same name)."""
-    installed = Registry.from_entry_points()
-    mine = {p.name for p in plugins}
-    return Registry([*(installed.get(n) for n in installed.names() if n not in mine), *plugins])
+    """The installed plugins plus ``plugins`` (which replace installed ones of the same name);
+    installed plugins registered by factory stay factories (each bus builds its own)."""
+    return Registry.from_entry_points().replaced(*plugins)
+
