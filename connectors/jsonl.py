@@ -20,7 +20,7 @@ import threading
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from integration_bus.connector import (
     BusError,
@@ -47,6 +47,14 @@ class JsonlSourceConfig(BaseModel):
     window: int = Field(500, ge=1, le=10_000, description="lines published per confirm window")
     poll_interval: Millis = 500
 
+    @model_validator(mode="after")
+    def _payload_needs_type(self) -> JsonlSourceConfig:
+        # A config problem: `bus lint` and start-up report it (ConfigError, file:line), never
+        # a message.
+        if self.format == "payload" and not self.type:
+            raise ValueError("format 'payload' needs a message type: set 'type'")
+        return self
+
 
 class JsonlSinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -63,8 +71,6 @@ class _Line:
 
 class JsonlSource:
     def __init__(self, config: JsonlSourceConfig, context: ConnectorContext) -> None:
-        if config.format == "payload" and not config.type:
-            raise PermanentError("format 'payload' needs a message type", field="type")
         self.name = context.instance
         self._config = config
         self._context = context

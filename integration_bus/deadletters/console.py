@@ -25,7 +25,7 @@ from integration_bus.deadletters import query
 from integration_bus.deadletters.query import Selection
 from integration_bus.deadletters.replay import Preview, ReplayOutcome, enqueue_chunk, preview
 from integration_bus.envelope import Envelope
-from integration_bus.errors import BusError, ConfigError, EnvelopeError
+from integration_bus.errors import BusError, ConfigError, EnvelopeError, RequestError
 from integration_bus.operators import AccessDenied, Operator
 from integration_bus.pipeline import Pipeline
 from integration_bus.runtime import Bus
@@ -38,7 +38,7 @@ __all__ = ["DeadLetterConsole", "EditOutcome", "EditRefused"]
 CHUNK = 500
 
 
-class EditRefused(BusError):
+class EditRefused(RequestError):
     """An edit that does not fit the route's input schema (nothing was stored or sent)."""
 
 
@@ -197,7 +197,7 @@ class DeadLetterConsole:
         with self.db.begin() as conn:
             row = query.one(conn, ident)
             if row is None:
-                raise BusError(f"no dead letter {ident!r}", hint="bus dlq list shows the ids")
+                raise RequestError(f"no dead letter {ident!r}", hint="bus dlq list shows the ids")
             replays = [dict(r) for r in conn.execute(
                 select(outbox.c.envelope_id, outbox.c.routing_key, outbox.c.created_at,
                        outbox.c.published_at, outbox.c.error)
@@ -293,7 +293,7 @@ class DeadLetterConsole:
         with self.db.begin() as conn:
             row = query.one(conn, ident)
             if row is None or row["status"] != "new":
-                raise BusError(f"no new dead letter {ident!r} to edit",
+                raise RequestError(f"no new dead letter {ident!r} to edit",
                                hint="only dead letters waiting (status new) can be edited")
             before = row["edited_payload"] if row["edited_payload"] is not None else \
                 row["envelope"].get("payload")
@@ -316,7 +316,7 @@ class DeadLetterConsole:
                                   .values(edited_payload=payload, updated_at=utcnow())
                                   .returning(table.c.id)).first()
             if stored is None:
-                raise BusError(f"dead letter {row['id']} is no longer waiting (replayed or "
+                raise RequestError(f"dead letter {row['id']} is no longer waiting (replayed or "
                                "discarded meanwhile); the edit was not stored")
             self._audit(conn, "edit", row["id"], count=1,
                         detail={"diff": masked_diff, "validated_against": checked,

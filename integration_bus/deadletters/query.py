@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, String, and_, cast, func, or_, select
 
-from integration_bus.errors import BusError
+from integration_bus.errors import RequestError
 from integration_bus.store.schema import dead_letters
 
 __all__ = ["STATUSES", "AmbiguousId", "Selection", "count", "fetch", "groups", "one",
@@ -75,7 +75,7 @@ class Selection:
         return and_(True, *clauses)
 
 
-class AmbiguousId(BusError):
+class AmbiguousId(RequestError):
     """An id prefix that more than one dead letter's id (or envelope id) starts with. Its
     ``candidates`` are the matching dead-letter ids (the first few)."""
 
