@@ -55,6 +55,7 @@ from integration_bus.httpbody import (
 )
 from integration_bus.redact import known, redact_url
 from integration_bus.simulator import SimulatedSystem, Simulator
+from integration_bus.source_batch import *  # noqa: F403  (BatchSource, SourceBatch, run_batch_source)
 from integration_bus.yamlsafe import Locator, read_yaml_text
 
 if TYPE_CHECKING:

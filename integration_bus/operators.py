@@ -12,7 +12,7 @@ admin     also edit, unmask, purge and force (reset the ledger on replay), and m
           console's users (``bus users``)
 ========  ======================================================================
 
-:meth:`Operator.require` raises :class:`AccessDenied` (a BusError: the CLI exits 3) when the
+:meth:`Operator.require` raises :class:`AccessDenied` (a RequestError: the CLI exits 3) when the
 role does not allow an action; callers audit the refusal.
 """
 
@@ -24,7 +24,7 @@ import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
-from integration_bus.errors import BusError
+from integration_bus.errors import RequestError
 from integration_bus.settings.models import OperatorSettings
 
 __all__ = ["PERMISSIONS", "ROLES", "AccessDenied", "Operator", "os_operator", "role_of"]
@@ -41,7 +41,7 @@ PERMISSIONS = {
 }
 
 
-class AccessDenied(BusError):
+class AccessDenied(RequestError):
     """The operator's role does not allow the action (nothing was done; the refusal is
     audited)."""
 

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from integration_bus.connector import PollingSource, Sink, Source, StockReader, StockReading
 from integration_bus.envelope import new_id
-from integration_bus.errors import BusError, ConfigError, did_you_mean
+from integration_bus.errors import BusError, ConfigError, TransientError, did_you_mean
 from integration_bus.retail.projection import Stock, StockProjection
 from integration_bus.settings import Config
 from integration_bus.store import JournalEntry, Settlement, Store, utcnow
@@ -293,11 +293,11 @@ class ReconcileMetrics:
 
 def write_metrics_file(path: Path, report: ReconcileReport) -> None:
     """The report's gauges in the Prometheus text format at ``path`` (node_exporter's textfile
-    collector reads ``*.prom``), replaced atomically. BusError if it cannot be written."""
+    collector reads ``*.prom``), replaced atomically. TransientError if it cannot be written."""
     registry = CollectorRegistry(auto_describe=True)
     ReconcileMetrics(registry).observe(report)
     try:
         write_to_textfile(str(path), registry)
     except OSError as exc:
-        raise BusError(f"cannot write the metrics file: {exc.strerror}", file=str(path)) \
+        raise TransientError(f"cannot write the metrics file: {exc.strerror}", file=str(path)) \
             from exc

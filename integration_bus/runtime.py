@@ -35,6 +35,7 @@ from integration_bus.retail.projection import AvailabilityPolicy, StockProjectio
 from integration_bus.route import Route
 from integration_bus.settings import Config, load_config
 from integration_bus.settings.models import BrokerSettings
+from integration_bus.source_batch import BatchSource, run_batch_source
 from integration_bus.store import (
     DeadLetter,
     JournalEntry,
@@ -372,7 +373,10 @@ class Bus:
     def _run_source(self, source: Source, stop: threading.Event) -> None:
         publisher = self.publisher()
         try:
-            source.run(publisher, stop)
+            if isinstance(source, BatchSource):  # it reads; the runtime publishes, then acks
+                run_batch_source(source, publisher, stop)
+            else:
+                source.run(publisher, stop)
         finally:
             publisher.close()
             source.close()

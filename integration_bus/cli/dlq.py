@@ -28,7 +28,7 @@ from integration_bus.cli.options import EXIT_FAILURE, EXIT_USAGE, config_dir_opt
 from integration_bus.cli.summary import console
 from integration_bus.deadletters.console import ConsoleBus, DeadLetterConsole, pretty
 from integration_bus.durations import parse_millis
-from integration_bus.errors import BusError
+from integration_bus.errors import RequestError
 from integration_bus.liveness import holder_alive
 from integration_bus.operators import os_operator
 from integration_bus.relay import OutboxRelay
@@ -278,7 +278,7 @@ def edit_command(dlq: DeadLetterConsole, ident: str, assignments: tuple[str, ...
         try:
             payload = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise BusError(f"the edited text is not JSON: {exc}") from exc
+            raise RequestError(f"the edited text is not JSON: {exc}") from exc
     edit = dlq.edit(ident, payload)
     click.echo(edit.diff or "no change")
     if edit.validated_against is None:

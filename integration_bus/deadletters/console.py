@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from integration_bus.deadletters.replay import Preview, ReplayOutcome, enqueue_chunk, preview
 from integration_bus.envelope import Envelope
-from integration_bus.errors import BusError, ConfigError, EnvelopeError
+from integration_bus.errors import BusError, ConfigError, EnvelopeError, RequestError
 from integration_bus.operators import AccessDenied, Operator
 from integration_bus.pipeline import Pipeline
 from integration_bus.redact import Redaction
@@ -35,7 +35,7 @@ __all__ = ["ConsoleBus", "DeadLetterConsole", "EditOutcome", "EditRefused"]
 CHUNK = 500
 
 
-class EditRefused(BusError):
+class EditRefused(RequestError):
     """An edit that does not fit the route's input schema (nothing was stored or sent)."""
 
 
@@ -214,7 +214,7 @@ class DeadLetterConsole:
         with self.db.begin() as conn:
             row = dead_letters.one(conn, ident)
             if row is None:
-                raise BusError(f"no dead letter {ident!r}", hint="bus dlq list shows the ids")
+                raise RequestError(f"no dead letter {ident!r}", hint="bus dlq list shows the ids")
             replays = dead_letters.replays_of(conn, row["id"])
             for replay in replays:
                 replay["outcome"] = replay.pop("last_event") or (
@@ -304,7 +304,7 @@ class DeadLetterConsole:
         with self.db.begin() as conn:
             row = dead_letters.one(conn, ident)
             if row is None or row["status"] != "new":
-                raise BusError(f"no new dead letter {ident!r} to edit",
+                raise RequestError(f"no new dead letter {ident!r} to edit",
                                hint="only dead letters waiting (status new) can be edited")
             before = row["edited_payload"] if row["edited_payload"] is not None else \
                 row["envelope"].get("payload")
@@ -323,7 +323,7 @@ class DeadLetterConsole:
                                  if k in ("field", "hint")}) from exc
         with self.db.begin() as conn:
             if not dead_letters.set_edited_payload(conn, row["id"], payload, now=utcnow()):
-                raise BusError(f"dead letter {row['id']} is no longer waiting (replayed or "
+                raise RequestError(f"dead letter {row['id']} is no longer waiting (replayed or "
                                "discarded meanwhile); the edit was not stored")
             self._audit(conn, "edit", row["id"], count=1,
                         detail={"diff": masked_diff, "validated_against": checked,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from integration_bus.envelope import Envelope
-from integration_bus.errors import BusError
+from integration_bus.errors import BusError, RequestError
 from integration_bus.pipeline import Pipeline
 from integration_bus.store import OutboxItem, dead_letters, ledger, utcnow
 from integration_bus.store import outbox as outbox_ops
@@ -61,9 +61,9 @@ def target_route(row: Mapping[str, Any], to_route: str | None,
                  routes: Mapping[str, Sequence[str]]) -> str:
     route = to_route or row.get("route")
     if route is None:
-        raise BusError("it has no route (input rejected at its source): fix it at the source")
+        raise RequestError("it has no route (input rejected at its source): fix it at the source")
     if route not in routes:
-        raise BusError(f"route {route!r} is not in the configuration")
+        raise RequestError(f"route {route!r} is not in the configuration")
     return str(route)
 
 

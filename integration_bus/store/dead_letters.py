@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, String, and_, cast, delete, func, or_, select
 from sqlalchemy import update as sql_update
 
-from integration_bus.errors import BusError
+from integration_bus.errors import RequestError
 from integration_bus.store.schema import dead_letters, journal, outbox
 
 __all__ = ["STATUSES", "AmbiguousId", "Connection", "Selection", "count", "fetch", "groups",
@@ -83,7 +83,7 @@ class Selection:
         return and_(True, *clauses)
 
 
-class AmbiguousId(BusError):
+class AmbiguousId(RequestError):
     """An id prefix that more than one dead letter's id (or envelope id) starts with. Its
     ``candidates`` are the matching dead-letter ids (the first few)."""
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from integration_bus.batch import Batch, Outcome
+from integration_bus.batch import Batch
+from integration_bus.fate import DeadLetter
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
@@ -188,7 +189,7 @@ class RunningBus:
     # -- threads -------------------------------------------------------------------------------
     def _on_batch(self, batch: Batch) -> None:
         errors = [item.error for item in batch.items
-                  if item.outcome is Outcome.DEAD and item.error is not None]
+                  if isinstance(item.fate, DeadLetter) and item.error is not None]
         if errors:
             with self._lock:
                 self.dead.extend(errors)
