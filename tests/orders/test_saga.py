@@ -11,15 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.soap_erp.fakeerp.state import ErpState
+from integration_bus.connector import ConnectorContext
 from integration_bus.envelope import Envelope
 from integration_bus.errors import TransientError
 from integration_bus.retail.orders.book import SagaBook
 from integration_bus.retail.orders.manager import OrderNeedsDecision, OrderProcessManager
 from integration_bus.retail.orders.policy import SourcingPolicy
+from integration_bus.retail.orders.rechecks import (
+    RESTAGE_INTERVALS,
+    OrderRecheckConfig,
+    OrderRecheckSource,
+)
 from integration_bus.store import Store
 from tests.orders.systems import PLANTS, Crash, ErpSystems
 
@@ -494,3 +501,59 @@ def test_a_batch_of_sagas_is_started_and_saved_in_one_go_and_a_moved_one_conflic
     again = book.save_many([(book.get(o), book.get(o).saga,  # type: ignore[arg-type,union-attr]
                              [Entry("note", "n", f"again {o}")], [], []) for o in ("b1", "b2")])
     assert [r.version for r in again] == [3, 3]  # type: ignore[union-attr]
+
+
+class _SagaSink:
+    """What the recheck source reads of its order_saga sink: the sourcing policy."""
+
+    def __init__(self, pol: SourcingPolicy) -> None:
+        self.policy = pol
+
+    def close(self) -> None:
+        pass
+
+
+class _WorldStock:
+    """The projection as the recheck source reads it: the World's (it lags the ERP)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def available_to_promise(self, pairs: Any) -> dict[tuple[str, str], Decimal | None]:
+        return {pair: self.world.projection.get(pair) for pair in pairs}
+
+
+def test_a_recheck_that_found_the_stock_gone_is_sent_again_and_the_deadline_still_comes(
+        store: Store, clock: list[float]) -> None:
+    # Given a back-ordered SCK line, and the recheck source polling every second
+    world = World(store, policy(back_order={"skus": ["SCK"], "wait": "1h"}), clock)
+    world.seed("SCK", "WH-01", 0)
+    world.seed("TEE", "WH-01", 5)
+    world.poll()
+    assert world.run(world.order(("SCK", 2), ("TEE", 1))) == "partly_back_ordered"
+    staged: list[Envelope] = []
+    context = ConnectorContext(
+        instance="order_rechecks", root=Path("."), cursors=None, seen=None,  # type: ignore[arg-type]
+        stock=_WorldStock(world), open_publisher=None, log=structlog.get_logger(),  # type: ignore[arg-type]
+        reject=None, record=None, metrics=None,  # type: ignore[arg-type]
+        stage=lambda envelopes, cursor: staged.extend(envelopes),
+        clock=lambda: clock[0], sagas=world.book, sinks=lambda name: _SagaSink(world.policy))
+    source = OrderRecheckSource(OrderRecheckConfig(sink="orders", interval="1s"), context)
+    # When the projection shows SCK for a moment (the source nudges the order), but it is gone
+    # when the nudge is handled (the ERP's next poll): that recheck changes nothing
+    world.projection[("SCK", "STORE-042")] = Decimal(3)
+    assert source.poll() == 1
+    world.poll()
+    assert recheck(world, "o1") == "partly_back_ordered"
+    assert source.poll() == 0  # not again at once ...
+    # Then the order is nudged again later while it still looks due, with a key of its own
+    clock[0] += RESTAGE_INTERVALS * 1.0
+    world.projection[("SCK", "STORE-042")] = Decimal(3)
+    assert source.poll() == 1
+    assert len({e.idempotency_key for e in staged}) == 2
+    # ... and once the back order waited an hour the nudge cancels it
+    world.poll()
+    clock[0] += 3601
+    assert source.poll() == 1
+    assert recheck(world, "o1") == "partly_cancelled"
+    assert source.poll() == 0  # nothing back-ordered any more

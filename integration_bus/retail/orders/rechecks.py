@@ -10,7 +10,11 @@ compensation (ERP lines cancelled, shop lines cancelled and refunded, the custom
 
 A recheck is only a nudge: the sink decides again from the stored saga (compare-and-set on its
 version), so a repeated or late recheck does nothing twice. The policy is the sink's own
-(``sink:`` names the ``order_saga`` sink instance), so the two cannot disagree.
+(``sink:`` names the ``order_saga`` sink instance), but the stock it sees is the projection at
+the time the message is handled: stock this poll saw may be gone by then (another order took
+it, the ERP's next poll corrected it), and that recheck changes nothing. So an order still due
+is nudged again after :data:`RESTAGE_INTERVALS` polls (each nudge with a key of its own: the
+ledger would otherwise take a second nudge for the first), and its deadline is never missed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from integration_bus.retail.orders.saga import Saga, recheck
 __all__ = ["OrderRecheckConfig", "OrderRecheckSource"]
 
 RECHECK_TYPE = "order.recheck"
+RESTAGE_INTERVALS = 10  # polls after which an order still due is nudged again
 
 
 class OrderRecheckConfig(BaseModel):
@@ -59,7 +64,8 @@ class OrderRecheckSource:
         self._policy = policy
         self._config, self._context = config, context
         self.interval_ms = config.interval
-        self._staged: dict[str, int] = {}  # order -> the round a recheck was staged for
+        # order -> (the round a recheck was staged for, when, how many for that round)
+        self._staged: dict[str, tuple[int, float, int]] = {}
 
     def due(self) -> list[Saga]:
         """The back-ordered sagas that can move now (opened in a copy: nothing is saved)."""
@@ -77,14 +83,23 @@ class OrderRecheckSource:
                 if recheck(Saga.from_json(saga.to_json()), self._policy, known, now=now)]
 
     def poll(self) -> int:
-        due = [s for s in self.due() if self._staged.get(s.order_id) != s.round]
+        now = self._context.clock()
+        again = RESTAGE_INTERVALS * self.interval_ms / 1000
+        due: list[tuple[Saga, int]] = []
+        for saga in self.due():
+            round_, at, count = self._staged.get(saga.order_id, (-1, 0.0, 0))
+            if round_ != saga.round:
+                due.append((saga, 1))
+            elif now - at >= again:  # nudged for this round before, and still due
+                due.append((saga, count + 1))
         if not due:
             return 0
         self._context.stage([Envelope.create(
             RECHECK_TYPE, {"order_id": saga.order_id}, source=self.name,
-            idempotency_key=f"{saga.refs.get('order', saga.order_id)}>recheck#{saga.round + 1}")
-            for saga in due], None)
-        self._staged.update((s.order_id, s.round) for s in due)
+            idempotency_key=f"{saga.refs.get('order', saga.order_id)}>recheck#{saga.round + 1}"
+                            + (f".{count}" if count > 1 else ""))
+            for saga, count in due], None)
+        self._staged.update((s.order_id, (s.round, now, count)) for s, count in due)
         self._context.log.info("orders.recheck", source=self.name, count=len(due))
         return len(due)
 
