@@ -87,7 +87,7 @@ def test_the_image_is_slim_runs_as_a_user_and_its_entrypoint_is_bus() -> None:
 def test_every_bus_service_uses_one_image_and_a_real_bus_command() -> None:
     compose = _compose()
     services = _bus_services(compose)
-    assert {"bus-migrate", "worker", "sources", "scheduler"} <= set(services)
+    assert {"bus-migrate", "worker", "sources", "console", "scheduler"} <= set(services)
     assert {"rabbitmq", "postgres"} <= set(compose["services"])
     assert len({svc["image"] for svc in services.values()}) == 1
     assert len({json.dumps(svc["build"], sort_keys=True) for svc in services.values()}) == 1
@@ -112,6 +112,9 @@ def test_long_running_services_have_healthchecks_on_their_own_port() -> None:
         if "--metrics-port" in command:
             port = command[command.index("--metrics-port") + 1]
             assert f"127.0.0.1:{port}/" in " ".join(check["test"]), name
+        elif command[:1] == ["console"]:
+            port = command[command.index("--port") + 1]
+            assert f"127.0.0.1:{port}/health" in " ".join(check["test"]), name
 
 
 def test_a_typo_in_a_command_is_caught() -> None:
@@ -136,7 +139,7 @@ def _units() -> dict[str, configparser.ConfigParser]:
 def test_systemd_units_run_real_bus_commands_as_the_bus_user() -> None:
     units = _units()
     assert {"bus-migrate.service", "bus-worker@.service", "bus-sources.service",
-            "bus-scheduler.service", "bus.target"} <= set(units)
+            "bus-scheduler.service", "bus-console.service", "bus.target"} <= set(units)
     services = {n: u for n, u in units.items() if n.endswith(".service")}
     for name, unit in services.items():
         service = unit["Service"]
@@ -226,10 +229,11 @@ def _free_port() -> int:
 
 
 def _moved_port(argv: list[str], port: int) -> list[str]:
-    if "--metrics-port" not in argv:
+    flag = "--metrics-port" if "--metrics-port" in argv else "--port"
+    if flag not in argv:
         return list(argv)
     out = list(argv)
-    out[out.index("--metrics-port") + 1] = str(port)
+    out[out.index(flag) + 1] = str(port)
     return out
 
 
@@ -318,6 +322,12 @@ def test_the_compose_roles_run_as_local_processes(project: Path, rabbitmq_url: s
                     test[0] = sys.executable if test[0] == "python3" else test[0]
                     _wait(lambda test=test: subprocess.run(test, timeout=30).returncode == 0,
                           f"{name}'s healthcheck")
+            elif svc["command"][:1] == ["console"]:
+                test = [part.replace(":8089/", f":{ports[name]}/")
+                        for part in svc["healthcheck"]["test"][1:]]
+                test[0] = sys.executable if test[0] == "python3" else test[0]
+                _wait(lambda test=test: subprocess.run(test, timeout=30).returncode == 0,
+                      f"{name}'s healthcheck")
             else:
                 _wait(lambda log=log: "scheduler running" in log.read_text(errors="replace"),
                       f"{name} to start")

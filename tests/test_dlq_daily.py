@@ -16,7 +16,7 @@ from ulid import ULID
 
 from connectors.soap_erp.config import FaultRule, FaultRules
 from connectors.soap_erp.faults import SOAP11_ENV, SOAP12_ENV, FaultClassifier, QName, SoapFault
-from integration_bus.batch import _code, _message
+from integration_bus.batch.settle import _code, _message
 from integration_bus.cli import cli
 from integration_bus.envelope import Envelope
 from integration_bus.runtime import Bus

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -97,6 +97,11 @@ def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
             who = None
         return console.render(request, "problem.html", who, status=status, title=title,
                               text=bus.redaction.text(text))
+
+    @app.get("/health", response_class=PlainTextResponse)
+    def health() -> str:
+        """For a load balancer or a container healthcheck: the console answers (no login)."""
+        return "ok\n"
 
     @app.get("/login", response_class=HTMLResponse)
     def login_page(request: Request) -> Response:
