@@ -249,6 +249,65 @@ def test_the_worker_killed_at_a_saga_step_ends_the_same(tmp_path: Path, rabbitmq
         demo.erp.stop()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("action", ["cancel_lines", "line_statuses"])
+def test_the_worker_killed_at_a_shop_step_ends_the_same(tmp_path: Path, rabbitmq_url: str,
+                                                        action: str) -> None:
+    demo = DemoRun(REPO / "config", tmp_path / "var", Scenario(), broker_url=rabbitmq_url)
+    erp, shop = demo.erp.state, demo.shop_state
+    bus = BusProcess(demo, tmp_path / "bus.log")
+    demo.erp.start()
+    demo.shop.start()
+    store: Store | None = None
+    try:
+        bus.start()
+        wait_for(lambda: _at_head(demo), timeout=60, message="the bus migrated its store")
+        store = Store.open(demo.environ["BUS_STORE_URL"], migrate=False)
+        book, projection = SagaBook(store), StockProjection(store)
+        wait_for(lambda: projection.get("BNE-GRN-01", "WH-01") is not None, timeout=60,
+                 message="the first ERP poll reached the projection")
+        # Given polls held, one order takes WH-01's only BEANIE
+        release = hold_polls(demo)
+        first = demo.send_order([(BEANIE[0], 1, BEANIE[1])], short=False)
+        assert first is not None
+        wait_for(functools.partial(settled, book, first), timeout=60, message="first settles")
+        # When the next order's BEANIE is cancelled, and the worker is killed right after the
+        # shop took the armed action (cancel and refund the line; the lines' statuses)
+        armed = [True]
+
+        def kill_once(done: str, _order: str) -> None:
+            if armed[0] and done == action:
+                armed[0] = False
+                bus.kill9()
+
+        shop.after_effect = kill_once
+        second = demo.send_order([(BEANIE[0], 1, BEANIE[1]), (TEE[0], 1, TEE[1])], short=False)
+        assert second is not None
+        wait_for(bus.dead, timeout=60, message=f"the worker is killed after the shop's {action}")
+        release.set()
+        erp.on_changes = None
+        bus.start()
+        # Then the order ends as it would have, the shop's effects made once
+        wait_for(functools.partial(settled, book, second), timeout=90,
+                 message="the order settles after the restart")
+        record = book.get(second)
+        assert record is not None and record.outcome == "partly_cancelled", record
+        shop_id = second.removeprefix("shopify-")
+        assert shop.effects[f"cancel:{shop_id}:BEANIE-GRN"] == 1
+        assert shop.effects[f"refund:{shop_id}:BEANIE-GRN"] == 1
+        assert shop.line_statuses[shop_id]["BEANIE-GRN"]["status"] == "cancelled"
+        assert erp.document_count("sales_order_change") == 1
+        wait_for(lambda: len(notices(demo)) >= 1, timeout=60, message="order.exception")
+        assert [n["order_id"] for n in notices(demo)] == [second]
+    finally:
+        shop.after_effect = None
+        bus.stop()
+        if store is not None:
+            store.close()
+        demo.shop.stop()
+        demo.erp.stop()
+
+
 def _at_head(demo: DemoRun) -> bool:
     if not Path(demo.environ["BUS_STORE_URL"].removeprefix("sqlite:///")).exists():
         return False

@@ -224,8 +224,11 @@ def build_shop_app(state: ShopState) -> FastAPI:
             for item in body["line_items"]:
                 lines[str(item["sku"])] = dict(item)
                 state.effects[f"line:{order_id}:{item['sku']}:{item['status']}"] += 1
-            return answer(request, 200, {"order": {"id": order_id, "line_items": [
+            reply = answer(request, 200, {"order": {"id": order_id, "line_items": [
                 {"sku": sku, **item} for sku, item in sorted(lines.items())]}})
+        if state.after_effect is not None:
+            state.after_effect("line_statuses", order_id)
+        return reply
 
     @app.post(f"{_API}/orders/{{order_id}}/cancel_lines.json")
     async def cancel_lines(order_id: str, request: Request) -> Response:
@@ -248,10 +251,13 @@ def build_shop_app(state: ShopState) -> FastAPI:
                     line["refunded"] = str(target.quantize(Decimal("0.01")))
                     state.effects[f"refund:{order_id}:{item['sku']}"] += 1
                 made.append({"line_no": item.get("line_no"), **line})
-            return answer(request, 200, {"refund": {
+            reply = answer(request, 200, {"refund": {
                 "order_id": order_id, "external_ref": body.get("external_ref"),
                 "currency": body.get("currency"), "refunded": str(refunded),
                 "line_items": made}})
+        if state.after_effect is not None:
+            state.after_effect("cancel_lines", order_id)
+        return reply
 
     @app.post("/_sim/orders")
     def sim_orders(count: int = 1) -> Response:

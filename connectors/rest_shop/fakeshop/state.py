@@ -120,6 +120,9 @@ class ShopState:
     #: called with the page number before an order page is read (tests change orders
     #: between two pages, or hold a poll mid-pagination, with it)
     on_list: Callable[[int], None] | None = None
+    #: called with (action, order id) once an order-line action (``line_statuses``,
+    #: ``cancel_lines``) took effect, before its answer leaves (tests kill the bus there)
+    after_effect: Callable[[str, str], None] | None = None
     _window: list[float] = field(default_factory=list)
     _next_id: int = 9_007_199_254_740_993  # 2**53 + 1: exact only if never a float
 
