@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -189,46 +190,77 @@ def kill_after(target: Any, method: str, bus: BusProcess) -> list[bool]:
     return armed
 
 
+class KilledRace:
+    """The race over RabbitMQ and real HTTP with the bus in its own process: one order takes
+    WH-01's only BEANIE (polls held, so the projection still shows it), then the next order's
+    BEANIE must be cancelled, and the bus is SIGKILLed at the step the test arms."""
+
+    def __init__(self, tmp_path: Path, rabbitmq_url: str) -> None:
+        self.demo = DemoRun(REPO / "config", tmp_path / "var", Scenario(),
+                            broker_url=rabbitmq_url)
+        self.erp, self.shop = self.demo.erp.state, self.demo.shop_state
+        self.bus = BusProcess(self.demo, tmp_path / "bus.log")
+        self.store: Store | None = None
+
+    @contextmanager
+    def running(self) -> Iterator[SagaBook]:
+        """The systems and the bus up, the first order settled; everything stopped after."""
+        self.demo.erp.start()
+        self.demo.shop.start()
+        try:
+            self.bus.start()
+            wait_for(lambda: _at_head(self.demo), timeout=60,
+                     message="the bus migrated its store")
+            self.store = Store.open(self.demo.environ["BUS_STORE_URL"], migrate=False)
+            book, projection = SagaBook(self.store), StockProjection(self.store)
+            wait_for(lambda: projection.get("BNE-GRN-01", "WH-01") is not None, timeout=60,
+                     message="the first ERP poll reached the projection")
+            self.release = hold_polls(self.demo)
+            first = self.demo.send_order([(BEANIE[0], 1, BEANIE[1])], short=False)
+            assert first is not None
+            wait_for(functools.partial(settled, book, first), timeout=60,
+                     message="first settles")
+            yield book
+        finally:
+            self.shop.after_effect = None
+            self.bus.stop()
+            if self.store is not None:
+                self.store.close()
+            self.demo.shop.stop()  # with the shop's webhook sender
+            self.demo.erp.stop()
+
+    def second_order_killed(self, book: SagaBook, what: str) -> str:
+        """Send the next order (BEANIE + TEE); once the armed kill happened, restart the bus
+        and wait until the order settles: its id."""
+        second = self.demo.send_order([(BEANIE[0], 1, BEANIE[1]), (TEE[0], 1, TEE[1])],
+                                      short=False)
+        assert second is not None
+        wait_for(self.bus.dead, timeout=60, message=f"the worker is killed after {what}")
+        self.release.set()
+        self.erp.on_changes = None
+        self.bus.start()
+        wait_for(functools.partial(settled, book, second), timeout=90,
+                 message="the order settles after the restart")
+        record = book.get(second)
+        # the order ends as it would have: BEANIE cancelled, TEE reserved
+        assert record is not None and record.outcome == "partly_cancelled", record
+        assert [ln.status for ln in record.saga.lines] == ["cancelled", "sourced"]
+        wait_for(lambda: len(notices(self.demo)) >= 1, timeout=60, message="order.exception")
+        assert [n["order_id"] for n in notices(self.demo)] == [second]  # the customer, once
+        return second
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["create_sales_order", "reserve", "cancel_lines"])
 def test_the_worker_killed_at_a_saga_step_ends_the_same(tmp_path: Path, rabbitmq_url: str,
                                                         method: str) -> None:
-    demo = DemoRun(REPO / "config", tmp_path / "var", Scenario(), broker_url=rabbitmq_url)
-    erp, shop = demo.erp.state, demo.shop_state
-    bus = BusProcess(demo, tmp_path / "bus.log")
-    demo.erp.start()
-    demo.shop.start()
-    store: Store | None = None
-    try:
-        bus.start()
-        wait_for(lambda: _at_head(demo), timeout=60, message="the bus migrated its store")
-        store = Store.open(demo.environ["BUS_STORE_URL"], migrate=False)
-        book, projection = SagaBook(store), StockProjection(store)
-        wait_for(lambda: projection.get("BNE-GRN-01", "WH-01") is not None, timeout=60,
-                 message="the first ERP poll reached the projection")
-        # Given polls held, one order takes WH-01's only BEANIE
-        release = hold_polls(demo)
-        first = demo.send_order([(BEANIE[0], 1, BEANIE[1])], short=False)
-        assert first is not None
-        wait_for(functools.partial(settled, book, first), timeout=60, message="first settles")
-        # When the next order (BEANIE + TEE) runs, and the worker is killed right after the
-        # ERP did the armed step
-        armed = kill_after(erp, method, bus)
-        armed[0] = True
-        second = demo.send_order([(BEANIE[0], 1, BEANIE[1]), (TEE[0], 1, TEE[1])], short=False)
-        assert second is not None
-        wait_for(bus.dead, timeout=60, message=f"the worker is killed after {method}")
-        release.set()
-        erp.on_changes = None
-        bus.start()
-        # Then the order ends as it would have: BEANIE cancelled, TEE reserved
-        wait_for(functools.partial(settled, book, second), timeout=90,
-                 message="the order settles after the restart")
-        record = book.get(second)
-        assert record is not None
-        assert record.outcome == "partly_cancelled", record
-        assert [ln.status for ln in record.saga.lines] == ["cancelled", "sourced"]
-        # no second ERP document (repeats were found by reference), nothing orphaned
+    race = KilledRace(tmp_path, rabbitmq_url)
+    with race.running() as book:
+        # When the worker is killed right after the ERP did the armed step
+        kill_after(race.erp, method, race.bus)[0] = True
+        second = race.second_order_killed(book, method)
+        # Then no second ERP document (repeats were found by reference), nothing orphaned
+        erp = race.erp
         assert erp.document_count("sales_order") == 2
         assert erp.document_count("reservation") == 2
         assert erp.document_count("sales_order_change") == 1
@@ -236,76 +268,33 @@ def test_the_worker_killed_at_a_saga_step_ends_the_same(tmp_path: Path, rabbitmq
                 for ln in r.saga.lines for a in ln.allocations if a.state == "reserved"}
         assert set(erp.open_reservations()) == held and len(held) == 2
         assert erp.open_lines(sales_order_of(book, second)).keys() == {2}
-        # the shop told, the customer told once
-        wait_for(lambda: len(notices(demo)) >= 1, timeout=60, message="order.exception")
-        assert [n["order_id"] for n in notices(demo)] == [second]
-        statuses = shop.line_statuses[second.removeprefix("shopify-")]
+        statuses = race.shop.line_statuses[second.removeprefix("shopify-")]
         assert statuses["BEANIE-GRN"]["status"] == "cancelled"
-    finally:
-        bus.stop()
-        if store is not None:
-            store.close()
-        demo.shop.stop()  # with the shop's webhook sender
-        demo.erp.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("action", ["cancel_lines", "line_statuses"])
 def test_the_worker_killed_at_a_shop_step_ends_the_same(tmp_path: Path, rabbitmq_url: str,
                                                         action: str) -> None:
-    demo = DemoRun(REPO / "config", tmp_path / "var", Scenario(), broker_url=rabbitmq_url)
-    erp, shop = demo.erp.state, demo.shop_state
-    bus = BusProcess(demo, tmp_path / "bus.log")
-    demo.erp.start()
-    demo.shop.start()
-    store: Store | None = None
-    try:
-        bus.start()
-        wait_for(lambda: _at_head(demo), timeout=60, message="the bus migrated its store")
-        store = Store.open(demo.environ["BUS_STORE_URL"], migrate=False)
-        book, projection = SagaBook(store), StockProjection(store)
-        wait_for(lambda: projection.get("BNE-GRN-01", "WH-01") is not None, timeout=60,
-                 message="the first ERP poll reached the projection")
-        # Given polls held, one order takes WH-01's only BEANIE
-        release = hold_polls(demo)
-        first = demo.send_order([(BEANIE[0], 1, BEANIE[1])], short=False)
-        assert first is not None
-        wait_for(functools.partial(settled, book, first), timeout=60, message="first settles")
-        # When the next order's BEANIE is cancelled, and the worker is killed right after the
-        # shop took the armed action (cancel and refund the line; the lines' statuses)
+    race = KilledRace(tmp_path, rabbitmq_url)
+    with race.running() as book:
+        # When the worker is killed right after the shop took the armed action (cancel and
+        # refund the line; the lines' statuses)
         armed = [True]
 
         def kill_once(done: str, _order: str) -> None:
             if armed[0] and done == action:
                 armed[0] = False
-                bus.kill9()
+                race.bus.kill9()
 
-        shop.after_effect = kill_once
-        second = demo.send_order([(BEANIE[0], 1, BEANIE[1]), (TEE[0], 1, TEE[1])], short=False)
-        assert second is not None
-        wait_for(bus.dead, timeout=60, message=f"the worker is killed after the shop's {action}")
-        release.set()
-        erp.on_changes = None
-        bus.start()
-        # Then the order ends as it would have, the shop's effects made once
-        wait_for(functools.partial(settled, book, second), timeout=90,
-                 message="the order settles after the restart")
-        record = book.get(second)
-        assert record is not None and record.outcome == "partly_cancelled", record
+        race.shop.after_effect = kill_once
+        second = race.second_order_killed(book, f"the shop's {action}")
+        # Then each of the shop's effects was made once
         shop_id = second.removeprefix("shopify-")
-        assert shop.effects[f"cancel:{shop_id}:BEANIE-GRN"] == 1
-        assert shop.effects[f"refund:{shop_id}:BEANIE-GRN"] == 1
-        assert shop.line_statuses[shop_id]["BEANIE-GRN"]["status"] == "cancelled"
-        assert erp.document_count("sales_order_change") == 1
-        wait_for(lambda: len(notices(demo)) >= 1, timeout=60, message="order.exception")
-        assert [n["order_id"] for n in notices(demo)] == [second]
-    finally:
-        shop.after_effect = None
-        bus.stop()
-        if store is not None:
-            store.close()
-        demo.shop.stop()
-        demo.erp.stop()
+        assert race.shop.effects[f"cancel:{shop_id}:BEANIE-GRN"] == 1
+        assert race.shop.effects[f"refund:{shop_id}:BEANIE-GRN"] == 1
+        assert race.shop.line_statuses[shop_id]["BEANIE-GRN"]["status"] == "cancelled"
+        assert race.erp.document_count("sales_order_change") == 1
 
 
 def _at_head(demo: DemoRun) -> bool:
