@@ -38,7 +38,6 @@ from integration_bus.errors import (
     TransientError,
     UnpublishableError,
     UnroutableError,
-    did_you_mean,
 )
 from integration_bus.http_limits import HttpLimits
 from integration_bus.httpbody import (
@@ -49,6 +48,8 @@ from integration_bus.httpbody import (
     read_body,
 )
 from integration_bus.redact import known, redact_url
+from integration_bus.suggest import closest, did_you_mean
+from integration_bus.yamlmodel import ConfigProblem, load_model, parse_model
 from integration_bus.yamlsafe import Locator, read_yaml_text
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ __all__ = [
     "BusError",
     "CircuitOpen",
     "ConfigError",
+    "ConfigProblem",
     "ConnectorContext",
     "ConnectorPlugin",
     "CursorStore",
@@ -86,10 +88,13 @@ __all__ = [
     "UnroutableError",
     "XrefTable",
     "check_type",
+    "closest",
     "did_you_mean",
     "document_reference",
     "endpoint_label",
     "http_api",
+    "load_model",
+    "parse_model",
     "read_body",
     "read_yaml_text",
     "redact_url",
