@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from integration_bus.connector import (
+    Backoff,
     BusError,
     ConnectorContext,
     ConnectorPlugin,
@@ -71,7 +72,7 @@ class JsonlSource:
         self._path = context.resolve(config.path)
 
     def run(self, publisher: Publisher, stop: threading.Event) -> None:
-        backoff = 0.5
+        retry = Backoff(first=0.5, cap=10.0).start()
         while not stop.is_set():
             lines, cursor = self._read_window()
             if not lines:
@@ -80,10 +81,9 @@ class JsonlSource:
                 stop.wait(self._config.poll_interval / 1000)
                 continue
             if self._publish(publisher, lines, cursor):
-                backoff = 0.5
+                retry.reset()
             else:  # the broker did not take them all: try the rest again later
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                retry.wait(stop)
 
     def _cursor(self) -> dict[str, Any]:
         raw = self._context.cursors.get(str(self._path))

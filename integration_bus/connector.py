@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from integration_bus.backoff import Backoff, BackoffState
 from integration_bus.durations import Millis
 from integration_bus.envelope import Envelope, check_type
 from integration_bus.errors import (
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCEPT_ENCODING",
+    "Backoff",
+    "BackoffState",
     "BatchSink",
     "BusError",
     "CircuitOpen",

@@ -53,7 +53,7 @@ from integration_bus.transport import (
 )
 from integration_bus.transport.traced import TracedPublisher
 from integration_bus.watch import Readiness
-from integration_bus.worker import Worker, WorkerOptions
+from integration_bus.worker import RESTART_BACKOFF, Worker, WorkerOptions
 
 __all__ = ["Bus"]
 
@@ -401,7 +401,7 @@ class Bus:
         threads = self._threads
 
         def supervised() -> None:
-            delay = 1.0
+            restarts = RESTART_BACKOFF.start()
             while not stop.is_set():
                 threads[name] = None
                 try:
@@ -409,11 +409,11 @@ class Bus:
                     return
                 except Exception as exc:  # a bug in a source/worker must not stop the bus
                     threads[name] = f"crashed ({type(exc).__name__}: {exc}); restarting"
+                    delay = restarts.failed()
                     log.error("thread.crashed", thread=name, restart_in=delay,
                               error=f"{type(exc).__name__}: {exc}",
                               traceback=traceback.format_exc())
                     stop.wait(delay)
-                    delay = min(delay * 2, 30.0)
         threads.setdefault(name, "not started")
         return threading.Thread(target=supervised, name=name, daemon=True)
 

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
+from integration_bus.backoff import Backoff
+
 __all__ = ["supervise"]
 
 log = structlog.get_logger("integration_bus.supervisor")
@@ -38,7 +40,7 @@ def supervise(command: Sequence[str], *, env: Mapping[str, str] | None = None,
     stop = stop or threading.Event()
     child: list[subprocess.Popen[bytes]] = []
     restore = _forward_signals(stop, child)
-    delay = 0.1
+    restarts = Backoff(first=0.1, cap=max_delay).start()
     try:
         while not stop.is_set():
             started = time.monotonic()
@@ -50,12 +52,12 @@ def supervise(command: Sequence[str], *, env: Mapping[str, str] | None = None,
             if code >= 0 or stop.is_set():
                 return code if code >= 0 else 0
             if time.monotonic() - started > HEALTHY_AFTER:
-                delay = 0.1
+                restarts.reset()
+            delay = restarts.failed()
             log.warning("supervisor.child_died", pid=proc.pid, signal=_signal_name(-code),
                         restart_in=delay)
             if stop.wait(delay):
                 return 0
-            delay = min(delay * 2, max_delay)
         return 0
     finally:
         restore()

@@ -37,6 +37,7 @@ from connectors.rest_shop.metrics import RestShopMetrics
 from connectors.rest_shop.ratelimit import ShopPacer, parse_retry_after
 from integration_bus.connector import (
     ACCEPT_ENCODING,
+    Backoff,
     ResponseDecodeError,
     ResponseTooLarge,
     TransientError,
@@ -67,6 +68,8 @@ class ClientPolicy:
         self.backoff = backoff
         self.max_retry_after = max_retry_after
         self.max_inline_wait = max_inline_wait
+        #: 5xx, timeouts, connection errors: ``backoff`` doubling up to ``max_retry_after``
+        self.retry = Backoff(first=backoff / 1000, cap=max_retry_after / 1000)
 
 
 class ShopClient:
@@ -83,7 +86,7 @@ class ShopClient:
         self._policy = policy
         self._metrics = metrics
         self._sleep = sleep
-        self._backoff_ms = 0
+        self._failures = policy.retry.start()
         headers: dict[str, str] = {"Accept": "application/json",
                                    "Accept-Encoding": ACCEPT_ENCODING}
         basic: httpx.BasicAuth | None = None
@@ -120,7 +123,8 @@ class ShopClient:
         where = {**(where or {}), "shop": self.shop}
         headers = {idempotency[0]: idempotency[1]} if idempotency else {}
         retry_safe = method.upper() in _SAFE_METHODS or idempotency is not None
-        attempt, self._backoff_ms = 0, 0
+        attempt = 0
+        self._failures.reset()
         while True:
             if attempt and not retry_safe and recheck is not None and recheck():
                 return None  # the earlier attempt did take effect
@@ -175,7 +179,7 @@ class ShopClient:
             self._count("server_error")
             return f"{status} {response.reason_phrase}", self._backoff()
         self._count("ok" if status < 400 else "client_error")
-        self._backoff_ms = 0
+        self._failures.reset()
         return response, 0.0
 
     def _exchange(self, method: str, url: str, json: Any, params: Mapping[str, str] | None,
@@ -195,9 +199,7 @@ class ShopClient:
                               request=request, extensions=streamed.extensions)
 
     def _backoff(self) -> float:
-        self._backoff_ms = (self._policy.backoff if not self._backoff_ms
-                            else min(self._backoff_ms * 2, self._policy.max_retry_after))
-        return self._backoff_ms / 1000
+        return self._failures.failed()
 
     def close(self) -> None:
         self._http.close()
