@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from pydantic import BaseModel
 
 from integration_bus.backoff import Backoff, BackoffState
+from integration_bus.breaker import BreakerState, CircuitBreaker
 from integration_bus.durations import Millis
 from integration_bus.envelope import Envelope, check_type
 from integration_bus.errors import (
@@ -62,7 +63,9 @@ __all__ = [
     "Backoff",
     "BackoffState",
     "BatchSink",
+    "BreakerState",
     "BusError",
+    "CircuitBreaker",
     "CircuitOpen",
     "ConfigError",
     "ConfigProblem",

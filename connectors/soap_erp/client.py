@@ -185,7 +185,7 @@ class SoapClient:
         every error names the operation and ``where`` (document number, envelope id...)."""
         context = {"operation": op.name, "endpoint": self.endpoint, **where}
         body = self._envelope(op, payload, context)
-        probe = self.breaker.admit(**context)
+        probe = self.breaker.admit(context)
         started = time.perf_counter()
         outcome = "ok"
         try:
