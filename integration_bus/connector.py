@@ -41,6 +41,7 @@ from integration_bus.errors import (
     UnpublishableError,
     UnroutableError,
 )
+from integration_bus.http_client import HttpTimeouts, http_client
 from integration_bus.http_limits import HttpLimits
 from integration_bus.httpbody import (
     ACCEPT_ENCODING,
@@ -75,6 +76,7 @@ __all__ = [
     "Envelope",
     "HttpLimits",
     "HttpServer",
+    "HttpTimeouts",
     "Locator",
     "LookupSink",
     "Millis",
@@ -99,6 +101,7 @@ __all__ = [
     "document_reference",
     "endpoint_label",
     "http_api",
+    "http_client",
     "load_model",
     "parse_model",
     "read_body",

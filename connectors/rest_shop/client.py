@@ -25,38 +25,27 @@ way (retried like a dropped connection, naming the endpoint without credentials)
 from __future__ import annotations
 
 import math
-import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
-from connectors.rest_shop.config import DEFAULT_MAX_RESPONSE, AuthConfig, HttpTimeouts
+from connectors.rest_shop.config import DEFAULT_MAX_RESPONSE, AuthConfig
 from connectors.rest_shop.metrics import RestShopMetrics
 from connectors.rest_shop.ratelimit import ShopPacer, parse_retry_after
 from integration_bus.connector import (
-    ACCEPT_ENCODING,
     Backoff,
+    HttpTimeouts,
     ResponseDecodeError,
     ResponseTooLarge,
     TransientError,
+    http_client,
     read_body,
 )
 
-__all__ = ["ClientPolicy", "ShopClient", "http_timeout", "no_delay_transport"]
+__all__ = ["ClientPolicy", "ShopClient"]
 _SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-
-
-def no_delay_transport() -> httpx.HTTPTransport:
-    """A transport with TCP_NODELAY: httpx may write a request's head and body separately;
-    with Nagle's algorithm the second write could wait for the server's delayed ACK."""
-    return httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-
-
-def http_timeout(timeouts: HttpTimeouts) -> httpx.Timeout:
-    return httpx.Timeout(connect=timeouts.connect / 1000, read=timeouts.read / 1000,
-                         write=timeouts.write / 1000, pool=timeouts.pool / 1000)
 
 
 class ClientPolicy:
@@ -87,17 +76,14 @@ class ShopClient:
         self._metrics = metrics
         self._sleep = sleep
         self._failures = policy.retry.start()
-        headers: dict[str, str] = {"Accept": "application/json",
-                                   "Accept-Encoding": ACCEPT_ENCODING}
+        headers: dict[str, str] = {"Accept": "application/json"}
         basic: httpx.BasicAuth | None = None
         if auth.kind == "token" and auth.token is not None:
             token = auth.token.get_secret_value()
             headers[auth.header] = f"{auth.scheme} {token}" if auth.scheme else token
         elif auth.kind == "basic" and auth.username and auth.password is not None:
             basic = httpx.BasicAuth(auth.username, auth.password.get_secret_value())
-        self._http = httpx.Client(base_url=base_url, headers=headers, auth=basic,
-                                  timeout=http_timeout(timeouts), follow_redirects=False,
-                                  transport=no_delay_transport())
+        self._http = http_client(timeouts, base_url=base_url, headers=headers, auth=basic)
 
     def _count(self, outcome: str) -> None:
         self._metrics.requests.labels(self.shop, self._action, outcome).inc()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
 
 import click
@@ -64,12 +63,10 @@ def console_command(config_dir: Path, host: str, port: int, session_hours: float
         server = HttpServer(app, host=host, port=port, limits=HttpLimits(), name="console",
                             log=structlog.get_logger("integration_bus.console"),
                             field="--port")
-        bound = server.bind()
-        click.echo(f"console on http://{host}:{bound}/ ; Ctrl-C stops", err=True)
-        runner = threading.Thread(target=server.run, args=(stop,), daemon=True)
-        runner.start()
-        while runner.is_alive():
-            runner.join(0.5)
+        server.start(stop)
+        click.echo(f"console on {server.url}/ ; Ctrl-C stops", err=True)
+        while not server.join(0.5):  # short joins: the main thread still takes signals
+            pass
 
 
 @click.group("users")

@@ -62,6 +62,6 @@ def serve_metrics(registry: CollectorRegistry, port: int, stop: threading.Event,
     server = HttpServer(watch_app(registry, readiness, limits=limits), host=addr, port=port,
                         limits=limits, name="metrics", field="metrics.port",
                         log=structlog.get_logger("integration_bus.metrics"))
-    bound = server.bind()
-    threading.Thread(target=server.run, args=(stop,), name="metrics-http", daemon=True).start()
-    return bound
+    server.start(stop)
+    assert server.port is not None  # bound by start()
+    return server.port
