@@ -50,6 +50,7 @@ from integration_bus.httpbody import (
     endpoint_label,
     read_body,
 )
+from integration_bus.pipeline import Pipeline
 from integration_bus.redact import known, redact_url
 from integration_bus.suggest import closest, did_you_mean
 from integration_bus.yamlmodel import ConfigProblem, load_model, parse_model
@@ -81,6 +82,7 @@ __all__ = [
     "LookupSink",
     "Millis",
     "PermanentError",
+    "Pipeline",
     "PollingSource",
     "Publisher",
     "ResponseDecodeError",
@@ -316,6 +318,9 @@ class ConnectorContext:
     record: Callable[[str, dict[str, Any]], None]
     stage: Callable[[Sequence[Envelope], tuple[str, str] | None], None]
     metrics: Any  # integration_bus.metrics.Metrics; plugins add collectors to .registry
+    #: compiles one mapping file (an absolute path) against the project's xref tables and
+    #: schemas, as routes' mappings are; plugins call :meth:`load_mapping`
+    compile_mapping: Callable[[Path], Pipeline]
     clock: Callable[[], float] = time.time
     span: Callable[[str, Mapping[str, Any]], contextlib.AbstractContextManager[Any]] = (
         lambda name, attributes: contextlib.nullcontext())
@@ -343,6 +348,17 @@ class ConnectorContext:
         """A config path relative to the project dir (the config dir's parent)."""
         candidate = Path(path)
         return candidate if candidate.is_absolute() else self.root / candidate
+
+    def load_mapping(self, path: str | Path, field: str | None = None) -> Pipeline:
+        """The mapping file ``path`` (relative to the project dir) compiled once, now, with
+        the project's xref tables and schemas: call it per envelope (0..n outputs; raises
+        MappingError for input it cannot map). ConfigError (file:line:col, and ``field`` —
+        the config key that named the file) when the file or what it uses is broken."""
+        try:
+            return self.compile_mapping(self.resolve(path))
+        except ConfigError as exc:
+            exc.with_context(field=field)
+            raise
 
     def xref(self, name: str, field: str | None = None) -> XrefTable:
         """The project's cross-reference table ``name`` (``mappings/xref/NAME.csv|yaml``, the

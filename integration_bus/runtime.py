@@ -188,7 +188,15 @@ class Bus:
             stage=lambda envelopes, cursor: self.stage(instance, envelopes, cursor),
             metrics=self.metrics,
             span=lambda name, attributes: self.tracing.span(name, attributes),
+            compile_mapping=self._compile_mapping,
             sinks=self.sink, sagas=SagaBook(self.store), store=self.store, clock=self.clock)
+
+    def _compile_mapping(self, path: Path) -> Pipeline:
+        """One mapping file for a plugin (``ConnectorContext.load_mapping``)."""
+        from integration_bus.mapping import load_mapping
+
+        return load_mapping(path, xref_dir=self.config.mappings_dir / "xref",
+                            schemas_dir=self.config.schemas_dir)
 
     def publisher(self) -> TransportPublisher:
         """A new publisher (own connection; use it from one thread); it traces what it
