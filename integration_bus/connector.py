@@ -9,8 +9,18 @@ Lifecycle: the runtime validates config at start-up (constructors validate; run 
 builds sources/sinks with a :class:`ConnectorContext`, calls ``open()``, uses them, and calls
 ``close()`` (idempotent) at shutdown.
 
-A plugin that serves HTTP (a webhook receiver) uses :class:`HttpServer` under
-:class:`HttpLimits` — the same runner, deadlines and connection limit as the bus's own faces.
+Services for plugins — one implementation each, used by the core and the built-in connectors
+(docs/plugins.md, "Services for plugins"):
+
+- ``ConnectorContext.load_mapping``: a mapping file compiled with the project's xref tables;
+- :func:`load_model` / :func:`parse_model` / :class:`ConfigProblem`: YAML into a pydantic model,
+  every problem a ConfigError at file:line:col with a did-you-mean;
+- :func:`did_you_mean` / :func:`closest`: the hint for an unknown name;
+- :class:`Backoff`: exponential delays with a cap and jitter, waited on a stop event;
+- :class:`CircuitBreaker`: stop calling a target that is down, probe it once;
+- :class:`HttpServer` (+ :class:`HttpLimits`, ``http_api``): the bus's ASGI runner, in the
+  caller's thread (``run(stop)``) or its own (``start()``/``stop()``);
+- :func:`http_client` (+ :class:`HttpTimeouts`): an httpx client under the bus's limits.
 """
 
 from __future__ import annotations
