@@ -51,8 +51,7 @@ from integration_bus.errors import (
     UnpublishableError,
     UnroutableError,
 )
-from integration_bus.http_client import HttpTimeouts, http_client
-from integration_bus.http_limits import HttpLimits
+from integration_bus.http_limits import HttpLimits, HttpTimeouts
 from integration_bus.httpbody import (
     ACCEPT_ENCODING,
     ResponseDecodeError,
@@ -67,6 +66,7 @@ from integration_bus.yamlmodel import ConfigProblem, load_model, parse_model
 from integration_bus.yamlsafe import Locator, read_yaml_text
 
 if TYPE_CHECKING:
+    from integration_bus.http_client import http_client
     from integration_bus.web.serve import HttpServer
     from integration_bus.web.serve import api as http_api
 
@@ -412,10 +412,15 @@ class ConnectorPlugin:
 
 def __getattr__(name: str) -> Any:
     """``HttpServer`` (the one ASGI server runner) and ``http_api`` (a FastAPI app without
-    OpenAPI/docs unless the limits enable them), from :mod:`integration_bus.web.serve`, are
-    loaded on first use: uvicorn and FastAPI stay out of processes that serve no HTTP."""
+    OpenAPI/docs unless the limits enable them), from :mod:`integration_bus.web.serve`, and
+    ``http_client`` (:mod:`integration_bus.http_client`) are loaded on first use: uvicorn,
+    FastAPI and httpx stay out of processes that serve and call no HTTP."""
     if name in ("HttpServer", "http_api"):
         from integration_bus.web import serve
 
         return serve.HttpServer if name == "HttpServer" else serve.api
+    if name == "http_client":
+        from integration_bus import http_client
+
+        return http_client.http_client
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

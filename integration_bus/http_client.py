@@ -24,37 +24,13 @@ import ssl
 from collections.abc import Mapping
 
 import httpx
-from pydantic import BaseModel, ConfigDict
 
-from integration_bus.durations import Millis
+from integration_bus.http_limits import HttpTimeouts
 from integration_bus.httpbody import ACCEPT_ENCODING
 
 __all__ = ["USER_AGENT", "HttpTimeouts", "http_client"]
 
 USER_AGENT = "integration-bus"
-
-
-class HttpTimeouts(BaseModel):
-    """Explicit httpx timeouts: nothing waits forever on a partner."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    connect: Millis = 5_000
-    read: Millis = 15_000
-    write: Millis = 15_000
-    pool: Millis = 5_000
-
-    @classmethod
-    def from_millis(cls, *, connect: int, read: int, write: int, pool: int) -> HttpTimeouts:
-        """Timeouts from whole milliseconds in code (a bare number given to the model is read
-        as seconds, as in config files)."""
-        return cls.model_validate({"connect": f"{connect}ms", "read": f"{read}ms",
-                                   "write": f"{write}ms", "pool": f"{pool}ms"})
-
-    def httpx(self) -> httpx.Timeout:
-        """As an ``httpx.Timeout`` (seconds)."""
-        return httpx.Timeout(connect=self.connect / 1000, read=self.read / 1000,
-                             write=self.write / 1000, pool=self.pool / 1000)
 
 
 def http_client(timeouts: HttpTimeouts, *, base_url: str = "",
@@ -72,7 +48,9 @@ def http_client(timeouts: HttpTimeouts, *, base_url: str = "",
         limits=httpx.Limits(max_connections=max_connections,
                             max_keepalive_connections=max_connections),
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-    return httpx.Client(base_url=base_url, auth=auth, timeout=timeouts.httpx(),
+    timeout = httpx.Timeout(connect=timeouts.connect / 1000, read=timeouts.read / 1000,
+                            write=timeouts.write / 1000, pool=timeouts.pool / 1000)
+    return httpx.Client(base_url=base_url, auth=auth, timeout=timeout,
                         follow_redirects=False, transport=transport,
                         headers={"Accept-Encoding": ACCEPT_ENCODING, "User-Agent": USER_AGENT,
                                  **(headers or {})})

@@ -46,6 +46,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
+from structlog.typing import FilteringBoundLogger
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from integration_bus.errors import TransientError
@@ -259,9 +260,9 @@ class HttpServer:
     logger (one named ``integration_bus.http`` by default)."""
 
     def __init__(self, app: ASGIApp, *, host: str, port: int, limits: HttpLimits, name: str,
-                 log: Any = None, field: str | None = None) -> None:
+                 log: FilteringBoundLogger | None = None, field: str | None = None) -> None:
         self.app, self.host, self.limits, self.name = app, host, limits, name
-        self._log = log if log is not None else structlog.get_logger("integration_bus.http")
+        self._log: Any = log if log is not None else structlog.get_logger("integration_bus.http")
         self._wanted_port, self._field = port, field
         self._sock: socket.socket | None = None
         self.port: int | None = None
