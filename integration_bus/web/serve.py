@@ -281,8 +281,9 @@ class HttpServer:
     def start(self, stop: threading.Event | None = None, *,
               timeout: float = 10.0) -> HttpServer:
         """Bind, then serve in a daemon thread until :meth:`stop` (or ``stop``, an event the
-        caller shares with other threads, is set); returns once listening. Raises
-        TransientError when it cannot bind or did not start within ``timeout`` seconds."""
+        caller shares with other threads, is set — :meth:`stop` then sets that event too);
+        returns once listening. Raises TransientError when it cannot bind or did not start
+        within ``timeout`` seconds."""
         if self._thread is not None:
             return self
         self.bind()
