@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from integration_bus.errors import ConfigError
 from integration_bus.suggest import did_you_mean
@@ -116,6 +116,7 @@ def _keys_at(model: object, loc: Sequence[str | int]) -> list[str]:
     and unions; pydantic's union tags pick the member, wrapper names are skipped)."""
     current: Any = model
     for part in loc:
+        current = _through_root(current)
         models = _models_in(current)
         chosen = next((m for m in models if isinstance(part, str) and part in _fields(m)), None)
         if chosen is not None:
@@ -128,8 +129,16 @@ def _keys_at(model: object, loc: Sequence[str | int]) -> list[str]:
         item = _item_type(current)
         if item is not None:
             current = item
-    models = _models_in(current)
+    models = _models_in(_through_root(current))
     return list(_fields(models[0])) if models else []
+
+
+def _through_root(annotation: Any) -> Any:
+    """What a ``RootModel`` holds (its data has no ``root`` key); other annotations as they
+    are."""
+    while isinstance(annotation, type) and issubclass(annotation, RootModel):
+        annotation = annotation.model_fields["root"].annotation
+    return annotation
 
 
 def _fields(model: type[BaseModel]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, RootModel, model_validator
 
 from integration_bus.connector import ConfigError, ConfigProblem, load_model, parse_model
 
@@ -95,3 +95,14 @@ def test_an_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_model(path, Table, max_bytes=1000)
     assert "the limit is 1000" in caught.value.message
+
+
+class Columns(RootModel[list[Column]]):
+    """A file that is a list at the top."""
+
+
+def test_a_top_level_list_model_gets_the_same_did_you_mean() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_model("- {name: a}\n- {name: b, widht: 2}\n", "cols.yaml", Columns)
+    assert str(caught.value).startswith("cols.yaml:2:13: [1].widht: unknown key 'widht'")
+    assert caught.value.context["hint"] == "did you mean 'width'?"

@@ -39,7 +39,7 @@ import threading
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from integration_bus.connector import Millis, load_model
 
@@ -72,7 +72,12 @@ class Injection(BaseModel):
 
 
 class _Rules(RootModel[list[Injection]]):
-    """A fault plan file: a YAML list of rules."""
+    """A fault plan file: a YAML list of rules (an empty file: none)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_file(cls, data: object) -> object:
+        return [] if data is None else data
 
 
 class FaultPlan:
