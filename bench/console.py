@@ -7,7 +7,7 @@ A fresh database on the local PostgreSQL (dropped afterwards) gets N dead letter
 requests, through the console app (FastAPI TestClient: templates, sessions, the dead-letter
 console, masking), the groups page and a list page filtered by route, error type and time at
 page 3, many times each. The baseline, measured in the same run on the same data, is the bare SQL
-the pages need (``deadletters.query.groups``, and ``fetch`` + ``count``), so the ratio is what the
+the pages need (``store.dead_letters.groups``, and ``fetch`` + ``count``), so the ratio is what the
 page adds. Last line: ``RESULT p95_ms=<the slower page's p95> groups_p95_ms=... list_p95_ms=...
 ratio=<page p95 / SQL p95, the slower page>``.
 """
@@ -31,11 +31,11 @@ from loadavg import load_line
 from sqlalchemy import insert
 from starlette.testclient import TestClient
 
-from integration_bus.deadletters import query
-from integration_bus.deadletters.query import Selection
 from integration_bus.operators import Operator
 from integration_bus.runtime import Bus
+from integration_bus.store import dead_letters as query
 from integration_bus.store import fingerprint
+from integration_bus.store.dead_letters import Selection
 from integration_bus.store.schema import dead_letters
 from integration_bus.web.console.accounts import Accounts
 from integration_bus.web.console.app import make_app

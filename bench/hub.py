@@ -20,6 +20,11 @@ peak RSS>``.
 /dev/null (the cost of tracing itself, not of a terminal); the default is off, as in production
 until ``OTEL_TRACES_EXPORTER`` is set.
 
+``--processes N`` adds a scaling row: the same route worked by 1 and by N worker processes (as
+``bus worker --processes N`` runs them), each side timed from the moment every process is
+consuming until the last message has been republished, so start-up is not counted; printed as
+``scaling: 1 process … msg/s; N processes … msg/s (xF)`` before the RESULT line.
+
 ``--against DIR`` (a checkout of the baseline, e.g. ``git worktree add /tmp/base main``) measures
 the cost of tracing instead: each round runs the baseline's worker, ours with tracing off and ours
 with console tracing to /dev/null back to back on the same queue, and reports per-round ratios
@@ -321,6 +326,68 @@ def child(root: str, messages: int) -> None:
           file=result)
 
 
+def scaling_round(url: str, messages: int, processes: int) -> float:
+    """msg/s of the route worked by ``processes`` worker processes, from all consuming to done."""
+    from integration_bus.envelope import Envelope
+    from integration_bus.runtime import Bus
+
+    root = Path(tempfile.mkdtemp(prefix="bench-hub-scale-"))
+    (root / "config").mkdir()
+    (root / "config" / "bus.yaml").write_text(CONFIG.format(url=url, prefetch=PREFETCH))
+    with Bus.from_config_dir(root / "config", environ={}) as bus:
+        drained = bus.transport.queue_stats("bus.route.drain")
+        before = drained.messages if drained else 0
+        publisher = bus.publisher()
+        for start in range(0, messages, 1000):
+            chunk = [Envelope.create("bench.in", payload(i), source="bench")
+                     for i in range(start, min(start + 1000, messages))]
+            assert all(o is None for o in publisher.publish_many(chunk))
+        publisher.close()
+        children = [subprocess.Popen([sys.executable, __file__, "--scale-child", str(root),
+                                      str(index)]) for index in range(processes)]
+        try:
+            ready = [root / f"ready.{index}" for index in range(processes)]
+            while not all(path.exists() for path in ready):
+                if any(c.poll() is not None for c in children):
+                    raise SystemExit("a scaling child died before it was ready")
+                time.sleep(0.01)
+            started = time.perf_counter()
+            (root / "go").touch()
+            while True:
+                out = bus.transport.queue_stats("bus.route.drain")
+                if out is not None and out.messages >= before + messages:
+                    break
+                time.sleep(0.005)
+            elapsed = time.perf_counter() - started
+        finally:
+            (root / "stop").touch()
+            for c in children:
+                c.wait(60)
+    return messages / elapsed
+
+
+def scale_child(root: str, index: str) -> None:
+    """A worker for route 'bench' that waits for ``go`` and works until ``stop`` appears."""
+    import structlog
+
+    from integration_bus.runtime import Bus
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    base = Path(root)
+    with Bus.from_config_dir(base / "config", environ={}) as bus:
+        worker = bus.worker(["bench"])
+        (base / f"ready.{index}").touch()
+        while not (base / "go").exists():
+            time.sleep(0.002)
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,))
+        thread.start()
+        while not (base / "stop").exists():
+            time.sleep(0.05)
+        stop.set()
+        thread.join()
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and
     exec, so the worker would report the bench's own peak if that was higher."""
@@ -341,10 +408,16 @@ def main() -> None:
                         help="OTEL_TRACES_EXPORTER for the worker (console: spans to /dev/null)")
     parser.add_argument("--against", type=Path, metavar="DIR",
                         help="compare tracing off/on with the baseline checkout in DIR")
+    parser.add_argument("--processes", type=int, metavar="N",
+                        help="also time the route with 1 and with N worker processes")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--scale-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]))
+        return
+    if args.scale_child:
+        scale_child(*args.scale_child)
         return
     messages = args.messages or (5000 if args.quick else 30_000)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -379,6 +452,11 @@ def main() -> None:
             print(f"round {round_no} extra: pika confirm-each loop {each:,.0f} msg/s "
                   f"({min(messages, CONFIRM_EACH_SAMPLE):,} msgs; bus / it "
                   f"{ours['rate'] / each:.2f})", flush=True)
+        if args.processes:
+            one = scaling_round(url, messages, 1)
+            many = scaling_round(url, messages, args.processes)
+            print(f"scaling: 1 process {one:,.0f} msg/s; {args.processes} processes "
+                  f"{many:,.0f} msg/s (x{many / one:.2f})", flush=True)
     finally:
         if vhost:
             rabbitmqctl("delete_vhost", vhost)

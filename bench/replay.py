@@ -23,11 +23,11 @@ from pathlib import Path
 from loadavg import load_line
 
 from integration_bus.deadletters.console import DeadLetterConsole
-from integration_bus.deadletters.query import Selection
 from integration_bus.envelope import Envelope, new_id
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
 from integration_bus.store import DeadLetter, utcnow
+from integration_bus.store.dead_letters import Selection
 
 CONFIG = """
 broker: {{url: "{url}", prefetch: 300, batch_size: 100}}

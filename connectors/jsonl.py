@@ -1,10 +1,11 @@
 """``jsonl``: a JSON-lines file as a source (one envelope or payload per line) or a sink.
 
-Source: reads from a durable cursor (byte offset, line number, inode), publishes a window of
-lines with confirms and only then moves the cursor, so a restart neither loses nor re-sends
-confirmed lines (a crash between confirm and cursor save re-publishes with the same idempotency
-keys, which the ledger absorbs). A line that is not JSON, or that no route takes, goes to the
-dead-letter store with file:line and the raw text. With ``follow`` it keeps reading appended lines.
+Source: reads from a durable cursor (byte offset, line number, inode) a window of lines as a
+batch (``BatchSource``); the runtime publishes it with confirms and only then acks, which moves
+the cursor, so a restart neither loses nor re-sends confirmed lines (a crash between confirm and
+cursor save re-publishes with the same idempotency keys, which the ledger absorbs). A line that
+is not JSON, that no route takes or that cannot travel (too big) goes to the dead-letter store
+with file:line and the raw text. With ``follow`` it keeps reading appended lines.
 
 Sink: appends each envelope as a line (one ``write`` per line, O_APPEND) and can look up whether a
 key is already in the file, so a delivery left in doubt by a crash is not written twice. Several
@@ -17,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from integration_bus.connector import (
-    Backoff,
     BusError,
     ConnectorContext,
     ConnectorPlugin,
@@ -31,8 +32,9 @@ from integration_bus.connector import (
     Millis,
     PermanentError,
     Publisher,
+    SourceBatch,
     TransientError,
-    UnroutableError,
+    run_batch_source,
 )
 
 __all__ = ["JsonlSink", "JsonlSinkConfig", "JsonlSource", "JsonlSourceConfig", "plugin"]
@@ -48,6 +50,14 @@ class JsonlSourceConfig(BaseModel):
     window: int = Field(500, ge=1, le=10_000, description="lines published per confirm window")
     poll_interval: Millis = 500
 
+    @model_validator(mode="after")
+    def _payload_needs_type(self) -> JsonlSourceConfig:
+        # A config problem: `bus lint` and start-up report it (ConfigError, file:line), never
+        # a message.
+        if self.format == "payload" and not self.type:
+            raise ValueError("format 'payload' needs a message type: set 'type'")
+        return self
+
 
 class JsonlSinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,28 +72,49 @@ class _Line:
         self.number, self.text, self.end = number, text, end
 
 
+def _nothing_to_ack(outcomes: Sequence[BusError | None]) -> None:
+    """The ack of an empty batch."""
+
+
 class JsonlSource:
+    """A ``BatchSource``: windows of lines; the runtime publishes them, then the ack moves
+    the cursor."""
+
     def __init__(self, config: JsonlSourceConfig, context: ConnectorContext) -> None:
-        if config.format == "payload" and not config.type:
-            raise PermanentError("format 'payload' needs a message type", field="type")
         self.name = context.instance
         self._config = config
         self._context = context
         self._path = context.resolve(config.path)
 
-    def run(self, publisher: Publisher, stop: threading.Event) -> None:
-        retry = Backoff(first=0.5, cap=10.0).start()
-        while not stop.is_set():
-            lines, cursor = self._read_window()
-            if not lines:
-                if not self._config.follow:
-                    return
-                stop.wait(self._config.poll_interval / 1000)
+    def read(self, stop: threading.Event) -> SourceBatch | None:
+        """The next window of lines (a ``BatchSource``); None at the end of a file that is
+        not followed. The ack dead-letters bad lines and moves the cursor (see :meth:`_ack`)."""
+        lines, cursor = self._read_window()
+        if not lines:
+            if not self._config.follow:
+                return None
+            stop.wait(self._config.poll_interval / 1000)
+            return SourceBatch((), _nothing_to_ack)
+        envelopes: list[tuple[_Line, Envelope]] = []
+        bad: dict[int, BusError] = {}
+        for line in lines:
+            if not line.text.strip():
                 continue
-            if self._publish(publisher, lines, cursor):
-                retry.reset()
-            else:  # the broker did not take them all: try the rest again later
-                retry.wait(stop)
+            try:
+                envelopes.append((line, self._envelope(line)))
+            except BusError as exc:
+                bad[line.number] = exc
+
+        def ack(outcomes: Sequence[BusError | None]) -> None:
+            self._ack(lines, cursor, bad, {line.number: outcome for (line, _), outcome
+                                           in zip(envelopes, outcomes, strict=True)})
+
+        return SourceBatch([env for _, env in envelopes], ack)
+
+    def run(self, publisher: Publisher, stop: threading.Event) -> None:
+        """The ``Source`` contract for callers that run a source themselves: the runtime's
+        read, publish, then ack loop."""
+        run_batch_source(self, publisher, stop)
 
     def _cursor(self) -> dict[str, Any]:
         raw = self._context.cursors.get(str(self._path))
@@ -116,33 +147,20 @@ class JsonlSource:
             pass
         return lines, cursor
 
-    def _publish(self, publisher: Publisher, lines: list[_Line],
-                 cursor: dict[str, Any]) -> bool:
-        envelopes: list[tuple[_Line, Envelope]] = []
-        bad: dict[int, BusError] = {}
+    def _ack(self, lines: list[_Line], cursor: dict[str, Any], bad: dict[int, BusError],
+             published: dict[int, BusError | None]) -> None:
+        # Bad lines, and lines the broker will never take, are dead-lettered in file order,
+        # only up to the first line it did not take: the cursor stops there and the rest is
+        # read again, so nothing is dead-lettered twice.
         done_upto = None
         for line in lines:
-            if not line.text.strip():
-                continue
-            try:
-                envelopes.append((line, self._envelope(line)))
-            except BusError as exc:
-                bad[line.number] = exc
-        outcomes = publisher.publish_many([env for _, env in envelopes]) if envelopes else []
-        complete = True
-        by_line: dict[int, BusError | None] = {
-            line.number: outcome for (line, _), outcome in zip(envelopes, outcomes, strict=True)}
-        # Bad lines are dead-lettered in file order, only up to the first publish failure: the
-        # cursor stops there and the rest is read again, so nothing is dead-lettered twice.
-        for line in lines:
             error = bad.get(line.number)
-            outcome = by_line.get(line.number)
+            outcome = published.get(line.number)
             if error is not None:
                 self._reject(line, error)
-            elif isinstance(outcome, UnroutableError):
+            elif isinstance(outcome, PermanentError):  # unroutable, or cannot travel
                 self._reject(line, outcome)
             elif outcome is not None:
-                complete = False
                 self._context.log.warning("jsonl.publish_failed", path=str(self._path),
                                           line=line.number, error=str(outcome))
                 break
@@ -151,7 +169,6 @@ class JsonlSource:
             self._context.cursors.set(str(self._path), orjson.dumps({
                 "offset": done_upto.end, "line": done_upto.number,
                 "inode": cursor["inode"] or self._path.stat().st_ino}).decode())
-        return complete
 
     def _envelope(self, line: _Line) -> Envelope:
         where = {"file": str(self._path), "line": line.number}

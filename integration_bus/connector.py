@@ -9,6 +9,11 @@ Lifecycle: the runtime validates config at start-up (constructors validate; run 
 builds sources/sinks with a :class:`ConnectorContext`, calls ``open()``, uses them, and calls
 ``close()`` (idempotent) at shutdown.
 
+An entry point names the plugin, or a function without arguments returning a fresh one (a
+factory, called for every bus: state a plugin's instances share — pacers, breakers, caches —
+lives in the objects it builds, never in a module). A fake of the connector's system registers
+apart, as a :class:`Simulator` under ``integration_bus.simulators``.
+
 Services for plugins — one implementation each, used by the core and the built-in connectors
 (docs/plugins.md, "Services for plugins"):
 
@@ -61,14 +66,16 @@ from integration_bus.httpbody import (
 )
 from integration_bus.pipeline import Pipeline
 from integration_bus.redact import known, redact_url
+from integration_bus.simulator import SimulatedSystem, Simulator
+from integration_bus.source_batch import *  # noqa: F403  (BatchSource, SourceBatch, run_batch_source)
 from integration_bus.suggest import closest, did_you_mean
 from integration_bus.yamlmodel import ConfigProblem, load_model, parse_model
 from integration_bus.yamlsafe import Locator, read_yaml_text
 
 if TYPE_CHECKING:
     from integration_bus.http_client import http_client
-    from integration_bus.web.serve import HttpServer
-    from integration_bus.web.serve import api as http_api
+    from integration_bus.http_server import HttpServer
+    from integration_bus.http_server import api as http_api
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -98,6 +105,8 @@ __all__ = [
     "ResponseDecodeError",
     "ResponseTooLarge",
     "SeenStore",
+    "SimulatedSystem",
+    "Simulator",
     "Sink",
     "Source",
     "StockBook",
@@ -394,8 +403,6 @@ class ConnectorPlugin:
     sink_config: type[BaseModel] | None = None
     create_source: Callable[[Any, ConnectorContext], Source | PollingSource] | None = None
     create_sink: Callable[[Any, ConnectorContext], Sink] | None = None
-    #: a click command that runs a simulator of the connector's system (``bus sim NAME``)
-    simulator: Any = None
     #: click commands (or groups) the connector adds to ``bus`` (e.g. ``bus layout``)
     commands: tuple[Any, ...] = ()
     #: ``lint(config, resolve)``: checks the files an instance's config names (layouts,
@@ -412,13 +419,13 @@ class ConnectorPlugin:
 
 def __getattr__(name: str) -> Any:
     """``HttpServer`` (the one ASGI server runner) and ``http_api`` (a FastAPI app without
-    OpenAPI/docs unless the limits enable them), from :mod:`integration_bus.web.serve`, and
+    OpenAPI/docs unless the limits enable them), from :mod:`integration_bus.http_server`, and
     ``http_client`` (:mod:`integration_bus.http_client`) are loaded on first use: uvicorn,
     FastAPI and httpx stay out of processes that serve and call no HTTP."""
     if name in ("HttpServer", "http_api"):
-        from integration_bus.web import serve
+        from integration_bus import http_server
 
-        return serve.HttpServer if name == "HttpServer" else serve.api
+        return http_server.HttpServer if name == "HttpServer" else http_server.api
     if name == "http_client":
         from integration_bus import http_client
 

@@ -4,12 +4,14 @@ Errors are classified by **what the runtime should do** with them::
 
     BusError                      root; carries context (route, step, envelope id, file:line, field)
     ├── ConfigError               fail at start-up; names file:line:col, field and a hint
+    ├── RequestError              an operator's request refused; nothing was changed
     ├── TransientError            retry with backoff (timeouts, 5xx, connection loss)
     │   ├── CircuitOpen           a target is known to be down: hold the message, pause the route
     │   ├── SinkDeadlineExceeded  a sink call outlived its route's deadline (in doubt: retried)
     │   ├── StoreUnavailable      the SQL store cannot be reached: the worker pauses consuming
     │   ├── BrokerUnavailable     the broker connection is down or was lost mid-operation
-    │   └── PublishNacked         the broker refused to take responsibility for a message
+    │   ├── PublishNacked         the broker refused to take responsibility for a message
+    │   └── ClaimBusy             another copy holds the ledger claim of the key right now
     └── PermanentError            dead-letter now (schema violation, mapping error, business fault)
         ├── CrashedWorker         the worker process died handling it crash_limit times
         ├── UnroutableError       a mandatory publish matched no queue
@@ -17,6 +19,11 @@ Errors are classified by **what the runtime should do** with them::
         ├── EnvelopeError         bytes that are not a valid envelope
         └── MappingError          a pipeline step failed on this input
             └── CheckFailed       a ``check`` step: the input breaks a business rule
+
+Every ``BusError`` subclass, here or elsewhere (``operators.AccessDenied``,
+``deadletters.query.AmbiguousId``, ``deadletters.console.EditRefused`` are ``RequestError``s),
+derives from exactly one of the four classes; ``integration_bus.fate`` says what each means for
+a message.
 
 Third-party exceptions are translated into this tree at exactly one boundary (the transport, the
 store, a connector's client) with ``raise X(...) from exc`` so the cause is kept.
@@ -33,12 +40,14 @@ __all__ = [
     "BusError",
     "CheckFailed",
     "CircuitOpen",
+    "ClaimBusy",
     "ConfigError",
     "CrashedWorker",
     "EnvelopeError",
     "MappingError",
     "PermanentError",
     "PublishNacked",
+    "RequestError",
     "SinkDeadlineExceeded",
     "StoreUnavailable",
     "TransientError",
@@ -125,6 +134,13 @@ class ConfigError(BusError):
         return text
 
 
+class RequestError(BusError):
+    """An operator's request that cannot be done as asked (a role without the right, an id
+    prefix that fits several dead letters, an edit that breaks the route's schema). Nothing was
+    changed; the CLI and the console report the message to the operator. Never a message's error:
+    met at message time it is retried like a transient one (``integration_bus.fate``)."""
+
+
 class TransientError(BusError):
     """Worth retrying later: the same message may well succeed."""
 
@@ -156,6 +172,11 @@ class BrokerUnavailable(TransientError):
 
 class PublishNacked(TransientError):
     """The broker nacked a publish: it did not take responsibility for the message."""
+
+
+class ClaimBusy(TransientError):
+    """Another copy of the message is being delivered to the sink under the same idempotency
+    key right now (its ledger claim is pending): this one retries later."""
 
 
 class PermanentError(BusError):

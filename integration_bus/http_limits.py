@@ -1,6 +1,6 @@
 """The limits every HTTP face of the bus runs under, and the timeouts of every HTTP client
 (config models: validated, documented, exported in the config's JSON Schema). Served by
-:mod:`integration_bus.web.serve`; clients made by :mod:`integration_bus.http_client`."""
+:mod:`integration_bus.http_server`; clients made by :mod:`integration_bus.http_client`."""
 
 from __future__ import annotations
 

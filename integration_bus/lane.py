@@ -9,7 +9,8 @@ only its lane. A batch goes through these steps (``docs/lifecycle.md`` has the f
 2. decode envelopes, run each route's pipeline (pure: can be redone after a pause);
 3. claim every (sink, idempotency key) in the ledger — one transaction;
 4. deliver: claimed → sink (within the route's deadline); done → duplicate; in doubt (our own
-   claim, redelivered after a crash) → ask a LookupSink first; busy → retry later;
+   claim, redelivered after a crash) → ask a LookupSink first; busy → retry later; then each
+   message's fate (deliver / retry / hold / dead-letter) from ``integration_bus.fate``;
 5. settle — journal, ledger outcomes, dead letters, crash markers — in one transaction;
 6. hand failed-but-retryable envelopes to a retry tier (publisher-confirmed);
 7. ack the whole fetch.
@@ -31,9 +32,10 @@ import orjson
 import structlog
 
 from integration_bus.backoff import Backoff
-from integration_bus.batch import Batch, Outcome
+from integration_bus.batch import Batch
 from integration_bus.envelope import new_id
 from integration_bus.errors import BrokerUnavailable, CrashedWorker, StoreUnavailable
+from integration_bus.fate import Hold, crashed_out
 from integration_bus.isolation import IsolationGate, crash_entry, died
 from integration_bus.metrics import ulid_seconds
 from integration_bus.route import Route
@@ -209,7 +211,7 @@ class Lane:
             if marker_row is not None:
                 # A suspect handed back unrun (its route is held) keeps its row and crash count.
                 suspect_held = not marker_row.startswith("b:") and any(
-                    item.outcome is Outcome.HOLD for item in batch.items)
+                    isinstance(item.fate, Hold) for item in batch.items)
                 if not suspect_held:
                     unmark.append((marker_row, None))
             batch.settlement.unmark.extend(unmark)
@@ -254,7 +256,7 @@ class Lane:
             "worker.crash_suspect", route=route.name, envelope_id=marker.envelope_id,
             crashes=crashes, crash_limit=route.crash_limit,
             hint="a worker died while handling it: it runs alone now")
-        if crashes >= route.crash_limit:
+        if crashed_out(crashes, route.crash_limit):
             error = CrashedWorker(f"the worker process died {crashes} time(s) while handling "
                                   f"this message (crash_limit {route.crash_limit})",
                                   crashes=crashes)

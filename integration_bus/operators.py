@@ -6,12 +6,13 @@ acts as the system. Roles come from ``operators:`` in bus.yaml (``OperatorSettin
 
 ========  ======================================================================
 viewer    read dead letters and the audit, masked (list, show, groups, export)
-operator  also replay (retry), dry-run, discard and restore
+operator  also replay (retry), dry-run, discard and restore, and run a reconcile from the
+          console
 admin     also edit, unmask, purge and force (reset the ledger on replay), and manage the
           console's users (``bus users``)
 ========  ======================================================================
 
-:meth:`Operator.require` raises :class:`AccessDenied` (a BusError: the CLI exits 3) when the
+:meth:`Operator.require` raises :class:`AccessDenied` (a RequestError: the CLI exits 3) when the
 role does not allow an action; callers audit the refusal.
 """
 
@@ -23,7 +24,7 @@ import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
-from integration_bus.errors import BusError
+from integration_bus.errors import RequestError
 from integration_bus.settings.models import OperatorSettings
 
 __all__ = ["PERMISSIONS", "ROLES", "AccessDenied", "Operator", "os_operator", "role_of"]
@@ -34,12 +35,13 @@ ROLES = ("viewer", "operator", "admin")
 PERMISSIONS = {
     "read": "viewer", "search": "viewer", "export": "viewer", "audit": "viewer",
     "replay": "operator", "dry-run": "operator", "discard": "operator", "restore": "operator",
+    "reconcile": "operator",  # run a stock reconcile now (the console's stock page)
     "edit": "admin", "unmask": "admin", "purge": "admin", "force": "admin",
     "users": "admin",  # add and remove console users (``bus users``)
 }
 
 
-class AccessDenied(BusError):
+class AccessDenied(RequestError):
     """The operator's role does not allow the action (nothing was done; the refusal is
     audited)."""
 

@@ -27,20 +27,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import structlog
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from integration_bus.connector import PollingSource, Sink, Source, StockReader, StockReading
-from integration_bus.errors import BusError, ConfigError, did_you_mean
+from integration_bus.envelope import new_id
+from integration_bus.errors import BusError, ConfigError, TransientError, did_you_mean
 from integration_bus.retail.projection import Stock, StockProjection
-from integration_bus.runtime import Bus
+from integration_bus.settings import Config
+from integration_bus.store import JournalEntry, Settlement, Store, utcnow
 
-__all__ = ["CHECKS", "PairResult", "ReconcileMetrics", "ReconcileReport", "compare",
-           "open_reader", "reconcile", "reconcile_bus", "write_metrics_file"]
+__all__ = ["CHECKS", "REPORT_EVENT", "PairResult", "ReconcileBus", "ReconcileMetrics",
+           "ReconcileReport", "compare", "open_reader", "reconcile", "reconcile_bus",
+           "write_metrics_file"]
 
 CHECKS = ("projection_on_hand", "projection_available", "shop_available")
+#: the journal event holding each reconcile's report (the console's stock page reads the last)
+REPORT_EVENT = "reconcile.done"
+#: mismatched pairs kept in that event (the counts are always whole)
+KEPT_PAIRS = 2000
 _ZERO = Decimal(0)
+log = structlog.get_logger("integration_bus.reconcile")
 
 
 @dataclass(frozen=True)
@@ -158,8 +167,26 @@ def reconcile(erp: StockReader, shop: StockReader, projection: StockProjection, 
                            seconds=time.perf_counter() - clock)
 
 
+class ReconcileBus(Protocol):
+    """What reconciling uses of a bus: a :class:`~integration_bus.runtime.Bus` is one.
+    Reconcile sits below the runtime and is handed the bus; it never imports it."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def stock(self) -> StockProjection: ...
+
+    def source(self, name: str) -> Source | PollingSource: ...
+
+    def sink(self, name: str) -> Sink: ...
+
+    @property
+    def store(self) -> Store: ...
+
+
 @contextmanager
-def open_reader(bus: Bus, name: str, option: str) -> Iterator[StockReader]:
+def open_reader(bus: ReconcileBus, name: str, option: str) -> Iterator[StockReader]:
     """The source (else sink) ``name`` of the bus as a StockReader, closed afterwards.
     ConfigError naming ``option`` when there is none or it cannot read stock."""
     config = bus.config
@@ -184,7 +211,7 @@ def open_reader(bus: Bus, name: str, option: str) -> Iterator[StockReader]:
         reader.close()
 
 
-def reconcile_bus(bus: Bus, *, erp: str | None = None, shop: str | None = None,
+def reconcile_bus(bus: ReconcileBus, *, erp: str | None = None, shop: str | None = None,
                   locations: Sequence[str] = (), skus: Sequence[str] = ()) -> ReconcileReport:
     """Reconcile with the bus's instances and projection; unset options come from the
     ``reconcile:`` section of bus.yaml (ConfigError when neither names the ERP or the shop)."""
@@ -197,8 +224,24 @@ def reconcile_bus(bus: Bus, *, erp: str | None = None, shop: str | None = None,
                               file=str(bus.config.file))
     with ExitStack() as stack:
         readers = [stack.enter_context(open_reader(bus, str(n), o)) for o, n in names.items()]
-        return reconcile(readers[0], readers[1], bus.stock,
-                         locations=locations or settings.locations, skus=skus)
+        report = reconcile(readers[0], readers[1], bus.stock,
+                           locations=locations or settings.locations, skus=skus)
+    _remember(bus, report)
+    return report
+
+
+def _remember(bus: ReconcileBus, report: ReconcileReport) -> None:
+    """The report as a journal event (``REPORT_EVENT``), so the console shows the last one
+    whoever ran it (CLI, scheduler, console). A store that cannot take it costs the record,
+    not the reconcile: logged."""
+    detail = report.to_dict()
+    detail["mismatches"] = detail["mismatches"][:KEPT_PAIRS]
+    detail["kept"] = len(detail["mismatches"])
+    try:  # straight to the journal: Bus.record would also log the whole report
+        bus.store.settle(Settlement(journal=[JournalEntry(new_id(), REPORT_EVENT, utcnow(),
+                                                          detail=detail)]))
+    except BusError as exc:
+        log.warning("reconcile.not_recorded", error=str(exc))
 
 
 class ReconcileMetrics:
@@ -250,11 +293,11 @@ class ReconcileMetrics:
 
 def write_metrics_file(path: Path, report: ReconcileReport) -> None:
     """The report's gauges in the Prometheus text format at ``path`` (node_exporter's textfile
-    collector reads ``*.prom``), replaced atomically. BusError if it cannot be written."""
+    collector reads ``*.prom``), replaced atomically. TransientError if it cannot be written."""
     registry = CollectorRegistry(auto_describe=True)
     ReconcileMetrics(registry).observe(report)
     try:
         write_to_textfile(str(path), registry)
     except OSError as exc:
-        raise BusError(f"cannot write the metrics file: {exc.strerror}", file=str(path)) \
+        raise TransientError(f"cannot write the metrics file: {exc.strerror}", file=str(path)) \
             from exc

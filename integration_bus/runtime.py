@@ -34,6 +34,8 @@ from integration_bus.retail.orders.book import SagaBook
 from integration_bus.retail.projection import AvailabilityPolicy, StockProjection
 from integration_bus.route import Route
 from integration_bus.settings import Config, load_config
+from integration_bus.settings.models import BrokerSettings
+from integration_bus.source_batch import BatchSource, run_batch_source
 from integration_bus.store import (
     DeadLetter,
     JournalEntry,
@@ -44,13 +46,10 @@ from integration_bus.store import (
     Store,
     utcnow,
 )
+from integration_bus.store.queue import MessageQueue
 from integration_bus.topology import INGRESS_EXCHANGE, RouteBinding, Topology
 from integration_bus.tracing import Tracing
-from integration_bus.transport import (
-    Transport,
-    TransportPublisher,
-    open_transport,
-)
+from integration_bus.transport import EmbeddedTransport, Transport, TransportPublisher
 from integration_bus.transport.traced import TracedPublisher
 from integration_bus.watch import Readiness
 from integration_bus.worker import RESTART_BACKOFF, Worker, WorkerOptions
@@ -71,12 +70,15 @@ class Bus:
         it at head already (read-only commands; ConfigError naming ``bus db upgrade``).
         ``tracing``: default from the process's ``OTEL_*`` variables (off unless
         ``OTEL_TRACES_EXPORTER`` names an exporter; see ``integration_bus.tracing``).
-        ``clock``: what plugins are told the time is (epoch seconds; tests move it)."""
+        ``clock``: what plugins are told the time is (epoch seconds; tests move it).
+        ``registry``: the plugins this bus builds its sources and sinks with; plugins registered
+        by factory are built anew for this bus (``Registry.fresh``), so two buses in one
+        process share no breaker, pacer or cache."""
         self.config = config
         self.tracing = tracing if tracing is not None else Tracing.from_environ(os.environ)
         self.clock = clock
         self.migrate = migrate
-        self.registry = registry
+        self.registry = registry.fresh()
         self.metrics = Metrics()
         dead_letters = config.settings.dead_letters
         #: what this bus hides from logs, the journal, dead letters and everything shown
@@ -332,8 +334,14 @@ class Bus:
     # -- running ---------------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, routes: Sequence[str] | None = None,
             sources: Sequence[str] | None = None, workers: int = 1,
-            on_worker: Callable[[Worker], None] | None = None) -> None:
-        """Run sources, workers and the outbox relay in threads until ``stop`` is set."""
+            on_worker: Callable[[Worker], None] | None = None,
+            services: Mapping[str, Callable[[threading.Event], None]] | None = None) -> None:
+        """Run sources, workers and the outbox relay in threads until ``stop`` is set.
+
+        ``services``: more parts to run beside them, by name, each until ``stop`` is set and
+        restarted like the others if it crashes. A face hands in what it serves on top of the
+        bus (``bus run`` adds the availability API of :mod:`integration_bus.web.app`); the
+        runtime never imports a face."""
         threads = []
         for name in (self.config.sources if sources is None else sources):
             prebuilt = [self.source(name)]  # built now: a bad config fails at start-up
@@ -351,15 +359,8 @@ class Bus:
             self.watch_worker(f"worker:{index}", worker)
         relay = OutboxRelay(self.store, self.publisher)
         threads.append(self._thread("relay", functools.partial(relay.run, stop), stop))
-        port = self.config.settings.availability.http_port
-        if port is not None:
-            from integration_bus.web.app import make_app, serve
-
-            availability = self.config.settings.availability
-            app = make_app(self.stock, max_staleness_ms=availability.max_staleness,
-                           limits=availability.http)
-            threads.append(self._thread("http", functools.partial(
-                serve, app, port, stop, limits=availability.http), stop))
+        for name, service in (services or {}).items():
+            threads.append(self._thread(name, functools.partial(service, stop), stop))
         reloader = self.reloader()
         if reloader is not None:
             threads.append(self._thread("reload", functools.partial(reloader.run, stop), stop))
@@ -380,7 +381,10 @@ class Bus:
     def _run_source(self, source: Source, stop: threading.Event) -> None:
         publisher = self.publisher()
         try:
-            source.run(publisher, stop)
+            if isinstance(source, BatchSource):  # it reads; the runtime publishes, then acks
+                run_batch_source(source, publisher, stop)
+            else:
+                source.run(publisher, stop)
         finally:
             publisher.close()
             source.close()
@@ -432,3 +436,17 @@ def _topology(config: Config) -> Topology:
                    for name, r in config.settings.routes.items())
     return Topology(routes=routes, retry_tiers_ms=tuple(config.settings.broker.retry_tiers))
 
+
+def open_transport(broker: BrokerSettings, queues: Callable[[], MessageQueue]) -> Transport:
+    """RabbitMQ when ``broker.url`` is set, else the embedded transport on the store's queue
+    table (``queues``: the store's, opened when first used)."""
+    if broker.url is None:
+        return EmbeddedTransport(queues, max_queued=broker.max_queued,
+                                 max_message=broker.max_message)
+    # imported here: embedded mode never loads kombu
+    from integration_bus.transport.amqp import AmqpTransport
+
+    return AmqpTransport(broker.url, heartbeat=broker.heartbeat,
+                         connect_timeout=broker.connect_timeout / 1000,
+                         confirm_window=broker.confirm_window, max_message=broker.max_message,
+                         failover_strategy=broker.failover_strategy)

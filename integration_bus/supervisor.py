@@ -11,10 +11,14 @@ the supervisor go to the child, which finishes its in-flight messages and exits.
 Under systemd or Docker Compose the same effect comes from ``Restart=on-failure`` /
 ``restart: on-failure`` on a plain ``bus worker``; this loop is for hosts without one, and keeps
 the worker's restart delay short (both restart managers default to longer ones).
+
+``bus worker --processes N`` runs N such children side by side, each restarted on its own: the
+way to use more than one core (one Python process works its lanes in threads, one core at a time).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -23,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
-from integration_bus.backoff import Backoff
+from integration_bus.backoff import Backoff, BackoffState
 
 __all__ = ["supervise"]
 
@@ -33,45 +37,93 @@ HEALTHY_AFTER = 60.0  # seconds a child must live before the restart delay start
 
 
 def supervise(command: Sequence[str], *, env: Mapping[str, str] | None = None,
-              max_delay: float = 1.0, stop: threading.Event | None = None) -> int:
-    """Run ``command`` until it exits by itself (its exit code is returned) or ``stop`` is set
-    (SIGTERM/SIGINT set it when called from the main thread); restart it when a signal kills
-    it. Returns 0 when stopped while no child is running."""
+              max_delay: float = 1.0, stop: threading.Event | None = None,
+              processes: int = 1) -> int:
+    """Run ``processes`` copies of ``command`` until one exits by itself or ``stop`` is set
+    (SIGTERM/SIGINT set it when called from the main thread); restart a copy when a signal kills
+    it. Each copy gets ``BUS_PROCESS_INDEX`` (0, 1, …) in its environment.
+
+    When a copy exits by itself, the others are stopped (SIGTERM: they finish their in-flight
+    messages) and the first such exit code is returned, so ``bus worker --processes 2`` with a
+    bad configuration exits 2 once instead of restarting. When stopped, returns the worst exit
+    code of the copies still running then (0 when all finished cleanly)."""
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, not {processes}")
     stop = stop or threading.Event()
-    child: list[subprocess.Popen[bytes]] = []
-    restore = _forward_signals(stop, child)
-    restarts = Backoff(first=0.1, cap=max_delay).start()
+    children: list[subprocess.Popen[bytes]] = []
+    restore = _forward_signals(stop, children)
+    slots = [_Slot(index) for index in range(processes)]
     try:
-        while not stop.is_set():
-            started = time.monotonic()
-            proc = subprocess.Popen(list(command), env=dict(env) if env is not None else None)
-            child[:] = [proc]
-            log.info("supervisor.started", pid=proc.pid)
-            code = _wait(proc, stop)
-            child.clear()
-            if code >= 0 or stop.is_set():
-                return code if code >= 0 else 0
-            if time.monotonic() - started > HEALTHY_AFTER:
-                restarts.reset()
-            delay = restarts.failed()
-            log.warning("supervisor.child_died", pid=proc.pid, signal=_signal_name(-code),
-                        restart_in=delay)
-            if stop.wait(delay):
-                return 0
-        return 0
+        for slot in slots:
+            slot.start(command, env, children)
+        while True:
+            if stop.is_set():
+                return _stop_all(slots)
+            for slot in slots:
+                code = slot.poll()
+                if code is None:
+                    continue
+                if code >= 0:  # exited by itself: the whole group ends with its code
+                    stop.set()
+                    rest = _stop_all(slots)
+                    return code or rest
+                slot.died(-code, max_delay)
+            now = time.monotonic()
+            for slot in slots:
+                if slot.proc is None and slot.restart_at <= now and not stop.is_set():
+                    slot.start(command, env, children)
+            stop.wait(0.1)
     finally:
         restore()
 
 
-def _wait(proc: subprocess.Popen[bytes], stop: threading.Event) -> int:
-    forwarded = False
-    while True:
-        try:
-            return proc.wait(timeout=0.2)
-        except subprocess.TimeoutExpired:
-            if stop.is_set() and not forwarded:  # stopped from another thread
-                proc.send_signal(signal.SIGTERM)
-                forwarded = True
+class _Slot:
+    """One copy of the command: its current process and its own restart delay."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.restarts: BackoffState | None = None
+        self.restart_at = 0.0
+
+    def start(self, command: Sequence[str], env: Mapping[str, str] | None,
+              children: list[subprocess.Popen[bytes]]) -> None:
+        base = dict(env) if env is not None else dict(os.environ)
+        base["BUS_PROCESS_INDEX"] = str(self.index)
+        self.proc = subprocess.Popen(list(command), env=base)
+        self.started = time.monotonic()
+        children[:] = [p for p in children if p.poll() is None] + [self.proc]
+        log.info("supervisor.started", pid=self.proc.pid, process=self.index)
+
+    def poll(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+    def died(self, signum: int, max_delay: float) -> None:
+        assert self.proc is not None
+        if self.restarts is None:
+            self.restarts = Backoff(first=0.1, cap=max_delay).start()
+        if time.monotonic() - self.started > HEALTHY_AFTER:
+            self.restarts.reset()
+        delay = self.restarts.failed()
+        log.warning("supervisor.child_died", pid=self.proc.pid, process=self.index,
+                    signal=_signal_name(signum), restart_in=delay)
+        self.proc = None
+        self.restart_at = time.monotonic() + delay
+
+
+def _stop_all(slots: list[_Slot]) -> int:
+    """SIGTERM every running copy, wait for each; the worst exit code of those that exited."""
+    running = [slot.proc for slot in slots if slot.proc is not None and slot.proc.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    worst = 0
+    for slot in slots:
+        if slot.proc is None:
+            continue
+        code = slot.proc.wait()
+        worst = max(worst, code)  # a signal death while stopping (still importing): 0
+    return worst
 
 
 def _forward_signals(stop: threading.Event,

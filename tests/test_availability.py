@@ -12,6 +12,7 @@ import pytest
 from integration_bus.envelope import Envelope
 from integration_bus.retail.projection import StockLevel
 from integration_bus.runtime import Bus
+from integration_bus.web.app import availability_service
 from tests.conftest import write_config
 from tests.support.probe import running, wait_for
 from tests.support.services import free_port
@@ -94,7 +95,7 @@ def test_availability_endpoint_states_its_staleness(tmp_path: Path) -> None:
             except OSError:
                 return 0, {}
 
-        with running(lambda stop: bus.run(stop, sources=[])):
+        with running(lambda stop: bus.run(stop, sources=[], services=availability_service(bus))):
             wait_for(lambda: get("A-1")[0] == 200, message="served")
             _, body = get("A-1")
             # 10 on hand - 3 reserved - 2 safety stock at STORE-042; in transit not counted

@@ -61,6 +61,9 @@ MISTAKES = [
      ":4:3: sources.orders_in: missing required key 'path'", None),
     ("a source used as a sink", "    to: [out]", "    to: [orders_in]",
      ":15:10: routes.orders.to[0]: no sink named 'orders_in'", "is a source"),
+    # a config problem found by the connector's model, at load (was a PermanentError at start)
+    ("jsonl payload lines without a type", "    type: order.created\n", "    format: payload\n",
+     ":5:5: sources.orders_in: format 'payload' needs a message type", None),
 ]
 
 

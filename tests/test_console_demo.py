@@ -53,3 +53,13 @@ def test_after_bus_demo_the_console_shows_stockshort_and_balanced_routes(
                                 overview, re.S)
             assert len(routes) == len(bus.config.settings.routes) >= 10, overview
             assert all(state == "ok" for _, state in routes), routes
+            # And the files page shows the stores' simulated lanes: their files received
+            files = client.get("/files").text
+            received = re.search(r'<table id="received">(.*?)</table>', files, re.S)
+            assert received, files
+            stores = re.findall(r"<tr><td>tills</td><td>(\d{4})</td><td class=\"n\">(\d+)</td>",
+                                received.group(1))
+            assert len(stores) >= 2 and all(int(n) >= 1 for _, n in stores), received.group(1)
+            # And the overview's order tile has the demo's web orders with a sales order
+            tile = re.search(r'id="tile-orders">(.*?)</section>', overview, re.S)
+            assert tile and re.search(r"\d+ order\(s\)", tile.group(1)), overview

@@ -221,15 +221,15 @@ def test_sigterm_hands_back_nothing_so_no_delivery_count_is_burnt(tmp_path: Path
 
 def test_internal_error_redelivers_until_the_delivery_limit_archives_it(
         tmp_path: Path, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from integration_bus.batch import Batch
+    from integration_bus.batch import deliver
     from tests.support.probe import running
 
     # A bug in the batch code itself (not in a pipeline or a sink, whose errors are handled):
     # the worker drops its connection, so the message comes back with a higher delivery count.
-    def buggy_triage(*_args: object) -> str:
+    def buggy_triage(*_args: object) -> None:
         raise TypeError("a bug in the bus")
 
-    monkeypatch.setattr(Batch, "_triage", buggy_triage)
+    monkeypatch.setattr(deliver, "_triage", buggy_triage)
 
     config_dir = write_config(tmp_path, f"""
         broker: {{url: "{rabbitmq_url}"}}

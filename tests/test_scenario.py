@@ -29,8 +29,8 @@ from lxml import etree
 from integration_bus.cli import cli
 from integration_bus.cli.demo import DemoRun, Scenario
 from integration_bus.deadletters.console import DeadLetterConsole
-from integration_bus.deadletters.query import Selection
 from integration_bus.operators import Operator
+from integration_bus.store.dead_letters import Selection
 from tests.support.probe import wait_for
 
 REPO = Path(__file__).resolve().parent.parent

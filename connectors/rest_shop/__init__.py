@@ -11,8 +11,9 @@ Source (one of):
 Sink: inventory levels, fulfilments, order statuses — paced per shop (token bucket), 429
 ``Retry-After`` honoured and capped, 5xx backoff, ``Idempotency-Key`` on POST.
 
-Two plugin objects: ``plugin`` (``rest_shop``, the connector) and ``sim_plugin`` (``shop``,
-only a simulator: ``bus sim shop`` runs the fake shop). See docs/rest-shop.md.
+Registered by its factory :func:`make_plugin` (each bus builds its own plugin, with its own
+pacers). The fake shop (``connectors.rest_shop.fakeshop``, ``bus sim shop``) is a simulator of
+its own entry-point group, never imported by the connector. See docs/rest-shop.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from connectors.rest_shop.config import (
     RestShopSourceConfig,
     WebhookConfig,
 )
-from connectors.rest_shop.fakeshop.cli import shop_command
 from connectors.rest_shop.poller import OrdersPoller
 from connectors.rest_shop.ratelimit import PacerPool
 from connectors.rest_shop.sink import ShopSink
@@ -42,8 +42,6 @@ __all__ = [
     "ShopSink",
     "WebhookSource",
     "make_plugin",
-    "plugin",
-    "sim_plugin",
 ]
 
 
@@ -65,7 +63,8 @@ class _Factory:
 
 
 def make_plugin() -> ConnectorPlugin:
-    """A fresh ``rest_shop`` plugin (its own pacers): tests and embedders build their own."""
+    """A fresh ``rest_shop`` plugin with its own pacers: the entry point, called once per
+    bus, so two buses in one process never share a pacer."""
     factory = _Factory()
     return ConnectorPlugin(
         name="rest_shop",
@@ -74,10 +73,3 @@ def make_plugin() -> ConnectorPlugin:
         source_config=RestShopSourceConfig, create_source=factory.source,
         sink_config=RestShopSinkConfig, create_sink=factory.sink)
 
-
-plugin = make_plugin()
-
-sim_plugin = ConnectorPlugin(
-    name="shop", summary="simulator only: a fake web shop (orders API, inventory, signed "
-                         "webhooks, rate limits) for tests and the demo",
-    simulator=shop_command)

@@ -29,7 +29,8 @@ __all__ = [
 ]
 
 Platform = Literal["shopify", "woocommerce"]
-Action = Literal["inventory", "fulfilment", "order_status", "order_lines", "price"]
+Action = Literal["inventory", "fulfilment", "order_status", "order_lines", "price",
+                 "cancel_lines"]
 _SHOP_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 #: the request each sink action makes by default (the fake shop's dialect; Shopify-flavoured)
@@ -39,12 +40,13 @@ ACTION_PATHS: dict[str, tuple[str, str]] = {
     "order_status": ("PUT", "/admin/api/2024-01/orders/{order_id}.json"),
     "order_lines": ("POST", "/admin/api/2024-01/orders/{order_id}/line_statuses.json"),
     "price": ("POST", "/admin/api/2024-01/prices/set.json"),
+    "cancel_lines": ("POST", "/admin/api/2024-01/orders/{order_id}/cancel_lines.json"),
 }
 
 #: the key whose JSON object a 2xx answer of each action must hold (the fake shop's dialect)
 ACTION_ANSWERS: dict[str, str] = {"inventory": "inventory_level", "fulfilment": "fulfillment",
                                   "order_status": "order", "order_lines": "order",
-                                  "price": "price"}
+                                  "price": "price", "cancel_lines": "refund"}
 
 
 DEFAULT_MAX_RESPONSE = 32 * 1024 * 1024  # bytes of one shop answer, decoded

@@ -78,7 +78,8 @@ class ShopPacer:
 
 
 class PacerPool:
-    """Pacers by shop name, owned by one plugin object (so by one process's sinks)."""
+    """Pacers by shop name, owned by one plugin object (so by one bus's sinks: each bus builds
+    its own plugin from ``make_plugin``)."""
 
     def __init__(self) -> None:
         self._pacers: dict[str, ShopPacer] = {}

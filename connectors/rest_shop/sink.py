@@ -16,6 +16,12 @@ Payload contracts (canonical envelopes produced by a route's mapping):
   ``cancelled`` | ``back_ordered`` | ``re_sourced`` | ``fulfilled``, optional ``line_no``,
   ``location``, ``expected_date``}]), optional ``reason``: what became of each order line (the
   order process manager's outcome), POSTed with the envelope's idempotency key.
+- ``cancel_lines``: ``order_id``, ``lines`` ([{``sku``, ``quantity``, optional ``line_no``,
+  ``refund`` (decimal text: the money to give back for those units; null: the shop's own
+  figure)}]), optional ``currency``, ``reason``: cancel order lines and refund them. Sent as
+  the lines' cancelled *totals* (a set, not a delta) with the idempotency key as
+  ``external_ref``: the shop cancels and refunds only what is not cancelled/refunded yet, so a
+  repeat can never refund twice. The answer must hold ``refund``.
 
 A delivery counts only on a checked answer: a 2xx whose body is a JSON object holding the
 action's ``answer`` key (``inventory_level``, ``fulfillment``, ``order``); an empty 200/204 or
@@ -122,6 +128,11 @@ class ShopSink:
             return url, {"order_id": order_id, "reason": payload.get("reason"),
                          "line_items": [self._line_status(line, {**where, "line": i + 1})
                                         for i, line in enumerate(lines)]}
+        if action == "cancel_lines":
+            return url, {"external_ref": envelope.idempotency_key,
+                         "currency": payload.get("currency"), "reason": payload.get("reason"),
+                         "line_items": [self._cancel_line(line, {**where, "line": i + 1})
+                                        for i, line in enumerate(lines)]}
         items = [{"sku": _field(line, "sku", str, {**where, "line": i + 1}),
                   "quantity": _field(line, "quantity", int, {**where, "line": i + 1})}
                  for i, line in enumerate(lines)]
@@ -140,6 +151,16 @@ class ShopSink:
                 "quantity": _field(line, "quantity", (int, str), where), "status": status,
                 "line_no": line.get("line_no"), "location": line.get("location"),
                 "expected_date": line.get("expected_date")}
+
+    @staticmethod
+    def _cancel_line(line: Any, where: dict[str, Any]) -> dict[str, Any]:
+        refund = line.get("refund") if isinstance(line, dict) else None
+        if refund is not None and not isinstance(refund, str):
+            raise PermanentError("line field 'refund' is not decimal text", field="refund",
+                                 **where)
+        return {"sku": _field(line, "sku", str, where),
+                "quantity": _field(line, "quantity", int, where),
+                "line_no": line.get("line_no"), "refund": refund}
 
     def deliver(self, envelope: Envelope) -> None:
         url, body = self._request(envelope)

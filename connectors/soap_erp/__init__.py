@@ -9,15 +9,16 @@ resend; a circuit breaker per endpoint; a fault classification table; optional r
 Source: a scheduled poll of an operation with a cursor (e.g. stock changes since a sequence),
 staged with the cursor through the outbox.
 
-Two plugin objects: ``plugin`` (``soap_erp``, the connector) and ``sim_plugin`` (``erp``, only a
-simulator: ``bus sim erp`` runs the fake ERP). See docs/soap-erp.md.
+Registered by its factory :func:`make_plugin` (each bus builds its own plugin, with its own
+circuit breakers and parsed WSDLs). The fake ERP (``connectors.soap_erp.fakeerp``,
+``bus sim erp``) is a simulator of its own entry-point group, never imported by the connector.
+See docs/soap-erp.md.
 """
 
 from __future__ import annotations
 
 from connectors.soap_erp.breaker import BreakerPool, CircuitBreaker
 from connectors.soap_erp.config import SoapErpSinkConfig, SoapErpSourceConfig
-from connectors.soap_erp.fakeerp.cli import erp_command
 from connectors.soap_erp.metrics import SoapMetrics
 from connectors.soap_erp.sink import SoapErpSink, document_number
 from connectors.soap_erp.source import SoapPoller
@@ -34,8 +35,6 @@ __all__ = [
     "XmlSecurityError",
     "document_number",
     "make_plugin",
-    "plugin",
-    "sim_plugin",
 ]
 
 
@@ -67,7 +66,8 @@ class _Factory:
 
 
 def make_plugin() -> ConnectorPlugin:
-    """A fresh ``soap_erp`` plugin (its own breakers and WSDL cache): tests build their own."""
+    """A fresh ``soap_erp`` plugin with its own breakers and WSDL cache: the entry point,
+    called once per bus, so a breaker one bus opened never refuses another bus's calls."""
     factory = _Factory()
     return ConnectorPlugin(
         name="soap_erp",
@@ -77,11 +77,3 @@ def make_plugin() -> ConnectorPlugin:
         source_config=SoapErpSourceConfig, create_source=factory.source,
         sink_config=SoapErpSinkConfig, create_sink=factory.sink)
 
-
-plugin = make_plugin()
-
-sim_plugin = ConnectorPlugin(
-    name="erp", summary="simulator only: a fake retail ERP over SOAP (stock, postings, "
-                        "documents by reference, change log, fault injection) for tests and "
-                        "the demo",
-    simulator=erp_command)

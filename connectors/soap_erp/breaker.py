@@ -40,7 +40,8 @@ def endpoint_breaker(endpoint: str, config: BreakerConfig, *, probe_lease: float
 
 
 class BreakerPool:
-    """Breakers by endpoint address: every sink and source of one plugin object share them."""
+    """Breakers by endpoint address: every sink and source of one plugin object (so of one bus)
+    share them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -3,52 +3,19 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import structlog
 
 from integration_bus import __version__
-from integration_bus.errors import BusError, ConfigError
-from integration_bus.operators import AccessDenied
-from integration_bus.redact import LogFilter, known, log_processor
+from integration_bus.cli import console, db, dlq, mapping, ops, orders, reconcile, running
+from integration_bus.cli.options import config_dir_option, handle_errors
+from integration_bus.redact import LogFilter, log_processor
 
 __all__ = ["cli", "config_dir_option", "handle_errors", "main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_DENIED = 0, 1, 2, 3
-
-
-def config_dir_option(func: F) -> F:
-    return click.option(
-        "--config-dir", type=click.Path(file_okay=False, path_type=Path), default="config",
-        envvar="BUS_CONFIG_DIR", show_default=True, show_envvar=True,
-        help="directory holding bus.yaml (its parent holds mappings/, schemas/, var/)")(func)
-
-
-def handle_errors(func: F) -> F:
-    """Turn bus errors into a clear message and the documented exit code."""
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConfigError as exc:
-            click.echo(f"error: {known().scrub(str(exc))}", err=True)
-            sys.exit(EXIT_USAGE)
-        except AccessDenied as exc:
-            click.echo(f"not allowed: {exc}", err=True)
-            sys.exit(EXIT_DENIED)
-        except BusError as exc:
-            click.echo(f"error: {known().scrub(str(exc))}", err=True)
-            sys.exit(EXIT_FAILURE)
-    return wrapper  # type: ignore[return-value]
-
 
 def configure_logging(level: str, json_logs: bool) -> None:
     """structlog and the standard library's logging to stderr, both through the redaction
@@ -110,8 +77,6 @@ def cli(log_level: str, log_json: bool) -> None:
 
 
 def _register() -> None:
-    from integration_bus.cli import console, db, dlq, mapping, ops, orders, reconcile, running
-
     for command in (running.run_command, running.worker_command, running.demo_command,
                     running.scheduler_command, running.serve_command, running.sim_group,
                     ops.send_command, ops.status_command, ops.trace_command, ops.lint_command,

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import structlog
 
-from integration_bus.cli import config_dir_option, handle_errors
+from integration_bus.cli.options import config_dir_option, handle_errors
 from integration_bus.cli.running import _open_bus, _stop_on_signals, migrate_option
 from integration_bus.errors import ConfigError
 from integration_bus.http_limits import HttpLimits
@@ -51,8 +51,8 @@ def session_secret(bus: Bus) -> str:
 def console_command(config_dir: Path, host: str, port: int, session_hours: float,
                     secure_cookie: bool, migrate: bool) -> None:
     """Serve the operators' console (dead letters, overview, audit) until Ctrl-C."""
+    from integration_bus.http_server import HttpServer
     from integration_bus.web.console.app import make_app
-    from integration_bus.web.serve import HttpServer
 
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         if not Accounts(bus.store.db).list():

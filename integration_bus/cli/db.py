@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from integration_bus.cli import config_dir_option, handle_errors
+from integration_bus.cli.options import config_dir_option, handle_errors
 from integration_bus.registry import Registry
 from integration_bus.settings import load_config
 from integration_bus.store.database import Database

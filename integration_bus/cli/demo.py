@@ -9,8 +9,9 @@ the stores. With ``--duration N`` it keeps producing traffic for N seconds. Eith
 waits until everything has settled (queues, retries, outbox, inbox and the ERP poll are quiet),
 stops, and prints a summary whose counts must add up.
 
-The demo is a face (like the CLI): it is the one place in the core that imports the connectors'
-fakes, because it drives them.
+The demo is a face (like the CLI). It finds the fake ERP, the fake shop and the POS lanes
+through the ``integration_bus.simulators`` entry points (``demo_systems``), never by importing a
+connector's fake.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ from rich.table import Table
 
 from integration_bus.cli.demo_orders import RACE_SEED, order_checks, play_races
 from integration_bus.cli.demo_prices import price_checks, seed_prices
+from integration_bus.cli.demo_systems import DemoSystems
 from integration_bus.cli.summary import console, demo_summary, route_table
 from integration_bus.runtime import Bus
+from integration_bus.simulator import Simulators
+from integration_bus.web.app import availability_service
 
 __all__ = ["DemoRun", "Scenario", "run_demo"]
 
@@ -48,7 +52,6 @@ SHORT_ORDERS = [[("WOO-HOODIE-GRY", 2, Decimal("39.00"))],
 WATCHED = [("WH-01", "TEE-BLK-M"), ("WH-01", "MUG-WHT-01"), ("WH-01", "HOOD-GRY-M"),
            ("STORE-042", "PEN-STB-BLU"), ("STORE-107", "CHOC-70-100G")]
 SECRET = "demo-webhook-secret"
-TOKEN = "demo-token"
 
 
 @dataclass
@@ -89,37 +92,35 @@ class Counts:
 
 
 class DemoRun:
-    """The fakes, the bus and the simulators of one demo run."""
+    """The fakes, the bus and the simulators of one demo run.
+
+    ``simulators``: where the fakes come from (default: the installed
+    ``integration_bus.simulators`` entry points)."""
 
     def __init__(self, config_dir: Path, state: Path, scenario: Scenario, *,
-                 broker_url: str = "", clock: Callable[[], float] = time.time) -> None:
-        from connectors.rest_shop.fakeshop.api import build_shop_app
-        from connectors.rest_shop.fakeshop.server import AppServer
-        from connectors.rest_shop.fakeshop.state import ShopState
-        from connectors.soap_erp.fakeerp.scenario import seed_scenario
-        from connectors.soap_erp.fakeerp.server import ErpServer
-        from connectors.soap_erp.fakeerp.state import ErpState
-
+                 broker_url: str = "", clock: Callable[[], float] = time.time,
+                 simulators: Simulators | None = None) -> None:
         self.scenario = scenario
         self.state = state
         self.inbox = state / "pos" / "inbox"
         self.inbox.mkdir(parents=True, exist_ok=True)
-        erp_state = ErpState()
-        self.seeded = seed_scenario(erp_state)  # the stock `bus sim erp` starts with, too
+        systems = DemoSystems(simulators or Simulators.from_entry_points())
+        self.erp = systems.erp
+        self.seeded = self.erp.seeded  # the stock `bus sim erp` starts with, too
         for (_, plant, location), stock in RACE_SEED.items():  # the order races' locations
             for sku, on_hand in stock.items():
-                erp_state.seed(sku, plant, location, on_hand)
-        self.erp = ErpServer(erp_state)
-        self.shop_state = ShopState(token=TOKEN)
-        self.shop = AppServer(build_shop_app(self.shop_state))
+                self.erp.state.seed(sku, plant, location, on_hand)
+        self.shop = systems.shop
+        self.shop_state = self.shop.state
+        self.lanes = systems.lanes
         self.webhook_port = _free_port()
         self.availability_port = _free_port()
         self.environ = {
             **os.environ, "BUS_VAR_DIR": str(state), "BUS_BROKER_URL": broker_url,
             "BUS_STORE_URL": f"sqlite:///{state / 'bus.db'}", "ERP_URL": self.erp.url,
             "SHOP_URL": self.shop.url, "BUS_WEBHOOK_PORT": str(self.webhook_port),
-            "SHOP_WEBHOOK_SECRET": SECRET, "SHOP_API_TOKEN": TOKEN, "ERP_POLL_INTERVAL": "1s",
-            "BUS_AVAILABILITY_PORT": str(self.availability_port)}
+            "SHOP_WEBHOOK_SECRET": SECRET, "SHOP_API_TOKEN": self.shop.token,
+            "ERP_POLL_INTERVAL": "1s", "BUS_AVAILABILITY_PORT": str(self.availability_port)}
         self.config_dir = config_dir
         self.clock = clock
         self.counts = Counts()
@@ -128,7 +129,6 @@ class DemoRun:
         self._order_ids = itertools.count(1)
         self._refund_ids = itertools.count(700_001)
         self._sent_orders: list[dict[str, Any]] = []
-        self._sender: Any = None  # the shop's webhook sender, made on first use
 
     @property
     def availability_url(self) -> str:
@@ -142,11 +142,13 @@ class DemoRun:
             stack.callback(self.erp.stop)
             self.shop.start()
             stack.callback(self.shop.stop)
-            stack.callback(lambda: self._sender is not None and self._sender.close())
+            self.lanes.start()
+            stack.callback(self.lanes.stop)
             bus = stack.enter_context(Bus.from_config_dir(self.config_dir, environ=self.environ,
                                                           clock=self.clock))
             self.bus = bus
-            runner = threading.Thread(target=bus.run, args=(stop,), name="demo-bus", daemon=True)
+            runner = threading.Thread(target=bus.run, args=(stop,), name="demo-bus", daemon=True,
+                                      kwargs={"services": availability_service(bus)})
             runner.start()
             stack.callback(runner.join, 60)
             stack.callback(stop.set)
@@ -172,17 +174,12 @@ class DemoRun:
     # -- simulators -----------------------------------------------------------------------------
     def drop_sales_file(self, store: str, number: int) -> None:
         """A till's end-of-day file, written under a temp name and renamed into place."""
-        from connectors.pos_file.lane import write_daily_file
-        from connectors.pos_file.layout_file import load_layout
-
-        layout = load_layout(self.config_dir / "layouts" / "daily_sales.yaml")
         day = date(2024, 3, 1) + timedelta(days=number - 1)
-        name = f"SALES_{store}_{day:%Y%m%d}_{number}.DAT"
-        temp = self.inbox / f".{name}.tmp"
-        write_daily_file(temp, layout, store=store, records=self.scenario.lines_per_file,
-                         seed=self.scenario.seed * 1000 + number * 10 + int(store), day=day,
-                         seq=number)
-        temp.rename(self.inbox / name)
+        self.lanes.drop_daily_file(
+            self.inbox, self.config_dir / "layouts" / "daily_sales.yaml",
+            name=f"SALES_{store}_{day:%Y%m%d}_{number}.DAT", store=store,
+            records=self.scenario.lines_per_file,
+            seed=self.scenario.seed * 1000 + number * 10 + int(store), day=day, seq=number)
         self.counts.add(files=1, sale_lines=self.scenario.lines_per_file)
 
     def send_order(self, lines: list[tuple[str, int, Decimal]] | None = None, *,
@@ -191,10 +188,9 @@ class DemoRun:
         unless ``short=False``); the canonical order id if the receiver took it."""
         short = lines is not None if short is None else short
         if lines is None:
-            from connectors.rest_shop.fakeshop.state import SCENARIO_SKUS
-
-            skus = self._rng.sample(sorted(SCENARIO_SKUS), k=self._rng.randint(1, 2))
-            lines = [(sku, self._rng.randint(1, 2), SCENARIO_SKUS[sku]) for sku in skus]
+            prices = self.shop.skus
+            skus = self._rng.sample(sorted(prices), k=self._rng.randint(1, 2))
+            lines = [(sku, self._rng.randint(1, 2), prices[sku]) for sku in skus]
         number = next(self._order_ids)
         now = datetime.now(UTC).replace(microsecond=0)
         order = {
@@ -233,16 +229,10 @@ class DemoRun:
             self.counts.add(returns_sent=1)
 
     def _post(self, topic: str, payload: dict[str, Any], *, event: str) -> bool:
-        from connectors.rest_shop.fakeshop.sender import Subscription, WebhookSender
-
-        subscription = Subscription(url=f"http://127.0.0.1:{self.webhook_port}/webhooks/acme",
-                                    platform="shopify", secret=SECRET.encode(), topic=topic)
-        if self._sender is None:  # one connection pool for the whole run
-            self._sender = WebhookSender()
-        sender = self._sender
-        attempts = sender.send(sender.delivery(subscription, payload, event_id=event))
-        ok = bool(attempts) and attempts[-1].status is not None and \
-            200 <= attempts[-1].status < 300
+        status = self.shop.send_webhook(
+            f"http://127.0.0.1:{self.webhook_port}/webhooks/acme", secret=SECRET.encode(),
+            topic=topic, payload=payload, event_id=event)
+        ok = status is not None and 200 <= status < 300
         self.counts.add(webhooks_ok=int(ok), webhooks_failed=int(not ok))
         return ok
 

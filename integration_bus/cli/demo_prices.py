@@ -7,9 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-
-from integration_bus.store.schema import held_messages
+from integration_bus.store.held import HeldMessages
 
 if TYPE_CHECKING:
     from integration_bus.cli.demo import DemoRun
@@ -28,8 +26,7 @@ def seed_prices(demo: DemoRun) -> None:
 def price_checks(demo: DemoRun) -> tuple[dict[str, bool], dict[str, Any]]:
     """The demo's checks about prices, and its ``prices`` figures."""
     assert demo.bus is not None
-    with demo.bus.store.db.begin(read_only=True) as conn:
-        held = int(conn.execute(select(func.count()).select_from(held_messages)).scalar_one())
+    held = HeldMessages(demo.bus.store.db).count()
     shop = demo.shop_state
     applied = {k: v for k, v in shop.effects.items() if k.startswith("price:")}
     folder = demo.state / "pos" / "out" / "STORE-042"

@@ -17,7 +17,6 @@ import click
 import orjson
 from rich.progress import Progress
 
-from integration_bus.cli import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
 from integration_bus.cli.dlq_render import (
     print_groups,
     print_letter,
@@ -25,15 +24,16 @@ from integration_bus.cli.dlq_render import (
     print_previews,
     write_export,
 )
+from integration_bus.cli.options import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
 from integration_bus.cli.summary import console
-from integration_bus.deadletters.console import DeadLetterConsole, pretty
-from integration_bus.deadletters.query import STATUSES, AmbiguousId, Selection
+from integration_bus.deadletters.console import ConsoleBus, DeadLetterConsole, pretty
 from integration_bus.durations import parse_millis
-from integration_bus.errors import BusError
+from integration_bus.errors import RequestError
 from integration_bus.liveness import holder_alive
 from integration_bus.operators import os_operator
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
+from integration_bus.store.dead_letters import STATUSES, AmbiguousId, Selection
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -208,7 +208,7 @@ def replay_command(dlq: DeadLetterConsole, dry_run: bool, to_route: str | None,
 _HELD_WAIT = timedelta(seconds=75)
 
 
-def _relay_all(relay: OutboxRelay, bus: Bus, ids: list[str],
+def _relay_all(relay: OutboxRelay, bus: ConsoleBus, ids: list[str],
                progress: Callable[[int], None]) -> dict[str, int]:
     """Relay the outbox rows of ``ids`` until none is left unpublished: rows of a dead
     holder are taken over at once; rows a live relay holds (the running bus, another
@@ -278,7 +278,7 @@ def edit_command(dlq: DeadLetterConsole, ident: str, assignments: tuple[str, ...
         try:
             payload = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise BusError(f"the edited text is not JSON: {exc}") from exc
+            raise RequestError(f"the edited text is not JSON: {exc}") from exc
     edit = dlq.edit(ident, payload)
     click.echo(edit.diff or "no change")
     if edit.validated_against is None:

@@ -15,7 +15,7 @@ import click
 import orjson
 from rich.table import Table
 
-from integration_bus.cli import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
+from integration_bus.cli.options import EXIT_FAILURE, EXIT_USAGE, config_dir_option, handle_errors
 from integration_bus.cli.summary import console, plain, route_rows, route_table
 from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError, ConfigError, EnvelopeError, UnroutableError

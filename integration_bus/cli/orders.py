@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from integration_bus.cli import config_dir_option, handle_errors
+from integration_bus.cli.options import config_dir_option, handle_errors
 from integration_bus.cli.summary import console
 from integration_bus.errors import ConfigError
 from integration_bus.retail.orders.book import SagaBook, SagaRecord

@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from integration_bus.cli import EXIT_FAILURE, config_dir_option, handle_errors
+from integration_bus.cli.options import EXIT_FAILURE, config_dir_option, handle_errors
 from integration_bus.cli.summary import console, plain
 from integration_bus.errors import BusError, ConfigError
 from integration_bus.reconcile import ReconcileReport, reconcile_bus, write_metrics_file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from integration_bus.cli import config_dir_option, handle_errors
+from integration_bus.cli.options import config_dir_option, handle_errors
 from integration_bus.cli.summary import print_summary
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
@@ -104,6 +105,8 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
                 workers: int, metrics_host: str | None, metrics_port: int | None,
                 migrate: bool) -> None:
     """Run all sources and routes of a config in one process until Ctrl-C / SIGTERM."""
+    from integration_bus.web.app import availability_service
+
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         bus.readiness.watch("run", lambda: None if bus.started.is_set() else "starting")
         _serve_watch(bus, metrics_host, metrics_port, stop)
@@ -112,7 +115,8 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
         chosen_sources = [] if no_sources else _split(sources)
         runner = threading.Thread(target=bus.run, args=(stop,), daemon=True,
                                   kwargs={"routes": _split(routes), "sources": chosen_sources,
-                                          "workers": workers})
+                                          "workers": workers,
+                                          "services": availability_service(bus)})
         runner.start()
         while runner.is_alive():
             runner.join(0.5)
@@ -127,33 +131,49 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
               help="run the worker as a child process and restart it whenever a signal kills "
                    "it (SIGKILL, segfault, OOM); a message that keeps killing it is then "
                    "dead-lettered as crashed_worker (docs/reliability.md)")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              envvar="BUS_WORKER_PROCESSES", show_envvar=True,
+              help="run N worker processes side by side, supervised (implies --supervise): "
+                   "one per core uses them all; with --metrics-port P, process i serves on "
+                   "P+i")
 @handle_errors
 def worker_command(config_dir: Path, routes: str | None, metrics_host: str | None,
-                   metrics_port: int | None, migrate: bool, supervise: bool) -> None:
+                   metrics_port: int | None, migrate: bool, supervise: bool,
+                   processes: int) -> None:
     """Consume route queues (and archive broker dead letters) until SIGTERM.
 
     Each route (or route group) is its own bulkhead: own consumer, batch loop and sink
     deadlines, so a hung or failing sink holds only its route."""
-    if supervise:
-        from integration_bus.supervisor import supervise as run_supervised
-
-        command = [sys.executable, "-m", "integration_bus", "worker",
-                   "--config-dir", str(config_dir)]
-        if routes:
-            command += ["--routes", routes]
-        if metrics_host is not None:
-            command += ["--metrics-host", metrics_host]
-        if metrics_port is not None:
-            command += ["--metrics-port", str(metrics_port)]
-        if migrate:
-            command.append("--migrate")
-        raise SystemExit(run_supervised(command))
+    if supervise or processes > 1:
+        raise SystemExit(_supervised_workers(config_dir, routes, metrics_host, metrics_port,
+                                             migrate, processes))
+    if metrics_port is not None and metrics_port > 0:
+        metrics_port += int(os.environ.get("BUS_PROCESS_INDEX", "0") or 0)
     # Signals first: a SIGTERM while the bus opens (broker, store migrations) stops it cleanly.
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         worker = bus.worker(_split(routes))
         bus.watch_worker("worker", worker)
         _serve_watch(bus, metrics_host, metrics_port, stop)
         worker.run(stop)
+
+
+def _supervised_workers(config_dir: Path, routes: str | None, metrics_host: str | None,
+                        metrics_port: int | None, migrate: bool, processes: int) -> int:
+    """``bus worker`` children under the supervisor; each child adds its ``BUS_PROCESS_INDEX``
+    to the metrics port, so N processes serve /metrics on N ports."""
+    from integration_bus.supervisor import supervise
+
+    bus = _open_bus(config_dir, migrate)
+    if bus.migrate:  # once, before the children start, rather than N racing migrations
+        bus.open().close()
+    command = [sys.executable, "-m", "integration_bus", "worker", "--config-dir", str(config_dir)]
+    if routes:
+        command += ["--routes", routes]
+    if metrics_host is not None:
+        command += ["--metrics-host", metrics_host]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    return supervise(command, processes=processes)
 
 
 @click.command("demo")
@@ -229,14 +249,13 @@ def serve_command(ctx: click.Context, config_dir: Path, sources: str | None,
 
 
 class SimulatorGroup(click.Group):
-    """``bus sim NAME``: the simulators connector plugins ship (a fake ERP, a fake shop...)."""
+    """``bus sim NAME``: the simulators installed packages register (entry-point group
+    ``integration_bus.simulators``: a fake ERP, a fake shop...)."""
 
     def _simulators(self) -> dict[str, click.Command]:
-        from integration_bus.registry import Registry
+        from integration_bus.simulator import Simulators
 
-        registry = Registry.from_entry_points()
-        return {name: registry.get(name).simulator for name in registry.names()
-                if registry.get(name).simulator is not None}
+        return Simulators.from_entry_points().commands()
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self._simulators())

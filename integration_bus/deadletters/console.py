@@ -14,31 +14,28 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, delete, select, update
-
-from integration_bus.deadletters import query
-from integration_bus.deadletters.query import Selection
 from integration_bus.deadletters.replay import Preview, ReplayOutcome, enqueue_chunk, preview
 from integration_bus.envelope import Envelope
-from integration_bus.errors import BusError, ConfigError, EnvelopeError
+from integration_bus.errors import BusError, ConfigError, EnvelopeError, RequestError
 from integration_bus.operators import AccessDenied, Operator
 from integration_bus.pipeline import Pipeline
-from integration_bus.runtime import Bus
-from integration_bus.store import audit, utcnow
-from integration_bus.store.schema import dead_letters as table
-from integration_bus.store.schema import journal, outbox
+from integration_bus.redact import Redaction
+from integration_bus.settings import Config
+from integration_bus.store import Store, audit, dead_letters, utcnow
+from integration_bus.store.dead_letters import Connection, Selection
+from integration_bus.transport import Transport, TransportPublisher
 
-__all__ = ["DeadLetterConsole", "EditOutcome", "EditRefused"]
+__all__ = ["ConsoleBus", "DeadLetterConsole", "EditOutcome", "EditRefused"]
 
 CHUNK = 500
 
 
-class EditRefused(BusError):
+class EditRefused(RequestError):
     """An edit that does not fit the route's input schema (nothing was stored or sent)."""
 
 
@@ -61,10 +58,32 @@ class EditOutcome:
     validated_against: str | None
 
 
+class ConsoleBus(Protocol):
+    """What the console (and a face driving it) uses of a bus: a
+    :class:`~integration_bus.runtime.Bus` is one. The console sits below the runtime and is
+    handed the bus; it never imports it (``pyproject.toml``, import-linter layers)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def redaction(self) -> Redaction: ...
+
+    @property
+    def transport(self) -> Transport: ...
+
+    def publisher(self) -> TransportPublisher: ...
+
+    def pipelines(self) -> Mapping[str, Pipeline]: ...
+
+
 class DeadLetterConsole:
     """Reads and acts on the dead-letter store of one bus, as ``operator``."""
 
-    def __init__(self, bus: Bus, operator: Operator) -> None:
+    def __init__(self, bus: ConsoleBus, operator: Operator) -> None:
         self.bus = bus
         self.db = bus.store.db
         self.operator = operator
@@ -131,14 +150,14 @@ class DeadLetterConsole:
 
     def resolved(self, selection: Selection) -> Selection:
         """``selection`` with each id spelled in full: an id or envelope id, whole or any
-        unique prefix (query.AmbiguousId when a prefix fits several; an id that fits none
+        unique prefix (dead_letters.AmbiguousId when a prefix fits several; an id that fits none
         stays as given and selects nothing)."""
         if not selection.ids:
             return selection
         ids: list[str] = []
         with self.db.begin(read_only=True) as conn:
             for ident in selection.ids:
-                ids.extend(query.resolve(conn, ident) or [ident])
+                ids.extend(dead_letters.resolve(conn, ident) or [ident])
         return dataclasses.replace(selection, ids=tuple(dict.fromkeys(ids)))
 
     def find(self, selection: Selection, *, limit: int = 50, offset: int = 0,
@@ -146,8 +165,8 @@ class DeadLetterConsole:
         selection = self.resolved(selection)
         self._reading(selection, unmask, f"list {selection.describe()}")
         with self.db.begin() as conn:
-            rows = query.fetch(conn, selection, limit=limit, offset=offset)
-            total = query.count(conn, selection)
+            rows = dead_letters.fetch(conn, selection, limit=limit, offset=offset)
+            total = dead_letters.count(conn, selection)
             self._searched(conn, selection, total)
             if unmask:
                 self._audit(conn, "unmask", f"list {selection.describe()}", count=len(rows))
@@ -158,15 +177,13 @@ class DeadLetterConsole:
         selection = self.resolved(selection)
         self._reading(selection, False, f"ids {selection.describe()}")
         with self.db.begin(read_only=True) as conn:
-            return [str(r) for r in conn.execute(
-                select(table.c.id).where(selection.where()).order_by(table.c.created_at))
-                .scalars()]
+            return dead_letters.ids(conn, selection)
 
     def groups(self, selection: Selection) -> list[dict[str, Any]]:
         selection = self.resolved(selection)
         self._reading(selection, False, f"groups {selection.describe()}")
         with self.db.begin() as conn:
-            groups = query.groups(conn, selection)
+            groups = dead_letters.groups(conn, selection)
             self._searched(conn, selection, sum(g["count"] for g in groups))
         return [{**g, "example": self.redaction.text(g["example"])} for g in groups]
 
@@ -175,7 +192,7 @@ class DeadLetterConsole:
         self.require("read", f"trace {envelope_id}")
         events = self.bus.store.journal_for(envelope_id)
         with self.db.begin(read_only=True) as conn:
-            dead = query.fetch(conn, Selection(ids=(envelope_id,), statuses=()))
+            dead = dead_letters.fetch(conn, Selection(ids=(envelope_id,), statuses=()))
         echoes: dict[str, str] = {}
         for letter in dead:
             echoes.update(self.redaction.echoes(letter["envelope"], letter["edited_payload"]))
@@ -195,18 +212,12 @@ class DeadLetterConsole:
     def show(self, ident: str, *, unmask: bool = False) -> dict[str, Any]:
         self._reading(None, unmask, f"show {ident}")
         with self.db.begin() as conn:
-            row = query.one(conn, ident)
+            row = dead_letters.one(conn, ident)
             if row is None:
-                raise BusError(f"no dead letter {ident!r}", hint="bus dlq list shows the ids")
-            replays = [dict(r) for r in conn.execute(
-                select(outbox.c.envelope_id, outbox.c.routing_key, outbox.c.created_at,
-                       outbox.c.published_at, outbox.c.error)
-                .where(outbox.c.dead_letter_id == row["id"]).order_by(outbox.c.id)).mappings()]
+                raise RequestError(f"no dead letter {ident!r}", hint="bus dlq list shows the ids")
+            replays = dead_letters.replays_of(conn, row["id"])
             for replay in replays:
-                last = conn.execute(select(journal.c.event, journal.c.at)
-                                    .where(journal.c.envelope_id == replay["envelope_id"])
-                                    .order_by(journal.c.id.desc()).limit(1)).first()
-                replay["outcome"] = last.event if last else (
+                replay["outcome"] = replay.pop("last_event") or (
                     "published" if replay["published_at"] else "waiting in outbox")
                 replay["error"] = self.redaction.text(replay["error"], unmask=unmask)
             if unmask:
@@ -243,8 +254,8 @@ class DeadLetterConsole:
         outcome = ReplayOutcome()
         for ids in self._chunks(selection):
             with self.db.begin() as conn:
-                rows = query.fetch(conn, Selection(ids=tuple(ids), statuses=("new",)),
-                                   newest_first=False)
+                rows = dead_letters.fetch(conn, Selection(ids=tuple(ids), statuses=("new",)),
+                                          newest_first=False)
                 before = len(outcome.queued)
                 enqueue_chunk(conn, rows, routes=self.routes, pipelines=pipelines,
                               to_route=to_route, force=force, outcome=outcome)
@@ -266,8 +277,8 @@ class DeadLetterConsole:
         pipelines = self._route_pipelines()
         hide = self.redaction
         with self.db.begin() as conn:
-            rows = query.fetch(conn, selection, limit=limit, newest_first=False)
-            total = query.count(conn, selection)
+            rows = dead_letters.fetch(conn, selection, limit=limit, newest_first=False)
+            total = dead_letters.count(conn, selection)
             previews = []
             for row in rows:
                 edited = row.get("edited_payload")
@@ -291,9 +302,9 @@ class DeadLetterConsole:
         if it does not fit. The audit keeps the diff of the *masked* payloads."""
         self.require("edit", ident)
         with self.db.begin() as conn:
-            row = query.one(conn, ident)
+            row = dead_letters.one(conn, ident)
             if row is None or row["status"] != "new":
-                raise BusError(f"no new dead letter {ident!r} to edit",
+                raise RequestError(f"no new dead letter {ident!r} to edit",
                                hint="only dead letters waiting (status new) can be edited")
             before = row["edited_payload"] if row["edited_payload"] is not None else \
                 row["envelope"].get("payload")
@@ -311,12 +322,8 @@ class DeadLetterConsole:
                               **{k: v for k, v in exc.context.items()
                                  if k in ("field", "hint")}) from exc
         with self.db.begin() as conn:
-            stored = conn.execute(update(table).where(table.c.id == row["id"],
-                                                      table.c.status == "new")
-                                  .values(edited_payload=payload, updated_at=utcnow())
-                                  .returning(table.c.id)).first()
-            if stored is None:
-                raise BusError(f"dead letter {row['id']} is no longer waiting (replayed or "
+            if not dead_letters.set_edited_payload(conn, row["id"], payload, now=utcnow()):
+                raise RequestError(f"dead letter {row['id']} is no longer waiting (replayed or "
                                "discarded meanwhile); the edit was not stored")
             self._audit(conn, "edit", row["id"], count=1,
                         detail={"diff": masked_diff, "validated_against": checked,
@@ -347,12 +354,10 @@ class DeadLetterConsole:
     def _set_status(self, selection: Selection, status: str, reason: str, action: str) -> int:
         selection = self.resolved(selection)
         with self.db.begin() as conn:
-            candidates = [r["id"] for r in query.fetch(conn, selection)]
-            ids = [r.id for r in conn.execute(  # only those still in a status the action takes
-                update(table).where(table.c.id.in_(candidates),
-                                    table.c.status.in_(selection.statuses))
-                .values(status=status, status_reason=reason, updated_at=utcnow())
-                .returning(table.c.id))] if candidates else []
+            candidates = [r["id"] for r in dead_letters.fetch(conn, selection)]
+            # only those still in a status the action takes
+            ids = dead_letters.set_status(conn, candidates, from_statuses=selection.statuses,
+                                          status=status, reason=reason, now=utcnow())
             self._audit(conn, action, selection.describe(), count=len(ids),
                         detail={"reason": reason, "ids": ids})
         return len(ids)
@@ -372,9 +377,7 @@ class DeadLetterConsole:
         statuses = ("replayed", "discarded", *(("new",) if include_new else ()))
         self.require("purge", f"older_than={older_than} status={','.join(statuses)}")
         with self.db.begin() as conn:
-            result = conn.execute(delete(table).where(
-                table.c.status.in_(statuses), table.c.last_failed_at < utcnow() - older_than))
-            purged = int(result.rowcount or 0)
+            purged = dead_letters.purge(conn, statuses, failed_before=utcnow() - older_than)
             self._audit(conn, "purge", f"older_than={older_than} status={','.join(statuses)}",
                         count=purged)
         return purged
@@ -384,7 +387,7 @@ class DeadLetterConsole:
         self._reading(selection, unmask, f"export {selection.describe()}")
         self.require("export", selection.describe())
         with self.db.begin() as conn:
-            rows = query.fetch(conn, selection, newest_first=False)
+            rows = dead_letters.fetch(conn, selection, newest_first=False)
             self._audit(conn, "export", selection.describe(), count=len(rows),
                         detail={"unmasked": unmask})
             self._searched(conn, selection, len(rows))

@@ -16,14 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, update
-
 from integration_bus.envelope import Envelope
-from integration_bus.errors import BusError
+from integration_bus.errors import BusError, RequestError
 from integration_bus.pipeline import Pipeline
-from integration_bus.store import OutboxItem, utcnow
+from integration_bus.store import OutboxItem, dead_letters, ledger, utcnow
 from integration_bus.store import outbox as outbox_ops
-from integration_bus.store.schema import dead_letters, ledger
+from integration_bus.store.dead_letters import Connection
 from integration_bus.topology import REQUEUE_EXCHANGE
 
 __all__ = ["Preview", "ReplayOutcome", "enqueue_chunk", "preview", "replay_envelope"]
@@ -63,9 +61,9 @@ def target_route(row: Mapping[str, Any], to_route: str | None,
                  routes: Mapping[str, Sequence[str]]) -> str:
     route = to_route or row.get("route")
     if route is None:
-        raise BusError("it has no route (input rejected at its source): fix it at the source")
+        raise RequestError("it has no route (input rejected at its source): fix it at the source")
     if route not in routes:
-        raise BusError(f"route {route!r} is not in the configuration")
+        raise RequestError(f"route {route!r} is not in the configuration")
     return str(route)
 
 
@@ -90,11 +88,7 @@ def enqueue_chunk(conn: Connection, rows: Sequence[Mapping[str, Any]], *,
             outcome.skipped.append((row["id"], str(exc)))
     if not planned:
         return
-    taken = {r.id for r in conn.execute(
-        update(dead_letters)
-        .where(dead_letters.c.id.in_(list(planned)), dead_letters.c.status == "new")
-        .values(status="replaying", replays=dead_letters.c.replays + 1, updated_at=now)
-        .returning(dead_letters.c.id))}
+    taken = dead_letters.take_for_replay(conn, list(planned), now=now)
     items = []
     for ident, (_row, route, envelope) in planned.items():
         if ident not in taken:
@@ -114,11 +108,7 @@ def _reset_ledger(conn: Connection, sinks: Sequence[str], pipeline: Pipeline | N
         keys = output_keys(pipeline, envelope) if pipeline else [envelope.idempotency_key]
     except BusError:
         return 0  # it will fail again in the route; nothing to reset
-    result = conn.execute(update(ledger).where(ledger.c.sink.in_(list(sinks)),
-                                               ledger.c.idempotency_key.in_(keys),
-                                               ledger.c.state == "done")
-                          .values(state="failed"))
-    return int(result.rowcount or 0)
+    return ledger.reopen_done(conn, sinks, keys)
 
 
 def preview(conn: Connection, row: Mapping[str, Any], *, routes: Mapping[str, Sequence[str]],
@@ -136,8 +126,7 @@ def preview(conn: Connection, row: Mapping[str, Any], *, routes: Mapping[str, Se
         result.outputs.append({"type": out.type, "idempotency_key": out.idempotency_key,
                                "payload": out.payload})
         for sink in routes[route]:
-            state = conn.execute(ledger.select().with_only_columns(ledger.c.state).where(
-                ledger.c.sink == sink, ledger.c.idempotency_key == out.idempotency_key)).scalar()
+            state = ledger.state(conn, sink, out.idempotency_key)
             result.effects[f"{sink} {out.idempotency_key}"] = (
                 "duplicate (already delivered)" if state == "done" else "deliver")
     return result

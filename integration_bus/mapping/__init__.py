@@ -12,6 +12,27 @@ A :class:`CompiledMapping` is a :class:`integration_bus.pipeline.Pipeline`: ``na
 Loading raises :class:`~integration_bus.errors.ConfigError` (file:line:col, field, hint);
 running raises :class:`~integration_bus.errors.MappingError` (step, field, input path).
 The language is documented in ``docs/mapping-language.md``.
+
+How the package is laid out (a file flows down this list at load; ``*_compiler`` modules run once
+at load and build the closures their ``*_closures`` partners define, which run per document)::
+
+    loader            read a mapping file safely, validate it (model), compile every step
+    model             pydantic spec of the mapping file and the sidecar test file
+    step_compiler     steps: -> Step objects      step_closures   set/rename/drop/split, run time
+    field_compiler    field specs -> builders     field_closures  objects, lists, $each, run time
+    grammar, nodes    expression text -> syntax tree (parse)
+    expr_compiler     syntax tree -> closures     call_closures   function calls (BoundCall)
+    ops, values       operator and value semantics shared with the reference interpreter
+    functions, fn_*   the function registry and its library (dates, numbers, text, xref/lookup)
+    context           Ctx: per-call state and field access shared by compiled code and reference
+    compiled_mapping  CompiledMapping: the loaded file as a route's Pipeline
+    shapes, conform   document shapes for load-time field checks; values -> JSON per schema
+    validation, drafts  JSON Schemas by reference and the validate step; draft detection
+    check_failure     the check step's failure message
+    jsonata_step, jsonata_limits  the jsonata escape hatch and its bounds
+    docpath, xref, suggest  target paths; cross-reference tables; did-you-mean
+    reference         a slow, obvious interpreter: the executable specification
+    sidecar, pytest_plugin  NAME_test.yaml cases for `bus test` and pytest
 """
 
 from __future__ import annotations
@@ -20,12 +41,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from integration_bus.errors import ConfigError
-from integration_bus.mapping.compiled import CompiledMapping
+from integration_bus.mapping.builtin_functions import default_registry
+from integration_bus.mapping.compiled_mapping import CompiledMapping
 from integration_bus.mapping.functions import (
     FunctionRegistry,
     FunctionSpec,
     Resolver,
-    default_registry,
 )
 from integration_bus.mapping.loader import Loader, find_dir, mapping_files
 from integration_bus.mapping.model import mapping_file_schema, sidecar_file_schema

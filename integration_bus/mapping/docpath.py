@@ -11,8 +11,8 @@ from typing import Any
 
 from integration_bus.errors import MappingError
 from integration_bus.mapping import nodes as n
+from integration_bus.mapping.context import Ctx
 from integration_bus.mapping.grammar import ExpressionError, Parser
-from integration_bus.mapping.runtime import Ctx
 from integration_bus.mapping.shapes import ANY, ListShape, ObjectShape, Shape
 from integration_bus.mapping.values import type_name
 

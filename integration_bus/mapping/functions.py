@@ -6,7 +6,8 @@ subject counts as the first). Functions whose arguments can be checked or pre-co
 receives the literal argument values (or :data:`UNKNOWN` for computed ones) and returns the
 implementation to call at run time, or raises :class:`BindError` naming the bad argument.
 
-Registries are plain immutable values built by :func:`default_registry`; a caller that wants more
+Registries are plain immutable values built by
+:func:`~integration_bus.mapping.builtin_functions.default_registry`; a caller that wants more
 functions builds its own with :meth:`FunctionRegistry.with_functions`.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Final, Protocol
 
 __all__ = [
     "UNKNOWN", "BindContext", "BindError", "FunctionRegistry", "FunctionSpec", "Resolver",
-    "XrefTable", "built_in", "default_registry",
+    "XrefTable", "built_in",
 ]
 
 
@@ -138,13 +139,6 @@ class FunctionRegistry:
     def with_functions(self, specs: Iterable[FunctionSpec]) -> FunctionRegistry:
         """A new registry with ``specs`` added (a name may not be registered twice)."""
         return FunctionRegistry([*self._specs.values(), *specs])
-
-
-def default_registry() -> FunctionRegistry:
-    """All built-in functions: text, numbers, dates, booleans, null handling, lists, xref."""
-    from integration_bus.mapping import fn_dates, fn_numbers, fn_refs, fn_text
-
-    return FunctionRegistry([*fn_text.SPECS, *fn_numbers.SPECS, *fn_dates.SPECS, *fn_refs.SPECS])
 
 
 def built_in(specs: Iterable[FunctionSpec],

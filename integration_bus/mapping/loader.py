@@ -12,21 +12,21 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from integration_bus.errors import ConfigError
-from integration_bus.mapping.compiled import CompiledMapping, MappingInfo
-from integration_bus.mapping.compiler import ExprCompiler, Scope
+from integration_bus.mapping.builtin_functions import default_registry
+from integration_bus.mapping.compiled_mapping import CompiledMapping, MappingInfo
 from integration_bus.mapping.conform import PLAIN
+from integration_bus.mapping.expr_compiler import ExprCompiler, Scope
+from integration_bus.mapping.field_compiler import SpecCompiler
 from integration_bus.mapping.functions import (
     BindContext,
     FunctionRegistry,
     Resolver,
     XrefTable,
-    default_registry,
 )
 from integration_bus.mapping.grammar import Parser
-from integration_bus.mapping.mapbuild import SpecCompiler
 from integration_bus.mapping.model import MappingFile
 from integration_bus.mapping.shapes import ANY, Shape
-from integration_bus.mapping.steps import Step, StepCompiler
+from integration_bus.mapping.step_compiler import Step, StepCompiler
 from integration_bus.mapping.validation import LoadedSchema, SchemaStore
 from integration_bus.mapping.xref import Table, load_tables
 from integration_bus.yamlmodel import validate_model

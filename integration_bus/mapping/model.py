@@ -2,7 +2,7 @@
 
 They validate the structure (unknown keys are refused with did-you-mean by the loader) and
 generate the JSON Schemas editors use (:func:`mapping_file_schema`, :func:`sidecar_file_schema`).
-Expressions stay text here; :mod:`.steps` compiles them with their file positions.
+Expressions stay text here; :mod:`.step_compiler` compiles them with their file positions.
 """
 
 from __future__ import annotations

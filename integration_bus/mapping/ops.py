@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from integration_bus.errors import MappingError
-from integration_bus.mapping.runtime import Ctx, Fn, get_field
+from integration_bus.mapping.context import Ctx, Fn, get_field
 from integration_bus.mapping.values import (
     DECIMAL_CONTEXT,
     compare,

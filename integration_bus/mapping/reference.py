@@ -15,13 +15,13 @@ from typing import Any
 
 from integration_bus.errors import MappingError
 from integration_bus.mapping import nodes as n
-from integration_bus.mapping.checkstep import check_failure, figure_paths
+from integration_bus.mapping.check_failure import check_failure, figure_paths
 from integration_bus.mapping.conform import plain_json
+from integration_bus.mapping.context import get_field, get_index, get_wild
 from integration_bus.mapping.functions import UNKNOWN, BindContext, FunctionRegistry
 from integration_bus.mapping.grammar import Parser
 from integration_bus.mapping.jsonata_step import JsonataProgram
 from integration_bus.mapping.ops import apply_binary, apply_unary
-from integration_bus.mapping.runtime import get_field, get_index, get_wild
 from integration_bus.mapping.validation import SchemaStore
 from integration_bus.mapping.values import DECIMAL_CONTEXT, to_text, truthy, type_name
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError, ConfigError
-from integration_bus.mapping.compiled import CompiledMapping
+from integration_bus.mapping.compiled_mapping import CompiledMapping
 from integration_bus.mapping.functions import Resolver
 from integration_bus.mapping.loader import Loader
 from integration_bus.mapping.model import SidecarCase, SidecarFile

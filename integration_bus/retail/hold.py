@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import delete, select, tuple_
 
 from integration_bus.connector import (
     ConfigError,
@@ -27,10 +26,8 @@ from integration_bus.connector import (
     Publisher,
     check_type,
 )
-from integration_bus.store import OutboxItem, utcnow
-from integration_bus.store import outbox as outbox_ops
-from integration_bus.store.database import dialect_insert
-from integration_bus.store.schema import held_messages as held
+from integration_bus.store import utcnow
+from integration_bus.store.held import Held, HeldMessages
 from integration_bus.topology import INGRESS_EXCHANGE
 
 __all__ = ["HoldSink", "HoldSinkConfig", "HoldSource", "HoldSourceConfig", "plugin"]
@@ -76,6 +73,7 @@ class HoldSink:
         if context.store is None:
             raise ConfigError("the hold sink needs the bus's store", sink=self.name)
         self._config, self._context = config, context
+        self._held = HeldMessages(context.store.db)
         self._publisher: Publisher | None = None  # opened in the thread that delivers
 
     def deliver(self, envelope: Envelope) -> None:
@@ -96,13 +94,8 @@ class HoldSink:
                 continue
             (now_due if due <= now else later).append((index, envelope, due))
         if later:
-            rows = [{"holder": self.name, "idempotency_key": e.idempotency_key, "due_at": due,
-                     "envelope": self._derive(e).to_dict(), "held_at": utcnow()}
-                    for _, e, due in later]
-            store = self._context.store
-            with store.db.begin() as conn:  # once per key: a repeat is already held
-                conn.execute(dialect_insert(conn.dialect.name, held).on_conflict_do_nothing(),
-                             rows)
+            self._held.hold(self.name, [Held(e.idempotency_key, due, self._derive(e).to_dict())
+                                        for _, e, due in later], now=utcnow())
             self._context.log.info("hold.held", sink=self.name, count=len(later))
         if now_due:
             if self._publisher is None:
@@ -130,27 +123,17 @@ class HoldSource:
         if context.store is None:
             raise ConfigError("the hold source needs the bus's store", source=self.name)
         self._config, self._context = config, context
+        self._held = HeldMessages(context.store.db)
         self.interval_ms = config.interval
 
     def poll(self) -> int:
-        now = datetime.fromtimestamp(self._context.clock(), UTC)
-        store = self._context.store
-        with store.db.begin() as conn:
-            rows = conn.execute(select(held.c.idempotency_key, held.c.envelope, held.c.due_at)
-                                .where(held.c.holder == self._config.sink)
-                                .order_by(held.c.due_at).limit(500)).all()
-            due = [r for r in rows if r.due_at.replace(tzinfo=UTC) <= now]
-            if not due:
-                return 0
-            envelopes = [Envelope.from_dict(r.envelope) for r in due]
-            outbox_ops.add(conn, [OutboxItem(INGRESS_EXCHANGE, e.type, e) for e in envelopes],
-                           reason=f"hold:{self._config.sink}", now=utcnow())
-            conn.execute(delete(held).where(
-                held.c.holder == self._config.sink,
-                tuple_(held.c.holder, held.c.idempotency_key).in_(
-                    [(self._config.sink, r.idempotency_key) for r in due])))
-        self._context.log.info("hold.released", source=self.name, count=len(due))
-        return len(due)
+        due_by = datetime.fromtimestamp(self._context.clock(), UTC)  # the bus's clock
+        released = self._held.release_due(self._config.sink, due_by, exchange=INGRESS_EXCHANGE,
+                                          reason=f"hold:{self._config.sink}", now=utcnow())
+        if not released:
+            return 0
+        self._context.log.info("hold.released", source=self.name, count=released)
+        return released
 
     def close(self) -> None:
         """Nothing held open."""

@@ -17,13 +17,10 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
-
 from integration_bus.envelope import Envelope
 from integration_bus.errors import PermanentError
 from integration_bus.store import Store, utcnow
-from integration_bus.store.database import dialect_insert
-from integration_bus.store.schema import stock_projection as table
+from integration_bus.store.stock import StockLevels, StockRow
 
 __all__ = ["AvailabilityPolicy", "Stock", "StockLevel", "StockProjection"]
 
@@ -122,6 +119,7 @@ class StockProjection:
     def __init__(self, store: Store, policy: AvailabilityPolicy | None = None) -> None:
         self.store = store
         self.policy = policy or AvailabilityPolicy()
+        self._levels = StockLevels(store.db)
 
     def apply(self, levels: Sequence[StockLevel]) -> list[bool]:
         """Apply levels in one transaction; per level, True when it moved the projection (it
@@ -131,24 +129,13 @@ class StockProjection:
             key = (level.sku, level.location)
             if key not in newest or level.version > newest[key].version:
                 newest[key] = level
-        moved: set[tuple[str, str]] = set()
         now = utcnow()
-        with self.store.db.begin() as conn:
-            for level in newest.values():
-                stmt = dialect_insert(conn.dialect.name, table).values(
-                    sku=level.sku, location=level.location, on_hand=str(level.on_hand),
-                    reserved=str(level.reserved), in_transit=str(level.in_transit),
-                    version=level.version, source=level.source, envelope_id=level.envelope_id,
-                    updated_at=now)
-                upsert = stmt.on_conflict_do_update(
-                    index_elements=["sku", "location"],
-                    set_={c: stmt.excluded[c] for c in ("on_hand", "reserved", "in_transit",
-                                                        "version", "source", "envelope_id",
-                                                        "updated_at")},
-                    where=table.c.version < stmt.excluded.version,  # the compare-and-set
-                ).returning(table.c.sku)
-                if conn.execute(upsert).first() is not None:
-                    moved.add((level.sku, level.location))
+        moved = self._levels.upsert_newer(
+            StockRow(sku=level.sku, location=level.location, on_hand=str(level.on_hand),
+                     reserved=str(level.reserved), in_transit=str(level.in_transit),
+                     version=level.version, updated_at=now, source=level.source,
+                     envelope_id=level.envelope_id)
+            for level in newest.values())
         return [(lv.sku, lv.location) in moved and newest[(lv.sku, lv.location)] is lv
                 for lv in levels]
 
@@ -167,9 +154,7 @@ class StockProjection:
         return outcomes
 
     def get(self, sku: str, location: str) -> Stock | None:
-        with self.store.db.begin(read_only=True) as conn:
-            row = conn.execute(select(table).where(table.c.sku == sku,
-                                                   table.c.location == location)).first()
+        row = self._levels.get(sku, location)
         return self._stock(row) if row is not None else None
 
     def available_to_promise(self, pairs: Sequence[tuple[str, str]]
@@ -179,20 +164,20 @@ class StockProjection:
         out: dict[tuple[str, str], Decimal | None] = dict.fromkeys(wanted)
         if not wanted:
             return out
-        skus = sorted({sku for sku, _ in wanted})
-        with self.store.db.begin(read_only=True) as conn:
-            rows = conn.execute(select(table).where(table.c.sku.in_(skus))).all()
-        for row in rows:
+        for row in self._levels.of_skus(sorted({sku for sku, _ in wanted})):
             if (row.sku, row.location) in wanted:
                 out[(row.sku, row.location)] = self._stock(row).available
         return out
 
-    def all(self) -> list[Stock]:
-        with self.store.db.begin(read_only=True) as conn:
-            rows = conn.execute(select(table).order_by(table.c.sku, table.c.location)).all()
-        return [self._stock(r) for r in rows]
+    def of_sku(self, sku: str, *, limit: int = 500) -> list[Stock]:
+        """The SKU at every location the projection knows it (an availability lookup)."""
+        rows = sorted(self._levels.of_skus([sku]), key=lambda row: row.location)
+        return [self._stock(r) for r in rows[:limit]]
 
-    def _stock(self, row: Any) -> Stock:
+    def all(self) -> list[Stock]:
+        return [self._stock(r) for r in self._levels.all()]
+
+    def _stock(self, row: StockRow) -> Stock:
         on_hand, reserved = Decimal(row.on_hand), Decimal(row.reserved)
         in_transit = Decimal(row.in_transit)
         safety = self.policy.safety_for(row.location)

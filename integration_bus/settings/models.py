@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from integration_bus.durations import Millis, parse_millis
 from integration_bus.envelope import MAX_MESSAGE_BYTES
+from integration_bus.fate import backoff_ms
 from integration_bus.http_limits import HttpLimits
 
 __all__ = [
@@ -103,8 +104,8 @@ class RetryPolicy(_Model):
         return self
 
     def delay_ms(self, attempt: int) -> int:
-        """Delay before attempt ``attempt + 1`` (attempt counts from 0)."""
-        return int(min(self.initial_delay * self.multiplier ** attempt, self.max_delay))
+        """Delay before attempt ``attempt + 1`` (attempt counts from 0): ``fate.backoff_ms``."""
+        return backoff_ms(self, attempt)
 
 
 class RouteSettings(_Model):

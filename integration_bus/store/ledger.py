@@ -27,7 +27,7 @@ from sqlalchemy import Connection, bindparam, select, tuple_, update
 from integration_bus.store.database import dialect_insert
 from integration_bus.store.schema import ledger
 
-__all__ = ["Claim", "ClaimOutcome", "claim_many", "complete", "release"]
+__all__ = ["Claim", "ClaimOutcome", "claim_many", "complete", "release", "reopen_done", "state"]
 
 
 class ClaimOutcome(enum.Enum):
@@ -140,3 +140,20 @@ def _settle(conn: Connection, items: Sequence[tuple[str, str, str]], *, state: s
 def _naive(moment: datetime) -> datetime:
     # SQLite hands back naive UTC datetimes; compare like with like.
     return moment.replace(tzinfo=None)
+
+
+def state(conn: Connection, sink: str, key: str) -> str | None:
+    """The ledger state of ``key`` at ``sink`` (None: never claimed)."""
+    found = conn.execute(select(ledger.c.state).where(ledger.c.sink == sink,
+                                                      ledger.c.idempotency_key == key)).scalar()
+    return None if found is None else str(found)
+
+
+def reopen_done(conn: Connection, sinks: Sequence[str], keys: Sequence[str]) -> int:
+    """Mark the ``done`` rows of ``keys`` at ``sinks`` failed, so a forced replay delivers them
+    again; how many."""
+    result = conn.execute(update(ledger).where(ledger.c.sink.in_(list(sinks)),
+                                               ledger.c.idempotency_key.in_(list(keys)),
+                                               ledger.c.state == "done")
+                          .values(state="failed"))
+    return int(result.rowcount or 0)

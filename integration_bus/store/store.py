@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from integration_bus.envelope import new_id
 from integration_bus.errors import BusError
 from integration_bus.liveness import holder_alive
 from integration_bus.redact import Redaction
+from integration_bus.store import cursors as cursor_ops
+from integration_bus.store import dead_letters as dead_letter_ops
 from integration_bus.store import gauges
 from integration_bus.store import ledger as ledger_ops
 from integration_bus.store import lineage as lineage_ops
@@ -33,7 +35,6 @@ from integration_bus.store.queue import MessageQueue
 from integration_bus.store.records import DeadLetter, JournalEntry
 from integration_bus.store.schema import (
     crash_markers,
-    cursors,
     dead_letters,
     journal,
     ledger,
@@ -109,9 +110,7 @@ class Store:
 
     def ledger_state(self, sink: str, key: str) -> str | None:
         with self.db.begin(read_only=True) as conn:
-            row = conn.execute(select(ledger.c.state).where(
-                ledger.c.sink == sink, ledger.c.idempotency_key == key)).first()
-        return row.state if row else None
+            return ledger_ops.state(conn, sink, key)
 
     # -- settle a batch --------------------------------------------------------------------------
     def settle(self, batch: Settlement) -> None:
@@ -263,22 +262,12 @@ class Store:
     # -- dead letters --------------------------------------------------------------------------
     def dead_letters(self, *, route: str | None = None, status: str | None = None,
                      limit: int = 1000) -> list[dict[str, Any]]:
-        where = []
-        if route is not None:
-            where.append(dead_letters.c.route == route)
-        if status is not None:
-            where.append(dead_letters.c.status == status)
         with self.db.begin(read_only=True) as conn:
-            rows = conn.execute(select(dead_letters).where(and_(True, *where))
-                                .order_by(dead_letters.c.created_at).limit(limit)).mappings()
-            return [dict(r) for r in rows]
+            return dead_letter_ops.listing(conn, route=route, status=status, limit=limit)
 
     def dead_letter_counts(self) -> dict[str, int]:
         with self.db.begin(read_only=True) as conn:
-            rows = conn.execute(select(dead_letters.c.route, func.count())
-                                .where(dead_letters.c.status == "new")
-                                .group_by(dead_letters.c.route)).all()
-        return {route or "": int(n) for route, n in rows}
+            return dead_letter_ops.waiting_by_route(conn)
 
     def dead_letter_groups(self) -> list[tuple[str, str, int]]:
         """(route, group, count) of dead letters waiting (see ``store/gauges.py``)."""
@@ -381,30 +370,17 @@ class Store:
         with self.db.begin() as conn:
             outbox_ops.add(conn, items, reason=reason, now=utcnow())
             if cursor is not None:
-                conn.execute(self._upsert_cursor(*cursor))
+                cursor_ops.set_value(conn, *cursor, now=utcnow())
 
     def try_lease(self, name: str, owner: str, lease: timedelta) -> bool:
         """Take (or renew) the lease ``name`` for ``owner`` unless someone else holds a live one.
         Leases live in the cursor table under ``lease:``; ``release_lease`` gives it back."""
-        now = utcnow()
-        key = f"lease:{name}"
-        value = f"{owner}|{(now + lease).isoformat()}"
         with self.db.begin() as conn:
-            if self.db.dialect == "postgresql":  # serialise check-and-set across processes
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
-            row = conn.execute(select(cursors.c.value).where(cursors.c.key == key)).first()
-            if row is not None:
-                holder, _, until = row.value.partition("|")
-                if holder != owner and datetime.fromisoformat(until) > now \
-                        and holder_alive(holder):
-                    return False
-            conn.execute(self._upsert_cursor(key, value))
-        return True
+            return cursor_ops.try_lease(conn, name, owner, lease, now=utcnow())
 
     def release_lease(self, name: str, owner: str) -> None:
         with self.db.begin() as conn:
-            conn.execute(delete(cursors).where(cursors.c.key == f"lease:{name}",
-                                               cursors.c.value.like(f"{owner}|%")))
+            cursor_ops.release_lease(conn, name, owner)
 
     # -- seen keys (connector-level deduplication) ------------------------------------------------
     def seen(self, namespace: str, keys: Sequence[str]) -> dict[str, str | None]:
@@ -412,34 +388,23 @@ class Store:
         if not keys:
             return {}
         with self.db.begin(read_only=True) as conn:
-            rows = conn.execute(select(seen_keys.c.key, seen_keys.c.envelope_id).where(
-                seen_keys.c.namespace == namespace, seen_keys.c.key.in_(list(keys)))).all()
-        return {r.key: r.envelope_id for r in rows}
+            return cursor_ops.seen(conn, namespace, keys)
 
     def remember(self, namespace: str, items: Sequence[tuple[str, str | None]]) -> None:
         """Remember (key, envelope id) pairs; remembering a key again changes nothing."""
         if not items:
             return
-        now = utcnow()
         with self.db.begin() as conn:
-            conn.execute(self._insert(seen_keys).on_conflict_do_nothing(), [
-                {"namespace": namespace, "key": key, "envelope_id": envelope_id, "at": now}
-                for key, envelope_id in items])
+            cursor_ops.remember(conn, namespace, items, now=utcnow())
 
     # -- cursors -------------------------------------------------------------------------------
     def cursor_get(self, key: str) -> str | None:
         with self.db.begin(read_only=True) as conn:
-            row = conn.execute(select(cursors.c.value).where(cursors.c.key == key)).first()
-        return row.value if row else None
+            return cursor_ops.get(conn, key)
 
     def cursor_set(self, key: str, value: str) -> None:
         with self.db.begin() as conn:
-            conn.execute(self._upsert_cursor(key, value))
-
-    def _upsert_cursor(self, key: str, value: str) -> Any:
-        stmt = self._insert(cursors).values(key=key, value=value, updated_at=utcnow())
-        return stmt.on_conflict_do_update(index_elements=["key"],
-                                          set_={"value": value, "updated_at": utcnow()})
+            cursor_ops.set_value(conn, key, value, now=utcnow())
 
 
 # Events whose detail the worker writes from its own facts only (type, delivery count, output

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from amqp.exceptions import AccessRefused, NotAllowed
-from kombu import Connection, Consumer, Exchange, Queue, binding
+from kombu import Consumer, Exchange, Queue, binding
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from integration_bus.envelope import MAX_MESSAGE_BYTES, Envelope
@@ -35,6 +35,7 @@ from integration_bus.topology import (
     format_delay,
     retry_queue,
 )
+from integration_bus.transport.amqp_io import Connection, corked
 from integration_bus.transport.base import Delivery, IngressPublishing, Outgoing, QueueStats
 
 __all__ = ["AmqpConsumer", "AmqpPublisher", "AmqpTransport"]
@@ -43,6 +44,10 @@ CONFIRM_TIMEOUT = 30.0  # seconds a publish may wait for its confirm before it c
 KEEP_CANCELLED = 60.0  # seconds a cancelled consumer's callback still takes late deliveries
 _PRECONDITION_FAILED = 406
 _NOT_FOUND = 404
+
+
+def _nothing() -> None:
+    pass
 
 
 class AmqpTransport:
@@ -216,6 +221,7 @@ class AmqpPublisher(IngressPublishing):
         self._returned: set[int] = set()
         self._outcomes: list[BusError | object | None] = []
         self._last_used = time.monotonic()
+        self._flush: Callable[[], None] = _nothing
 
     # -- connection ----------------------------------------------------------------------------
     def _ensure(self) -> None:
@@ -295,18 +301,10 @@ class AmqpPublisher(IngressPublishing):
         self._returned.clear()
         try:
             self._ensure()
-            window = self._transport.confirm_window
-            for index, message in enumerate(messages):
-                try:  # one that cannot travel fails alone, before the broker sees it
-                    body = message.envelope.encode(self._transport.max_message)
-                except UnpublishableError as exc:
-                    self._outcomes[index] = exc
-                    continue
-                while len(self._pending) >= window:
-                    self._wait_one()
-                self._publish(index, message, body)
-            while self._pending:
-                self._wait_one()
+            # Frames are gathered and sent once per window (or 128 KB), not once per message;
+            # _wait_one sends them before it waits for their confirms.
+            with corked(self._conn) as self._flush:
+                self._stream(messages)
         except BusError as exc:
             self._fail_unsettled(unsettled, exc)
         except self._transport.errors as exc:
@@ -315,6 +313,20 @@ class AmqpPublisher(IngressPublishing):
         self._outcomes = []
         self._last_used = time.monotonic()
         return outcomes  # type: ignore[return-value]
+
+    def _stream(self, messages: Sequence[Outgoing]) -> None:
+        window = self._transport.confirm_window
+        for index, message in enumerate(messages):
+            try:  # one that cannot travel fails alone, before the broker sees it
+                body = message.envelope.encode(self._transport.max_message)
+            except UnpublishableError as exc:
+                self._outcomes[index] = exc
+                continue
+            while len(self._pending) >= window:
+                self._wait_one()
+            self._publish(index, message, body)
+        while self._pending:
+            self._wait_one()
 
     def _fail_unsettled(self, unsettled: object, error: BusError) -> None:
         for index, outcome in enumerate(self._outcomes):
@@ -339,6 +351,7 @@ class AmqpPublisher(IngressPublishing):
                                     routing_key=message.routing_key, mandatory=True)
 
     def _wait_one(self) -> None:
+        self._flush()  # what is still gathered must reach the broker before we wait for it
         deadline = time.monotonic() + CONFIRM_TIMEOUT
         before = len(self._pending)
         while len(self._pending) == before:
@@ -367,7 +380,7 @@ class AmqpConsumer:
     def __init__(self, transport: AmqpTransport, queues: Sequence[str], prefetch: int) -> None:
         self._errors = transport.errors
         self._queues = list(queues)
-        self._conn = transport.connect()
+        self._conn: Any = transport.connect()  # None once closed
         self._buffer: deque[Delivery] = deque()
         self._consumers: dict[str, Consumer] = {}
         self._cancelled: dict[str, float] = {}  # consumer tag -> when it was cancelled

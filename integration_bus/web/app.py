@@ -1,5 +1,5 @@
 """``GET /availability?sku=&location=`` and ``GET /health``, served by ``bus run`` on the bus's
-HTTP runner (:mod:`integration_bus.web.serve`: read deadlines, a connection limit, no OpenAPI
+HTTP runner (:mod:`integration_bus.http_server`: read deadlines, a connection limit, no OpenAPI
 schema or docs unless ``availability.http.docs``).
 
 Answers come from a cache whose staleness is bounded and stated: an entry is read from the store
@@ -10,9 +10,11 @@ of the store is a 503 that says no more than that (the reason is logged, never a
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
@@ -20,10 +22,11 @@ from fastapi import FastAPI, HTTPException, Query
 
 from integration_bus.errors import StoreUnavailable
 from integration_bus.http_limits import HttpLimits
+from integration_bus.http_server import HttpServer, api
 from integration_bus.retail.projection import Stock, StockProjection
-from integration_bus.web.serve import HttpServer, api
+from integration_bus.runtime import Bus
 
-__all__ = ["AvailabilityCache", "make_app", "serve"]
+__all__ = ["AvailabilityCache", "availability_service", "make_app", "serve"]
 
 
 class AvailabilityCache:
@@ -94,3 +97,14 @@ def serve(app: FastAPI, port: int, stop: threading.Event, host: str = "127.0.0.1
     """Run the app until ``stop`` is set (call from a thread)."""
     HttpServer(app, host=host, port=port, limits=limits or HttpLimits(), name="availability",
                log=log, field="availability.http_port").run(stop)
+
+
+def availability_service(bus: Bus) -> dict[str, Callable[[threading.Event], None]]:
+    """What ``bus run`` hands :meth:`Bus.run <integration_bus.runtime.Bus.run>` as its
+    ``services``: ``{"http": ...}`` serving this API on ``availability.http_port``, or nothing
+    when bus.yaml sets no port."""
+    settings = bus.config.settings.availability
+    if settings.http_port is None:
+        return {}
+    app = make_app(bus.stock, max_staleness_ms=settings.max_staleness, limits=settings.http)
+    return {"http": functools.partial(serve, app, settings.http_port, limits=settings.http)}

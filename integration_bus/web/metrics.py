@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from integration_bus.http_limits import HttpLimits
+from integration_bus.http_server import HttpServer, api
 from integration_bus.watch import Readiness
-from integration_bus.web.serve import HttpServer, api
 
 __all__ = ["serve_metrics", "watch_app"]
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from integration_bus.mapping import CompiledMapping, load_mapping
-from integration_bus.mapping.compiler import ExprCompiler, Scope
-from integration_bus.mapping.functions import BindContext, default_registry
-from integration_bus.mapping.runtime import Ctx
+from integration_bus.mapping.builtin_functions import default_registry
+from integration_bus.mapping.context import Ctx
+from integration_bus.mapping.expr_compiler import ExprCompiler, Scope
+from integration_bus.mapping.functions import BindContext
 from integration_bus.mapping.sidecar import CaseResult, PreparedCase, SidecarRunner
 from integration_bus.mapping.values import DECIMAL_CONTEXT
 from integration_bus.mapping.xref import Table

@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 
 from integration_bus.errors import ConfigError, MappingError
 from integration_bus.mapping import CompiledMapping
-from integration_bus.mapping.compiler import ExprCompiler, Scope
-from integration_bus.mapping.functions import BindContext, default_registry
+from integration_bus.mapping.builtin_functions import default_registry
+from integration_bus.mapping.context import Ctx
+from integration_bus.mapping.expr_compiler import ExprCompiler, Scope
+from integration_bus.mapping.functions import BindContext
 from integration_bus.mapping.loader import Loader, mapping_files
 from integration_bus.mapping.reference import ReferenceInterpreter
-from integration_bus.mapping.runtime import Ctx
 from integration_bus.mapping.values import DECIMAL_CONTEXT
 from integration_bus.yamlsafe import read_yaml
 

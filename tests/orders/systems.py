@@ -30,6 +30,7 @@ class ErpSystems:
     erp: ErpState
     calls: list[tuple[str, str]] = field(default_factory=list)
     shop: dict[str, dict[str, object]] = field(default_factory=dict)
+    refunds: dict[str, dict[int, str]] = field(default_factory=dict)  # order -> line -> money
     notices: dict[str, dict[str, object]] = field(default_factory=dict)
     crash_at: tuple[str, str] | None = None  # (step kind, "before" | "after")
     silent: set[str] = field(default_factory=set)  # locations whose reservations time out
@@ -40,7 +41,10 @@ class ErpSystems:
         channel = envelope.payload.get("channel", policy.default_channel)
         return Saga(order_id=envelope.payload["order_id"], channel=channel, started=now,
                     lines=[Line(int(ln["line_no"]), ln["sku"], str(ln["quantity"]),
-                                f"{envelope.idempotency_key}#{ln['line_no']}") for ln in lines])
+                                f"{envelope.idempotency_key}#{ln['line_no']}",
+                                charged=ln.get("charged")) for ln in lines],
+                    paid=envelope.payload.get("status") == "paid",
+                    refs={"order": envelope.idempotency_key})
 
     def sink_for(self, kind: str) -> str | None:
         return None if kind == "tell_shop" and not self.shop_sink else f"test_{kind}"
@@ -48,9 +52,10 @@ class ErpSystems:
     def key_for(self, envelope: Envelope, saga: Saga, step: Step) -> str:
         if step.kind in ("reserve", "release") and step.key:
             return step.key
-        if step.kind == "cancel_lines":
-            return f"{envelope.idempotency_key}>cancel:{step.key}"
-        return f"{envelope.idempotency_key}>{step.kind}"
+        order = saga.refs["order"]
+        if step.kind in ("cancel_lines", "shop_cancel"):
+            return f"{order}>{step.kind}:{step.key}"
+        return f"{order}>{step.kind}" + (f"#{saga.round}" if saga.round else "")
 
     def close(self) -> None:
         """Nothing held."""
@@ -69,7 +74,7 @@ class ErpSystems:
         return refusal
 
     def _do(self, envelope: Envelope, saga: Saga, step: Step, key: str) -> str | None:
-        so_ref = f"{envelope.idempotency_key}>sales_order"
+        so_ref = f"{saga.refs['order']}>sales_order"
         if step.kind == "sales_order":
             self.erp.create_sales_order(so_ref, Decimal(0), {
                 ln.line_no: (ln.sku, "2001", ln.ordered) for ln in saga.lines})
@@ -92,6 +97,11 @@ class ErpSystems:
                     raise
         elif step.kind == "cancel_lines":
             self.erp.cancel_lines(key, so_ref, [int(n) for n in (step.key or "").split(",")])
+        elif step.kind == "shop_cancel":  # totals per line: a repeat refunds nothing twice
+            told = self.refunds.setdefault(saga.order_id, {})
+            for n in (int(x) for x in (step.key or "").split(",")):
+                line = saga.line(n)
+                told[n] = (line.charged or "0.00") if saga.paid else "0.00"
         elif step.kind == "tell_shop":
             self.shop[saga.order_id] = {ln.sku: ln.status for ln in saga.lines}
         elif step.kind == "notify":

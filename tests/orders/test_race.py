@@ -120,6 +120,10 @@ def test_the_race_re_sources_cancels_and_back_orders_per_policy(scenario: DemoRu
     assert statuses["f"]["SOCK-WHT"]["status"] == "back_ordered"
     assert statuses["f"]["SOCK-WHT"]["expected_date"]
     assert not statuses["a"] and not statuses["c"] and not statuses["e"]
+    # d's cancelled line cancelled at the shop and its money given back, once
+    assert shop.cancellations[ids["d"].removeprefix("shopify-")] == {
+        "1": {"sku": "BEANIE-GRN", "quantity": 1, "refunded": "18.00"}}
+    assert sum(n for k, n in shop.effects.items() if k.startswith("refund:")) == 1
     # the customer event: once for each exceptional order, never for the others
     wait_for(lambda: len(notices(scenario)) >= 3, timeout=60, message="three order.exception")
     told = sorted(n["order_id"] for n in notices(scenario))
@@ -239,11 +243,9 @@ def test_the_worker_killed_at_a_saga_step_ends_the_same(tmp_path: Path, rabbitmq
         assert statuses["BEANIE-GRN"]["status"] == "cancelled"
     finally:
         bus.stop()
-        if demo._sender is not None:  # the webhook sender's pool (DemoRun.running closes it)
-            demo._sender.close()
         if store is not None:
             store.close()
-        demo.shop.stop()
+        demo.shop.stop()  # with the shop's webhook sender
         demo.erp.stop()
 
 
@@ -358,3 +360,128 @@ def test_cancelling_the_whole_order_releases_what_it_reserved_over_http(
         assert row.reserved == 0
         timeline = [(e.step, e.decision) for e in book.timeline(second)]
         assert ("release", "done") in timeline and ("cancel_lines", "done") in timeline
+
+
+def back_order_one_sock(demo: DemoRun, book: SagaBook) -> str:
+    """The first SOCK order takes WH-01's only unit; the next one, passing the lagging gate,
+    is back-ordered (SOCK may wait). Returns the back-ordered order's id."""
+    release = hold_polls(demo)
+    try:
+        first = demo.send_order([("SOCK-WHT", 1, Decimal("6.00"))], short=False)
+        assert first is not None
+        wait_for(functools.partial(settled, book, first), timeout=60, message="first")
+        second = demo.send_order([("SOCK-WHT", 1, Decimal("6.00")), (TEE[0], 1, TEE[1])],
+                                 short=False)
+        assert second is not None
+        wait_for(functools.partial(settled, book, second), timeout=60, message="second")
+    finally:
+        release.set()
+        demo.erp.state.on_changes = None
+    record = book.get(second)
+    assert record is not None and record.outcome == "partly_back_ordered", record
+    return second
+
+
+def test_a_back_order_is_reserved_when_stock_arrives_over_http(tmp_path: Path,
+                                                                rabbitmq_url: str) -> None:
+    demo = DemoRun(REPO / "config", tmp_path / "var", Scenario(), broker_url=rabbitmq_url)
+    demo.environ["ORDERS_RECHECK_INTERVAL"] = "500ms"
+    stop = threading.Event()
+    with demo.running(stop):
+        demo.wait_ready(stop)
+        assert demo.bus is not None
+        book, erp = SagaBook(demo.bus.store), demo.erp.state
+        # Given an order whose SOCK line is back-ordered (the customer told once)
+        order = back_order_one_sock(demo, book)
+        wait_for(lambda: len(notices(demo)) == 1, timeout=60, message="the first notice")
+        # When two SOCKs arrive at WH-01 (a goods receipt the ERP poll brings to the projection)
+        erp.post_movement("GR-SOCK-1", ("SCK-WHT-01", "2001", "0100"), "101", Decimal(2))
+        # Then the order's recheck reserves the line there: the order is fulfilled
+        wait_for(lambda: (r := book.get(order)) is not None and r.outcome == "fulfilled",
+                 timeout=60, message="the back order reserved when stock arrived")
+        record = book.get(order)
+        assert record is not None and record.saga.round == 1
+        sock = record.saga.lines[0]
+        assert [(a.location, a.state) for a in sock.allocations] == [("WH-01", "reserved")]
+        held = {document_reference(a.key, "IR", 26) for r in book.list()
+                for ln in r.saga.lines for a in ln.allocations if a.state == "reserved"}
+        assert set(erp.open_reservations()) == held and len(held) == 3
+        assert erp.open_lines(sales_order_of(book, order)).keys() == {1, 2}
+        # the shop and the customer told what became of the line, once more
+        wait_for(lambda: len(notices(demo)) == 2, timeout=60, message="the second notice")
+        assert [n["outcome"] for n in notices(demo)] == ["partly_back_ordered", "fulfilled"]
+        status = demo.shop_state.line_statuses[order.removeprefix("shopify-")]
+        assert status["SOCK-WHT"]["status"] == "fulfilled"
+        steps = [(e.step, e.decision) for e in book.timeline(order)]
+        assert ("recheck", "round 1") in steps
+        wait_for(lambda: demo.reconcile().get("mismatched") == 0, timeout=60,
+                 message="bus reconcile clean")
+
+
+def test_a_back_order_past_its_wait_is_cancelled_and_refunded_over_http(
+        tmp_path: Path, rabbitmq_url: str) -> None:
+    demo = DemoRun(REPO / "config", tmp_path / "var", Scenario(), broker_url=rabbitmq_url)
+    demo.environ["ORDERS_RECHECK_INTERVAL"] = "500ms"
+    demo.environ["ORDERS_BACK_ORDER_WAIT"] = "3s"
+    stop = threading.Event()
+    with demo.running(stop):
+        demo.wait_ready(stop)
+        assert demo.bus is not None
+        book, erp, shop = SagaBook(demo.bus.store), demo.erp.state, demo.shop_state
+        order = back_order_one_sock(demo, book)
+        # When no SOCK arrives within back_order.wait
+        wait_for(lambda: (r := book.get(order)) is not None and r.outcome == "partly_cancelled",
+                 timeout=60, message="the back order cancelled at its deadline")
+        # Then the SOCK line is cancelled on the sales order and at the shop, where the money
+        # paid for it is given back once; the TEE still ships; the customer told
+        assert erp.open_lines(sales_order_of(book, order)).keys() == {2}
+        shop_id = order.removeprefix("shopify-")
+        assert shop.cancellations[shop_id] == {
+            "1": {"sku": "SOCK-WHT", "quantity": 1, "refunded": "6.00"}}
+        assert shop.effects[f"refund:{shop_id}:SOCK-WHT"] == 1
+        assert shop.line_statuses[shop_id]["SOCK-WHT"]["status"] == "cancelled"
+        wait_for(lambda: len(notices(demo)) == 2, timeout=60, message="the second notice")
+        assert [n["outcome"] for n in notices(demo)] == ["partly_back_ordered",
+                                                         "partly_cancelled"]
+
+
+@pytest.mark.slow
+def test_the_worker_killed_while_a_back_order_is_reserved_ends_the_same(
+        tmp_path: Path, rabbitmq_url: str) -> None:
+    demo = DemoRun(REPO / "config", tmp_path / "var", Scenario(), broker_url=rabbitmq_url)
+    demo.environ["ORDERS_RECHECK_INTERVAL"] = "500ms"
+    erp = demo.erp.state
+    bus = BusProcess(demo, tmp_path / "bus.log")
+    demo.erp.start()
+    demo.shop.start()
+    store: Store | None = None
+    try:
+        bus.start()
+        wait_for(lambda: _at_head(demo), timeout=60, message="the bus migrated its store")
+        store = Store.open(demo.environ["BUS_STORE_URL"], migrate=False)
+        book, projection = SagaBook(store), StockProjection(store)
+        wait_for(lambda: projection.get("SCK-WHT-01", "WH-01") is not None, timeout=60,
+                 message="the first ERP poll reached the projection")
+        # Given an order with a back-ordered SOCK line
+        order = back_order_one_sock(demo, book)
+        # When SOCKs arrive and the worker is killed right after the ERP reserved the line
+        armed = kill_after(erp, "reserve", bus)
+        armed[0] = True
+        erp.post_movement("GR-SOCK-9", ("SCK-WHT-01", "2001", "0100"), "101", Decimal(2))
+        wait_for(bus.dead, timeout=60, message="the worker is killed after the reservation")
+        bus.start()
+        # Then the order still ends fulfilled, with one reservation document for the line
+        wait_for(lambda: (r := book.get(order)) is not None and r.outcome == "fulfilled",
+                 timeout=90, message="the back order reserved after the restart")
+        assert erp.document_count("reservation") == 3  # first order, TEE, the back order
+        held = {document_reference(a.key, "IR", 26) for r in book.list()
+                for ln in r.saga.lines for a in ln.allocations if a.state == "reserved"}
+        assert set(erp.open_reservations()) == held and len(held) == 3
+        wait_for(lambda: len(notices(demo)) == 2, timeout=60, message="two notices")
+        assert [n["outcome"] for n in notices(demo)] == ["partly_back_ordered", "fulfilled"]
+    finally:
+        bus.stop()
+        if store is not None:
+            store.close()
+        demo.shop.stop()  # with the shop's webhook sender
+        demo.erp.stop()

@@ -46,6 +46,7 @@ class World:
         self.projection: dict[tuple[str, str], Decimal] = {}
         self.book = SagaBook(store)
         self.policy = pol
+        self.clock = clock
         self.manager = OrderProcessManager(self.book, pol, self.systems, self.atp,
                                            clock=lambda: clock[0])
         self.numbers = itertools.count(1)
@@ -62,11 +63,13 @@ class World:
     def atp(self, sku: str, location: str) -> Decimal | None:
         return self.projection.get((sku, location))
 
-    def order(self, *lines: tuple[str, int]) -> Envelope:
+    def order(self, *lines: tuple[str, int], paid: bool = True) -> Envelope:
         number = next(self.numbers)
         return Envelope.create("order.accepted", {
             "order_id": f"{self.prefix}{number}", "channel": "web",
-            "lines": [{"line_no": i + 1, "sku": sku, "quantity": qty}
+            "status": "paid" if paid else "pending",
+            "lines": [{"line_no": i + 1, "sku": sku, "quantity": qty,
+                       "charged": f"{qty * 10}.00"}
                       for i, (sku, qty) in enumerate(lines)]},
             source="test", idempotency_key=f"{self.prefix}order-{number}")
 
@@ -147,8 +150,9 @@ def test_no_location_has_it_back_order_or_cancel_per_sku(store: Store,
     world.seed("TEE", "WH-01", 5)
     world.poll()
     assert world.run(world.order(("SCK", 1), ("MUG", 1))) == "fulfilled"
-    # SCK may be back-ordered, MUG may not: its line is cancelled on the sales order
-    assert world.run(world.order(("SCK", 1), ("MUG", 1), ("TEE", 1))) == "partly_cancelled"
+    # SCK may be back-ordered, MUG may not: its line is cancelled on the sales order (the
+    # order stays partly back-ordered while a line waits for stock)
+    assert world.run(world.order(("SCK", 1), ("MUG", 1), ("TEE", 1))) == "partly_back_ordered"
     saga = world.book.get("o2")
     assert saga is not None
     assert [ln.status for ln in saga.saga.lines] == ["back_ordered", "cancelled", "sourced"]
@@ -205,8 +209,8 @@ def test_a_silent_erp_past_the_wait_goes_to_a_person(store: Store,
 
 @pytest.mark.parametrize("crash_at", [
     ("sales_order", "after"), ("reserve", "before"), ("reserve", "after"),
-    ("release", "after"), ("cancel_lines", "after"), ("tell_shop", "after"),
-    ("notify", "after")])
+    ("release", "after"), ("cancel_lines", "after"), ("shop_cancel", "before"),
+    ("shop_cancel", "after"), ("tell_shop", "after"), ("notify", "after")])
 def test_a_crash_at_any_step_resumes_to_the_same_end(store: Store, clock: list[float],
                                                      crash_at: tuple[str, str]) -> None:
     # Given an order whose first line fits, second is short with no back order, and a policy
@@ -224,6 +228,11 @@ def test_a_crash_at_any_step_resumes_to_the_same_end(store: Store, clock: list[f
     assert world.erp.open_reservations() == {}
     assert world.erp.open_lines("oorder-1>sales_order") == {}
     assert len(world.systems.notices) == 1
+    # the shop cancelled both lines and refunded what was paid for them, once
+    assert world.systems.refunds == {"o1": {1: "20.00", 2: "10.00"}}
+    assert [c for c in world.systems.calls if c[0] == "shop_cancel"] == \
+        [("shop_cancel", "oorder-1>shop_cancel:1,2")] * (2 if crash_at[0] == "shop_cancel"
+                                                         and crash_at[1] == "after" else 1)
 
 
 @settings(max_examples=40, deadline=None,
@@ -232,7 +241,8 @@ def test_a_crash_at_any_step_resumes_to_the_same_end(store: Store, clock: list[f
 def test_never_more_promised_than_the_erp_had(shared_store: Store,
                                               data: st.DataObject) -> None:
     prefix = f"x{next(_EXAMPLES)}-"  # one store for all examples: each has its own orders
-    pol = policy(otherwise=data.draw(st.sampled_from(["cancel", "ask"])),
+    pol = policy(back_order={"skus": ["SCK"], "wait": "30m"},
+                 otherwise=data.draw(st.sampled_from(["cancel", "ask"])),
                  partial=data.draw(st.sampled_from(["keep", "cancel_order"])),
                  max_split=data.draw(st.integers(1, 3)),
                  ship_from_store=data.draw(st.booleans()))
@@ -245,7 +255,8 @@ def test_never_more_promised_than_the_erp_had(shared_store: Store,
             had[(sku, location)] = units
     world.poll()
     orders = []
-    actions = data.draw(st.lists(st.sampled_from(["order", "poll", "receipt", "crash"]),
+    actions = data.draw(st.lists(st.sampled_from(["order", "poll", "receipt", "crash",
+                                                  "recheck", "later"]),
                                  min_size=1, max_size=12))
     for action in actions:
         if action == "poll":
@@ -255,6 +266,20 @@ def test_never_more_promised_than_the_erp_had(shared_store: Store,
             world.erp.post_movement(f"rcpt-{len(world.erp.changes)}",
                                     (sku, *PLANTS[location]), "101", Decimal(1))
             had[(sku, location)] += 1
+        elif action == "later":  # past some back orders' wait
+            world.clock[0] += data.draw(st.sampled_from([60.0, 3600.0]))
+        elif action == "recheck":  # back orders looked at again (stock arrived or waited)
+            for order in orders:
+                for _ in range(10):  # a crash: the recheck is delivered again
+                    try:
+                        world.manager.recheck(order.payload["order_id"], Envelope.create(
+                            "order.recheck", {"order_id": order.payload["order_id"]},
+                            source="test"))
+                    except Crash:
+                        continue
+                    except (OrderNeedsDecision, TransientError):
+                        pass
+                    break
         elif action == "crash":
             world.systems.crash_at = (data.draw(st.sampled_from(
                 ["sales_order", "reserve", "release", "cancel_lines", "notify"])),
@@ -299,9 +324,12 @@ def test_a_saga_round_trips_through_its_json_with_every_field() -> None:
     from integration_bus.retail.orders.saga import Allocation, Line, Saga
 
     saga = Saga("o1", "web", 1.5, [Line(1, "TEE", "2", "k", "back_ordered",
-                                        [Allocation("WH-01", "1", "k")], ["STORE-042"], "why")],
+                                        [Allocation("WH-01", "1", "k")], ["STORE-042"], "why",
+                                        "19.99")],
                 phase="waiting", outcome=None, asking={"line_no": 1, "options": ["x"]},
-                sales_order=True, cancelled_lines=[2], shop_told=True, notified=True)
+                sales_order=True, cancelled_lines=[2], shop_told=True, notified=True,
+                paid=True, currency="EUR", shop_cancelled=[2], round=1, told="re_sourced",
+                refs={"order": "k"}, customer={"name": "A"})
     data = saga.to_json()
     assert set(data) == {f.name for f in fields(Saga)}
     assert set(data["lines"][0]) == {f.name for f in fields(Line)}
@@ -327,3 +355,142 @@ def test_without_a_shop_sink_telling_the_shop_is_skipped_and_recorded(
     assert world.run(world.order(("MUG", 1))) == "cancelled"
     assert not world.systems.shop and len(world.systems.notices) == 1
     assert ("tell_shop", "skipped") in [(e.step, e.decision) for e in world.book.timeline("o1")]
+
+
+def test_a_cancelled_line_is_cancelled_at_the_shop_refunded_only_when_paid(
+        store: Store, clock: list[float]) -> None:
+    world = World(store, policy(), clock)
+    world.seed("TEE", "WH-01", 5)
+    world.seed("MUG", "WH-01", 0)
+    world.poll()
+    assert world.run(world.order(("TEE", 1), ("MUG", 2))) == "partly_cancelled"
+    assert world.run(world.order(("MUG", 1), paid=False)) == "cancelled"
+    assert world.systems.refunds == {"o1": {2: "20.00"}, "o2": {1: "0.00"}}
+    steps = [(e.step, e.decision) for e in world.book.timeline("o1")]
+    assert steps.index(("cancel_lines", "done")) < steps.index(("shop_cancel", "done")) \
+        < steps.index(("tell_shop", "done"))
+
+
+def recheck(world: World, order_id: str) -> str:
+    record = world.manager.recheck(order_id, Envelope.create(
+        "order.recheck", {"order_id": order_id}, source="test"))
+    assert record is not None
+    return record.outcome or record.state
+
+
+def test_a_back_order_is_reserved_when_stock_arrives(store: Store, clock: list[float]) -> None:
+    # Given a line back-ordered: no location has SCK
+    world = World(store, policy(), clock)
+    world.seed("SCK", "WH-01", 0)
+    world.seed("TEE", "WH-01", 5)
+    world.poll()
+    assert world.run(world.order(("SCK", 2), ("TEE", 1))) == "partly_back_ordered"
+    assert len(world.systems.notices) == 1
+    # A recheck before stock arrives changes nothing
+    assert recheck(world, "o1") == "partly_back_ordered"
+    assert world.book.get("o1").saga.round == 0  # type: ignore[union-attr]
+    # When SCK arrives at STORE-042 (the projection sees it) and the order is rechecked
+    world.erp.post_movement("rcpt-1", ("SCK", *PLANTS["STORE-042"]), "101", Decimal(5))
+    world.poll()
+    assert recheck(world, "o1") == "re_sourced"
+    # Then the back-ordered line is reserved in policy order (WH-01 refused, STORE-042 had it)
+    record = world.book.get("o1")
+    assert record is not None and record.state == "final" and record.saga.round == 1
+    (sck, _) = record.saga.lines
+    assert sck.status == "sourced"
+    assert [(a.location, a.quantity, a.state) for a in sck.allocations] == \
+        [("STORE-042", "2", "reserved")]
+    assert world.erp.open_reservations().keys() == {
+        a.key for ln in record.saga.lines for a in ln.allocations if a.state == "reserved"}
+    # the shop and the customer told of the change (a second notice: the outcome changed)
+    assert len(world.systems.notices) == 2
+    assert world.systems.shop["o1"] == {"SCK": "sourced", "TEE": "sourced"}
+    # and a further recheck does nothing
+    assert recheck(world, "o1") == "re_sourced"
+    assert len(world.systems.notices) == 2
+
+
+def test_a_back_order_past_its_wait_is_cancelled_with_its_compensation(
+        store: Store, clock: list[float]) -> None:
+    world = World(store, policy(back_order={"skus": ["SCK"], "wait": "1h"}), clock)
+    world.seed("SCK", "WH-01", 0)
+    world.seed("SCK", "STORE-042", 1)
+    world.seed("TEE", "WH-01", 5)
+    world.poll()
+    # Given a line partly reserved at STORE-042 (1 of 3) and back-ordered for the rest
+    assert world.run(world.order(("SCK", 3), ("TEE", 1))) == "partly_back_ordered"
+    assert len(world.erp.open_reservations()) == 2
+    # When the hour passes without stock and the order is rechecked
+    clock[0] += 3601
+    assert recheck(world, "o1") == "partly_cancelled"
+    # Then the line is cancelled: its reservation released, its sales order line cancelled,
+    # cancelled and refunded at the shop, and the customer told
+    record = world.book.get("o1")
+    assert record is not None
+    assert [ln.status for ln in record.saga.lines] == ["cancelled", "sourced"]
+    assert len(world.erp.open_reservations()) == 1
+    assert world.erp.open_lines("oorder-1>sales_order").keys() == {2}
+    assert world.systems.refunds == {"o1": {1: "30.00"}}
+    assert len(world.systems.notices) == 2
+    assert ("recheck", "round 1") in [(e.step, e.decision) for e in world.book.timeline("o1")]
+
+
+@pytest.mark.parametrize("crash_at", [("reserve", "after"), ("tell_shop", "after"),
+                                      ("notify", "before")])
+def test_a_crash_during_a_recheck_resumes_to_the_same_end(store: Store, clock: list[float],
+                                                          crash_at: tuple[str, str]) -> None:
+    world = World(store, policy(), clock)
+    world.seed("SCK", "WH-01", 0)
+    world.poll()
+    assert world.run(world.order(("SCK", 1))) == "partly_back_ordered"
+    world.erp.post_movement("rcpt-1", ("SCK", *PLANTS["WH-01"]), "101", Decimal(1))
+    world.poll()
+    world.systems.crash_at = crash_at
+    with pytest.raises(Crash):
+        recheck(world, "o1")
+    assert recheck(world, "o1") == "fulfilled"  # the redelivered recheck goes on
+    assert world.erp.document_count("reservation") == 1
+    assert len(world.erp.open_reservations()) == 1
+    assert len(world.systems.notices) == 2
+
+
+def test_a_batch_of_sagas_is_started_and_saved_in_one_go_and_a_moved_one_conflicts(
+        store: Store) -> None:
+    from integration_bus.retail.orders.book import Entry, SagaConflict
+    from integration_bus.retail.orders.saga import Line, Saga
+    from integration_bus.store.ledger import Claim, ClaimOutcome
+
+    book = SagaBook(store)
+
+    def saga(order_id: str) -> Saga:
+        return Saga(order_id, "web", 1.0, [Line(1, "TEE", "1", f"{order_id}#1")],
+                    refs={"order": order_id})
+
+    book.start(saga("b0"))  # an order stored before this batch
+    # When a batch starts b1, b2, a second copy of b1 and the stored b0
+    started = book.start_many([
+        (saga("b1"), [Claim("erp", "b1#1", "saga:b1", "e1", redelivered=True)]),
+        (saga("b2"), [Claim("erp", "b2#1", "saga:b2", "e2", redelivered=True)]),
+        (saga("b1"), [Claim("erp", "b1#1", "saga:b1", "e3", redelivered=True)]),
+        (saga("b0"), [Claim("erp", "b0#1", "saga:b0", "e4", redelivered=True)])])
+    # Then the new ones are created with their claims; a copy and a stored one claim nothing
+    assert [outcomes for _, outcomes in started] == [[ClaimOutcome.CLAIMED],
+                                                    [ClaimOutcome.CLAIMED], None, None]
+    assert [r.version for r, _ in started] == [1, 1, 1, 1]
+    assert [e.step for e in book.timeline("b1")] == ["start"]
+    # When b2 moves on elsewhere, and the batch saves b1 and b2 from version 1
+    book.save(started[1][0], saga("b2"), step="x", decision="y", reason="elsewhere")
+    saved = book.save_many([
+        (record, record.saga, [Entry("finish", "fulfilled", "done")],
+         [("erp", f"{record.saga.order_id}#1", f"saga:{record.saga.order_id}")], [])
+        for record, _ in started[:2]])
+    # Then b1 is saved, b2 is a conflict (and its claim not settled)
+    assert not isinstance(saved[0], SagaConflict) and saved[0].version == 2
+    assert isinstance(saved[1], SagaConflict)
+    assert book.get("b1").version == 2  # type: ignore[union-attr]
+    assert book.get("b2").version == 2  # type: ignore[union-attr]
+    assert [e.step for e in book.timeline("b2")] == ["start", "x"]
+    # and a batch with no conflict is saved whole
+    again = book.save_many([(book.get(o), book.get(o).saga,  # type: ignore[arg-type,union-attr]
+                             [Entry("note", "n", f"again {o}")], [], []) for o in ("b1", "b2")])
+    assert [r.version for r in again] == [3, 3]  # type: ignore[union-attr]

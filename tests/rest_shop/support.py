@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from integration_bus.connector import BusError, Envelope
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
+from integration_bus.testing import bus_running as bus_running
 from tests.support.probe import Target, probe_plugin, registry_with
 
 SECRETS = {"ACME_NEW": "acme-new-secret-4b1d", "ACME_OLD": "acme-old-secret-9f3e",
@@ -124,29 +124,6 @@ def record_confirms(bus: Bus) -> ConfirmLog:
     original: Callable[[], Any] = bus.publisher
     bus.publisher = lambda: RecordingPublisher(original(), log)  # type: ignore[method-assign]
     return log
-
-
-@contextmanager
-def bus_running(bus: Bus, **kwargs: Any) -> Iterator[threading.Event]:
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            bus.run(stop, **kwargs)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    try:
-        yield stop
-    finally:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive(), "the bus did not stop within 30 s"
-    if errors:
-        raise errors[0]
 
 
 def p99(values: Sequence[float]) -> float:

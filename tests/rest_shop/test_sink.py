@@ -256,3 +256,40 @@ def test_through_the_bus_throttled_pushes_arrive_once_each(tmp_path: Path, shop:
     assert len(throttled) == 3
     for at in throttled:  # one worker: nothing else was in flight when a 429 went out
         assert not [r for r in attempts if at < r.at < at + 1.0]
+
+
+def _cancel(key: str, quantity: int, refund: str | None) -> Envelope:
+    return Envelope.create("shop.order.cancel_lines", {
+        "order_id": "9007199254741001", "currency": "EUR", "reason": "no stock anywhere",
+        "lines": [{"line_no": 2, "sku": "BEANIE-GRN", "quantity": quantity, "refund": refund}]},
+        source="saga", idempotency_key=key)
+
+
+def test_cancel_lines_cancels_and_refunds_a_line_once_whatever_repeats(
+        shop: Shop, make_sink: Callable[..., ShopSink]) -> None:
+    state, _ = shop
+    sink = make_sink("cancel_lines")
+    # When a line is cancelled with its refund, then the same request again, then the same
+    # totals under another key (a saga that lost its ledger row, say)
+    sink.deliver(_cancel("o1>shop-cancel:2", 1, "18.00"))
+    sink.deliver(_cancel("o1>shop-cancel:2", 1, "18.00").next_attempt())
+    sink.deliver(_cancel("o1>shop-cancel:2b", 1, "18.00"))
+    # Then the shop cancelled and refunded it once
+    line = state.cancellations["9007199254741001"]["2"]
+    assert line == {"sku": "BEANIE-GRN", "quantity": 1, "refunded": "18.00"}
+    assert state.effects["cancel:9007199254741001:BEANIE-GRN"] == 1
+    assert state.effects["refund:9007199254741001:BEANIE-GRN"] == 1
+    # and a larger total refunds only the difference
+    sink.deliver(_cancel("o1>shop-cancel:2c", 2, "36.00"))
+    assert state.cancellations["9007199254741001"]["2"]["refunded"] == "36.00"
+    assert state.effects["refund:9007199254741001:BEANIE-GRN"] == 2
+
+
+def test_cancel_lines_needs_decimal_text_for_a_refund(
+        make_sink: Callable[..., ShopSink]) -> None:
+    sink = make_sink("cancel_lines")
+    bad = Envelope.create("shop.order.cancel_lines", {
+        "order_id": "1", "lines": [{"sku": "X", "quantity": 1, "refund": 18.0}]},
+        source="saga", idempotency_key="k")
+    with pytest.raises(PermanentError, match="refund"):
+        sink.deliver(bad)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from connectors.rest_shop import make_plugin, sim_plugin
+from connectors.rest_shop import make_plugin
 from connectors.rest_shop.config import RestShopSinkConfig, RestShopSourceConfig
 from connectors.rest_shop.fakeshop.state import SCENARIO_SKUS, ShopState
 from connectors.rest_shop.payload import (
@@ -26,6 +26,7 @@ from connectors.rest_shop.ratelimit import ShopPacer, parse_retry_after
 from connectors.rest_shop.signatures import sign, verify
 from integration_bus.registry import Registry
 from integration_bus.settings import ConfigErrors, load_config
+from integration_bus.simulator import Simulators
 from tests.rest_shop.support import write_config
 
 
@@ -203,16 +204,18 @@ def test_config_models_keep_secrets_out_of_their_repr() -> None:
 
 
 def test_the_shop_simulator_command_runs_the_fake_shop() -> None:
-    assert sim_plugin.name == "shop" and sim_plugin.simulator is not None
+    # the fake shop is found through the simulators' entry-point group, as `bus sim` finds it
+    command = Simulators.from_entry_points().get("shop").command
+    assert command is not None
     runner = CliRunner()
-    result = runner.invoke(sim_plugin.simulator, ["--port", "0", "--orders", "3",
+    result = runner.invoke(command, ["--port", "0", "--orders", "3",
                                                   "--duration", "0.2"],
                            env={"SHOP_API_TOKEN": "tok"})
     assert result.exit_code == 0, result.output
     assert "fake shop on http://127.0.0.1:" in result.output and "3 orders" in result.output
     # Unset, the token is the one config/bus.yaml sends by default, and the output says so
-    unset = runner.invoke(sim_plugin.simulator, ["--port", "0", "--orders", "0", "--duration",
-                                                 "0"], env={"SHOP_API_TOKEN": ""})
+    unset = runner.invoke(command, ["--port", "0", "--orders", "0", "--duration", "0"],
+                          env={"SHOP_API_TOKEN": ""})
     assert unset.exit_code == 0, unset.output
     assert "SHOP_API_TOKEN unset: 'demo-token'" in unset.output
     config = (Path(__file__).parents[2] / "config" / "bus.yaml").read_text()

@@ -4,11 +4,7 @@ on a fresh RabbitMQ vhost (or embedded) with the soap_erp sink/source, and posti
 from __future__ import annotations
 
 import shutil
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from connectors.soap_erp import make_plugin
 from connectors.soap_erp.fakeerp import WSDL_DIR
@@ -16,6 +12,7 @@ from integration_bus.connector import ConnectorPlugin, Envelope
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
+from integration_bus.testing import bus_running as bus_running
 from tests.support.probe import Target, probe_plugin, registry_with
 
 SECRETS = {"ERP_USER": "bus-user", "ERP_PASSWORD": "s3cret-erp-pw"}
@@ -80,27 +77,3 @@ def posting(n: int, *, movement: str = "701", quantity: int = 1, material: str =
                  "MovementType": movement, "Quantity": quantity, "UnitOfEntry": "EA",
                  "SourceVersion": n}},
         source="test", idempotency_key=key or f"adj-{n}")
-
-
-@contextmanager
-def bus_running(bus: Bus, **kwargs: Any) -> Iterator[threading.Event]:
-    """``bus.run`` in a thread; on exit stop it and re-raise what it raised."""
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            bus.run(stop, **kwargs)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    try:
-        yield stop
-    finally:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive(), "the bus did not stop within 30 s"
-    if errors:
-        raise errors[0]

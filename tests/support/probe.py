@@ -11,8 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,6 +22,8 @@ from integration_bus.connector import (
     TransientError,
 )
 from integration_bus.registry import Registry
+from integration_bus.testing import running as running
+from integration_bus.testing import wait_for as wait_for
 
 
 class Target:
@@ -82,41 +82,7 @@ def probe_plugin(target: Target) -> ConnectorPlugin:
 
 
 def registry_with(*plugins: ConnectorPlugin) -> Registry:
-    """The installed plugins plus ``plugins`` (which replace installed ones of the same name)."""
-    installed = Registry.from_entry_points()
-    mine = {p.name for p in plugins}
-    return Registry([*(installed.get(n) for n in installed.names() if n not in mine), *plugins])
+    """The installed plugins plus ``plugins`` (which replace installed ones of the same name);
+    installed plugins registered by factory stay factories (each bus builds its own)."""
+    return Registry.from_entry_points().replaced(*plugins)
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02,
-             message: str = "condition") -> None:
-    """Poll ``condition`` until true; fail with ``message`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)
-
-
-@contextmanager
-def running(target: Callable[[threading.Event], None]) -> Iterator[threading.Event]:
-    """Run ``target(stop)`` in a thread; on exit set stop and join (re-raising its error)."""
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            target(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    try:
-        yield stop
-    finally:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive(), "worker did not stop within 30 s"
-    if errors:
-        raise errors[0]

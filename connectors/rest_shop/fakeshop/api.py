@@ -10,6 +10,9 @@ order list, over one :class:`ShopState`.
 - ``POST|GET /admin/api/2024-01/orders/{id}/fulfillments.json``; ``PUT .../orders/{id}.json``.
 - ``POST /admin/api/2024-01/prices/set.json`` — compare-and-set on (sku, location, version)
   like inventory levels; kept in ``state.prices``.
+- ``POST /admin/api/2024-01/orders/{id}/cancel_lines.json``: cancel order lines and refund
+  them, given as totals per line (cancelled units, refunded money): only what is new takes
+  effect, so a repeat refunds nothing twice; kept in ``state.cancellations``.
 - ``POST /admin/api/2024-01/orders/{id}/line_statuses.json``: what became of each order line
   (cancelled, back-ordered, re-sourced), kept per (order, sku) in ``state.line_statuses``.
 
@@ -26,6 +29,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -222,6 +226,32 @@ def build_shop_app(state: ShopState) -> FastAPI:
                 state.effects[f"line:{order_id}:{item['sku']}:{item['status']}"] += 1
             return answer(request, 200, {"order": {"id": order_id, "line_items": [
                 {"sku": sku, **item} for sku, item in sorted(lines.items())]}})
+
+    @app.post(f"{_API}/orders/{{order_id}}/cancel_lines.json")
+    async def cancel_lines(order_id: str, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        with state.lock:
+            if (again := replay(request)) is not None:
+                return again
+            lines = state.cancellations.setdefault(order_id, {})
+            refunded, made = Decimal("0.00"), []
+            for item in body["line_items"]:
+                where = str(item.get("line_no") or item["sku"])
+                line = lines.setdefault(where, {"sku": str(item["sku"]), "quantity": 0,
+                                                "refunded": "0.00"})
+                if int(item["quantity"]) > line["quantity"]:  # totals: only what is new
+                    line["quantity"] = int(item["quantity"])
+                    state.effects[f"cancel:{order_id}:{item['sku']}"] += 1
+                target = Decimal(str(item.get("refund") or "0"))
+                if target > Decimal(line["refunded"]):
+                    refunded += target - Decimal(line["refunded"])
+                    line["refunded"] = str(target.quantize(Decimal("0.01")))
+                    state.effects[f"refund:{order_id}:{item['sku']}"] += 1
+                made.append({"line_no": item.get("line_no"), **line})
+            return answer(request, 200, {"refund": {
+                "order_id": order_id, "external_ref": body.get("external_ref"),
+                "currency": body.get("currency"), "refunded": str(refunded),
+                "line_items": made}})
 
     @app.post("/_sim/orders")
     def sim_orders(count: int = 1) -> Response:

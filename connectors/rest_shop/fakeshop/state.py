@@ -107,6 +107,9 @@ class ShopState:
     prices: dict[tuple[str, str], tuple[str, str, int]] = field(default_factory=dict)
     #: order id -> sku -> what the bus said became of that order line (status, quantity, ...)
     line_statuses: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: order id -> line (line_no, else sku) -> {sku, cancelled units, refunded money}: set by
+    #: cancel_lines as totals, so a repeated request cancels and refunds nothing more
+    cancellations: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     replies: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     requests: list[RequestRecord] = field(default_factory=list)
     effects: Counter[str] = field(default_factory=Counter)

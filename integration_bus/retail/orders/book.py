@@ -15,15 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
-
 from integration_bus.errors import TransientError
 from integration_bus.retail.orders.saga import Saga, decide_for_person
-from integration_bus.store import Store, utcnow
+from integration_bus.store import Store, sagas, utcnow
 from integration_bus.store import ledger as ledger_ops
-from integration_bus.store.database import dialect_insert
-from integration_bus.store.schema import order_saga_events as events
-from integration_bus.store.schema import order_sagas as sagas
 
 __all__ = ["Entry", "SagaBook", "SagaConflict", "SagaRecord", "TimelineEntry"]
 
@@ -71,6 +66,14 @@ class TimelineEntry:
     detail: dict[str, Any] | None
 
 
+def _first_step(saga: Saga) -> sagas.Step:
+    return sagas.Step("start", "started", f"{len(saga.lines)} line(s), channel {saga.channel}")
+
+
+class _Moved(Exception):
+    """A batch save found a saga moved on: roll back, save one by one."""
+
+
 def _state(saga: Saga) -> str:
     return {"final": "final", "waiting": "waiting"}.get(saga.phase, "running")
 
@@ -86,27 +89,22 @@ class SagaBook:
 
     def start(self, saga: Saga) -> SagaRecord:
         """The stored saga of ``saga.order_id``, created from ``saga`` if there is none."""
-        record, _ = self.start_claiming(saga, None)
+        record, _ = self.start_claiming(saga, ())
         return record
 
-    def start_claiming(self, saga: Saga, claim: ledger_ops.Claim | None
-                       ) -> tuple[SagaRecord, ledger_ops.ClaimOutcome | None]:
-        """:meth:`start`; when the saga is created now, ``claim`` (its first effect) is made in
-        the same transaction and its outcome returned (None when the saga existed)."""
+    def start_claiming(self, saga: Saga, claims: Sequence[ledger_ops.Claim]
+                       ) -> tuple[SagaRecord, list[ledger_ops.ClaimOutcome] | None]:
+        """:meth:`start`; when the saga is created now, ``claims`` (its first effects) are
+        made in the same transaction and their outcomes returned (None when the saga
+        existed)."""
         now = utcnow()
         outcome = None
         with self._writing, self.store.db.begin() as conn:
-            stmt = dialect_insert(conn.dialect.name, sagas).values(
-                order_id=saga.order_id, version=1, state=_state(saga), channel=saga.channel,
-                data=saga.to_json(), started_at=now, updated_at=now
-            ).on_conflict_do_nothing().returning(sagas.c.order_id)
-            created = conn.execute(stmt).first() is not None
+            created = sagas.create(
+                conn, order_id=saga.order_id, state=_state(saga), channel=saga.channel,
+                data=saga.to_json(), now=now, first=_first_step(saga))
             if created:
-                conn.execute(insert(events).values(
-                    order_id=saga.order_id, version=1, at=now, step="start", decision="started",
-                    reason=f"{len(saga.lines)} line(s), channel {saga.channel}", detail=None))
-                if claim is not None:
-                    (outcome,) = ledger_ops.claim_many(conn, [claim], now=now, lease=_LEASE)
+                outcome = ledger_ops.claim_many(conn, claims, now=now, lease=_LEASE)
         if created:  # what was just written: no need to read it back
             return SagaRecord(Saga.from_json(saga.to_json()), 1, _state(saga), None, None, now,
                               now, None), outcome
@@ -114,13 +112,78 @@ class SagaBook:
         assert record is not None
         return record, None
 
+    def start_many(self, items: Sequence[tuple[Saga, Sequence[ledger_ops.Claim]]]
+                   ) -> list[tuple[SagaRecord, list[ledger_ops.ClaimOutcome] | None]]:
+        """:meth:`start_claiming` of a worker batch's sagas in one transaction (a statement
+        each for the sagas, their start entries and their claims)."""
+        now = utcnow()
+        data = [saga.to_json() for saga, _ in items]
+        with self._writing, self.store.db.begin() as conn:
+            created = sagas.create_many(conn, [
+                sagas.NewSaga(saga.order_id, _state(saga), saga.channel, d, _first_step(saga))
+                for (saga, _), d in zip(items, data, strict=True)], now=now)
+            fresh: dict[str, int] = {}  # order -> the item that created it (the first copy)
+            for index, (saga, _) in enumerate(items):
+                if saga.order_id in created:
+                    fresh.setdefault(saga.order_id, index)
+            claims = [c for i in fresh.values() for c in items[i][1]]
+            outcomes = iter(ledger_ops.claim_many(conn, claims, now=now, lease=_LEASE))
+            existed = sagas.get_many(conn, {s.order_id for s, _ in items} - set(fresh))
+        out: list[tuple[SagaRecord, list[ledger_ops.ClaimOutcome] | None]] = []
+        for index, (saga, claims_of) in enumerate(items):
+            if fresh.get(saga.order_id) == index:
+                out.append((SagaRecord(Saga.from_json(data[index]), 1, _state(saga), None, None,
+                                       now, now, None), [next(outcomes) for _ in claims_of]))
+            elif saga.order_id in existed:
+                out.append((_record(existed[saga.order_id]), None))
+            else:  # a second copy of an order created by the first one in this batch
+                out.append((SagaRecord(Saga.from_json(data[index]), 1, _state(saga), None,
+                                       None, now, now, None), None))
+        return out
+
+    def save_many(self, saves: Sequence[tuple[SagaRecord, Saga, Sequence[Entry],
+                                              Sequence[tuple[str, str, str]],
+                                              Sequence[tuple[str, str, str]]]]
+                  ) -> list[SagaRecord | SagaConflict]:
+        """:meth:`save_steps` of several sagas (record, saga, entries, settle, failed) in one
+        transaction: a statement each for the sagas (compare-and-set), their timeline and
+        their claims. When a saga moved on meanwhile (rare: a redelivered copy), the batch is
+        saved saga by saga instead, that one a SagaConflict in its place."""
+        now = utcnow()
+        moves: list[sagas.Move] = []
+        for record, saga, entries, _, _ in saves:
+            state = _state(saga)
+            moves.append(sagas.Move(
+                saga.order_id, record.version, state, saga.outcome,
+                entries[-1].reason if state != "running" else None, saga.to_json(),
+                now if state == "final" else None,
+                [sagas.Step(e.step, e.decision, e.reason, e.detail) for e in entries]))
+        try:
+            with self._writing, self.store.db.begin() as conn:
+                if not sagas.move_many(conn, moves, now=now):
+                    raise _Moved()  # rolls back what was written: one by one instead
+                ledger_ops.complete(conn, [c for *_, settle, _ in saves for c in settle],
+                                    now=now)
+                ledger_ops.release(conn, [c for *_, failed in saves for c in failed], now=now)
+        except _Moved:
+            return [self._save_one(*save) for save in saves]
+        return [SagaRecord(saga, move.from_version + 1, move.state, saga.outcome, move.reason,
+                           record.started_at, now, move.final_at)
+                for (record, saga, *_), move in zip(saves, moves, strict=True)]
+
+    def _save_one(self, record: SagaRecord, saga: Saga, entries: Sequence[Entry],
+                  settle: Sequence[tuple[str, str, str]],
+                  failed: Sequence[tuple[str, str, str]]) -> SagaRecord | SagaConflict:
+        try:
+            saved, _ = self.save_steps(record, saga, entries, settle=settle, failed=failed)
+        except SagaConflict as exc:
+            return exc
+        return saved
+
     def get(self, order_id: str) -> SagaRecord | None:
         with self.store.db.begin(read_only=True) as conn:
-            row = conn.execute(select(sagas).where(sagas.c.order_id == order_id)).first()
-        if row is None:
-            return None
-        return SagaRecord(Saga.from_json(row.data), row.version, row.state, row.outcome,
-                          row.reason, row.started_at, row.updated_at, row.final_at)
+            row = sagas.get(conn, order_id)
+        return _record(row) if row is not None else None
 
     def save(self, record: SagaRecord, saga: Saga, *, step: str, decision: str, reason: str,
              detail: dict[str, Any] | None = None,
@@ -148,20 +211,14 @@ class SagaBook:
         reason = entries[-1].reason
         outcome = None
         with self._writing, self.store.db.begin() as conn:
-            moved = conn.execute(
-                update(sagas)
-                .where(sagas.c.order_id == saga.order_id, sagas.c.version == record.version)
-                .values(version=version, state=state, outcome=saga.outcome, data=saga.to_json(),
-                        reason=reason if state != "running" else None, updated_at=now,
-                        final_at=final_at)
-                .returning(sagas.c.version)).first()
-            if moved is None:
+            moved = sagas.move(
+                conn, order_id=saga.order_id, from_version=record.version, state=state,
+                outcome=saga.outcome, reason=reason if state != "running" else None,
+                data=saga.to_json(), now=now, final_at=final_at,
+                steps=[sagas.Step(e.step, e.decision, e.reason, e.detail) for e in entries])
+            if not moved:
                 raise SagaConflict(f"order {saga.order_id}: the saga moved on since version "
                                    f"{record.version}", order_id=saga.order_id)
-            conn.execute(insert(events), [
-                {"order_id": saga.order_id, "version": version, "at": now, "step": e.step,
-                 "decision": e.decision, "reason": e.reason, "detail": e.detail}
-                for e in entries])
             ledger_ops.complete(conn, list(settle), now=now)
             ledger_ops.release(conn, list(failed), now=now)
             if claim is not None:
@@ -190,29 +247,22 @@ class SagaBook:
 
     def timeline(self, order_id: str) -> list[TimelineEntry]:
         with self.store.db.begin(read_only=True) as conn:
-            rows = conn.execute(select(events).where(events.c.order_id == order_id)
-                                .order_by(events.c.id)).all()
+            steps = sagas.timeline(conn, order_id)
         return [TimelineEntry(r.at, r.version, r.step, r.decision, r.reason, r.detail)
-                for r in rows]
+                for r in steps]
 
     def list(self, *, state: str | None = None, outcome: str | None = None,
              limit: int = 100) -> list[SagaRecord]:
-        query = select(sagas).order_by(sagas.c.started_at, sagas.c.order_id).limit(limit)
-        if state is not None:
-            query = query.where(sagas.c.state == state)
-        if outcome is not None:
-            query = query.where(sagas.c.outcome == outcome)
         with self.store.db.begin(read_only=True) as conn:
-            rows = conn.execute(query).all()
-        return [SagaRecord(Saga.from_json(r.data), r.version, r.state, r.outcome, r.reason,
-                           r.started_at, r.updated_at, r.final_at) for r in rows]
+            found = sagas.rows(conn, state=state, outcome=outcome, limit=limit)
+        return [_record(r) for r in found]
 
     def counts(self) -> dict[str, int]:
         """Sagas per state and per outcome (``state:final``, ``outcome:re_sourced``, ...)."""
-        out: dict[str, int] = {}
         with self.store.db.begin(read_only=True) as conn:
-            for column in (sagas.c.state, sagas.c.outcome):
-                for value, count in conn.execute(select(column, func.count()).group_by(column)):
-                    if value is not None:
-                        out[f"{column.name}:{value}"] = int(count)
-        return out
+            return sagas.counts(conn)
+
+
+def _record(row: sagas.SagaRow) -> SagaRecord:
+    return SagaRecord(Saga.from_json(row.data), row.version, row.state, row.outcome,
+                      row.reason, row.started_at, row.updated_at, row.final_at)

@@ -19,18 +19,27 @@ __all__ = ["Lanes"]
 H = TypeVar("H")
 T = TypeVar("T")
 
+R = TypeVar("R")
+
 _STOP = object()
 
 
+class _Failed:
+    """What a lane hands back for work that raised (a result may itself be an exception)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class Lanes(Generic[H, T]):
-    """``run(items)``: each item handled by ``work(handler, item)`` in its lane; one outcome
-    per item, in order (None, or the exception it raised). Lanes and their handlers (from
+    """``call(items, work)``: each item handled by ``work(handler, position, item)`` in its
+    lane; its result or the exception it raised, in order. Lanes and their handlers (from
     ``make(index)``) start on first use; ``close()`` stops them and calls ``dispose`` on each
     handler in its own thread."""
 
-    def __init__(self, count: int, make: Callable[[int], H], work: Callable[[H, T], None],
-                 key: Callable[[T], str], dispose: Callable[[H], None], name: str) -> None:
-        self._count, self._make, self._work = count, make, work
+    def __init__(self, count: int, make: Callable[[int], H], key: Callable[[T], str],
+                 dispose: Callable[[H], None], name: str) -> None:
+        self._count, self._make = count, make
         self._key, self._dispose, self._name = key, dispose, name
         self._queues: list[queue.SimpleQueue[object]] = []
         self._threads: list[threading.Thread] = []
@@ -59,25 +68,33 @@ class Lanes(Generic[H, T]):
         ready.set_result(None)
         try:
             while (job := inbox.get()) is not _STOP:
-                item, done = cast(tuple[T, "Future[BaseException | None]"], job)
+                index, item, work, done = cast(
+                    tuple[int, T, Callable[[H, int, T], object], "Future[object]"], job)
                 try:
-                    self._work(handler, item)
+                    result = work(handler, index, item)
                 except BaseException as exc:  # handed back to the worker, classified there
-                    done.set_result(exc)
+                    done.set_result(_Failed(exc))
                 else:
-                    done.set_result(None)
+                    done.set_result(result)
         finally:
             self._dispose(handler)
 
-    def run(self, items: Sequence[T]) -> list[BaseException | None]:
+    def call(self, items: Sequence[T], work: Callable[[H, int, T], R]
+             ) -> list[R | BaseException]:
+        """``work(handler, position, item)`` for each item in its lane: its result, or the
+        exception it raised, in order."""
         self._start()
-        futures: list[Future[BaseException | None]] = []
-        for item in items:
-            done: Future[BaseException | None] = Future()
+        futures: list[Future[object]] = []
+        for index, item in enumerate(items):
+            done: Future[object] = Future()
             lane = zlib.crc32(self._key(item).encode()) % self._count
-            self._queues[lane].put((item, done))
+            self._queues[lane].put((index, item, work, done))
             futures.append(done)
-        return [f.result() for f in futures]
+        out: list[R | BaseException] = []
+        for future in futures:
+            result = future.result()
+            out.append(result.error if isinstance(result, _Failed) else cast(R, result))
+        return out
 
     def close(self) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -31,11 +32,13 @@ from integration_bus.retail.orders.saga import (
     Step,
     apply,
     next_step,
+    recheck,
     timed_out,
 )
 from integration_bus.store.ledger import Claim, ClaimOutcome
 
-__all__ = ["OrderNeedsDecision", "OrderProcessManager", "OrderSystems"]
+__all__ = ["OrderNeedsDecision", "OrderProcessManager", "OrderSystems", "PendingSave",
+           "Started"]
 
 _MAX_STEPS = 500  # a saga of a few lines takes tens of steps; more means a decision loop
 
@@ -85,22 +88,81 @@ class OrderProcessManager:
         """Drive the order's saga as far as it goes now (see the module doc). Steps without an
         effect are applied in memory and saved with the next effect's claim (or the end), in
         one transaction: they are recomputed the same after a crash."""
+        fresh, claims = self.begin(envelope)
+        record, claimed = self.book.start_claiming(fresh, claims)
+        result = self.resume(envelope, Started(record, claims, claimed))
+        assert isinstance(result, SagaRecord)
+        return result
+
+    def begin(self, envelope: Envelope) -> tuple[Saga, list[Claim]]:
+        """A new saga from the order and the claims of its as-ordered effects (no I/O: a
+        worker batch's sagas are then created in one transaction, :meth:`SagaBook.start_many`)."""
         fresh = self.systems.start(envelope, self.policy, self.clock())
-        first = next_step(fresh, self.policy, self.atp, now=self.clock())
-        claim = None
-        first_sink = self.systems.sink_for(first.kind) \
-            if first.kind not in ("decide", "phase", "finish", "ask") else None
-        if first_sink is not None:  # an effect: claimed with the saga's creation
-            claim = Claim(first_sink, self.systems.key_for(envelope, fresh, first),
-                          f"saga:{fresh.order_id}", envelope.id, redelivered=True)
-        record, claimed = self.book.start_claiming(fresh, claim)
+        return fresh, self._plan(envelope, fresh)
+
+    def resume(self, envelope: Envelope, started: Started, *,
+               defer: bool = False) -> SagaRecord | PendingSave:
+        """:meth:`handle` from the stored saga (and the claims made with its creation, when it
+        was created now). ``defer``: an order that reaches its end without another save is not
+        saved here but handed back as a :class:`PendingSave` (a worker batch's ends are saved
+        in one transaction, :meth:`SagaBook.save_many`, and ``on_final`` is then the caller's);
+        until it is saved, its effects are in doubt like any effect not yet recorded."""
+        run = _Run(started.record, envelope)
+        if started.outcomes is not None:  # created now: the as-ordered effects are claimed
+            run.preclaimed = {(c.sink, c.key): o
+                              for c, o in zip(started.claims, started.outcomes, strict=True)}
+        return self._drive(run, defer=defer)
+
+    def _plan(self, envelope: Envelope, saga: Saga) -> list[Claim]:
+        """The claims of the effects an order takes when it ships as placed (the sales order,
+        each line reserved at the channel's first location), claimed with the saga's creation
+        in one transaction: an order that ships as placed is then saved once more, at its
+        end. A planned effect that does not come up (a line refused before it) is released at
+        the end; one performed and not yet saved is in doubt after a crash, like any other."""
+        scratch = Saga.from_json(saga.to_json())
+        first = self.policy.locations(saga.channel)[0]
+        claims = []
+        for _ in range(_MAX_STEPS):
+            step = next_step(scratch, self.policy, self.atp, now=self.clock())
+            if step.kind in ("decide", "phase"):
+                apply(scratch, step, "ok")
+                continue
+            sink = self.systems.sink_for(step.kind)
+            if sink is None or step.kind not in ("sales_order", "reserve") or \
+                    (step.kind == "reserve" and step.location != first):
+                break
+            claims.append(Claim(sink, self.systems.key_for(envelope, scratch, step),
+                                f"saga:{saga.order_id}", envelope.id, redelivered=True))
+            apply(scratch, step, "ok")
+        return claims
+
+    def recheck(self, order_id: str, envelope: Envelope) -> SagaRecord | None:
+        """Look at a back-ordered order again (:func:`recheck`: stock arrived, or its back
+        order waited too long) and drive it on; a saga left running (a crash, a retry) is
+        driven on too. None when there is no such order. ``envelope`` (the recheck message)
+        is what the steps' effects derive from; their keys come from the saga's ``refs``."""
+        record = self.book.get(order_id)
+        if record is None:
+            return None
         run = _Run(record, envelope)
-        if claim is not None and claimed is not None:
-            run.preclaimed = (claim.sink, claim.key, claimed)
+        why = recheck(run.saga, self.policy, self.atp, now=self.clock())
+        if why is not None:
+            run.entries.append(Entry("recheck", f"round {run.saga.round}", why, None))
+        elif record.state != "running":
+            return record
+        result = self._drive(run)
+        assert isinstance(result, SagaRecord)
+        return result
+
+    def _drive(self, run: _Run, *, defer: bool = False) -> SagaRecord | PendingSave:
         for _ in range(_MAX_STEPS):
             saga = run.saga
             step = next_step(saga, self.policy, self.atp, now=self.clock())
             if step.kind == "finish" and saga.phase == "final":
+                if defer and run.entries:
+                    self._leftovers(run)
+                    return PendingSave(run.record, run.saga, run.entries, run.settle,
+                                       run.failed)
                 return self._flush(run)
             if step.kind in ("decide", "phase", "finish"):
                 apply(saga, step, "ok")
@@ -118,8 +180,19 @@ class OrderProcessManager:
         return self.book.decide(order_id, decision)
 
     # -- steps -------------------------------------------------------------------------------
+    @staticmethod
+    def _leftovers(run: _Run) -> None:
+        """Claims planned with the saga's creation whose step never came up (a line refused
+        before it): claimable again."""
+        owner = f"saga:{run.saga.order_id}"
+        run.failed += [(sink, key, owner) for (sink, key), outcome in run.preclaimed.items()
+                       if outcome is ClaimOutcome.CLAIMED]
+        run.preclaimed.clear()
+
     def _flush(self, run: _Run, claim: Claim | None = None) -> SagaRecord:
         """Save what the run did since its last save (and claim the next effect)."""
+        if run.saga.phase in ("final", "waiting"):
+            self._leftovers(run)
         if run.entries:
             run.record, run.claimed = self.book.save_steps(
                 run.record, run.saga, run.entries, settle=run.settle, failed=run.failed,
@@ -160,13 +233,10 @@ class OrderProcessManager:
             return
         key = self.systems.key_for(envelope, saga, step)
         owner = f"saga:{saga.order_id}"
-        if run.preclaimed is not None and run.preclaimed[:2] == (sink, key) \
-                and not run.entries:
-            claim: ClaimOutcome | None = run.preclaimed[2]  # made with the saga's creation
-        else:  # the claim rides on the save of what came before (one transaction)
+        claim: ClaimOutcome | None = run.preclaimed.pop((sink, key), None)
+        if claim is None:  # the claim rides on the save of what came before (one transaction)
             self._flush(run, Claim(sink, key, owner, envelope.id, redelivered=True))
             claim = run.claimed
-        run.preclaimed = None
         saga = run.saga
         if claim is ClaimOutcome.BUSY:
             raise TransientError(f"order {saga.order_id}: {step.kind} {key} is being done by "
@@ -201,6 +271,28 @@ class OrderProcessManager:
         (run.settle if done else run.failed).append((sink, key, owner))
 
 
+@dataclass(frozen=True)
+class Started:
+    """A saga as :meth:`SagaBook.start_claiming` left it: the stored record, the claims asked
+    for, and their outcomes (None when the saga existed already: nothing was claimed)."""
+
+    record: SagaRecord
+    claims: list[Claim]
+    outcomes: list[ClaimOutcome] | None
+
+
+@dataclass(frozen=True)
+class PendingSave:
+    """An order's end, to be saved (:meth:`SagaBook.save_many`): what the run did since the
+    stored ``record``."""
+
+    record: SagaRecord
+    saga: Saga
+    entries: list[Entry]
+    settle: list[tuple[str, str, str]]
+    failed: list[tuple[str, str, str]]
+
+
 class _Run:
     """One delivery's work on a saga: the last saved record, the working copy, what was done
     since the save, and the outcome of the last claim."""
@@ -213,7 +305,8 @@ class _Run:
         self.settle: list[tuple[str, str, str]] = []
         self.failed: list[tuple[str, str, str]] = []
         self.claimed: ClaimOutcome | None = None
-        self.preclaimed: tuple[str, str, ClaimOutcome] | None = None
+        #: claims made with the saga's creation, used when their step comes up
+        self.preclaimed: dict[tuple[str, str], ClaimOutcome] = {}
 
 
 def _detail(step: Step) -> dict[str, Any]:

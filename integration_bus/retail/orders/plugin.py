@@ -30,12 +30,22 @@ from integration_bus.connector import (
 )
 from integration_bus.retail.orders.book import SagaRecord
 from integration_bus.retail.orders.lanes import Lanes
-from integration_bus.retail.orders.manager import OrderNeedsDecision, OrderProcessManager
+from integration_bus.retail.orders.manager import (
+    OrderNeedsDecision,
+    OrderProcessManager,
+    PendingSave,
+    Started,
+)
 from integration_bus.retail.orders.metrics import OrderMetrics
 from integration_bus.retail.orders.policy import SourcingPolicy
+from integration_bus.retail.orders.rechecks import (
+    RECHECK_TYPE,
+    OrderRecheckConfig,
+    OrderRecheckSource,
+)
 from integration_bus.retail.orders.saga import Line, Saga, Step
 
-__all__ = ["OrderSagaConfig", "OrderSagaSink", "plugin"]
+__all__ = ["OrderSagaConfig", "OrderSagaSink", "SinkSystems", "plugin"]
 
 
 class _Model(BaseModel):
@@ -61,6 +71,8 @@ class OrderSagaConfig(_Model):
     releases: str = Field(description="sink: ERP ReleaseReservation")
     sales_changes: str = Field(description="sink: ERP CancelSalesOrderLines")
     shop_lines: str | None = Field(None, description="sink: rest_shop action order_lines")
+    shop_cancels: str | None = Field(None, description="sink: rest_shop action cancel_lines "
+                                                       "(cancel and refund lines at the shop)")
     notify: str | None = Field(None, description="sink: publishes order.exception")
     locations: str = Field("location", description="xref table: location -> erp_plant, "
                                                    "storage_location")
@@ -78,7 +90,8 @@ class OrderSagaConfig(_Model):
         out = [("reservations.sink", self.reservations.sink),
                ("sales_order.sink", self.sales_order.sink), ("releases", self.releases),
                ("sales_changes", self.sales_changes)]
-        out += [(f, n) for f, n in (("shop_lines", self.shop_lines), ("notify", self.notify))
+        out += [(f, n) for f, n in (("shop_lines", self.shop_lines),
+                                    ("shop_cancels", self.shop_cancels), ("notify", self.notify))
                 if n is not None]
         return out
 
@@ -113,6 +126,7 @@ class SinkSystems:
                 except ConfigError as exc:
                     exc.with_context(field=f"{name}.mapping")
                     raise
+        self._made: tuple[str, Envelope] | None = None  # the last order's sales order request
         self._sinks: dict[str, Sink] = {}
         if context.sinks is None:
             raise ConfigError("order_saga needs the runtime's sinks", sink=context.instance)
@@ -155,26 +169,39 @@ class SinkSystems:
         channel = payload.get("channel")
         if channel not in policy.channels:
             channel = policy.default_channel
+        customer = payload.get("customer")
         return Saga(order_id=order_id, channel=channel, started=now, lines=[
             Line(line_no=int(line["line_no"]), sku=str(line["sku"]),
-                 quantity=str(line["quantity"]), key=key) for line, key in zip(lines, keys,
-                                                                              strict=True)])
+                 quantity=str(line["quantity"]), key=key,
+                 charged=_charged(line, bool(payload.get("taxes_included"))))
+            for line, key in zip(lines, keys, strict=True)],
+            paid=payload.get("status") == "paid", currency=payload.get("currency"),
+            refs={"order": envelope.idempotency_key,
+                  "sales_order": self._sales_order(envelope).idempotency_key},
+            customer=customer if isinstance(customer, dict) else None)
 
     def sink_for(self, kind: str) -> str | None:
         cfg = self._config
         names = {"reserve": cfg.reservations.sink, "release": cfg.releases,
                  "sales_order": cfg.sales_order.sink, "cancel_lines": cfg.sales_changes,
-                 "tell_shop": cfg.shop_lines, "notify": cfg.notify}
+                 "tell_shop": cfg.shop_lines, "shop_cancel": cfg.shop_cancels,
+                 "notify": cfg.notify}
         return names.get(kind)
 
     def key_for(self, envelope: Envelope, saga: Saga, step: Step) -> str:
         if step.kind in ("reserve", "release") and step.key:
             return step.key
         if step.kind == "sales_order":
-            return self._sales_order(envelope).idempotency_key
+            return self._sales_order_key(envelope, saga)
+        order = saga.refs.get("order", envelope.idempotency_key)
         if step.kind == "cancel_lines":
-            return f"{envelope.idempotency_key}>cancel-lines:{step.key}"
-        return f"{envelope.idempotency_key}>{step.kind}"
+            return f"{order}>cancel-lines:{step.key}"
+        if step.kind == "shop_cancel":
+            return f"{order}>shop-cancel:{step.key}"
+        return f"{order}>{step.kind}" + (f"#{saga.round}" if saga.round else "")
+
+    def _sales_order_key(self, envelope: Envelope, saga: Saga) -> str:
+        return saga.refs.get("sales_order") or self._sales_order(envelope).idempotency_key
 
     def perform(self, envelope: Envelope, saga: Saga, step: Step, key: str,
                 attempt: int) -> str | None:
@@ -214,7 +241,7 @@ class SinkSystems:
             return self._sales_order(envelope)
         if step.kind == "cancel_lines":
             numbering = cfg.sales_order.numbering
-            so_key = self._sales_order(envelope).idempotency_key
+            so_key = self._sales_order_key(envelope, saga)
             reference = document_reference(so_key, numbering.prefix, numbering.length) \
                 if numbering else so_key[:40]
             return envelope.derive("erp.sales_order.change", {
@@ -223,6 +250,9 @@ class SinkSystems:
                 "Reason": step.reason[:200]}, idempotency_key=key)
         if step.kind == "tell_shop":
             return envelope.derive("shop.order.lines", self._shop_lines(saga),
+                                   idempotency_key=key)
+        if step.kind == "shop_cancel":
+            return envelope.derive("shop.order.cancel_lines", self._shop_cancel(saga, step),
                                    idempotency_key=key)
         return envelope.derive("order.exception.raised", self._event(envelope, saga),
                                idempotency_key=key)
@@ -235,6 +265,13 @@ class SinkSystems:
         return {"Plant": str(plant), "StorageLocation": str(storage)}
 
     def _sales_order(self, envelope: Envelope) -> Envelope:
+        if self._made is not None and self._made[0] == envelope.id:
+            return self._made[1]  # start() made it: the mapping runs once per order
+        made = self._map_sales_order(envelope)
+        self._made = (envelope.id, made)
+        return made
+
+    def _map_sales_order(self, envelope: Envelope) -> Envelope:
         if "sales_order" in self._maps:
             made = self._maps["sales_order"](envelope)
             if len(made) == 1:
@@ -260,8 +297,22 @@ class SinkSystems:
                         "reason": line.reason})
         return out
 
+    def _shop_cancel(self, saga: Saga, step: Step) -> dict[str, Any]:
+        """The lines to cancel at the shop, each with the money to refund when the order was
+        paid (what was charged for the line: a cancelled line gives up all its units)."""
+        numbers = {int(n) for n in (step.key or "").split(",")}
+        lines = []
+        for line in saga.lines:
+            if line.line_no not in numbers:
+                continue
+            lines.append({"line_no": line.line_no, "quantity": int(line.ordered),
+                          "sku": self._shop_sku.get(line.sku, line.sku),
+                          "refund": line.charged if saga.paid else "0.00"})
+        return {"order_id": saga.order_id.removeprefix(self._config.shop_order_prefix),
+                "currency": saga.currency, "reason": step.reason[:500], "lines": lines}
+
     def _shop_lines(self, saga: Saga) -> dict[str, Any]:
-        lines = [ln for ln in self._lines(saga) if ln["status"] != "fulfilled"]
+        lines = [ln for ln in self._lines(saga) if ln["status"] != "fulfilled" or saga.round]
         order = saga.order_id.removeprefix(self._config.shop_order_prefix)
         return {"order_id": order, "reason": "; ".join(
             str(ln["reason"]) for ln in lines if ln["reason"])[:500] or None, "lines": [
@@ -272,10 +323,9 @@ class SinkSystems:
     def _event(self, envelope: Envelope, saga: Saga) -> dict[str, Any]:
         from integration_bus.retail.orders.saga import outcome_of
 
-        payload = envelope.payload if isinstance(envelope.payload, dict) else {}
         return {"order_id": saga.order_id, "channel": saga.channel,
                 "outcome": outcome_of(saga, self._config.policy),
-                "customer": payload.get("customer"),
+                "customer": saga.customer,
                 "lines": self._lines(saga),
                 "occurred_at": datetime.now(UTC).isoformat()}
 
@@ -292,41 +342,104 @@ class OrderSagaSink:
         self._metrics = OrderMetrics.of(context.metrics.registry)
         SinkSystems(config, context).close()  # a broken config fails at start-up, not per order
         self._lanes: Lanes[OrderProcessManager, Envelope] = Lanes(
-            config.concurrency, self._manager, self._handle, key=_order_key,
+            config.concurrency, self._manager, key=_order_key,
             dispose=lambda m: m.systems.close(), name=self.name)
 
     def _manager(self, _lane: int) -> OrderProcessManager:
-        stock, metrics = self._context.stock, self._metrics
+        stock = self._context.stock
 
         def atp(sku: str, location: str) -> Decimal | None:
             return stock.available_to_promise([(sku, location)])[(sku, location)]
 
-        def aged(record: SagaRecord) -> None:
-            outcome = record.outcome or "unknown"
-            metrics.final.labels(outcome).inc()
-            metrics.age.labels(outcome).observe(record.age_seconds())
-
         return OrderProcessManager(self._context.sagas, self._config.policy,
                                    SinkSystems(self._config, self._context), atp,
-                                   clock=self._context.clock, on_final=aged)
+                                   clock=self._context.clock, on_final=self._aged)
 
-    def _handle(self, manager: OrderProcessManager, envelope: Envelope) -> None:
-        try:
-            manager.handle(envelope)
-        except OrderNeedsDecision:
-            self._metrics.waiting.inc()
-            raise
+    def _aged(self, record: SagaRecord) -> None:
+        outcome = record.outcome or "unknown"
+        self._metrics.final.labels(outcome).inc()
+        self._metrics.age.labels(outcome).observe(record.age_seconds())
+
+    @property
+    def policy(self) -> SourcingPolicy:
+        return self._config.policy
 
     def deliver(self, envelope: Envelope) -> None:
-        (outcome,) = self._lanes.run([envelope])
+        (outcome,) = self.deliver_many([envelope])
         if outcome is not None:
             raise outcome
 
     def deliver_many(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
-        return self._lanes.run(envelopes)
+        """A worker batch in four moves: the lanes make each new order's saga and the claims
+        of its as-ordered effects; one transaction stores them all; the lanes drive each
+        saga (an order that needs more than its as-ordered effects saves as it goes); one
+        transaction saves the ends of the orders that reached theirs. Rechecks are driven
+        (and saved) on their own."""
+        outcomes: list[BaseException | None] = [None] * len(envelopes)
+        orders = [i for i, e in enumerate(envelopes) if e.type != RECHECK_TYPE]
+        begun = self._lanes.call([envelopes[i] for i in orders],
+                                 lambda manager, _, envelope: manager.begin(envelope))
+        made = [(i, b) for i, b in zip(orders, begun, strict=True)
+                if not isinstance(b, BaseException)]
+        for i, b in zip(orders, begun, strict=True):
+            if isinstance(b, BaseException):
+                outcomes[i] = b
+        started: dict[int, Started] = {}
+        if made:
+            try:
+                stored = self._context.sagas.start_many([b for _, b in made])
+            except BaseException as exc:  # the store: every order of the batch waits
+                for i, _ in made:
+                    outcomes[i] = exc
+                stored = []
+            for (i, (_, claims)), (record, claimed) in zip(made, stored, strict=False):
+                started[i] = Started(record, claims, claimed)
+        work = [i for i in range(len(envelopes)) if i in started or i not in orders]
+
+        def drive(manager: OrderProcessManager, position: int,
+                  envelope: Envelope) -> SagaRecord | PendingSave | None:
+            index = work[position]
+            try:
+                if index in started:
+                    return manager.resume(envelope, started[index], defer=True)
+                return manager.recheck(_order_key(envelope), envelope)
+            except OrderNeedsDecision:
+                self._metrics.waiting.inc()
+                raise
+
+        driven = self._lanes.call([envelopes[i] for i in work], drive)
+        pending = [(i, d) for i, d in zip(work, driven, strict=True)
+                   if isinstance(d, PendingSave)]
+        for i, d in zip(work, driven, strict=True):
+            if isinstance(d, BaseException):
+                outcomes[i] = d
+        if pending:
+            try:
+                saved = self._context.sagas.save_many([
+                    (p.record, p.saga, p.entries, p.settle, p.failed) for _, p in pending])
+            except BaseException as exc:
+                saved = [exc] * len(pending)
+            for (i, _), result in zip(pending, saved, strict=True):
+                if isinstance(result, BaseException):
+                    outcomes[i] = result
+                elif result.state == "final":
+                    self._aged(result)
+        return outcomes
 
     def close(self) -> None:
         self._lanes.close()
+
+
+def _charged(line: dict[str, Any], taxes_included: bool) -> str | None:
+    """What the customer paid for a canonical order line: line_total - discount (+ tax when
+    the prices exclude it); None when the order does not say."""
+    try:
+        paid = Decimal(str(line["line_total"])) - Decimal(str(line.get("discount") or 0))
+        if not taxes_included:
+            paid += Decimal(str(line.get("tax") or 0))
+    except (KeyError, ArithmeticError):
+        return None
+    return str(paid.quantize(Decimal("0.01")))
 
 
 def _order_key(envelope: Envelope) -> str:
@@ -338,7 +451,10 @@ def _order_key(envelope: Envelope) -> str:
 plugin = ConnectorPlugin(
     name="order_saga",
     summary="sink: the order process manager (reserve, re-source, back-order or cancel per "
-            "the sourcing policy, with compensation)",
+            "the sourcing policy, with compensation); source: rechecks back-ordered orders "
+            "(stock arrived, or the back order waited too long)",
     sink_config=OrderSagaConfig,
     create_sink=OrderSagaSink,
+    source_config=OrderRecheckConfig,
+    create_source=OrderRecheckSource,
 )

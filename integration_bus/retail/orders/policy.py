@@ -7,7 +7,8 @@ Part of the ``order_saga`` sink's config (``policy:``), so ``bus lint`` checks i
 - ``stores``: which locations are stores; ``ship_from_store: false`` skips them.
 - ``max_split``: at most this many locations one order ships from.
 - ``back_order``: SKUs and categories (``categories``: SKU -> category) that may be back-ordered,
-  with the expected lead time.
+  with the expected lead time, and how long a back order ``wait``-s for stock before it is
+  cancelled (re-sourced as soon as the projection shows stock; ``order_saga`` source).
 - ``otherwise``: a short line that may not be back-ordered is ``cancel``-led or the saga ``ask``-s
   a person (a business dead letter listing the options).
 - ``partial``: when a line is cancelled, ``keep`` the rest of the order or ``cancel_order``.
@@ -42,6 +43,12 @@ class BackOrderPolicy(_Model):
                                         description="SKU -> category (for ``categories``)")
     lead_days: int = Field(14, ge=0, le=365, description="expected days until a back-ordered "
                                                          "line ships (told to the shop)")
+    wait: Millis | None = Field(None, description="how long (from the order) a back-ordered "
+                                                  "line waits for stock before it is "
+                                                  "cancelled; default lead_days")
+
+    def wait_seconds(self) -> float:
+        return self.wait / 1000 if self.wait is not None else self.lead_days * 86_400.0
 
     def allows(self, sku: str) -> bool:
         return sku in self.skus or self.category_of.get(sku) in self.categories

@@ -15,9 +15,16 @@ step              effect                              reverse
 ================  =================================  ========================================
 reserve           ERP ReserveStock at a location      release: ERP ReleaseReservation
 sales_order       ERP CreateSalesOrder (as ordered)   cancel_lines: ERP CancelSalesOrderLines
+(shop order)      the customer's order at the shop    shop_cancel: cancel the lines at the shop,
+                                                      refunding what was paid for them
 tell_shop         shop: line statuses                 (a later status supersedes it)
-notify            ``order.exception`` once            (none: a message told)
+notify            ``order.exception`` once a round    (none: a message told)
 ================  =================================  ========================================
+
+A back-ordered order is final but not closed: :func:`recheck` opens it again (a new
+``round``) when the projection shows stock for a back-ordered line, or cancels those lines
+when the back order waited past ``back_order.wait``; the saga then runs its steps again and
+tells the shop and the customer what changed.
 
 The projection needs no reverse of its own: it follows the ERP's change log, where a release
 is a change like a reservation (restocked on the next poll).
@@ -63,6 +70,7 @@ class Line:
     allocations: list[Allocation] = field(default_factory=list)
     tried: list[str] = field(default_factory=list)
     reason: str | None = None
+    charged: str | None = None  # money the customer was charged for the line (decimal text)
 
     @property
     def ordered(self) -> Decimal:
@@ -88,20 +96,30 @@ class Saga:
     cancelled_lines: list[int] = field(default_factory=list)  # cancelled on the sales order
     shop_told: bool = False
     notified: bool = False
+    paid: bool = False  # the customer has paid: a line cancelled at the shop is refunded
+    currency: str | None = None
+    shop_cancelled: list[int] = field(default_factory=list)  # cancelled (refunded) at the shop
+    round: int = 0  # 1, 2, ...: a back-ordered order opened again (:func:`recheck`)
+    told: str | None = None  # the outcome the customer was last told
+    refs: dict[str, str] = field(default_factory=dict)  # order / sales_order idempotency keys
+    customer: dict[str, Any] | None = None  # as the order named them (for a later notice)
 
     def to_json(self) -> dict[str, Any]:
         # by hand: dataclasses.asdict deep-copies recursively and costs more than the save
         return {"order_id": self.order_id, "channel": self.channel, "started": self.started,
                 "lines": [{"line_no": ln.line_no, "sku": ln.sku, "quantity": ln.quantity,
                            "key": ln.key, "status": ln.status, "tried": list(ln.tried),
-                           "reason": ln.reason,
+                           "reason": ln.reason, "charged": ln.charged,
                            "allocations": [{"location": a.location, "quantity": a.quantity,
                                             "key": a.key, "state": a.state}
                                            for a in ln.allocations]} for ln in self.lines],
                 "phase": self.phase, "outcome": self.outcome,
                 "asking": dict(self.asking) if self.asking is not None else None,
                 "sales_order": self.sales_order, "cancelled_lines": list(self.cancelled_lines),
-                "shop_told": self.shop_told, "notified": self.notified}
+                "shop_told": self.shop_told, "notified": self.notified, "paid": self.paid,
+                "currency": self.currency, "shop_cancelled": list(self.shop_cancelled),
+                "round": self.round, "told": self.told, "refs": dict(self.refs),
+                "customer": dict(self.customer) if self.customer is not None else None}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Saga:
@@ -183,6 +201,8 @@ def next_step(saga: Saga, policy: SourcingPolicy, atp: Atp, *, now: float) -> St
             if location is not None and quantity is not None:
                 key = line.key if location == _first(policy, saga) else \
                     f"{line.key}@{location}"
+                if saga.round:  # opened again: a new reference (the first try's was refused)
+                    key = f"{key}~{saga.round}"
                 if any(a.key == key for a in line.allocations):
                     key = f"{key}+{len(line.allocations)}"
                 return Step("reserve", line.line_no, location, quantity, key, reason=why)
@@ -210,14 +230,22 @@ def next_step(saga: Saga, policy: SourcingPolicy, atp: Atp, *, now: float) -> St
         if cut and saga.sales_order:  # the reverse of the sales order, line by line
             return Step("cancel_lines", key=",".join(map(str, cut)),
                         reason=f"cancel line(s) {', '.join(map(str, cut))} on the sales order")
+        cut = [ln.line_no for ln in saga.lines
+               if ln.status == "cancelled" and ln.line_no not in saga.shop_cancelled]
+        if cut:  # the reverse of the customer's order at the shop: cancel, refund if paid
+            return Step("shop_cancel", key=",".join(map(str, cut)),
+                        reason=f"cancel line(s) {', '.join(map(str, cut))} at the shop"
+                               + (" and refund them" if saga.paid else ""))
         return Step("phase", status="tell_shop", reason="sales order matches the decisions")
-    if saga.phase == "tell_shop":
-        if not saga.shop_told and _exceptions(saga, policy):
-            return Step("tell_shop", reason="lines that are not fulfilled as ordered")
-        return Step("phase", status="notify", reason="shop up to date")
-    if not saga.notified and _exceptions(saga, policy):
-        return Step("notify", reason="the customer is told once")
     outcome = outcome_of(saga, policy)
+    if saga.phase == "tell_shop":
+        if not saga.shop_told and (saga.round or _exceptions(saga, policy)):
+            return Step("tell_shop", reason="lines that are not fulfilled as ordered"
+                        if not saga.round else "what became of the back-ordered lines")
+        return Step("phase", status="notify", reason="shop up to date")
+    if not saga.notified and outcome != (saga.told or "fulfilled"):
+        return Step("notify", status=outcome, reason="the customer is told once"
+                    if not saga.round else f"the order is now {outcome.replace('_', ' ')}")
     first = _first(policy, saga)
     notes = [f"line {ln.line_no} {ln.sku}: " + (
         ln.status.replace("_", "-") if ln.status != "sourced" else "from " + ", ".join(
@@ -256,14 +284,15 @@ def _exceptions(saga: Saga, policy: SourcingPolicy) -> bool:
 
 
 def outcome_of(saga: Saga, policy: SourcingPolicy) -> str:
-    """fulfilled, re_sourced, partly_back_ordered, partly_cancelled or cancelled."""
+    """fulfilled, re_sourced, partly_back_ordered (a line still waits for stock, whatever
+    became of the others), partly_cancelled or cancelled."""
     statuses = [ln.status for ln in saga.lines]
     if all(s == "cancelled" for s in statuses):
         return "cancelled"
+    if "back_ordered" in statuses:  # before partly_cancelled: the order is still open
+        return "partly_back_ordered"
     if "cancelled" in statuses:
         return "partly_cancelled"
-    if "back_ordered" in statuses:
-        return "partly_back_ordered"
     first = _first(policy, saga)
     if any(a.location != first for ln in saga.lines for a in ln.allocations
            if a.state == "reserved"):
@@ -305,13 +334,48 @@ def apply(saga: Saga, step: Step, result: str) -> None:
         saga.sales_order = True
     elif step.kind == "cancel_lines" and step.key:
         saga.cancelled_lines.extend(int(n) for n in step.key.split(","))
+    elif step.kind == "shop_cancel" and step.key:
+        saga.shop_cancelled.extend(int(n) for n in step.key.split(","))
     elif step.kind == "tell_shop":
         saga.shop_told = True
     elif step.kind == "notify":
         saga.notified = True
+        saga.told = step.status
     elif step.kind == "finish":
         saga.phase = "final"
         saga.outcome = step.status
+
+
+def recheck(saga: Saga, policy: SourcingPolicy, atp: Atp, *, now: float) -> str | None:
+    """Open a back-ordered final saga again (a new round) and say why; None when there is
+    nothing to do yet. Past ``back_order.wait`` (from the order's start) the back-ordered lines
+    are cancelled; before it, the lines whose SKU the projection shows available at one of the
+    channel's locations are opened to be sourced again, in policy order."""
+    if saga.phase != "final":
+        return None
+    back = [ln for ln in saga.lines if ln.status == "back_ordered"]
+    if not back:
+        return None
+    if now >= saga.started + policy.back_order.wait_seconds():
+        reason = (f"the back order waited {policy.back_order.wait_seconds():g} s for stock "
+                  "(back_order.wait): cancelled")
+        for line in back:
+            line.status, line.reason = "cancelled", reason
+    else:
+        ready = [(ln, loc) for ln in back for loc in policy.locations(saga.channel)
+                 if (atp(ln.sku, loc) or _ZERO) > _ZERO]
+        if not ready:
+            return None
+        opened = {ln.line_no for ln, _ in ready}
+        reason = "stock arrived: " + ", ".join(
+            f"{ln.sku} at {loc}" for ln, loc in ready) + "; source the back order again"
+        for line in back:
+            if line.line_no in opened:
+                line.status, line.tried, line.reason = "open", [], reason
+    saga.round += 1
+    saga.phase, saga.outcome = "sourcing", None
+    saga.shop_told = saga.notified = False
+    return reason
 
 
 def decide_for_person(saga: Saga, decision: str) -> str:

@@ -18,7 +18,7 @@ import regex
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from integration_bus.errors import BusError, ConfigError
+from integration_bus.errors import ConfigError, RequestError
 from integration_bus.operators import ROLES, Operator
 from integration_bus.store import Database, audit, utcnow
 from integration_bus.store import users as table
@@ -76,7 +76,7 @@ class Accounts:
         self._require(by, "users-remove", name)
         with self.db.begin() as conn:
             if not table.remove(conn, name):
-                raise BusError(f"no console user {name!r}", hint="bus users list shows them")
+                raise RequestError(f"no console user {name!r}", hint="bus users list shows them")
             self._audit(conn, actor=by.name, role=by.role, action="users-remove", target=name)
 
     def list(self) -> list[table.UserRow]:

@@ -8,33 +8,26 @@ masking and the audit are the CLI's; the page itself never writes SQL.
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from integration_bus.deadletters.console import DeadLetterConsole, pretty
 from integration_bus.errors import BusError, TransientError
 from integration_bus.http_limits import HttpLimits
+from integration_bus.http_server import api
 from integration_bus.operators import AccessDenied, Operator
-from integration_bus.reload import MappingReloader
 from integration_bus.runtime import Bus
 from integration_bus.web.console import auth
 from integration_bus.web.console.accounts import Accounts, LoginLimiter
-from integration_bus.web.console.overview import overview
-from integration_bus.web.serve import api
+from integration_bus.web.console.pages import Console
 
 __all__ = ["Console", "make_app"]
 
@@ -53,100 +46,12 @@ _SECURITY_HEADERS = {
 }
 
 
-def _when(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return str(value)
-    if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return str(value)
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
-
-
-def templates() -> Jinja2Templates:
-    env = Environment(loader=PackageLoader("integration_bus.web.console", "templates"),
-                      autoescape=select_autoescape(default=True, default_for_string=True))
-    env.filters.update(when=_when, pretty=pretty, age=_age)
-    return Jinja2Templates(env=env)
-
-
-@dataclass
-class Console:
-    """What every page needs: the bus, the accounts, the templates and the session rules."""
-
-    bus: Bus
-    accounts: Accounts
-    lifetime: int
-    limiter: LoginLimiter
-    clock: Callable[[], float] = time.time
-    pages: Jinja2Templates = field(default_factory=templates)
-    reloader: MappingReloader | None = None
-    overview_ttl: float = 2.0
-    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
-    _overview: tuple[float, dict[str, Any]] | None = None
-    _overview_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def overview(self) -> dict[str, Any]:
-        """The overview's numbers, read at most once per ``overview_ttl`` seconds however many
-        browsers poll (they count over the whole journal)."""
-        with self._overview_lock:
-            now = time.monotonic()
-            if self._overview is None or now - self._overview[0] > self.overview_ttl:
-                self._overview = (now, overview(self.bus))
-            return self._overview[1]
-
-    def current_mappings(self) -> None:
-        """Pick up mappings and schemas changed on disk since the last look, so a preview,
-        an edit's validation and a replay use what ``bus run`` now runs (a broken change is
-        refused and the previous versions stay, as in the bus)."""
-        if self.reloader is not None:
-            with self._reload_lock:
-                self.reloader.check()
-
-    def who(self, request: Request) -> Operator:
-        return auth.current(request, self.accounts, self.lifetime, self.clock)
-
-    def dlq(self, who: Operator) -> DeadLetterConsole:
-        return DeadLetterConsole(self.bus, who)
-
-    def render(self, request: Request, name: str, who: Operator | None, *,
-               status: int = 200, fragment: bool = False, **context: Any) -> HTMLResponse:
-        flash = request.session.pop("flash", None) if who is not None and not fragment \
-            else None
-        return self.pages.TemplateResponse(
-            request, name, {"who": who, "csrf": auth.csrf_token(request), "flash": flash,
-                            "mode": "embedded" if self.bus.transport.embedded else "rabbitmq",
-                            **context}, status_code=status,
-            headers={"Cache-Control": "no-store"})
-
-    @staticmethod
-    def flash(request: Request, text: str) -> None:
-        request.session["flash"] = text
-
-
 def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
              limiter: LoginLimiter | None = None, limits: HttpLimits | None = None,
              secure_cookie: bool = False, clock: Callable[[], float] = time.time) -> FastAPI:
     """The console of ``bus``. ``secret`` signs the session cookies (keep it the same across
     restarts and console processes); sessions end ``lifetime`` seconds after login."""
-    from integration_bus.web.console import deadletters
+    from integration_bus.web.console import deadletters, files, progress, stock
 
     app = api(limits, title="integration-bus console")
     console = Console(bus, Accounts(bus.store.db), lifetime, limiter or LoginLimiter(), clock,
@@ -246,17 +151,28 @@ def make_app(bus: Bus, *, secret: str, lifetime: int = 8 * 3600,
                               check=check)
 
     @app.get("/trace", response_class=HTMLResponse)
-    def trace(request: Request, id: str = "") -> Response:
-        """An envelope's journal (and of what it caused) and its dead letters, masked."""
+    def trace(request: Request, id: str = "", key: str = "") -> Response:
+        """An envelope's journal, its dead letters and its flow (the envelopes before and
+        after it, across routes and sinks) — or every envelope of a business key: what
+        ``bus trace [--key]`` shows, masked, through the same service."""
         who = console.who(request)
-        ident = id.strip()[:64]
+        ident, business_key = id.strip()[:64], key.strip()[:200]
         events: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
+        family: dict[str, list[dict[str, Any]]] = {"ancestors": [], "descendants": []}
+        flow: list[dict[str, Any]] = []
+        dlq = console.dlq(who)
         if ident:
-            events, dead = console.dlq(who).trace(ident)
-        return console.render(request, "trace.html", who, ident=ident, events=events,
-                              dead=dead)
+            events, dead = dlq.trace(ident)
+            family = dlq.lineage(ident)
+        elif business_key:
+            flow = dlq.of_key(business_key)
+        return console.render(request, "trace.html", who, ident=ident, key=business_key,
+                              events=events, dead=dead, family=family, flow=flow)
 
+    app.include_router(files.router(console))
+    app.include_router(stock.router(console))
+    app.include_router(progress.router(console))
     app.include_router(deadletters.router(console))
     return app
 

@@ -17,12 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from integration_bus.deadletters.console import DeadLetterConsole, EditRefused, payload_diff
-from integration_bus.deadletters.query import STATUSES, Selection
 from integration_bus.relay import OutboxRelay
+from integration_bus.store.dead_letters import STATUSES, Selection
 from integration_bus.web.console import auth
 
 if TYPE_CHECKING:
-    from integration_bus.web.console.app import Console
+    from integration_bus.web.console.pages import Console
 
 __all__ = ["PAGE_SIZE", "router"]
 
@@ -69,8 +69,9 @@ def _chosen(form: FormData) -> tuple[tuple[str, ...], dict[str, str]]:
 def _back(form: FormData) -> str:
     target = str(form.get("next") or "/dead-letters")
     # only our own pages: no open redirect through a crafted form
-    return target if target.startswith("/dead-letters") and "//" not in target else \
-        "/dead-letters"
+    ours = target.startswith(("/dead-letters", "/replays?")) and "//" not in target \
+        and "\\" not in target
+    return target if ours else "/dead-letters"
 
 
 def router(console: Console) -> APIRouter:

@@ -1,18 +1,26 @@
-"""Finding dead letters: a :class:`Selection` (ids, or filters, or a group) turned into SQL."""
+"""The dead-letter table: finding dead letters (a :class:`Selection` of ids, filters or a group,
+turned into SQL) and changing their status, payload or replay count.
+
+Every function runs inside the caller's transaction (``conn``), so the dead-letter console can
+write its audit row in the same transaction as the change it audits.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, String, and_, cast, func, or_, select
+from sqlalchemy import ColumnElement, Connection, String, and_, cast, delete, func, or_, select
+from sqlalchemy import update as sql_update
 
-from integration_bus.errors import BusError
-from integration_bus.store.schema import dead_letters
+from integration_bus.errors import RequestError
+from integration_bus.store.schema import dead_letters, journal, outbox
 
-__all__ = ["STATUSES", "AmbiguousId", "Selection", "count", "fetch", "groups", "one",
-           "resolve"]
+__all__ = ["STATUSES", "AmbiguousId", "Connection", "Selection", "count", "fetch", "groups",
+           "ids", "listing", "one", "purge", "replays_of", "resolve", "set_edited_payload",
+           "set_status", "take_for_replay", "waiting_by_route"]
 
 #: at most this many candidates are named when a prefix is ambiguous
 _CANDIDATES = 10
@@ -75,7 +83,7 @@ class Selection:
         return and_(True, *clauses)
 
 
-class AmbiguousId(BusError):
+class AmbiguousId(RequestError):
     """An id prefix that more than one dead letter's id (or envelope id) starts with. Its
     ``candidates`` are the matching dead-letter ids (the first few)."""
 
@@ -129,6 +137,34 @@ def fetch(conn: Connection, selection: Selection, *, limit: int | None = None,
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
+def listing(conn: Connection, *, route: str | None = None, status: str | None = None,
+            limit: int = 1000) -> list[dict[str, Any]]:
+    """Dead letters oldest first, optionally of one route and/or status."""
+    where = []
+    if route is not None:
+        where.append(dead_letters.c.route == route)
+    if status is not None:
+        where.append(dead_letters.c.status == status)
+    rows = conn.execute(select(dead_letters).where(and_(True, *where))
+                        .order_by(dead_letters.c.created_at).limit(limit)).mappings()
+    return [dict(r) for r in rows]
+
+
+def waiting_by_route(conn: Connection) -> dict[str, int]:
+    """How many dead letters wait (status ``new``) per route ("" for none)."""
+    rows = conn.execute(select(dead_letters.c.route, func.count())
+                        .where(dead_letters.c.status == "new")
+                        .group_by(dead_letters.c.route)).all()
+    return {route or "": int(n) for route, n in rows}
+
+
+def ids(conn: Connection, selection: Selection) -> list[str]:
+    """The ids of the dead letters selected, oldest first."""
+    return [str(r) for r in conn.execute(
+        select(dead_letters.c.id).where(selection.where())
+        .order_by(dead_letters.c.created_at)).scalars()]
+
+
 def count(conn: Connection, selection: Selection) -> int:
     return int(conn.execute(select(func.count()).where(selection.where())).scalar_one())
 
@@ -177,3 +213,56 @@ def groups(conn: Connection, selection: Selection) -> list[dict[str, Any]]:
                     "sink": ex.sink if ex else None, "example": ex.message if ex else None,
                     "count": int(r.n), "first_seen": r.first_seen, "last_seen": r.last_seen})
     return out
+
+
+def replays_of(conn: Connection, dead_letter_id: str) -> list[dict[str, Any]]:
+    """The replays of a dead letter, oldest first: the outbox rows that carried it (envelope
+    id, routing key, created, published, error) and ``last_event``, the newest journal event
+    of each replayed envelope (None before it reached a worker)."""
+    replays = [dict(r) for r in conn.execute(
+        select(outbox.c.envelope_id, outbox.c.routing_key, outbox.c.created_at,
+               outbox.c.published_at, outbox.c.error)
+        .where(outbox.c.dead_letter_id == dead_letter_id).order_by(outbox.c.id)).mappings()]
+    for replay in replays:
+        last = conn.execute(select(journal.c.event)
+                            .where(journal.c.envelope_id == replay["envelope_id"])
+                            .order_by(journal.c.id.desc()).limit(1)).first()
+        replay["last_event"] = None if last is None else str(last.event)
+    return replays
+
+
+def set_edited_payload(conn: Connection, ident: str, payload: Any, *, now: datetime) -> bool:
+    """Store ``payload`` as the edit of dead letter ``ident`` if it is still ``new``."""
+    c = dead_letters.c
+    return conn.execute(sql_update(dead_letters).where(c.id == ident, c.status == "new")
+                        .values(edited_payload=payload, updated_at=now)
+                        .returning(c.id)).first() is not None
+
+
+def set_status(conn: Connection, ids: Sequence[str], *, from_statuses: Sequence[str],
+               status: str, reason: str, now: datetime) -> list[str]:
+    """Move the dead letters of ``ids`` that are still in one of ``from_statuses`` to
+    ``status``; the ids moved."""
+    if not ids:
+        return []
+    c = dead_letters.c
+    return [str(r.id) for r in conn.execute(
+        sql_update(dead_letters).where(c.id.in_(list(ids)), c.status.in_(list(from_statuses)))
+        .values(status=status, status_reason=reason, updated_at=now).returning(c.id))]
+
+
+def take_for_replay(conn: Connection, ids: Sequence[str], *, now: datetime) -> set[str]:
+    """Move the dead letters of ``ids`` still ``new`` to ``replaying`` (counting the replay);
+    the ids taken. Of two transactions taking the same letter, only one gets it."""
+    c = dead_letters.c
+    return {str(r.id) for r in conn.execute(
+        sql_update(dead_letters).where(c.id.in_(list(ids)), c.status == "new")
+        .values(status="replaying", replays=c.replays + 1, updated_at=now).returning(c.id))}
+
+
+def purge(conn: Connection, statuses: Sequence[str], *, failed_before: datetime) -> int:
+    """Delete the dead letters in ``statuses`` that last failed before ``failed_before``."""
+    c = dead_letters.c
+    result = conn.execute(delete(dead_letters).where(c.status.in_(list(statuses)),
+                                                     c.last_failed_at < failed_before))
+    return int(result.rowcount or 0)

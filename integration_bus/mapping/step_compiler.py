@@ -2,7 +2,8 @@
 
 A step is one of three kinds of callable, all ``(document, ctx)``: ``apply`` returns the next
 document (map, set, rename, drop, lookup, validate, jsonata, check), ``test`` says whether to keep
-it (filter), ``items`` returns the documents it splits into (split). :mod:`.compiled` chains them.
+it (filter), ``items`` returns the documents it splits into (split). :mod:`.compiled_mapping`
+chains them.
 The shape of the document is tracked from step to step so field names can be checked at load.
 The last step gets the output's conform plan: a ``map`` (or a ``split`` with a ``map``) then
 produces conformed documents itself and the output needs no second pass.
@@ -20,13 +21,14 @@ from pydantic import BaseModel
 from integration_bus.errors import ConfigError, MappingError
 from integration_bus.mapping import docpath
 from integration_bus.mapping import nodes as n
-from integration_bus.mapping.checkstep import check_failure, figure_paths
-from integration_bus.mapping.compiler import Scope
+from integration_bus.mapping.check_failure import check_failure, figure_paths
 from integration_bus.mapping.conform import Plan
+from integration_bus.mapping.context import Ctx, Fn
+from integration_bus.mapping.expr_compiler import Scope
+from integration_bus.mapping.field_compiler import Loc, SpecCompiler
 from integration_bus.mapping.functions import UNKNOWN, BindError
 from integration_bus.mapping.grammar import ExpressionError
 from integration_bus.mapping.jsonata_step import JsonataProgram
-from integration_bus.mapping.mapbuild import Loc, SpecCompiler
 from integration_bus.mapping.model import (
     STEP_MODELS,
     CheckSpec,
@@ -35,9 +37,8 @@ from integration_bus.mapping.model import (
     LookupSpec,
     SplitSpec,
 )
-from integration_bus.mapping.runtime import Ctx, Fn
 from integration_bus.mapping.shapes import ANY, ObjectShape, Shape, item_of
-from integration_bus.mapping.stepfns import dropper, renamer, setter, splitter
+from integration_bus.mapping.step_closures import dropper, renamer, setter, splitter
 from integration_bus.mapping.validation import SchemaStore
 from integration_bus.mapping.values import to_text, truthy, type_name
 from integration_bus.suggest import closest

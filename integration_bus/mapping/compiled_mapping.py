@@ -17,9 +17,9 @@ from typing import Any
 from integration_bus.envelope import Envelope
 from integration_bus.errors import MappingError
 from integration_bus.mapping.conform import plain_json
+from integration_bus.mapping.context import Ctx
 from integration_bus.mapping.fn_refs import xref_key
-from integration_bus.mapping.runtime import Ctx
-from integration_bus.mapping.steps import Step
+from integration_bus.mapping.step_compiler import Step
 from integration_bus.mapping.validation import LoadedSchema
 from integration_bus.mapping.values import DECIMAL_CONTEXT
 

@@ -2,10 +2,10 @@
 
 Everything that can be decided at load is decided here: function names and arities, literal
 arguments (through each function's bind hook), variables, and field names against known shapes.
-The closures only read JSON values through :mod:`.runtime`'s primitives and call registered
+The closures only read JSON values through :mod:`.context`'s primitives and call registered
 functions — there is no ``eval``, no attribute access and no way to reach Python objects.
 Run-time problems raise :class:`MappingError`; standard exceptions escaping a function are
-translated at the one call boundary, in :mod:`.calls`.
+translated at the one call boundary, in :mod:`.call_closures`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from decimal import Decimal
 from typing import Any
 
 from integration_bus.mapping import nodes as n
-from integration_bus.mapping.calls import Call, call_fn
+from integration_bus.mapping.call_closures import BoundCall, call_fn
+from integration_bus.mapping.context import VARIABLES, Ctx, Fn, get_field, get_path
 from integration_bus.mapping.functions import UNKNOWN, BindContext, BindError, FunctionRegistry
 from integration_bus.mapping.grammar import ExpressionError, Parser
 from integration_bus.mapping.ops import binary_op, concat_op, unary_op
-from integration_bus.mapping.runtime import VARIABLES, Ctx, Fn, get_field, get_path
 from integration_bus.mapping.shapes import ANY, ListShape, ObjectShape, Shape
 from integration_bus.mapping.values import to_text, truthy
 from integration_bus.suggest import closest
@@ -220,7 +220,7 @@ class ExprCompiler:
         call, subject = self._compile_call(node, scope)
         return call_fn(call, subject)
 
-    def _compile_call(self, node: n.Call, scope: Scope) -> tuple[Call, Call | None]:
+    def _compile_call(self, node: n.Call, scope: Scope) -> tuple[BoundCall, BoundCall | None]:
         """The call, and the call its subject is when that is a call too (for pipe fusion)."""
         spec = self.registry.get(node.name)
         if spec is None:
@@ -231,7 +231,7 @@ class ExprCompiler:
             given = len(node.args) - 1 if node.piped else len(node.args)
             raise ExpressionError(f"{node.name}() does not take {given} argument(s)", node.pos,
                                   hint=f"usage: {spec.signature}")
-        subject: Call | None = None
+        subject: BoundCall | None = None
         compiled: list[Fn] = []
         for arg in node.args:
             if not compiled and isinstance(arg, n.Call):
@@ -252,7 +252,7 @@ class ExprCompiler:
         if not spec.context_free:
             self.needs_context = True
         consts = literals[1:] if all(v is not UNKNOWN for v in literals[1:]) else None
-        call = Call(node.name, impl, args, spec.null_passes, consts,
+        call = BoundCall(node.name, impl, args, spec.null_passes, consts,
                     n.plain_fields(node.args[0]) if node.args else (),
                     spec.fast if spec.bind is None else None)
         return call, subject

@@ -11,7 +11,7 @@ from typing import Any
 
 from integration_bus.errors import MappingError
 from integration_bus.mapping import docpath
-from integration_bus.mapping.runtime import Ctx, Fn
+from integration_bus.mapping.context import Ctx, Fn
 from integration_bus.mapping.values import type_name
 
 __all__ = ["dropper", "renamer", "setter", "splitter"]

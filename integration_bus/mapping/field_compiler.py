@@ -10,8 +10,8 @@ A field spec is one of::
     {$each: e, $map: spec, $where: e, $when: e}
                                 a list built from every item of $each ($map defaults to the item)
 
-Builders are ``fn(cur, ctx)`` closures (see :mod:`.builders`). When one fails, the error gains the
-output field, the input path and the expression's file:line:col on its way out.
+Builders are ``fn(cur, ctx)`` closures (see :mod:`.field_closures`). When one fails, the
+error gains the output field, the input path and the expression's file:line:col on its way out.
 
 Given a conform :class:`~.conform.Plan` (the last ``map`` of a mapping gets the output's), a builder
 conforms each value as it makes it, so the output needs no second pass: the result is the same as
@@ -24,7 +24,10 @@ from typing import Any
 
 from integration_bus.errors import MappingError
 from integration_bus.mapping import nodes as n
-from integration_bus.mapping.builders import (
+from integration_bus.mapping.conform import PASS_THROUGH, Plan
+from integration_bus.mapping.context import Ctx, Fn, note_path
+from integration_bus.mapping.expr_compiler import CompiledExpr, ExprCompiler, Scope
+from integration_bus.mapping.field_closures import (
     Annotate,
     Entry,
     conformed,
@@ -33,10 +36,7 @@ from integration_bus.mapping.builders import (
     list_builder,
     object_builder,
 )
-from integration_bus.mapping.compiler import CompiledExpr, ExprCompiler, Scope
-from integration_bus.mapping.conform import PASS_THROUGH, Plan
 from integration_bus.mapping.grammar import ExpressionError
-from integration_bus.mapping.runtime import Ctx, Fn, note_path
 from integration_bus.mapping.shapes import ANY, ListShape, ObjectShape, Shape, item_of
 from integration_bus.mapping.values import type_name
 from integration_bus.suggest import closest

@@ -1,4 +1,4 @@
-"""The run-time closures :mod:`.mapbuild` assembles: objects, lists and ``$each`` lists.
+"""The run-time closures :mod:`.field_compiler` assembles: objects, lists and ``$each`` lists.
 
 Each is ``fn(cur, ctx)``. A part may carry a conformer (see :mod:`.conform`): then the value is
 conformed as it is built, unless it is one of the JSON scalars every conformer passes through.
@@ -13,7 +13,7 @@ from typing import Any
 
 from integration_bus.errors import MappingError
 from integration_bus.mapping.conform import PASS_THROUGH, Conformer
-from integration_bus.mapping.runtime import Ctx, Fn, get_field, note_field, note_path
+from integration_bus.mapping.context import Ctx, Fn, get_field, note_field, note_path
 from integration_bus.mapping.values import truthy, type_name
 
 __all__ = [

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from integration_bus.errors import MappingError
-from integration_bus.mapping.runtime import Ctx, Fn, get_field
+from integration_bus.mapping.context import Ctx, Fn, get_field
 
-__all__ = ["Call", "call_fn"]
+__all__ = ["BoundCall", "call_fn"]
 
 _FAILURES = (TypeError, ValueError, ArithmeticError, LookupError)
 _NONE: Any = object()  # "no constant argument"
@@ -34,7 +34,7 @@ Impl = Callable[..., Any]
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class BoundCall:
     """A compiled call: what :func:`call_fn` needs to build its closure."""
 
     name: str
@@ -55,7 +55,7 @@ def _fail(name: str, exc: Exception) -> MappingError:
     return error
 
 
-def call_fn(call: Call, subject: Call | None = None) -> Fn:
+def call_fn(call: BoundCall, subject: BoundCall | None = None) -> Fn:
     """The closure for ``call``; ``subject`` is the compiled call its first argument is, if any."""
     consts = call.consts
     if subject is not None and subject.consts == () and consts is not None and len(consts) <= 1:
@@ -69,7 +69,7 @@ def call_fn(call: Call, subject: Call | None = None) -> Fn:
     return _nary(call)
 
 
-def _unary(call: Call) -> Fn:
+def _unary(call: BoundCall) -> Fn:
     name, impl, null_passes, fast = call.name, call.impl, call.null_passes, call.fast
     if not call.fields:
         a = call.args[0]
@@ -112,7 +112,7 @@ def _unary(call: Call) -> Fn:
     return call1_field
 
 
-def _with_const(call: Call, const: Any) -> Fn:
+def _with_const(call: BoundCall, const: Any) -> Fn:
     name, impl, null_passes = call.name, call.impl, call.null_passes
     if len(call.fields) != 1:
         a = call.args[0]
@@ -145,7 +145,7 @@ def _with_const(call: Call, const: Any) -> Fn:
     return call_const_field
 
 
-def _pipe2(first: Call, second: Call, const: Any) -> Fn:
+def _pipe2(first: BoundCall, second: BoundCall, const: Any) -> Fn:
     """``x | f | g`` or ``x | f | g(literal)`` in one closure (``f`` takes no arguments)."""
     name1, impl1, passes1, fast1 = first.name, first.impl, first.null_passes, first.fast
     name2, impl2, passes2 = second.name, second.impl, second.null_passes
@@ -201,7 +201,7 @@ def _pipe2(first: Call, second: Call, const: Any) -> Fn:
     return pipe2
 
 
-def _binary(call: Call) -> Fn:
+def _binary(call: BoundCall) -> Fn:
     name, impl, null_passes = call.name, call.impl, call.null_passes
     a, b = call.args
 
@@ -219,7 +219,7 @@ def _binary(call: Call) -> Fn:
     return call2
 
 
-def _nary(call: Call) -> Fn:
+def _nary(call: BoundCall) -> Fn:
     name, impl, null_passes = call.name, call.impl, call.null_passes
     first, rest = call.args[0], call.args[1:]
 
