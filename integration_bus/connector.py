@@ -14,8 +14,18 @@ factory, called for every bus: state a plugin's instances share — pacers, brea
 lives in the objects it builds, never in a module). A fake of the connector's system registers
 apart, as a :class:`Simulator` under ``integration_bus.simulators``.
 
-A plugin that serves HTTP (a webhook receiver) uses :class:`HttpServer` under
-:class:`HttpLimits` — the same runner, deadlines and connection limit as the bus's own faces.
+Services for plugins — one implementation each, used by the core and the built-in connectors
+(docs/plugins.md, "Services for plugins"):
+
+- ``ConnectorContext.load_mapping``: a mapping file compiled with the project's xref tables;
+- :func:`load_model` / :func:`parse_model` / :class:`ConfigProblem`: YAML into a pydantic model,
+  every problem a ConfigError at file:line:col with a did-you-mean;
+- :func:`did_you_mean` / :func:`closest`: the hint for an unknown name;
+- :class:`Backoff`: exponential delays with a cap and jitter, waited on a stop event;
+- :class:`CircuitBreaker`: stop calling a target that is down, probe it once;
+- :class:`HttpServer` (+ :class:`HttpLimits`, ``http_api``): the bus's ASGI runner, in the
+  caller's thread (``run(stop)``) or its own (``start()``/``stop()``);
+- :func:`http_client` (+ :class:`HttpTimeouts`): an httpx client under the bus's limits.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from integration_bus.backoff import Backoff, BackoffState
+from integration_bus.breaker import BreakerState, CircuitBreaker
 from integration_bus.durations import Millis
 from integration_bus.envelope import Envelope, check_type
 from integration_bus.errors import (
@@ -43,9 +55,8 @@ from integration_bus.errors import (
     TransientError,
     UnpublishableError,
     UnroutableError,
-    did_you_mean,
 )
-from integration_bus.http_limits import HttpLimits
+from integration_bus.http_limits import HttpLimits, HttpTimeouts
 from integration_bus.httpbody import (
     ACCEPT_ENCODING,
     ResponseDecodeError,
@@ -53,31 +64,42 @@ from integration_bus.httpbody import (
     endpoint_label,
     read_body,
 )
+from integration_bus.pipeline import Pipeline
 from integration_bus.redact import known, redact_url
 from integration_bus.simulator import SimulatedSystem, Simulator
 from integration_bus.source_batch import *  # noqa: F403  (BatchSource, SourceBatch, run_batch_source)
+from integration_bus.suggest import closest, did_you_mean
+from integration_bus.yamlmodel import ConfigProblem, load_model, parse_model
 from integration_bus.yamlsafe import Locator, read_yaml_text
 
 if TYPE_CHECKING:
-    from integration_bus.web.serve import HttpServer
-    from integration_bus.web.serve import api as http_api
+    from integration_bus.http_client import http_client
+    from integration_bus.http_server import HttpServer
+    from integration_bus.http_server import api as http_api
 
 __all__ = [
     "ACCEPT_ENCODING",
+    "Backoff",
+    "BackoffState",
     "BatchSink",
+    "BreakerState",
     "BusError",
+    "CircuitBreaker",
     "CircuitOpen",
     "ConfigError",
+    "ConfigProblem",
     "ConnectorContext",
     "ConnectorPlugin",
     "CursorStore",
     "Envelope",
     "HttpLimits",
     "HttpServer",
+    "HttpTimeouts",
     "Locator",
     "LookupSink",
     "Millis",
     "PermanentError",
+    "Pipeline",
     "PollingSource",
     "Publisher",
     "ResponseDecodeError",
@@ -95,10 +117,14 @@ __all__ = [
     "UnroutableError",
     "XrefTable",
     "check_type",
+    "closest",
     "did_you_mean",
     "document_reference",
     "endpoint_label",
     "http_api",
+    "http_client",
+    "load_model",
+    "parse_model",
     "read_body",
     "read_yaml_text",
     "redact_url",
@@ -311,6 +337,9 @@ class ConnectorContext:
     record: Callable[[str, dict[str, Any]], None]
     stage: Callable[[Sequence[Envelope], tuple[str, str] | None], None]
     metrics: Any  # integration_bus.metrics.Metrics; plugins add collectors to .registry
+    #: compiles one mapping file (an absolute path) against the project's xref tables and
+    #: schemas, as routes' mappings are; plugins call :meth:`load_mapping`
+    compile_mapping: Callable[[Path], Pipeline]
     clock: Callable[[], float] = time.time
     span: Callable[[str, Mapping[str, Any]], contextlib.AbstractContextManager[Any]] = (
         lambda name, attributes: contextlib.nullcontext())
@@ -338,6 +367,17 @@ class ConnectorContext:
         """A config path relative to the project dir (the config dir's parent)."""
         candidate = Path(path)
         return candidate if candidate.is_absolute() else self.root / candidate
+
+    def load_mapping(self, path: str | Path, field: str | None = None) -> Pipeline:
+        """The mapping file ``path`` (relative to the project dir) compiled once, now, with
+        the project's xref tables and schemas: call it per envelope (0..n outputs; raises
+        MappingError for input it cannot map). ConfigError (file:line:col, and ``field`` —
+        the config key that named the file) when the file or what it uses is broken."""
+        try:
+            return self.compile_mapping(self.resolve(path))
+        except ConfigError as exc:
+            exc.with_context(field=field)
+            raise
 
     def xref(self, name: str, field: str | None = None) -> XrefTable:
         """The project's cross-reference table ``name`` (``mappings/xref/NAME.csv|yaml``, the
@@ -379,10 +419,15 @@ class ConnectorPlugin:
 
 def __getattr__(name: str) -> Any:
     """``HttpServer`` (the one ASGI server runner) and ``http_api`` (a FastAPI app without
-    OpenAPI/docs unless the limits enable them), from :mod:`integration_bus.web.serve`, are
-    loaded on first use: uvicorn and FastAPI stay out of processes that serve no HTTP."""
+    OpenAPI/docs unless the limits enable them), from :mod:`integration_bus.http_server`, and
+    ``http_client`` (:mod:`integration_bus.http_client`) are loaded on first use: uvicorn,
+    FastAPI and httpx stay out of processes that serve and call no HTTP."""
     if name in ("HttpServer", "http_api"):
-        from integration_bus.web import serve
+        from integration_bus import http_server
 
-        return serve.HttpServer if name == "HttpServer" else serve.api
+        return http_server.HttpServer if name == "HttpServer" else http_server.api
+    if name == "http_client":
+        from integration_bus import http_client
+
+        return http_client.http_client
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

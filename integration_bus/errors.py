@@ -31,9 +31,9 @@ store, a connector's client) with ``raise X(...) from exc`` so the cause is kept
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
 from typing import Any
+
+from integration_bus.suggest import did_you_mean
 
 __all__ = [
     "BrokerUnavailable",
@@ -209,12 +209,3 @@ class MappingError(PermanentError):
 class CheckFailed(MappingError):
     """A mapping's ``check`` step found a business rule broken (an order whose money does not
     add up, a line without a SKU): a business dead letter whose message names the figures."""
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """A hint for an unknown name: the closest choice, or the list of choices."""
-    options = sorted(choices)
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return f"one of: {', '.join(options)}" if options else "none are defined"

@@ -1,5 +1,6 @@
-"""The limits every HTTP face of the bus runs under (a config model: validated, documented,
-exported in the config's JSON Schema). Served by :mod:`integration_bus.web.serve`."""
+"""The limits every HTTP face of the bus runs under, and the timeouts of every HTTP client
+(config models: validated, documented, exported in the config's JSON Schema). Served by
+:mod:`integration_bus.http_server`; clients made by :mod:`integration_bus.http_client`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from integration_bus.durations import Millis
 
-__all__ = ["HttpLimits"]
+__all__ = ["HttpLimits", "HttpTimeouts"]
 
 
 class HttpLimits(BaseModel):
@@ -35,3 +36,21 @@ class HttpLimits(BaseModel):
     log_every: Millis = Field(10_000, description="one summary line of repeated errors per")
     docs: bool = Field(False, description="serve /openapi.json and /docs (off: the API's "
                                           "shape is nobody's business by default)")
+
+
+class HttpTimeouts(BaseModel):
+    """Explicit httpx timeouts: nothing waits forever on a partner."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect: Millis = 5_000
+    read: Millis = 15_000
+    write: Millis = 15_000
+    pool: Millis = 5_000
+
+    @classmethod
+    def from_millis(cls, *, connect: int, read: int, write: int, pool: int) -> HttpTimeouts:
+        """Timeouts from whole milliseconds in code (a bare number given to the model is read
+        as seconds, as in config files)."""
+        return cls.model_validate({"connect": f"{connect}ms", "read": f"{read}ms",
+                                   "write": f"{write}ms", "pool": f"{pool}ms"})

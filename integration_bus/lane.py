@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 import structlog
 
+from integration_bus.backoff import Backoff
 from integration_bus.batch import Batch
 from integration_bus.envelope import new_id
 from integration_bus.errors import BrokerUnavailable, CrashedWorker, StoreUnavailable
@@ -86,12 +87,12 @@ class Lane:
     # -- lifecycle -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set; then finish in-flight messages, ack, and return."""
-        delay = 0.5
         options = self.ctx.options
+        reconnect = Backoff(first=0.5, cap=options.reconnect_max_delay).start()
         while not stop.is_set():
             try:
                 self._connect()
-                delay = 0.5
+                reconnect.reset()
                 self._resume_due()
                 deliveries = self._consumer.fetch(  # type: ignore[union-attr]
                     1 if self._cautious else options.batch_size, options.fetch_timeout)
@@ -99,8 +100,7 @@ class Lane:
                     self._handle(deliveries, stop)
             except BrokerUnavailable as exc:
                 self._disconnect(f"broker unavailable: {exc}")
-                stop.wait(delay)
-                delay = min(delay * 2, options.reconnect_max_delay)
+                reconnect.wait(stop)
             except Exception as exc:  # a bug in the bus itself, not in a sink or pipeline
                 # Drop the connection so the batch is redelivered (its delivery count rises,
                 # and a message that triggers this every time ends as a delivery_limit dead
@@ -108,8 +108,7 @@ class Lane:
                 log.exception("worker.crashed", lane=self.name,
                               error=f"{type(exc).__name__}: {exc}")
                 self._disconnect(f"{type(exc).__name__}: {exc}")
-                stop.wait(delay)
-                delay = min(delay * 2, options.reconnect_max_delay)
+                reconnect.wait(stop)
         self._finish(stop)
 
     def _connect(self) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from integration_bus.backoff import Backoff
 from integration_bus.envelope import new_id
 from integration_bus.errors import BusError, PermanentError
 from integration_bus.liveness import process_identity
@@ -50,18 +51,20 @@ class OutboxRelay:
         self.taken_over: dict[str, int] = {}
 
     def run(self, stop: threading.Event) -> None:
-        backoff = self._idle
+        # an outage (store or broker) doubles the wait from twice the idle interval up to 10 s
+        outage = Backoff(first=min(2 * self._idle, 10.0), cap=10.0).start()
         try:
             while not stop.is_set():
+                wait = self._idle
                 try:
                     moved = self.relay_once()
-                    backoff = self._idle
+                    outage.reset()
                 except BusError as exc:
                     log.warning("relay.waiting", error=str(exc))
                     moved = 0
-                    backoff = min(backoff * 2, 10.0)
+                    wait = outage.failed()
                 if not moved:
-                    stop.wait(backoff)
+                    stop.wait(wait)
         finally:
             self.close()
 

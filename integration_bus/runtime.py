@@ -52,7 +52,7 @@ from integration_bus.tracing import Tracing
 from integration_bus.transport import EmbeddedTransport, Transport, TransportPublisher
 from integration_bus.transport.traced import TracedPublisher
 from integration_bus.watch import Readiness
-from integration_bus.worker import Worker, WorkerOptions
+from integration_bus.worker import RESTART_BACKOFF, Worker, WorkerOptions
 
 __all__ = ["Bus"]
 
@@ -190,7 +190,15 @@ class Bus:
             stage=lambda envelopes, cursor: self.stage(instance, envelopes, cursor),
             metrics=self.metrics,
             span=lambda name, attributes: self.tracing.span(name, attributes),
+            compile_mapping=self._compile_mapping,
             sinks=self.sink, sagas=SagaBook(self.store), store=self.store, clock=self.clock)
+
+    def _compile_mapping(self, path: Path) -> Pipeline:
+        """One mapping file for a plugin (``ConnectorContext.load_mapping``)."""
+        from integration_bus.mapping import load_mapping
+
+        return load_mapping(path, xref_dir=self.config.mappings_dir / "xref",
+                            schemas_dir=self.config.schemas_dir)
 
     def publisher(self) -> TransportPublisher:
         """A new publisher (own connection; use it from one thread); it traces what it
@@ -405,7 +413,7 @@ class Bus:
         threads = self._threads
 
         def supervised() -> None:
-            delay = 1.0
+            restarts = RESTART_BACKOFF.start()
             while not stop.is_set():
                 threads[name] = None
                 try:
@@ -413,11 +421,11 @@ class Bus:
                     return
                 except Exception as exc:  # a bug in a source/worker must not stop the bus
                     threads[name] = f"crashed ({type(exc).__name__}: {exc}); restarting"
+                    delay = restarts.failed()
                     log.error("thread.crashed", thread=name, restart_in=delay,
                               error=f"{type(exc).__name__}: {exc}",
                               traceback=traceback.format_exc())
                     stop.wait(delay)
-                    delay = min(delay * 2, 30.0)
         threads.setdefault(name, "not started")
         return threading.Thread(target=supervised, name=name, daemon=True)
 

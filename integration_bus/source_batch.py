@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from integration_bus.backoff import Backoff
 from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError, PermanentError
 
@@ -74,7 +75,7 @@ def run_batch_source(source: BatchSource, publisher: _Publishes, stop: threading
                      max_backoff: float = 10.0) -> None:
     """Read, publish with confirms, then ack — until ``stop`` is set or the source is done.
     The only place a batch source's acknowledgement is called."""
-    backoff = 0.5
+    retry = Backoff(first=0.5, cap=max_backoff).start()
     while not stop.is_set():
         batch = source.read(stop)
         if batch is None:
@@ -85,7 +86,6 @@ def run_batch_source(source: BatchSource, publisher: _Publishes, stop: threading
                                f"{len(batch.envelopes)} envelopes")
         batch.ack(outcomes)
         if any(o is not None and not isinstance(o, PermanentError) for o in outcomes):
-            stop.wait(backoff)  # the broker did not take them all: the source reads them again
-            backoff = min(backoff * 2, max_backoff)
+            retry.wait(stop)  # the broker did not take them all: the source reads them again
         else:
-            backoff = 0.5
+            retry.reset()

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
+from integration_bus.backoff import Backoff, BackoffState
+
 __all__ = ["supervise"]
 
 log = structlog.get_logger("integration_bus.supervisor")
@@ -82,7 +84,7 @@ class _Slot:
         self.index = index
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
-        self.delay = 0.1
+        self.restarts: BackoffState | None = None
         self.restart_at = 0.0
 
     def start(self, command: Sequence[str], env: Mapping[str, str] | None,
@@ -99,13 +101,15 @@ class _Slot:
 
     def died(self, signum: int, max_delay: float) -> None:
         assert self.proc is not None
+        if self.restarts is None:
+            self.restarts = Backoff(first=0.1, cap=max_delay).start()
         if time.monotonic() - self.started > HEALTHY_AFTER:
-            self.delay = 0.1
+            self.restarts.reset()
+        delay = self.restarts.failed()
         log.warning("supervisor.child_died", pid=self.proc.pid, process=self.index,
-                    signal=_signal_name(signum), restart_in=self.delay)
+                    signal=_signal_name(signum), restart_in=delay)
         self.proc = None
-        self.restart_at = time.monotonic() + self.delay
-        self.delay = min(self.delay * 2, max_delay)
+        self.restart_at = time.monotonic() + delay
 
 
 def _stop_all(slots: list[_Slot]) -> int:

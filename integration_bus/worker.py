@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import structlog
 
+from integration_bus.backoff import Backoff
 from integration_bus.batch import Batch
 from integration_bus.errors import StoreUnavailable
 from integration_bus.isolation import IsolationGate, owner_identity
@@ -30,6 +31,9 @@ from integration_bus.transport import Transport
 __all__ = ["Worker", "WorkerOptions", "WorkerState"]
 
 log = structlog.get_logger("integration_bus.worker")
+
+#: restarting a crashed lane or bus thread: 1 s, doubling up to 30 s
+RESTART_BACKOFF = Backoff(first=1.0, cap=30.0)
 
 
 @dataclass(frozen=True)
@@ -146,13 +150,13 @@ class Worker:
 
     @staticmethod
     def _run_lane(lane: Lane, stop: threading.Event) -> None:
-        delay = 1.0
+        restarts = RESTART_BACKOFF.start()
         while True:
             try:
                 lane.run(stop)
                 return
             except Exception:  # a bug outside the lane's own guard: restart it, never lose it
+                delay = restarts.failed()
                 log.exception("worker.lane_crashed", lane=lane.name, restart_in=delay)
                 if stop.wait(delay):
                     return
-                delay = min(delay * 2, 30.0)

@@ -96,6 +96,20 @@ class Locator:
                 break
         return best
 
+    def present(self, path: Sequence[str | int]) -> tuple[str | int, ...]:
+        """The steps of ``path`` that exist in the file, in order, skipping the others — a
+        validator's location with its union tags and wrapper names dropped, or a missing
+        key's path cut at its parent."""
+        node = self._root
+        out: list[str | int] = []
+        for step in path:
+            inside = step in node if isinstance(node, CommentedMap) else \
+                isinstance(node, CommentedSeq) and isinstance(step, int) and 0 <= step < len(node)
+            if inside:
+                node = node[step]
+                out.append(step)
+        return tuple(out)
+
     def error(self, message: str, path: Sequence[str | int], *, key: bool = False,
               hint: str | None = None, offset: int | None = None) -> ConfigError:
         """A ConfigError located at ``path`` (and ``offset`` characters into its scalar)."""

@@ -14,9 +14,9 @@ import pytest
 import structlog
 
 from integration_bus.http_limits import HttpLimits
+from integration_bus.http_server import HttpServer
 from integration_bus.runtime import Bus
 from integration_bus.web.console.app import make_app
-from integration_bus.web.serve import HttpServer
 from tests.console_support import PASSWORD, build
 from tests.support.probe import running
 

@@ -1,4 +1,4 @@
-"""The one HTTP runner (integration_bus.web.serve) on real sockets: read deadlines that trickling
+"""The one HTTP runner (integration_bus.http_server) on real sockets: read deadlines that trickling
 cannot extend, the connection limit (slow clients evicted first, 503 when all are busy), bounded
 logs, and no OpenAPI schema unless enabled. The webhook receiver under 300 slow clients, in its
 own process with a descriptor limit: tests/rest_shop/test_slow_clients.py."""
@@ -18,7 +18,7 @@ import pytest
 from fastapi import Request, Response
 
 from integration_bus.http_limits import HttpLimits
-from integration_bus.web.serve import HttpServer, api
+from integration_bus.http_server import HttpServer, api
 from tests.support.probe import wait_for
 
 

@@ -87,3 +87,9 @@ def test_the_example_config_model_refuses_a_typo_and_a_missing_folder(tmp_path: 
     with Bus(load_config(config_dir, registry, {}), registry=registry).open() as bus, \
             pytest.raises(ConfigError, match="does not exist"):
         bus.sink("sales_csv")
+
+
+def test_the_services_example_runs_as_printed() -> None:
+    module = types.ModuleType("services_example")
+    exec(compile(_block("services", "python"), "docs/plugins.md", "exec"), module.__dict__)
+    assert module.__dict__["probe"] is False  # a closed breaker: a normal call

@@ -27,7 +27,7 @@ from connectors.pos_file.ledger import FileEntry, FileLedger
 from connectors.pos_file.parser import Layout
 from connectors.pos_file.publish import Checkpoint, WindowPublisher
 from connectors.pos_file.scan import Scan, scan_file
-from integration_bus.connector import Publisher
+from integration_bus.connector import Backoff, Publisher
 
 __all__ = ["Ingestor", "Outcome"]
 
@@ -102,14 +102,13 @@ class Ingestor:
 
     def _publish(self, claimed: Claimed, handle: BinaryIO, scan: Scan, entry: FileEntry,
                  publisher: Publisher, stop: threading.Event) -> str:
-        backoff = 0.5
+        retry = Backoff(first=0.5, cap=30.0).start()
         while True:
             progress = self._windows.run(claimed, handle, scan, entry, publisher, stop)
             if progress != "failed":
                 break
-            if stop.wait(backoff):
+            if retry.wait(stop):
                 return "stopped"
-            backoff = min(backoff * 2, 30.0)
         if progress == "stopped":
             return progress
         entry.state = "published"

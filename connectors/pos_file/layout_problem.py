@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
+from integration_bus.connector import ConfigProblem
+
 __all__ = ["LayoutProblem"]
 
 
-class LayoutProblem(ValueError):
+class LayoutProblem(ConfigProblem):
     """A layout-level problem: ``path`` into the YAML (below the model that raised it) and an
-    optional ``hint``; the loader turns it into a LayoutError at that file:line:col."""
-
-    def __init__(self, path: tuple[str | int, ...], message: str, *,
-                 hint: str | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.hint = hint
+    optional ``hint``; the loader reports it as a LayoutError at that file:line:col."""

@@ -25,37 +25,27 @@ way (retried like a dropped connection, naming the endpoint without credentials)
 from __future__ import annotations
 
 import math
-import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
-from connectors.rest_shop.config import DEFAULT_MAX_RESPONSE, AuthConfig, HttpTimeouts
+from connectors.rest_shop.config import DEFAULT_MAX_RESPONSE, AuthConfig
 from connectors.rest_shop.metrics import RestShopMetrics
 from connectors.rest_shop.ratelimit import ShopPacer, parse_retry_after
 from integration_bus.connector import (
-    ACCEPT_ENCODING,
+    Backoff,
+    HttpTimeouts,
     ResponseDecodeError,
     ResponseTooLarge,
     TransientError,
+    http_client,
     read_body,
 )
 
-__all__ = ["ClientPolicy", "ShopClient", "http_timeout", "no_delay_transport"]
+__all__ = ["ClientPolicy", "ShopClient"]
 _SAFE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-
-
-def no_delay_transport() -> httpx.HTTPTransport:
-    """A transport with TCP_NODELAY: httpx may write a request's head and body separately;
-    with Nagle's algorithm the second write could wait for the server's delayed ACK."""
-    return httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-
-
-def http_timeout(timeouts: HttpTimeouts) -> httpx.Timeout:
-    return httpx.Timeout(connect=timeouts.connect / 1000, read=timeouts.read / 1000,
-                         write=timeouts.write / 1000, pool=timeouts.pool / 1000)
 
 
 class ClientPolicy:
@@ -67,6 +57,8 @@ class ClientPolicy:
         self.backoff = backoff
         self.max_retry_after = max_retry_after
         self.max_inline_wait = max_inline_wait
+        #: 5xx, timeouts, connection errors: ``backoff`` doubling up to ``max_retry_after``
+        self.retry = Backoff(first=backoff / 1000, cap=max_retry_after / 1000)
 
 
 class ShopClient:
@@ -83,18 +75,15 @@ class ShopClient:
         self._policy = policy
         self._metrics = metrics
         self._sleep = sleep
-        self._backoff_ms = 0
-        headers: dict[str, str] = {"Accept": "application/json",
-                                   "Accept-Encoding": ACCEPT_ENCODING}
+        self._failures = policy.retry.start()
+        headers: dict[str, str] = {"Accept": "application/json"}
         basic: httpx.BasicAuth | None = None
         if auth.kind == "token" and auth.token is not None:
             token = auth.token.get_secret_value()
             headers[auth.header] = f"{auth.scheme} {token}" if auth.scheme else token
         elif auth.kind == "basic" and auth.username and auth.password is not None:
             basic = httpx.BasicAuth(auth.username, auth.password.get_secret_value())
-        self._http = httpx.Client(base_url=base_url, headers=headers, auth=basic,
-                                  timeout=http_timeout(timeouts), follow_redirects=False,
-                                  transport=no_delay_transport())
+        self._http = http_client(timeouts, base_url=base_url, headers=headers, auth=basic)
 
     def _count(self, outcome: str) -> None:
         self._metrics.requests.labels(self.shop, self._action, outcome).inc()
@@ -120,7 +109,8 @@ class ShopClient:
         where = {**(where or {}), "shop": self.shop}
         headers = {idempotency[0]: idempotency[1]} if idempotency else {}
         retry_safe = method.upper() in _SAFE_METHODS or idempotency is not None
-        attempt, self._backoff_ms = 0, 0
+        attempt = 0
+        self._failures.reset()
         while True:
             if attempt and not retry_safe and recheck is not None and recheck():
                 return None  # the earlier attempt did take effect
@@ -175,7 +165,7 @@ class ShopClient:
             self._count("server_error")
             return f"{status} {response.reason_phrase}", self._backoff()
         self._count("ok" if status < 400 else "client_error")
-        self._backoff_ms = 0
+        self._failures.reset()
         return response, 0.0
 
     def _exchange(self, method: str, url: str, json: Any, params: Mapping[str, str] | None,
@@ -195,9 +185,7 @@ class ShopClient:
                               request=request, extensions=streamed.extensions)
 
     def _backoff(self) -> float:
-        self._backoff_ms = (self._policy.backoff if not self._backoff_ms
-                            else min(self._backoff_ms * 2, self._policy.max_retry_after))
-        return self._backoff_ms / 1000
+        return self._failures.failed()
 
     def close(self) -> None:
         self._http.close()

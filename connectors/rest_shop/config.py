@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from integration_bus.connector import HttpLimits, Millis
+from integration_bus.connector import HttpLimits, HttpTimeouts, Millis
 
 __all__ = [
     "ACTION_PATHS",
@@ -54,15 +54,6 @@ DEFAULT_MAX_RESPONSE = 32 * 1024 * 1024  # bytes of one shop answer, decoded
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HttpTimeouts(_Model):
-    """Explicit httpx timeouts: nothing waits forever on a shop."""
-
-    connect: Millis = 5_000
-    read: Millis = 15_000
-    write: Millis = 15_000
-    pool: Millis = 5_000
 
 
 class AuthConfig(_Model):

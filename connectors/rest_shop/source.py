@@ -4,7 +4,7 @@
 Lifecycle: ``run(publisher, stop)`` binds the listening socket (a bind failure is a
 TransientError naming host:port, so the runtime retries with backoff), starts the bridge's
 publishing thread, serves until ``stop`` is set under the configured ``http`` limits (read
-deadlines, a connection limit, bounded error logs: ``integration_bus.web.serve``), then stops
+deadlines, a connection limit, bounded error logs: ``integration_bus.http_server``), then stops
 accepting, lets requests in flight finish and closes the bridge. The ``publisher`` the runtime
 hands in is not used: the bridge thread opens its own (publishers are thread-confined).
 """

@@ -43,7 +43,7 @@ from connectors.soap_erp.faults import (
     FaultClassifier,
     read_fault,
 )
-from connectors.soap_erp.http_transport import http_client, post
+from connectors.soap_erp.http_transport import endpoint_client, post
 from connectors.soap_erp.metrics import SoapMetrics
 from connectors.soap_erp.payload import to_plain
 from connectors.soap_erp.wsdl import LocalFiles, check_literal, zeep_settings
@@ -148,7 +148,7 @@ class SoapClient:
         self._proxy = self._zeep.create_service(  # type: ignore[no-untyped-call]
             port.binding.name, self.address)
         self.port = f"{service.name}/{port.name}"
-        self._http = http_client(config, resolve, pool_size)
+        self._http = endpoint_client(config, resolve, pool_size)
         self._closed = False
 
     def _port(self, document: Any) -> tuple[Any, Any]:
@@ -185,7 +185,7 @@ class SoapClient:
         every error names the operation and ``where`` (document number, envelope id...)."""
         context = {"operation": op.name, "endpoint": self.endpoint, **where}
         body = self._envelope(op, payload, context)
-        probe = self.breaker.admit(**context)
+        probe = self.breaker.admit(context)
         started = time.perf_counter()
         outcome = "ok"
         try:

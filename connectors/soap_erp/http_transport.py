@@ -31,13 +31,14 @@ from connectors.soap_erp.config import EndpointConfig, TlsConfig
 from connectors.soap_erp.faults import ErpUnavailable
 from connectors.soap_erp.xmlsafe import XmlSecurityError
 from integration_bus.connector import (
-    ACCEPT_ENCODING,
+    HttpTimeouts,
     ResponseDecodeError,
     ResponseTooLarge,
+    http_client,
     read_body,
 )
 
-__all__ = ["http_client", "post"]
+__all__ = ["endpoint_client", "post"]
 
 
 def _tls(config: TlsConfig, resolve: Callable[[str], Path]) -> ssl.SSLContext | bool:
@@ -51,18 +52,18 @@ def _tls(config: TlsConfig, resolve: Callable[[str], Path]) -> ssl.SSLContext | 
     return context
 
 
-def http_client(config: EndpointConfig, resolve: Callable[[str], Path],
-                pool_size: int) -> httpx.Client:
-    """An httpx client for one endpoint (thread-safe; ``pool_size`` connections at most)."""
+def endpoint_client(config: EndpointConfig, resolve: Callable[[str], Path],
+                    pool_size: int) -> httpx.Client:
+    """The connector API's HTTP client for one endpoint: its TLS and basic auth, the
+    operation timeout for reading, writing and waiting for one of ``pool_size`` pooled
+    connections (thread-safe)."""
     basic = config.basic_auth
-    operation = config.timeouts.operation / 1000
-    return httpx.Client(
+    operation = config.timeouts.operation
+    return http_client(
+        HttpTimeouts.from_millis(connect=config.timeouts.connect, read=operation,
+                                 write=operation, pool=operation),
         auth=httpx.BasicAuth(basic.username, basic.password.get_secret_value())
-        if basic else None, verify=_tls(config.tls, resolve), follow_redirects=False,
-        timeout=httpx.Timeout(connect=config.timeouts.connect / 1000, read=operation,
-                              write=operation, pool=operation),
-        limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
-        headers={"Accept-Encoding": ACCEPT_ENCODING, "User-Agent": "integration-bus"})
+        if basic else None, verify=_tls(config.tls, resolve), max_connections=pool_size)
 
 
 def post(http: httpx.Client, address: str, body: bytes, headers: Mapping[str, str], *,

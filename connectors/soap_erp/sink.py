@@ -53,7 +53,7 @@ from integration_bus.connector import (
     document_reference,
 )
 
-__all__ = ["SoapErpSink", "document_number", "load_pipeline"]
+__all__ = ["SoapErpSink", "document_number"]
 
 _DOUBT_MEMORY = 10_000
 
@@ -61,19 +61,6 @@ _DOUBT_MEMORY = 10_000
 def document_number(key: str, config: DocumentNumberConfig) -> str:
     """The external document number of an idempotency key (deterministic, ERP-safe text)."""
     return document_reference(key, config.prefix, config.length)
-
-
-def load_pipeline(path: str, context: ConnectorContext, field: str) -> Callable[
-        [Envelope], list[Envelope]]:
-    """A mapping file (relative to the project dir) compiled once; ConfigError if broken."""
-    from integration_bus.mapping import load_mapping
-
-    try:
-        return load_mapping(context.resolve(path), xref_dir=context.root / "mappings" / "xref",
-                            schemas_dir=context.root / "schemas")
-    except ConfigError as exc:
-        exc.with_context(field=field)
-        raise
 
 
 class SoapErpSink:
@@ -101,10 +88,10 @@ class SoapErpSink:
                 self._lookup_op = self._client.operation(config.lookup.operation,
                                                          field="lookup.operation")
             self._check_fields()
-            self._request_map = load_pipeline(config.request_mapping, context,
-                                              "request_mapping") \
+            self._request_map = context.load_mapping(config.request_mapping,
+                                                     "request_mapping") \
                 if config.request_mapping else None
-            self._reply_map = load_pipeline(config.reply.mapping, context, "reply.mapping") \
+            self._reply_map = context.load_mapping(config.reply.mapping, "reply.mapping") \
                 if config.reply is not None and config.reply.mapping else None
         except ConfigError as exc:
             self._client.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
 
 import click
@@ -52,8 +51,8 @@ def session_secret(bus: Bus) -> str:
 def console_command(config_dir: Path, host: str, port: int, session_hours: float,
                     secure_cookie: bool, migrate: bool) -> None:
     """Serve the operators' console (dead letters, overview, audit) until Ctrl-C."""
+    from integration_bus.http_server import HttpServer
     from integration_bus.web.console.app import make_app
-    from integration_bus.web.serve import HttpServer
 
     with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         if not Accounts(bus.store.db).list():
@@ -64,12 +63,10 @@ def console_command(config_dir: Path, host: str, port: int, session_hours: float
         server = HttpServer(app, host=host, port=port, limits=HttpLimits(), name="console",
                             log=structlog.get_logger("integration_bus.console"),
                             field="--port")
-        bound = server.bind()
-        click.echo(f"console on http://{host}:{bound}/ ; Ctrl-C stops", err=True)
-        runner = threading.Thread(target=server.run, args=(stop,), daemon=True)
-        runner.start()
-        while runner.is_alive():
-            runner.join(0.5)
+        server.start(stop)
+        click.echo(f"console on {server.url}/ ; Ctrl-C stops", err=True)
+        while not server.join(0.5):  # short joins: the main thread still takes signals
+            pass
 
 
 @click.group("users")

@@ -124,10 +124,10 @@ def _find_mapping(mapping: str, mappings: Path, schemas: Path) -> CompiledMappin
         return load_mapping(mapping, xref_dir=mappings / "xref", schemas_dir=schemas)
     found = load_mappings(mappings, schemas)
     if mapping not in found:
-        from integration_bus.mapping.suggest import did_you_mean
+        from integration_bus.suggest import closest
 
         raise ConfigError(f"no mapping named {mapping!r} in {mappings}",
-                          hint=did_you_mean(mapping, found) or
+                          hint=closest(mapping, found) or
                           "mappings: " + (", ".join(sorted(found)) or "(none)"))
     return found[mapping]
 

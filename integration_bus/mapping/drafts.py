@@ -28,7 +28,7 @@ import referencing.exceptions
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
 
 from integration_bus.errors import ConfigError
-from integration_bus.mapping.suggest import did_you_mean
+from integration_bus.suggest import closest
 
 __all__ = ["DEFAULT_DRAFT", "DRAFTS", "Draft", "Validators", "compile_schema", "draft_of"]
 
@@ -72,7 +72,7 @@ def draft_of(schema: Any, *, file: str | None = None) -> Draft:
     if found is None:
         raise ConfigError(f"$schema {uri!r} is not a JSON Schema draft the bus validates",
                           file=file, field="$schema",
-                          hint=did_you_mean(uri, [d.uri for d in DRAFTS]) or
+                          hint=closest(uri, [d.uri for d in DRAFTS]) or
                           "one of: " + ", ".join(d.uri for d in DRAFTS))
     return found
 

@@ -21,8 +21,8 @@ from integration_bus.mapping.functions import UNKNOWN, BindContext, BindError, F
 from integration_bus.mapping.grammar import ExpressionError, Parser
 from integration_bus.mapping.ops import binary_op, concat_op, unary_op
 from integration_bus.mapping.shapes import ANY, ListShape, ObjectShape, Shape
-from integration_bus.mapping.suggest import did_you_mean
 from integration_bus.mapping.values import to_text, truthy
+from integration_bus.suggest import closest
 
 __all__ = ["CompiledExpr", "ExprCompiler", "Scope"]
 
@@ -112,7 +112,7 @@ class ExprCompiler:
         name = node.name
         if name not in VARIABLES:
             raise ExpressionError(f"unknown variable {name}", node.pos,
-                                  hint=did_you_mean(name, VARIABLES) or
+                                  hint=closest(name, VARIABLES) or
                                   "variables: " + ", ".join(VARIABLES))
         if name == "$index" and not scope.in_loop:
             raise ExpressionError("$index is only defined inside $each or split", node.pos)
@@ -196,7 +196,7 @@ class ExprCompiler:
                     shape = shape.fields[segment.name]
                     continue
                 if shape.closed:
-                    hint = did_you_mean(segment.name, shape.fields) or _fields_hint(shape)
+                    hint = closest(segment.name, shape.fields) or _fields_hint(shape)
                     if len(node.segments) == 1 and node.base is None:
                         hint += (f"; to write the text {segment.name}, quote it inside the "
                                  f"expression: \"'{segment.name}'\"")
@@ -225,7 +225,7 @@ class ExprCompiler:
         spec = self.registry.get(node.name)
         if spec is None:
             raise ExpressionError(f"unknown function {node.name!r}", node.pos,
-                                  hint=did_you_mean(node.name, self.registry.names()) or
+                                  hint=closest(node.name, self.registry.names()) or
                                   "see docs/mapping-language.md for the function list")
         if not spec.accepts(len(node.args)):
             given = len(node.args) - 1 if node.piped else len(node.args)

@@ -38,8 +38,8 @@ from integration_bus.mapping.field_closures import (
 )
 from integration_bus.mapping.grammar import ExpressionError
 from integration_bus.mapping.shapes import ANY, ListShape, ObjectShape, Shape, item_of
-from integration_bus.mapping.suggest import did_you_mean
 from integration_bus.mapping.values import type_name
+from integration_bus.suggest import closest
 from integration_bus.yamlsafe import Locator
 
 __all__ = ["DIRECTIVES", "SpecCompiler"]
@@ -171,7 +171,7 @@ class SpecCompiler:
                     raise self.locator.error(f"{key!r} mixed with $ directives", (*loc, key),
                                              key=True, hint="put the fields under $map or $value")
                 raise self.locator.error(f"unknown directive {key!r}", (*loc, key), key=True,
-                                         hint=did_you_mean(key, DIRECTIVES) or
+                                         hint=closest(key, DIRECTIVES) or
                                          "directives: " + ", ".join(DIRECTIVES))
         if "$when" in spec:  # only reachable for a list item or a top-level value
             raise self.locator.error("$when only applies to a field of an object", (*loc, "$when"),

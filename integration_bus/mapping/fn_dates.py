@@ -21,8 +21,8 @@ from integration_bus.mapping.functions import (
     FunctionSpec,
     built_in,
 )
-from integration_bus.mapping.suggest import did_you_mean
 from integration_bus.mapping.values import DECIMAL_CONTEXT, to_decimal, to_text, type_name
+from integration_bus.suggest import closest
 
 __all__ = ["SPECS", "zone"]
 
@@ -196,7 +196,7 @@ def _bind_checks(impl: Any, *, zones: tuple[int, ...] = (), formats: tuple[int, 
             except MappingError as exc:
                 hint = exc.context.get("hint")
                 if index in zones:
-                    hint = did_you_mean(str(value), _zone_names()) or \
+                    hint = closest(str(value), _zone_names()) or \
                         "use an IANA name such as Europe/Berlin"
                 raise BindError(exc.message, index, hint=hint) from exc
         return impl

@@ -68,10 +68,10 @@ def _bind_round(ctx: BindContext, args: tuple[Any, ...]) -> Any:
     places = literal_int(args, 1, "scale", 0, MAX_SCALE, default=0)
     mode: Any = args[2] if len(args) > 2 else DEFAULT_ROUNDING
     if mode is not UNKNOWN and mode not in ROUNDING_MODES:
-        from integration_bus.mapping.suggest import did_you_mean
+        from integration_bus.suggest import closest
 
         raise BindError(f"unknown rounding mode {mode!r}", 2,
-                        hint=did_you_mean(str(mode), ROUNDING_MODES) or
+                        hint=closest(str(mode), ROUNDING_MODES) or
                         "use one of " + ", ".join(ROUNDING_MODES))
     if isinstance(places, int) and mode is not UNKNOWN:
         exponent = _EXPONENTS[places]

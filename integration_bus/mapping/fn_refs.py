@@ -11,8 +11,8 @@ from typing import Any
 
 from integration_bus.errors import MappingError
 from integration_bus.mapping.functions import UNKNOWN, BindContext, BindError, FunctionSpec
-from integration_bus.mapping.suggest import did_you_mean
 from integration_bus.mapping.values import to_text, type_name
+from integration_bus.suggest import closest
 
 __all__ = ["SPECS", "xref_key"]
 
@@ -39,12 +39,12 @@ def _bind_xref(ctx: BindContext, args: tuple[Any, ...]) -> Callable[..., Any]:
     if table is None:
         known = sorted(ctx.tables)
         raise BindError(f"unknown xref table {table_name!r}", 1,
-                        hint=did_you_mean(table_name, known) or
+                        hint=closest(table_name, known) or
                         (f"tables: {', '.join(known)}" if known else
                          "put NAME.csv or NAME.yaml in mappings/xref/"))
     if column and column not in table.columns:
         raise BindError(f"xref table {table_name!r} has no column {column!r}", 1,
-                        hint=did_you_mean(column, table.columns) or
+                        hint=closest(column, table.columns) or
                         f"columns: {', '.join(table.columns)}")
     values = table.column(column or None)
     has_default = len(args) > 2
@@ -71,7 +71,7 @@ def _bind_lookup(ctx: BindContext, args: tuple[Any, ...]) -> Callable[..., Any]:
     if resolver is None:
         known = sorted(ctx.resolvers)
         raise BindError(f"unknown lookup {name!r}", 1,
-                        hint=did_you_mean(name, known) or
+                        hint=closest(name, known) or
                         (f"lookups: {', '.join(known)}" if known else
                          "no lookups are configured for this bus"))
     has_default = len(args) > 2

@@ -11,8 +11,6 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from integration_bus.errors import ConfigError
 from integration_bus.mapping.builtin_functions import default_registry
 from integration_bus.mapping.compiled_mapping import CompiledMapping, MappingInfo
@@ -26,11 +24,12 @@ from integration_bus.mapping.functions import (
     XrefTable,
 )
 from integration_bus.mapping.grammar import Parser
-from integration_bus.mapping.model import MappingFile, pydantic_error
+from integration_bus.mapping.model import MappingFile
 from integration_bus.mapping.shapes import ANY, Shape
 from integration_bus.mapping.step_compiler import Step, StepCompiler
 from integration_bus.mapping.validation import LoadedSchema, SchemaStore
 from integration_bus.mapping.xref import Table, load_tables
+from integration_bus.yamlmodel import validate_model
 from integration_bus.yamlsafe import Locator, read_yaml
 
 __all__ = ["Loader", "find_dir", "mapping_files"]
@@ -73,10 +72,7 @@ class Loader:
         if not isinstance(data, dict):
             raise locator.error("a mapping file must be a YAML mapping", (),
                                 hint="start with 'name:', 'output:' and 'steps:'")
-        try:
-            spec = MappingFile.model_validate(data)
-        except ValidationError as exc:
-            raise pydantic_error(exc, locator, (), data, MappingFile) from exc
+        spec = validate_model(MappingFile, data, locator)
         tables = _Recording(self.tables)
         exprs = ExprCompiler(self.registry, BindContext(tables, self.resolvers), self.parser)
         specs = SpecCompiler(exprs, locator)

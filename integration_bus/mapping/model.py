@@ -3,23 +3,18 @@
 They validate the structure (unknown keys are refused with did-you-mean by the loader) and
 generate the JSON Schemas editors use (:func:`mapping_file_schema`, :func:`sidecar_file_schema`).
 Expressions stay text here; :mod:`.step_compiler` compiles them with their file positions.
-:func:`pydantic_error` turns a validation error of these models into a located ConfigError.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
-
-from integration_bus.errors import ConfigError
-from integration_bus.mapping.suggest import did_you_mean
-from integration_bus.yamlsafe import Locator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 __all__ = [
     "STEP_KINDS", "STEP_MODELS", "CheckSpec", "ErrorExpect", "Expect", "FilterSpec", "InputSpec",
     "JsonataSpec", "LookupSpec", "MappingFile", "OutputSpec", "SidecarCase", "SidecarFile",
-    "SplitSpec", "ValidateSpec", "mapping_file_schema", "pydantic_error", "sidecar_file_schema",
+    "SplitSpec", "ValidateSpec", "mapping_file_schema", "sidecar_file_schema",
 ]
 
 _EXPR = {"type": "string", "description": "An expression, e.g. \"sku | trim | upper\"."}
@@ -244,57 +239,3 @@ StepKind = Literal["map", "set", "rename", "drop", "filter", "split", "lookup", 
                    "jsonata", "check"]
 STEP_MODELS: dict[str, type[BaseModel]] = {kind: _step_model(kind, body)
                                            for kind, body in STEP_KINDS.items()}
-
-
-def pydantic_error(exc: ValidationError, locator: Locator, prefix: tuple[str | int, ...],
-                   data: Any, model: type[BaseModel]) -> ConfigError:
-    """The first pydantic error as a located ConfigError (with did-you-mean for unknown keys)."""
-    errors = exc.errors()
-    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc: list[str | int] = []
-    node = data
-    for part in error["loc"]:
-        inside = part in node if isinstance(node, dict) else \
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        if inside:
-            loc.append(part)
-            node = node[part]
-    kind = error["type"]
-    path = (*prefix, *loc)
-    if kind == "extra_forbidden":
-        bad = str(loc[-1]) if loc else "?"
-        allowed = _keys_at(model, loc[:-1])
-        return locator.error(f"unknown key {bad!r}", path, key=True,
-                             hint=did_you_mean(bad, allowed) or
-                             ("keys: " + ", ".join(sorted(allowed)) if allowed else None))
-    if kind == "missing":
-        return locator.error(f"missing key {error['loc'][-1]!r}", path, key=bool(loc))
-    return locator.error(error["msg"], path)
-
-
-def _keys_at(model: type[BaseModel], loc: list[str | int]) -> list[str]:
-    """Keys allowed at ``loc`` inside ``model`` (following model, list and optional fields)."""
-    current: Any = model
-    for part in loc:
-        current = _model_of(current)
-        if current is None:
-            return []
-        if isinstance(part, int):
-            continue
-        fields = {f.alias or name: f for name, f in current.model_fields.items()}
-        if part not in fields:
-            return []
-        current = fields[part].annotation
-    found = _model_of(current)
-    return [] if found is None else [f.alias or name for name, f in found.model_fields.items()]
-
-
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation such as ``X | None`` or ``list[X]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None

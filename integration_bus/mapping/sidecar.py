@@ -15,14 +15,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from integration_bus.envelope import Envelope
 from integration_bus.errors import BusError, ConfigError
 from integration_bus.mapping.compiled_mapping import CompiledMapping
 from integration_bus.mapping.functions import Resolver
 from integration_bus.mapping.loader import Loader
-from integration_bus.mapping.model import SidecarCase, SidecarFile, pydantic_error
+from integration_bus.mapping.model import SidecarCase, SidecarFile
+from integration_bus.yamlmodel import validate_model
 from integration_bus.yamlsafe import read_yaml
 
 __all__ = ["CaseResult", "PreparedCase", "SidecarRunner", "TestReport", "run_sidecar_tests"]
@@ -112,10 +111,7 @@ class SidecarRunner:
 
     def _collect_file(self, file: Path) -> list[PreparedCase | CaseResult]:
         data, locator = read_yaml(file, decimals=True)
-        try:
-            spec = SidecarFile.model_validate(data)
-        except ValidationError as exc:
-            raise pydantic_error(exc, locator, (), data, SidecarFile) from exc
+        spec = validate_model(SidecarFile, data, locator)
         mapping_path = file.parent / (spec.mapping or file.name.replace("_test.yaml", ".yaml"))
         if not mapping_path.is_file():
             raise locator.error(f"mapping file {mapping_path.name} not found", ("mapping",),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from integration_bus.errors import ConfigError, MappingError
 from integration_bus.mapping import docpath
@@ -36,13 +36,13 @@ from integration_bus.mapping.model import (
     JsonataSpec,
     LookupSpec,
     SplitSpec,
-    pydantic_error,
 )
 from integration_bus.mapping.shapes import ANY, ObjectShape, Shape, item_of
 from integration_bus.mapping.step_closures import dropper, renamer, setter, splitter
-from integration_bus.mapping.suggest import did_you_mean
 from integration_bus.mapping.validation import SchemaStore
 from integration_bus.mapping.values import to_text, truthy, type_name
+from integration_bus.suggest import closest
+from integration_bus.yamlmodel import validate_model
 
 __all__ = ["Step", "StepCompiler"]
 
@@ -108,7 +108,7 @@ class StepCompiler:
         unknown = [k for k in raw if k not in STEP_MODELS and k != "name"]
         if unknown:
             raise self.locator.error(f"unknown step {unknown[0]!r}", (*loc, unknown[0]), key=True,
-                                     hint=did_you_mean(unknown[0], STEP_MODELS) or
+                                     hint=closest(unknown[0], STEP_MODELS) or
                                      "steps: " + ", ".join(STEP_MODELS))
         if len(kinds) != 1:
             raise self.locator.error("a step needs exactly one kind" +
@@ -117,10 +117,7 @@ class StepCompiler:
         return str(kinds[0])
 
     def _parse_model(self, model: type[BaseModel], raw: Any, loc: Loc) -> Any:
-        try:
-            return model.model_validate(raw)
-        except ValidationError as exc:
-            raise pydantic_error(exc, self.locator, loc, raw, model) from exc
+        return validate_model(model, raw, self.locator, loc)
 
     # --- one method per kind: (body, loc, scope) -> ((apply, test, items), shape after) ---
 
@@ -310,4 +307,4 @@ class StepCompiler:
         name = segments[-1].name
         if isinstance(parent, ObjectShape) and parent.closed and name not in parent.fields:
             raise self.locator.error(f"unknown field {name!r}", loc, key=True,
-                                     hint=did_you_mean(name, parent.fields))
+                                     hint=closest(name, parent.fields))

@@ -24,7 +24,7 @@ from integration_bus.errors import ConfigError, MappingError
 from integration_bus.mapping.conform import Conformer, Plan, plan_for
 from integration_bus.mapping.drafts import Draft, Validators, compile_schema
 from integration_bus.mapping.shapes import Shape, from_schema
-from integration_bus.mapping.suggest import did_you_mean
+from integration_bus.suggest import closest
 
 __all__ = ["SCHEMA_REF", "LoadedSchema", "SchemaStore", "load_schema"]
 
@@ -128,7 +128,7 @@ class SchemaStore:
         if path is None:
             where = str(self.directory) if self.directory else "no schemas directory"
             raise ConfigError(f"unknown schema {ref!r} (looked in {where})",
-                              hint=did_you_mean(ref, self._index()) or
+                              hint=closest(ref, self._index()) or
                               f"create {ref.split('@')[0]}.v{ref.split('@')[1]}.json")
         loaded = self._load(ref, path)
         self._loaded[ref] = loaded

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from integration_bus.errors import ConfigError
-from integration_bus.mapping.suggest import did_you_mean
+from integration_bus.suggest import closest
 from integration_bus.yamlsafe import MAX_FILE_BYTES, read_yaml
 
 __all__ = ["Table", "load_tables"]
@@ -118,7 +118,7 @@ def _load_yaml(path: Path) -> Table:
             missing = [k for k in data if k not in values]
             if missing:
                 raise locator.error(f"column {column!r} has no value for {missing[0]!r}",
-                                    (missing[0],), hint=did_you_mean(column, data[missing[0]]))
+                                    (missing[0],), hint=closest(column, data[missing[0]]))
     return Table(path.stem, str(path), columns or {"value": {}})
 
 

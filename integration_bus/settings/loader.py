@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +28,13 @@ from integration_bus.settings.models import (
     RouteSettings,
 )
 from integration_bus.settings.yamlsource import Located, Path_, load_yaml
+from integration_bus.yamlmodel import validation_errors
 
 __all__ = ["CONFIG_FILE", "Config", "ConfigErrors", "Instance", "load_config"]
 
 CONFIG_FILE = "bus.yaml"
 _NAME_RE = re.compile(NAME_PATTERN)
+_NAME_HINT = "names are lower-case letters, digits, '_' and '-'"
 
 
 class ConfigErrors(ConfigError):
@@ -155,8 +155,7 @@ def _validate_sections(located: Located, errors: list[ConfigError]) -> BusSettin
                 _collect(item_model, item, (key, name), located, errors)
                 if not isinstance(name, str) or not _NAME_RE.match(name):
                     errors.append(located.error((key, name), f"invalid name {name!r}",
-                                                value=False, hint=_hint_for(
-                                                    "string_pattern_mismatch")))
+                                                value=False, hint=_NAME_HINT))
         else:
             _collect(info.annotation, value, (key,), located, errors)
     unknown = {e.context.get("field") for e in errors[before:]
@@ -166,7 +165,7 @@ def _validate_sections(located: Located, errors: list[ConfigError]) -> BusSettin
     try:  # unknown top-level keys are reported; the rest is still checked further
         return BusSettings.model_validate({k: v for k, v in data.items() if k not in unknown})
     except ValidationError as exc:  # anything the section checks could not see
-        errors.extend(_translate(exc, located, BusSettings, ()))
+        errors.extend(validation_errors(exc, located.locator, BusSettings))
         return None
 
 
@@ -176,7 +175,7 @@ def _collect(model: Any, value: Any, path: Path_, located: Located,
     try:
         adapter.validate_python(value)
     except ValidationError as exc:
-        errors.extend(_translate(exc, located, _unwrap(model), path))
+        errors.extend(validation_errors(exc, located.locator, model, path))
 
 
 def _instance(section: str, name: str, instance: ConnectorInstance, registry: Registry,
@@ -199,7 +198,7 @@ def _instance(section: str, name: str, instance: ConnectorInstance, registry: Re
     try:
         config = model.model_validate(options)
     except ValidationError as exc:
-        errors.extend(_translate(exc, located, model, path))
+        errors.extend(validation_errors(exc, located.locator, model, path))
         return None
     return Instance(name=name, connector=plugin.name, config=config)
 
@@ -227,67 +226,3 @@ def _check_reconcile(settings: BusSettings, located: Located,
         if name is not None and name not in known:
             errors.append(located.error(("reconcile", key), f"no source or sink named {name!r}",
                                         hint=did_you_mean(name, known)))
-
-
-def _translate(exc: ValidationError, located: Located, model: type[BaseModel],
-               prefix: Path_) -> list[ConfigError]:
-    out = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc: Path_ = tuple(err["loc"])
-        path = (*prefix, *loc)
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            known = _fields_at(model, loc[:-1])
-            out.append(located.error(path, f"unknown key {loc[-1]!r}", value=False,
-                                     hint=did_you_mean(str(loc[-1]), known)))
-        elif kind == "missing":
-            out.append(located.error(path[:-1] if path else path,
-                                     f"missing required key {loc[-1]!r}", value=False))
-        else:
-            message = err["msg"].removeprefix("Value error, ")
-            out.append(located.error(path, message, hint=_hint_for(kind)))
-    return out
-
-
-def _hint_for(kind: str) -> str | None:
-    return {
-        "int_parsing": "write a whole number",
-        "int_type": "write a whole number",
-        "bool_parsing": "write true or false",
-        "list_type": "write a YAML list: [a, b] or one '- item' per line",
-        "dict_type": "write a mapping of key: value lines",
-        "model_type": "write a mapping of key: value lines",
-        "string_type": "quote the value",
-        "string_pattern_mismatch": "names are lower-case letters, digits, '_' and '-'",
-    }.get(kind)
-
-
-def _fields_at(model: Any, loc: Path_) -> list[str]:
-    """The key names a model accepts at ``loc`` (for did-you-mean on unknown keys)."""
-    current: Any = model
-    for part in loc:
-        current = _unwrap(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            info = current.model_fields.get(str(part)) or next(
-                (f for f in current.model_fields.values() if f.alias == part), None)
-            if info is None:
-                return []
-            current = info.annotation
-        elif typing.get_origin(current) in (dict, list):
-            current = typing.get_args(current)[-1]
-        else:
-            return []
-    current = _unwrap(current)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or n for n, f in current.model_fields.items()]
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return _unwrap(args[0])
-    return annotation

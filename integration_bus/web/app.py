@@ -1,5 +1,5 @@
 """``GET /availability?sku=&location=`` and ``GET /health``, served by ``bus run`` on the bus's
-HTTP runner (:mod:`integration_bus.web.serve`: read deadlines, a connection limit, no OpenAPI
+HTTP runner (:mod:`integration_bus.http_server`: read deadlines, a connection limit, no OpenAPI
 schema or docs unless ``availability.http.docs``).
 
 Answers come from a cache whose staleness is bounded and stated: an entry is read from the store
@@ -22,9 +22,9 @@ from fastapi import FastAPI, HTTPException, Query
 
 from integration_bus.errors import StoreUnavailable
 from integration_bus.http_limits import HttpLimits
+from integration_bus.http_server import HttpServer, api
 from integration_bus.retail.projection import Stock, StockProjection
 from integration_bus.runtime import Bus
-from integration_bus.web.serve import HttpServer, api
 
 __all__ = ["AvailabilityCache", "availability_service", "make_app", "serve"]
 

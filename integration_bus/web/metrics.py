@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from integration_bus.http_limits import HttpLimits
+from integration_bus.http_server import HttpServer, api
 from integration_bus.watch import Readiness
-from integration_bus.web.serve import HttpServer, api
 
 __all__ = ["serve_metrics", "watch_app"]
 
@@ -62,6 +62,6 @@ def serve_metrics(registry: CollectorRegistry, port: int, stop: threading.Event,
     server = HttpServer(watch_app(registry, readiness, limits=limits), host=addr, port=port,
                         limits=limits, name="metrics", field="metrics.port",
                         log=structlog.get_logger("integration_bus.metrics"))
-    bound = server.bind()
-    threading.Thread(target=server.run, args=(stop,), name="metrics-http", daemon=True).start()
-    return bound
+    server.start(stop)
+    assert server.port is not None  # bound by start()
+    return server.port

@@ -101,7 +101,7 @@ def test_mistake_is_located_with_a_hint(tmp_path: Path, steps: str, marker: str,
     ("name: t\noutput: {type: a.b}\nsteps:\n  - map: &x {a: b}\n  - map: *x\n", "anchors", 4),
     ("name: t\noutput: !custom {type: a.b}\nsteps: []\n", "tag", 2),
     ("name: t\noutput:\n  type: a.b\n  type: c.d\nsteps:\n  - map: {a: b}\n", "duplicate", 4),
-    ("name: t\nsteps:\n  - map: {a: b}\n", "missing key 'output'", 1),
+    ("name: t\nsteps:\n  - map: {a: b}\n", "missing required key 'output'", 1),
     ("name: t\noutput: {typ: a.b}\nsteps:\n  - map: {a: b}\n", "unknown key 'typ'", 2),
     ("name: t\noutput: {type: a.b}\nsteps:\n\t- map: {a: b}\n", "invalid YAML", 4),
 ])

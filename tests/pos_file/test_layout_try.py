@@ -65,7 +65,7 @@ def test_a_wrong_layout_exits_2_with_its_file_line_and_a_hint(tmp_path: Path) ->
                       "      - {name: price, start: 1, length: 8, type: decimal, point: true}\n")
     code, out = bus("layout", "try", str(layout), str(DAILY))
     assert code == 2
-    assert "L.yaml:7:9: records.r.fields.0: field 'price': point: true needs a scale" in out
+    assert "L.yaml:7:9: records.r.fields[0]: field 'price': point: true needs a scale" in out
     assert "hint: add e.g. scale: 2" in out
 
 
@@ -87,6 +87,6 @@ def test_plain_bus_lint_refuses_a_layout_mistake_with_a_hint(tmp_path: Path) -> 
         "routes:\n  prices: {from: [pos.price], to: [out]}\n")
     code, out = bus("lint", "--config-dir", str(tmp_path / "config"))
     assert code == 2
-    assert "prices.yaml:8:9: records.price.fields.1: field 'price': point: true needs a " \
+    assert "prices.yaml:8:9: records.price.fields[1]: field 'price': point: true needs a " \
            "scale" in out and "(instance=sources.tills)" in out
     assert "hint: add e.g. scale: 2 (money)" in out

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from connectors.soap_erp.breaker import CircuitBreaker, CircuitOpen
+from connectors.soap_erp.breaker import CircuitBreaker, CircuitOpen, endpoint_breaker
 from connectors.soap_erp.config import BreakerConfig
 from connectors.soap_erp.fakeerp import ErpServer, Injection
 from connectors.soap_erp.faults import ErpUnavailable
@@ -32,8 +32,8 @@ class Clock:
 
 def _breaker(clock: Clock, registry: CollectorRegistry | None = None) -> CircuitBreaker:
     metrics = SoapMetrics(registry) if registry is not None else None
-    return CircuitBreaker("http://erp/x", BreakerConfig(failures=3, open_for="10s"),
-                          probe_lease=30.0, metrics=metrics, clock=clock)
+    return endpoint_breaker("http://erp/x", BreakerConfig(failures=3, open_for="10s"),
+                            probe_lease=30.0, metrics=metrics, clock=clock)
 
 
 def test_opens_after_n_consecutive_failures_and_a_success_resets() -> None:
@@ -52,7 +52,7 @@ def test_opens_after_n_consecutive_failures_and_a_success_resets() -> None:
     breaker.failed()
     assert str(breaker.state) == "open"
     with pytest.raises(CircuitOpen) as caught:
-        breaker.admit(document_number="IB1")
+        breaker.admit({"document_number": "IB1"})
     assert caught.value.context["retry_after_ms"] == 10_000
     assert caught.value.context["endpoint"] == "http://erp/x"
     assert caught.value.context["document_number"] == "IB1"

@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from connectors.rest_shop.client import no_delay_transport
 from connectors.rest_shop.signatures import sign
+from integration_bus.connector import HttpTimeouts, http_client
 
 __all__ = ["Attempt", "Delivery", "Subscription", "WebhookSender"]
 
@@ -69,9 +69,10 @@ class WebhookSender:
     def __init__(self, *, timeout: float = 10.0, retry_delays: Sequence[float] = (
             0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2), max_attempts: int = 8,
             disable_after: int = 5) -> None:
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout),
-                                    limits=httpx.Limits(max_connections=64),
-                                    transport=no_delay_transport())
+        wait = round(timeout * 1000)
+        self._client = http_client(HttpTimeouts.from_millis(connect=wait, read=wait,
+                                                            write=wait, pool=wait),
+                                   max_connections=64)
         self._delays = list(retry_delays)
         self._max_attempts = max_attempts
         self._disable_after = disable_after

@@ -39,10 +39,9 @@ import threading
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from ruamel.yaml import YAML
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
-from integration_bus.connector import Millis
+from integration_bus.connector import Millis, load_model
 
 __all__ = ["FaultPlan", "Injection", "Mode", "Payload"]
 
@@ -72,6 +71,15 @@ class Injection(BaseModel):
     target: str | None = Field(None, description="xxe_file: a path; xxe_network: a URL")
 
 
+class _Rules(RootModel[list[Injection]]):
+    """A fault plan file: a YAML list of rules (an empty file: none)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_file(cls, data: object) -> object:
+        return [] if data is None else data
+
+
 class FaultPlan:
     """Rules plus their counters; thread-safe. ``pick`` is asked once per call."""
 
@@ -83,9 +91,9 @@ class FaultPlan:
 
     @classmethod
     def load(cls, path: Path) -> FaultPlan:
-        """A plan from a YAML list of rules (safe loader; validated)."""
-        data = YAML(typ="safe").load(path.read_text())
-        return cls(TypeAdapter(list[Injection]).validate_python(data or []))
+        """A plan from a YAML list of rules (the bus's safe reader; ConfigError at
+        file:line:col for a bad rule)."""
+        return cls(load_model(path, _Rules).root)
 
     def set(self, *rules: Injection) -> None:
         """Replace the rules (and reset the counters)."""

@@ -22,12 +22,12 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from integration_bus.errors import BusError, TransientError
 from integration_bus.http_limits import HttpLimits
+from integration_bus.http_server import api
 from integration_bus.operators import AccessDenied, Operator
 from integration_bus.runtime import Bus
 from integration_bus.web.console import auth
 from integration_bus.web.console.accounts import Accounts, LoginLimiter
 from integration_bus.web.console.pages import Console
-from integration_bus.web.serve import api
 
 __all__ = ["Console", "make_app"]
 

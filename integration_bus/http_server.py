@@ -38,11 +38,15 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict
+from types import TracebackType
 from typing import Any, ClassVar
 
 import h11
+import structlog
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
+from structlog.typing import FilteringBoundLogger
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from integration_bus.errors import TransientError
@@ -55,11 +59,11 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
 _RESERVE_FDS = 64  # for the store, the broker, files: never given to clients
 
 
-def api(limits: HttpLimits | None = None, **options: Any) -> FastAPI:
+def api(limits: HttpLimits | None = None, *, title: str = "integration-bus") -> FastAPI:
     """A FastAPI app whose OpenAPI schema and docs pages exist only if ``limits.docs``."""
     docs = limits is not None and limits.docs
     return FastAPI(openapi_url="/openapi.json" if docs else None,
-                   docs_url="/docs" if docs else None, redoc_url=None, **options)
+                   docs_url="/docs" if docs else None, redoc_url=None, title=title)
 
 
 class _Guard:
@@ -243,19 +247,83 @@ def _fd_budget(backlog: int) -> int | None:
 class HttpServer:
     """Serves one ASGI app on ``host:port`` (0: any free port) under ``limits``.
 
-    Lifecycle: ``bind()`` (optional: ``run`` binds if needed; a failure is a TransientError
-    naming host:port and ``field``), then ``run(stop)`` in the thread that should serve — it
-    returns once ``stop`` is set and requests in flight got ``shutdown_grace`` to finish, and
-    releases the socket. ``close()`` releases a socket bound but never served. ``port`` is the
-    bound port; ``listening`` is set while serving."""
+    Lifecycle: ``bind()`` (optional: ``run``/``start`` bind if needed; a failure is a
+    TransientError naming host:port and ``field``), then either
 
-    def __init__(self, app: Any, *, host: str, port: int, limits: HttpLimits, name: str,
-                 log: Any, field: str | None = None) -> None:
-        self.app, self.host, self.limits, self.name, self._log = app, host, limits, name, log
+    - ``run(stop)`` in the thread that should serve: it returns once ``stop`` is set and
+      requests in flight got ``shutdown_grace`` to finish, and releases the socket; or
+    - ``start()`` (or ``with server:``): serves in a daemon thread of its own and returns once
+      listening; ``stop()`` (idempotent) ends it the same way and joins the thread.
+
+    ``close()`` releases a socket bound but never served. ``port`` is the bound port (``url``
+    the base URL to reach it); ``listening`` is set while serving. ``log`` is a structlog
+    logger (one named ``integration_bus.http`` by default)."""
+
+    def __init__(self, app: ASGIApp, *, host: str, port: int, limits: HttpLimits, name: str,
+                 log: FilteringBoundLogger | None = None, field: str | None = None) -> None:
+        self.app, self.host, self.limits, self.name = app, host, limits, name
+        self._log: Any = log if log is not None else structlog.get_logger("integration_bus.http")
         self._wanted_port, self._field = port, field
         self._sock: socket.socket | None = None
         self.port: int | None = None
         self.listening = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the bound socket. Raises RuntimeError before ``bind()``."""
+        if self.port is None:
+            raise RuntimeError(f"server {self.name} is not bound yet: bind() or start() first")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self, stop: threading.Event | None = None, *,
+              timeout: float = 10.0) -> HttpServer:
+        """Bind, then serve in a daemon thread until :meth:`stop` (or ``stop``, an event the
+        caller shares with other threads, is set — :meth:`stop` then sets that event too);
+        returns once listening. Raises TransientError when it cannot bind or did not start
+        within ``timeout`` seconds."""
+        if self._thread is not None:
+            return self
+        self.bind()
+        if stop is not None:
+            self._stop = stop
+        thread = threading.Thread(target=self.run, args=(self._stop,), daemon=True,
+                                  name=f"http:{self.name}:{self.port}")
+        self._thread = thread
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.listening.wait(0.05):
+            if not thread.is_alive() or time.monotonic() > deadline:
+                if self._stop.is_set():
+                    break  # stopped before it got going: nothing to report
+                raise TransientError(f"the {self.name} server on {self.url} did not start",
+                                     field=self._field)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End what :meth:`start` began (requests in flight get ``shutdown_grace``) and wait up
+        to ``timeout`` seconds for the thread; releases the socket. Idempotent."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the serving thread of :meth:`start`; True once it
+        ended (or was never started)."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def __enter__(self) -> HttpServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
     def bind(self) -> int:
         if self._sock is not None:
