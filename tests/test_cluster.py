@@ -157,10 +157,17 @@ class Meter:
         return self.samples[-1][1] if self.samples else 0
 
     def rate(self, start: float, end: float) -> float:
-        inside = [(t, c) for t, c in self.samples if start <= t <= end]
-        if len(inside) < 2 or inside[-1][0] == inside[0][0]:
+        """Effects per second from the last sample at or before ``start`` to the first at or
+        after ``end``: a window shorter than the sampling interval (a fast flow) still has
+        two samples around it."""
+        samples = list(self.samples)
+        if not samples:
             return 0.0
-        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+        first = next((s for s in reversed(samples) if s[0] <= start), samples[0])
+        last = next((s for s in samples if s[0] >= end), samples[-1])
+        if last[0] <= first[0]:
+            return 0.0
+        return (last[1] - first[1]) / (last[0] - first[0])
 
 
 def test_node_and_worker_killed_under_load_lose_nothing_and_duplicate_nothing(
