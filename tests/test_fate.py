@@ -78,10 +78,9 @@ def test_every_bus_error_is_in_exactly_one_class() -> None:
 
 
 def test_the_operator_refusals_are_request_errors() -> None:
-    from integration_bus.store.dead_letters import AmbiguousId
-
     from integration_bus.deadletters.console import EditRefused
     from integration_bus.operators import AccessDenied
+    from integration_bus.store.dead_letters import AmbiguousId
     assert all(issubclass(e, RequestError) for e in (AccessDenied, AmbiguousId, EditRefused))
 
 
