@@ -537,6 +537,7 @@ def test_a_recheck_that_found_the_stock_gone_is_sent_again_and_the_deadline_stil
         stock=_WorldStock(world), open_publisher=None, log=structlog.get_logger(),  # type: ignore[arg-type]
         reject=None, record=None, metrics=None,  # type: ignore[arg-type]
         stage=lambda envelopes, cursor: staged.extend(envelopes),
+        compile_mapping=None,  # type: ignore[arg-type]  (the source loads no mapping)
         clock=lambda: clock[0], sagas=world.book, sinks=lambda name: _SagaSink(world.policy))
     source = OrderRecheckSource(OrderRecheckConfig(sink="orders", interval="1s"), context)
     # When the projection shows SCK for a moment (the source nudges the order), but it is gone
