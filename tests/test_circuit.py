@@ -92,7 +92,7 @@ def test_open_circuit_pauses_the_route_without_burning_attempts(
 @pytest.mark.rabbitmq
 def test_a_flapping_route_does_not_pile_up_consumer_callbacks(
         tmp_path: Path, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import integration_bus.transport.amqp as amqp
+    import integration_bus.transport.amqp_consume as amqp_consume
 
     config_dir = write_config(tmp_path, f"""
         broker: {{url: "{rabbitmq_url}"}}
@@ -115,7 +115,7 @@ def test_a_flapping_route_does_not_pile_up_consumer_callbacks(
             consumer.fetch(1, 0)
             assert len(channel.callbacks) == base + 20
             # ... and are forgotten once that while has passed
-            monkeypatch.setattr(amqp, "KEEP_CANCELLED", 0.0)
+            monkeypatch.setattr(amqp_consume, "KEEP_CANCELLED", 0.0)
             consumer.fetch(1, 0)
             assert len(channel.callbacks) == base
         finally:

@@ -6,12 +6,11 @@ This module is the boundary where kombu/py-amqp exceptions become bus errors.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from amqp.exceptions import AccessRefused, NotAllowed
-from kombu import Consumer, Exchange, Queue, binding
+from kombu import Exchange, Queue, binding
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from integration_bus.envelope import MAX_MESSAGE_BYTES, Envelope
@@ -35,13 +34,13 @@ from integration_bus.topology import (
     format_delay,
     retry_queue,
 )
+from integration_bus.transport.amqp_consume import AmqpConsumer
 from integration_bus.transport.amqp_io import Connection, corked
-from integration_bus.transport.base import Delivery, IngressPublishing, Outgoing, QueueStats
+from integration_bus.transport.base import IngressPublishing, Outgoing, QueueStats
 
 __all__ = ["AmqpConsumer", "AmqpPublisher", "AmqpTransport"]
 
 CONFIRM_TIMEOUT = 30.0  # seconds a publish may wait for its confirm before it counts as failed
-KEEP_CANCELLED = 60.0  # seconds a cancelled consumer's callback still takes late deliveries
 _PRECONDITION_FAILED = 406
 _NOT_FOUND = 404
 
@@ -155,7 +154,7 @@ class AmqpTransport:
         return AmqpPublisher(self)
 
     def consumer(self, queues: Sequence[str], prefetch: int) -> AmqpConsumer:
-        return AmqpConsumer(self, queues, prefetch)
+        return AmqpConsumer(self.connect, self.errors, queues, prefetch)
 
     def queue_stats(self, queue: str) -> QueueStats | None:
         conn = self.connect()
@@ -371,174 +370,3 @@ class AmqpPublisher(IngressPublishing):
 
     def close(self) -> None:
         self._reset()
-
-
-class AmqpConsumer:
-    """Consumes several queues on one channel; deliveries are buffered, then handed out in
-    batches by :meth:`fetch` (so no handler ever runs inside a broker callback)."""
-
-    def __init__(self, transport: AmqpTransport, queues: Sequence[str], prefetch: int) -> None:
-        self._errors = transport.errors
-        self._queues = list(queues)
-        self._conn: Any = transport.connect()  # None once closed
-        self._buffer: deque[Delivery] = deque()
-        self._consumers: dict[str, Consumer] = {}
-        self._cancelled: dict[str, float] = {}  # consumer tag -> when it was cancelled
-        self._prefetch = prefetch
-        try:
-            self._channel = self._conn.channel()
-            self._consume(prefetch)
-        except self._errors as exc:
-            self._conn.release()
-            raise BrokerUnavailable(f"cannot consume {', '.join(queues)}: {exc}") from exc
-
-    def _consume(self, prefetch: int, queues: Sequence[str] | None = None) -> None:
-        self._prefetch = prefetch
-        for name in self._queues if queues is None else queues:
-            consumer = Consumer(self._channel, queues=[Queue(name, no_declare=True)],
-                                on_message=self._receiver(name), auto_declare=False,
-                                prefetch_count=prefetch)
-            consumer.consume()
-            self._consumers[name] = consumer
-
-    def _receiver(self, queue: str) -> Any:
-        def receive(message: Any) -> None:
-            headers = message.headers or {}
-            self._buffer.append(Delivery(
-                body=message.body, queue=queue,
-                redelivered=bool(message.delivery_info.get("redelivered")),
-                delivery_count=int(headers.get("x-delivery-count") or 0),
-                headers=headers, tag=message.delivery_tag, raw=message,
-                message_id=message.properties.get("message_id")))
-        return receive
-
-    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
-        self._forget_cancelled()
-        deadline = time.monotonic() + timeout
-        try:
-            while not self._buffer:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._conn.heartbeat_check()
-                    return []
-                try:
-                    self._conn.drain_events(timeout=min(remaining, 1.0))
-                except TimeoutError:
-                    self._conn.heartbeat_check()
-            while len(self._buffer) < max_count:
-                try:
-                    self._conn.drain_events(timeout=0)
-                except TimeoutError:
-                    break
-        except self._errors as exc:
-            raise BrokerUnavailable(f"consumer connection lost: {exc}") from exc
-        count = min(max_count, len(self._buffer))
-        return [self._buffer.popleft() for _ in range(count)]
-
-    def stop_consuming(self, *, quiet: float = 0.3, limit: float = 10.0) -> None:
-        """Stop the broker sending more, without leaving a delivery stranded: deliveries
-        already under way land in the buffer (fetch them). Handling them instead of closing
-        with them unacked keeps their delivery counts (quorum queues count every return).
-
-        First read, acking nothing, until the connection stays quiet for ``quiet`` seconds
-        (at most ``limit``): the consumers' prefetch windows are then full, or their queues
-        empty, so the queue has nothing assigned to this channel that is not buffered. Only
-        then basic.cancel. (Measured on RabbitMQ 3.10: a quorum queue that assigned messages
-        to a consumer just before its cancel never sends them, and returns them when the
-        channel closes, redelivered with their delivery count raised.) :meth:`_cancel` also
-        keeps the callback for deliveries that arrive after the cancel-ok, which py-amqp would
-        otherwise reject back to the queue.
-        """
-        try:
-            deadline = time.monotonic() + limit
-            while time.monotonic() < deadline:
-                try:
-                    self._conn.drain_events(timeout=quiet)
-                except TimeoutError:
-                    break
-            for consumer in self._consumers.values():
-                self._cancel(consumer)
-            self._consumers.clear()
-        except self._errors as exc:
-            raise BrokerUnavailable(f"cancel failed: {exc}") from exc
-
-    def _cancel(self, consumer: Consumer) -> None:
-        """basic.cancel, keeping the consumer's callback for deliveries that arrive after the
-        cancel-ok (quorum queues send some): they are buffered and handled like the others,
-        rather than rejected back to the queue, which would count as a delivery. Kept
-        callbacks are dropped a minute later (see :meth:`_forget_cancelled`)."""
-        tags = list(consumer._active_tags.values())
-        consumer.cancel()
-        now = time.monotonic()
-        for tag in tags:
-            self._channel.callbacks[tag] = consumer._receive_callback
-            self._cancelled[tag] = now
-
-    def _forget_cancelled(self) -> None:
-        """Drop callbacks of consumers cancelled over a minute ago (a route paused and resumed
-        every few seconds by a flapping breaker would otherwise pile them up)."""
-        if not self._cancelled:
-            return
-        cutoff = time.monotonic() - KEEP_CANCELLED
-        for tag, at in list(self._cancelled.items()):
-            if at < cutoff:
-                del self._cancelled[tag]
-                self._channel.callbacks.pop(tag, None)
-
-    def pause(self, queue: str) -> None:
-        """Stop consuming ``queue`` (its messages wait there) until :meth:`resume`."""
-        consumer = self._consumers.pop(queue, None)
-        if consumer is not None:
-            try:
-                self._cancel(consumer)
-            except self._errors as exc:
-                raise BrokerUnavailable(f"cancel failed: {exc}") from exc
-
-    def resume(self, queue: str) -> None:
-        if queue not in self._consumers:
-            try:
-                self._consume(self._prefetch, [queue])
-            except self._errors as exc:
-                raise BrokerUnavailable(f"cannot consume {queue}: {exc}") from exc
-
-    def keepalive(self, timeout: float) -> None:
-        """Serve the connection (heartbeats) for ``timeout`` s without handing anything out."""
-        try:
-            try:
-                self._conn.drain_events(timeout=max(timeout, 0.01))
-            except TimeoutError:
-                pass
-            self._conn.heartbeat_check()
-        except self._errors as exc:
-            raise BrokerUnavailable(f"consumer connection lost: {exc}") from exc
-
-    def ack(self, deliveries: Sequence[Delivery]) -> None:
-        if not deliveries:
-            return
-        try:
-            # Everything up to the highest tag was handled in order: one multiple-ack settles it.
-            last = max(deliveries, key=lambda d: d.tag)
-            last.raw.ack(multiple=True)
-        except self._errors as exc:
-            raise BrokerUnavailable(f"ack failed, the broker will redeliver: {exc}") from exc
-
-    def set_prefetch(self, count: int) -> None:
-        # basic.qos (per consumer) only applies to consumers started after it: cancel and
-        # consume again. Unacked deliveries stay valid on the channel meanwhile.
-        try:
-            queues = list(self._consumers)
-            for consumer in self._consumers.values():
-                self._cancel(consumer)
-            self._consumers.clear()
-            self._consume(count, queues)
-        except self._errors as exc:
-            raise BrokerUnavailable(f"cannot change prefetch: {exc}") from exc
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.release()
-        except Exception:  # closing a broken connection
-            pass
