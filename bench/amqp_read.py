@@ -14,22 +14,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import time
-import uuid
 
 import kombu
 from kombu import Consumer, Exchange, Producer, Queue
 from loadavg import load_line
+from vhost import fresh_vhost
 
 from integration_bus.transport.amqp_io import Connection as Buffered
 
 BODY = b"x" * 1024
 PREFETCH = 200
 
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 def fill(url: str, queue: Queue, messages: int) -> None:
@@ -69,10 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     messages = args.messages or (10_000 if args.quick else 30_000)
     rounds = args.rounds or 3
-    vhost = f"bench-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    url, drop_vhost = fresh_vhost()
     queue = Queue("bench.read", Exchange("", type="direct"), routing_key="bench.read")
     print(f"{messages} x {len(BODY)} B messages, {rounds} round(s), prefetch {PREFETCH}")
     print(load_line("start"), flush=True)
@@ -87,7 +80,7 @@ def main() -> None:
                 print(f"round {round_no} {name}: {used:.2f} s CPU, {messages / wall:,.0f} msg/s",
                       flush=True)
     finally:
-        rabbitmqctl("delete_vhost", vhost)
+        drop_vhost()
     stock, buffered = statistics.median(cpu["stock"]), statistics.median(cpu["buffered"])
     print(load_line("end"))
     print(f"RESULT ratio={stock / buffered:.2f} stock_cpu_s={stock:.2f} "

@@ -45,11 +45,11 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from loadavg import load_line
+from vhost import fresh_vhost
 
 PAYLOAD_BYTES = 1024
 PREFETCH = 200  # the bus's default broker.prefetch
@@ -61,9 +61,6 @@ def payload(i: int) -> dict[str, object]:
     filler = "x" * (PAYLOAD_BYTES - 120)
     return {"order_id": f"W-{i:08d}", "store": "0042", "total": "19.99", "note": filler}
 
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 # -- baseline: raw pika ---------------------------------------------------------------------------
@@ -421,13 +418,7 @@ def main() -> None:
         return
     messages = args.messages or (5000 if args.quick else 30_000)
     rounds = args.rounds or (1 if args.quick else 3)
-    vhost = None
-    url = args.url
-    if url is None:
-        vhost = f"bench-{uuid.uuid4().hex[:8]}"
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    url, drop_vhost = fresh_vhost(args.url)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {messages} x {PAYLOAD_BYTES} B messages, "
           f"{rounds} round(s), prefetch {PREFETCH}, confirm window {WINDOW}, "
@@ -458,8 +449,7 @@ def main() -> None:
             print(f"scaling: 1 process {one:,.0f} msg/s; {args.processes} processes "
                   f"{many:,.0f} msg/s (x{many / one:.2f})", flush=True)
     finally:
-        if vhost:
-            rabbitmqctl("delete_vhost", vhost)
+        drop_vhost()
     print(load_line("end"))
     print(f"RESULT ratio={statistics.median(ratios):.2f} rate={statistics.median(ours_rates):.0f} "
           f"rss_mb={max(rss):.0f}")

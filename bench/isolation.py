@@ -16,15 +16,14 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from loadavg import load_line
+from vhost import fresh_vhost
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -42,9 +41,6 @@ routes:
   drain: {{from: [bench.out], to: [unused]}}
 """
 
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 def payload(i: int) -> dict[str, object]:
@@ -139,20 +135,14 @@ def main() -> None:
     messages = args.messages or (3000 if args.quick else 20_000)
     rounds = args.rounds or (1 if args.quick else 3)
     print(load_line("start"), flush=True)
-    vhost, url = None, args.url
-    if url is None:
-        vhost = f"bench-{uuid.uuid4().hex[:8]}"
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    url, drop_vhost = fresh_vhost(args.url)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, load average {os.getloadavg()[0]:.2f}; {messages} "
           f"messages per phase, {rounds} round(s)")
     try:
         results = measure(url, messages, rounds)
     finally:
-        if vhost:
-            rabbitmqctl("delete_vhost", vhost)
+        drop_vhost()
     ratio = statistics.median(d / a for a, d in results)
     print(load_line("end"))
     print(f"RESULT ratio={ratio:.2f} alone={statistics.median(a for a, _ in results):.0f} "

@@ -32,11 +32,11 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
 from loadavg import load_line
+from vhost import fresh_vhost, rabbitmqctl
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -67,9 +67,6 @@ routes:
     to: [unused]
 """
 
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 def make_file(path: Path, lines: int) -> int:
@@ -283,12 +280,7 @@ def main() -> None:
         return
     lines = args.lines or (100_000 if args.quick else 1_000_000)
     print(load_line("start"), flush=True)
-    vhost, url = None, args.url
-    if url is None:
-        vhost = f"bench-{uuid.uuid4().hex[:8]}"
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    url, drop_vhost = fresh_vhost(args.url)
     root = Path(tempfile.mkdtemp(prefix="bench-pos-"))
     (root / "config").mkdir()
     (root / "config" / "bus.yaml").write_text(CONFIG.format(url=url, layout=LAYOUT))
@@ -327,8 +319,7 @@ def main() -> None:
               f"({result['seconds']:.1f} s: scan + publish + ledger + archive); "
               f"peak RSS {result['rss_mb']:.0f} MB", flush=True)
     finally:
-        if vhost:
-            rabbitmqctl("delete_vhost", vhost)
+        drop_vhost()
     print(f"(vs pika blocking: ratio {result['rate'] / blocking:.2f}; vs the bus publisher "
           f"alone: {result['rate'] / alone:.2f})")
     print(load_line("end"))

@@ -31,11 +31,11 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from loadavg import load_line
+from vhost import fresh_vhost
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -60,9 +60,6 @@ routes:
   postings: {{from: [erp.stock_posting.requested], to: [erp]}}
 """
 
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 def serve_erp(port: int) -> None:
@@ -167,12 +164,7 @@ def main() -> None:
     postings = args.postings or (1500 if args.quick else 4000)
     rounds = args.rounds or (1 if args.quick else 3)
     print(load_line("start"), flush=True)
-    vhost, url = None, args.url
-    if url is None:
-        vhost = f"bench-{uuid.uuid4().hex[:8]}"
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    url, drop_vhost = fresh_vhost(args.url)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
@@ -201,8 +193,7 @@ def main() -> None:
             erp.wait(20)
         except subprocess.TimeoutExpired:
             erp.kill()
-        if vhost:
-            rabbitmqctl("delete_vhost", vhost)
+        drop_vhost()
     print(load_line("end"))
     print(f"RESULT ratio={statistics.median(ratios):.2f} rate={statistics.median(rates):.0f}")
 

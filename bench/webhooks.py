@@ -25,12 +25,12 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from loadavg import load_line
+from vhost import fresh_vhost
 
 SECRET = "bench-webhook-secret"
 CONCURRENCY = 8
@@ -50,9 +50,6 @@ routes:
   orders: {{from: [shop.shopify.order_created], to: [unused]}}
 """
 
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 # -- the servers (child processes) ------------------------------------------------------------
@@ -196,12 +193,7 @@ def main() -> None:
     requests = args.requests or (2000 if args.quick else 6000)
     rounds = args.rounds or (1 if args.quick else 3)
     print(load_line("start"), flush=True)
-    vhost, url = None, args.url
-    if url is None:
-        vhost = f"bench-{uuid.uuid4().hex[:8]}"
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    url, drop_vhost = fresh_vhost(args.url)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {requests} signed webhooks per side and round, "
           f"concurrency {CONCURRENCY}, {rounds} round(s)")
@@ -219,8 +211,7 @@ def main() -> None:
                   f"{base_p99 * 1000:.1f} ms); receiver {ours_rate:,.0f} req/s (p99 "
                   f"{ours_p99 * 1000:.1f} ms); ratio {ours_rate / base_rate:.2f}")
     finally:
-        if vhost:
-            rabbitmqctl("delete_vhost", vhost)
+        drop_vhost()
     print(load_line("end"))
     print(f"RESULT ratio={statistics.median(ratios):.2f} rate={statistics.median(rates):.0f} "
           f"p99_ms={statistics.median(p99s):.1f}")
