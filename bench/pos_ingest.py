@@ -173,7 +173,7 @@ def bus_publisher_alone(url: str, root: Path, path: Path, sample: int) -> float:
     from the file's first ``sample`` records: the ceiling any source on this transport has."""
     from connectors.pos_file import plugin
     from connectors.pos_file.layout_file import load_layout
-    from connectors.pos_file.publish import json_value
+    from connectors.pos_file.windows import json_value
     from integration_bus.envelope import Envelope
     from integration_bus.registry import Registry
     from integration_bus.runtime import Bus

@@ -1,12 +1,19 @@
 """The ``pos_file`` source: watched inboxes → ready files → claimed → published → archived.
 
+A ``BatchSource``: ``read(stop)`` hands the runtime the next window of the file it is on, and the
+runtime publishes it with confirms and only then calls the window's ack, which moves the file
+ledger, dead-letters what the broker will never take, and after the last window archives the
+file (see ``ingest``). Between files ``read`` does the finding: at the first read it finishes
+what an earlier run left in processing/<node>/ (resumed from the ledger), then works in rounds —
+discover (inotify hints, a poll of files not yet ready, a full rescan every
+``rescan_interval``), refuse hostile entries, claim ready files by atomic rename, oldest first,
+and take each to its end; after a round it checks the expected-file calendar and waits up to
+``poll_interval`` (an empty batch).
+
 Lifecycle: the constructor validates (layout file, inbox folders) and raises ConfigError/
-LayoutError; ``run(publisher, stop)`` first finishes what an earlier run left in
-processing/<node>/, then loops until ``stop``: discover (inotify hints, a poll of files not yet
-ready, a full rescan every ``rescan_interval``), refuse hostile entries, claim ready files by
-atomic rename, ingest each to the end (see ``ingest``), check the expected-file calendar.
-``close()`` is idempotent. One thread runs one source; files are taken one at a time, oldest
-first.
+LayoutError; the first ``read`` opens the inboxes and starts the watcher; ``close()`` (idempotent)
+stops them and leaves a file in flight in processing/ for the next start. One thread reads one
+source; files are taken one at a time.
 """
 
 from __future__ import annotations
@@ -26,15 +33,21 @@ from connectors.pos_file.dispose import Claimed, Disposer
 from connectors.pos_file.errors import RefusedEntry
 from connectors.pos_file.folders import Folder, WorkFolders
 from connectors.pos_file.inbox import Inbox, Listed, classify, list_inbox, matches, shown
-from connectors.pos_file.ingest import Ingestor, Outcome
+from connectors.pos_file.ingest import FileRun, Ingestor, Parts
 from connectors.pos_file.layout_file import load_layout
 from connectors.pos_file.ledger import FileLedger
 from connectors.pos_file.metrics import PosFileMetrics
 from connectors.pos_file.placement import Placement, check_placements, default_work_root
-from connectors.pos_file.publish import Checkpoint, WindowPublisher
 from connectors.pos_file.readiness import Readiness
 from connectors.pos_file.watch import Watcher
-from integration_bus.connector import ConfigError, ConnectorContext, Publisher
+from connectors.pos_file.windows import Checkpoint
+from integration_bus.connector import (
+    ConfigError,
+    ConnectorContext,
+    Publisher,
+    SourceBatch,
+    run_batch_source,
+)
 
 __all__ = ["PosFileSource"]
 
@@ -43,9 +56,16 @@ def _no_checkpoint(point: str, info: Any) -> None:
     """Production default: checkpoints only matter to crash tests."""
 
 
+def _nothing_to_ack(outcomes: object) -> None:
+    """The ack of an empty batch (a round that found nothing to publish)."""
+
+
+_IDLE = SourceBatch((), _nothing_to_ack)
+
+
 class PosFileSource:
-    """Reads POS files from inboxes. ``checkpoint`` (tests) is called at each named point of a
-    file's life: claimed, scanned, confirmed, saved, published, moved."""
+    """Reads POS files from inboxes (a ``BatchSource``). ``checkpoint`` (tests) is called at
+    each named point of a file's life: claimed, scanned, confirmed, saved, published, moved."""
 
     def __init__(self, config: PosFileSourceConfig, context: ConnectorContext, *,
                  checkpoint: Checkpoint = _no_checkpoint) -> None:
@@ -58,12 +78,9 @@ class PosFileSource:
         self.metrics = PosFileMetrics.of(context.metrics.registry)
         self.ledger = FileLedger(context.cursors, config.node)
         self._disposer = Disposer(context, self.metrics)
-        windows = WindowPublisher(context=context, layout=self._layout, ledger=self.ledger,
-                                  metrics=self.metrics, window=config.window,
-                                  checkpoint=checkpoint)
-        self._ingestor = Ingestor(config=config, layout=self._layout, ledger=self.ledger,
-                                  disposer=self._disposer, windows=windows,
-                                  checkpoint=checkpoint)
+        self._ingestor = Ingestor(config=config, layout=self._layout, parts=Parts(
+            context=context, ledger=self.ledger, disposer=self._disposer, metrics=self.metrics,
+            checkpoint=checkpoint))
         self._readiness = Readiness(config.readiness, poll_interval=config.poll_interval / 1000,
                                     clock=context.clock)
         self._calendar = Calendar(config.calendar, context.cursors, self._alert)
@@ -71,6 +88,11 @@ class PosFileSource:
                                 enabled=config.watch == "inotify")
         self._waiting: dict[tuple[Path, str], Listed] = {}
         self._left_alone: set[tuple[int, int, str]] = set()  # refused but could not be moved
+        self._started = False
+        self._resuming: list[tuple[Inbox, Folder, str, os.stat_result]] = []
+        self._round: list[Listed] | None = None  # ready files of this round, oldest first
+        self._next_rescan = 0.0
+        self._file: FileRun | None = None  # the file being published
 
     def _place_inboxes(self) -> list[Inbox]:
         """Each inbox with its work root, checked (ConfigError) but not yet opened."""
@@ -98,40 +120,77 @@ class PosFileSource:
         self._context.log.error(event, **detail)
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self, publisher: Publisher, stop: threading.Event) -> None:
-        for inbox in self._inboxes:
-            inbox.open()
-        self._watcher.start()
-        try:
-            self._recover(publisher, stop)
+    def read(self, stop: threading.Event) -> SourceBatch:
+        """The next window of the file in flight, finding and claiming the next file when it
+        is done; an empty batch after a round with nothing (more) to publish."""
+        if not self._started:
+            self._start()
+        while True:
+            if self._file is not None:
+                batch = self._file.next_batch()
+                if batch is not None:
+                    return batch
+                self._file = None  # archived or quarantined by its last ack
+            if stop.is_set():
+                return _IDLE
+            if self._resuming:
+                self._file = self._resume(*self._resuming.pop(0))
+                continue
+            if self._round is None:
+                self._round = self._discover()
+            if self._round and time.monotonic() < self._next_rescan:
+                self._file = self._take(self._round.pop(0))
+                continue
+            for later in self._round:  # discovery must not wait for a backlog
+                self._waiting[(later.inbox.path, later.name)] = later
+            self._round = None
+            self._calendar.tick(self._context.clock())
             poll = self._config.poll_interval / 1000
-            rescan = self._config.rescan_interval / 1000
-            next_rescan = 0.0
-            while not stop.is_set():
-                if time.monotonic() >= next_rescan:
-                    next_rescan = time.monotonic() + rescan
-                    self._rescan()
-                else:
-                    self._look_again()
-                ready = self._ready()
-                for index, entry in enumerate(ready):
-                    if stop.is_set() or time.monotonic() >= next_rescan:
-                        for later in ready[index:]:  # discovery must not wait for a backlog
-                            self._waiting[(later.inbox.path, later.name)] = later
-                        break
-                    self._take(entry, publisher, stop)
-                self._calendar.tick(self._context.clock())
-                self._watcher.wake.wait(max(0.0, min(poll, next_rescan - time.monotonic())))
-                self._watcher.wake.clear()
+            self._watcher.wake.wait(max(0.0, min(poll, self._next_rescan - time.monotonic())))
+            self._watcher.wake.clear()
+            return _IDLE
+
+    def run(self, publisher: Publisher, stop: threading.Event) -> None:
+        """The ``Source`` contract for callers that run a source themselves: the runtime's
+        read, publish, then ack loop (a file in flight at the end stays in processing/)."""
+        try:
+            run_batch_source(self, publisher, stop)
         finally:
-            self._watcher.stop()
+            self._pause()
 
     def close(self) -> None:
-        self._watcher.stop()
+        self._pause()
         for inbox in self._inboxes:
             inbox.close()
 
+    def _start(self) -> None:
+        for inbox in self._inboxes:
+            inbox.open()
+        self._watcher.start()
+        self._started = True
+        self._recover()
+
+    def _pause(self) -> None:
+        """Stop watching and let go of the file in flight; the next read starts again with
+        recovery (that file is resumed from the ledger)."""
+        self._started = False
+        self._watcher.stop()
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+        self._resuming, self._round = [], None
+
     # -- discovery ------------------------------------------------------------------------------
+    def _discover(self) -> list[Listed]:
+        """A round's ready files: after a full rescan when one is due, else a look at the
+        watcher's hints and the files not yet ready."""
+        if time.monotonic() >= self._next_rescan:
+            self._next_rescan = time.monotonic() + self._config.rescan_interval / 1000
+            self._rescan()
+        else:
+            self._look_again()
+        return self._ready()
+
     def _rescan(self) -> None:
         self._watcher.take()  # a full listing covers every hint
         seen: dict[tuple[Path, str], Listed] = {}
@@ -190,7 +249,7 @@ class PosFileSource:
         return sorted(ready, key=lambda e: (e.st.st_mtime_ns, e.name))
 
     # -- claiming -------------------------------------------------------------------------------
-    def _take(self, entry: Listed, publisher: Publisher, stop: threading.Event) -> Outcome | None:
+    def _take(self, entry: Listed) -> FileRun | None:
         inbox = entry.inbox
         try:
             processing = inbox.work.get("processing")
@@ -222,7 +281,7 @@ class PosFileSource:
         with self._context.span("source.read", {"bus.source": self._context.instance,
                                                 "bus.file": shown(entry.name),
                                                 "bus.store": claimed.store}):
-            return self._ingestor.ingest(claimed, publisher, stop)
+            return self._ingestor.begin(claimed)
 
     def _store_of(self, inbox: Inbox, name: str) -> str:
         if inbox.store is not None:
@@ -231,9 +290,10 @@ class PosFileSource:
         return found.group("store") if found else "-"
 
     # -- recovery -------------------------------------------------------------------------------
-    def _recover(self, publisher: Publisher, stop: threading.Event) -> None:
+    def _recover(self) -> None:
         """Finish what an earlier run of this node left: entries moved but not recorded as
-        archived, then every file still in processing/<node>/ (resumed from the ledger)."""
+        archived now, then (the first reads) every file still in processing/<node>/, resumed
+        from the ledger."""
         for key in self.ledger.open_keys():
             entry = self.ledger.get_key(key)
             if entry is None or entry.terminal:
@@ -257,10 +317,8 @@ class PosFileSource:
                                               path=entry.claimed_as, state=entry.state)
         for inbox in self._inboxes:
             processing = inbox.work.get("processing")
-            for name, st in sorted(processing.entries()):
-                if stop.is_set():
-                    return
-                self._resume(inbox, processing, name, st, publisher, stop)
+            self._resuming += [(inbox, processing, name, st)
+                               for name, st in sorted(processing.entries())]
 
     def _holder(self, path: str) -> Inbox | None:
         """The inbox whose work folders ``path`` lies in."""
@@ -269,19 +327,19 @@ class PosFileSource:
                 return inbox
         return None
 
-    def _resume(self, inbox: Inbox, processing: Folder, name: str, st: os.stat_result,
-                publisher: Publisher, stop: threading.Event) -> None:
+    def _resume(self, inbox: Inbox, processing: Folder, name: str,
+                st: os.stat_result) -> FileRun | None:
         refusal = classify(Listed(inbox, name, st), self._names)
         if refusal is not None:
             self._disposer.refuse(inbox, processing, name, refusal)
-            return
+            return None
         if self._readiness.policy == "marker":
             marker = inbox.folder.lstat(self._readiness.marker_name(name))
             if marker is not None and marker.st_mtime_ns <= st.st_ctime_ns:
                 inbox.folder.unlink(self._readiness.marker_name(name))  # the claimed file's
         claimed = Claimed(inbox=inbox, name=name, folder=processing, st=st,
                           store=self._store_of(inbox, name))
-        self._ingestor.ingest(claimed, publisher, stop)
+        return self._ingestor.begin(claimed)
 
     def _check_folders(self, inbox: Inbox) -> None:
         """At each rescan: follow a re-mounted inbox; say so if the work root was moved."""

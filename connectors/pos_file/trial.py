@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 from connectors.pos_file.checks import FileCheck
 from connectors.pos_file.errors import ParseError
 from connectors.pos_file.parser import FILLER, Layout, Record
-from connectors.pos_file.publish import json_value
+from connectors.pos_file.windows import json_value
 
 __all__ = ["Trial", "TrialRecord", "try_layout"]
 

@@ -22,7 +22,7 @@ from connectors.pos_file import plugin as pos_plugin
 from connectors.pos_file.layout_file import load_layout
 from connectors.pos_file.ledger import FileEntry, FileLedger
 from connectors.pos_file.parser import Layout
-from connectors.pos_file.publish import Checkpoint
+from connectors.pos_file.windows import Checkpoint
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
