@@ -157,23 +157,25 @@ class FileRun:
                  windows: FileWindows | None) -> None:
         self._parts, self.claimed, self._handle = parts, claimed, handle
         self._before, self._scan, self._entry, self._windows = before, scan, entry, windows
-        self._rewind = False
+        self._rewind = False  # set when the window handed out last was not wholly taken
         self.done = False
 
     def next_batch(self) -> SourceBatch | None:
-        """The next window and its ack; None once the file is done."""
+        """The next window and its ack; None once the file is done. A window whose ack never
+        came (stop, a publish that raised) counts as not taken: it is read again."""
         if self.done:
             return None
         windows = self._windows
         if windows is None:  # published before a restart: only the move is left
             return SourceBatch((), self._ack_end)
         if self._rewind:
-            self._rewind = False
             windows.rewind()
         batch, last = windows.take()
         envelopes = [env for _, env in batch if env is not None]
+        self._rewind = True  # until its ack says otherwise
 
         def ack(outcomes: Sequence[BusError | None]) -> None:
+            self._rewind = False
             if self._settle(batch, outcomes) and last:
                 self._ack_end(())
 

@@ -6,7 +6,9 @@ calls after the broker answered — against the real RabbitMQ.
   counts more than the queue took, the file stays in processing/, and the window is read again
   until the broker takes it; then every line has exactly one effect;
 - lines no route takes are never counted as confirmed: each is dead-lettered with file:line and
-  the file is archived once the ack moved past them.
+  the file is archived once the ack moved past them;
+- a window read but never acked (the process stopped between publish and ack) is read again,
+  confirmed or not: only the ack moves the ledger.
 """
 
 from __future__ import annotations
@@ -166,3 +168,44 @@ def test_lines_no_route_takes_are_dead_lettered_and_never_counted_confirmed(
         assert bus.target.count() == 0
     finally:
         bus.close()
+
+
+def _first_line(batch: SourceBatch) -> int:
+    return int(batch.envelopes[0].headers["source_ref"]["line"])
+
+
+def _next_window(source: PosFileSource, stop: threading.Event) -> SourceBatch:
+    """The next batch with envelopes (empty batches are rounds that found nothing yet)."""
+    found: list[SourceBatch] = []
+
+    def read() -> bool:
+        batch = source.read(stop)
+        if batch.envelopes:
+            found.append(batch)
+        return bool(found)
+    wait_for(read, timeout=10, message="a window of the file")
+    return found[0]
+
+
+def test_a_window_read_but_never_acked_is_read_again(small_windows: PosBus) -> None:
+    bus = small_windows
+    drop(bus.inbox(), NAME, _sales())
+    source, publisher, stop = bus.source(), bus.bus.publisher(), threading.Event()
+    try:
+        # Given the first window read, published and confirmed, but its ack never called
+        first = _next_window(source, stop)
+        count = len(first.envelopes)  # the window's lines hold the header too
+        assert _first_line(first) == 2 and count == WINDOW - 1
+        assert publisher.publish_many(first.envelopes) == [None] * count
+        # When the source is read again: the same window, since nothing acknowledged it
+        again = _next_window(source, stop)
+        assert [e.idempotency_key for e in again.envelopes] == [
+            e.idempotency_key for e in first.envelopes]
+        # When that one is acked after its confirms, the ledger moves and the next window follows
+        again.ack(publisher.publish_many(again.envelopes))
+        entry = bus.entry("0042", hashlib.sha256(_sales()).hexdigest())
+        assert entry is not None and (entry.confirmed, entry.next_line) == (count, WINDOW)
+        assert _first_line(_next_window(source, stop)) == WINDOW + 1
+    finally:
+        publisher.close()
+        source.close()
