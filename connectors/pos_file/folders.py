@@ -242,7 +242,10 @@ class WorkFolders:
         try:
             folder = Folder.open(path, parent=parent)
         except FileNotFoundError:
-            return self._make(parent, path)
+            try:
+                return self._make(parent, path)
+            except FileExistsError:  # another node on this work root made it meanwhile
+                return self._establish(parent, name)
         except OSError as exc:  # ELOOP: a link; ENOTDIR: a FIFO, a file; EACCES ...
             return self._replace(parent, path, f"cannot be opened as a folder ({exc.strerror})")
         problem = unsafe_reason(os.fstat(folder.fd), self._inbox_gid)

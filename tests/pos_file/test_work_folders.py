@@ -23,7 +23,7 @@ import pytest
 
 from connectors.pos_file.config import InboxConfig, PosFileSourceConfig
 from connectors.pos_file.errors import RefusedEntry
-from connectors.pos_file.folders import Folder, _group_has_others
+from connectors.pos_file.folders import Folder, WorkFolders, _group_has_others
 from connectors.pos_file.inbox import open_claimed
 from connectors.pos_file.lane import daily_file_bytes
 from connectors.pos_file.ledger import FileEntry, FileLedger
@@ -347,3 +347,28 @@ def test_a_file_left_in_the_old_layout_resumes_once_moved_as_documented(
     entry = ledger.get("0042", sha)
     assert entry is not None and (entry.state, entry.confirmed) == ("archived", 3)
     assert embedded.queued() == 3
+
+
+class _RacedWorkFolders(WorkFolders):
+    """Work folders whose every mkdir is beaten by another node starting on the same root."""
+
+    def _make(self, parent: Folder, path: Path) -> Folder:
+        os.mkdir(path)  # the other node, between our "not there" and our mkdir
+        return super()._make(parent, path)
+
+
+def test_two_nodes_making_the_work_folders_at_once_both_start(tmp_path: Path) -> None:
+    # Given a work root whose folders another node creates while this one does
+    names = {role: role for role in ROLES}
+    alarms: list[str] = []
+    folders = _RacedWorkFolders(tmp_path / "inbox.work", names, "node-a",
+                                inbox_gid=os.getgid(), alarm=lambda e, d: alarms.append(e))
+    # When it opens them, then it holds the folders the other node made, and raises nothing
+    folders.open()
+    try:
+        assert sorted(os.listdir(tmp_path / "inbox.work")) == sorted(ROLES)
+        assert os.listdir(tmp_path / "inbox.work" / "processing") == ["node-a"]
+        assert folders.get("archive").path == tmp_path / "inbox.work" / "archive"
+        assert alarms == []
+    finally:
+        folders.close()
