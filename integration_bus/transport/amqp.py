@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from itertools import takewhile
 from typing import Any
 
 from amqp.exceptions import AccessRefused, NotAllowed
@@ -261,7 +262,10 @@ class AmqpPublisher(IngressPublishing):
 
     # -- broker callbacks ------------------------------------------------------------------------
     def _settle(self, tag: int, multiple: bool, error: BusError | None) -> None:
-        seqs = [s for s in self._pending if s <= tag] if multiple else [tag]
+        if multiple:  # _pending is in publish order: the settled ones are at its front
+            seqs = list(takewhile(lambda s: s <= tag, self._pending))
+        else:
+            seqs = [tag]
         for seq in seqs:
             index = self._pending.pop(seq, None)
             if index is None:
