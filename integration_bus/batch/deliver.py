@@ -103,14 +103,23 @@ def _send(work: list[_Work], indexes: list[int], results: list[SinkResult | None
                 tracing.failed(span, error)
             span.end()
     now = time.time()
+    latency: dict[str, Any] = {}  # route -> its labelled child (labels() costs a lock each)
+    age: dict[str, Any] = {}
     for i, error in zip(indexes, errors, strict=True):
         item = work[i][0]
-        metrics.sink_latency.labels(item.route.name, sink.name).observe(per_envelope)
+        route = item.route.name
+        observe = latency.get(route)
+        if observe is None:
+            observe = latency[route] = metrics.sink_latency.labels(route, sink.name).observe
+        observe(per_envelope)
         if error is None:
             results[i] = SinkResult.DELIVERED
             began = ulid_seconds(work[i][2].correlation_id)
             if began is not None:
-                metrics.flow_age.labels(item.route.name, sink.name).observe(max(0.0, now - began))
+                observe_age = age.get(route)
+                if observe_age is None:
+                    observe_age = age[route] = metrics.flow_age.labels(route, sink.name).observe
+                observe_age(max(0.0, now - began))
             continue
         results[i] = SinkResult.FAILED
         item.fail(error, sink=sink.name)
