@@ -168,3 +168,31 @@ def test_a_poll_killed_after_publishing_loses_nothing_and_repeats_no_effect(
     assert target.duplicates() == {}
     assert sorted(int(e.idempotency_key.rsplit(":", 1)[1]) for e in target.envelopes) == \
         list(range(1, 251))
+
+
+@pytest.mark.rabbitmq
+def test_a_polled_change_no_route_takes_is_dead_lettered_with_its_source(
+        tmp_path: Path, erp: ErpServer, rabbitmq_url: str) -> None:
+    # Given a bus on RabbitMQ where no route takes stock changes (the fixture seeded three)
+    routes = """
+  other:
+    from: [other.thing]
+    to: [probe]"""
+    bus = open_bus(write_config(tmp_path, rabbitmq_url, sources=_poll_yaml(erp.url),
+                                routes=routes))
+    try:
+        # When a poll stages them with its cursor and the relay publishes them
+        assert bus.poll("stock") == 3
+        assert bus.store.cursor_get("stock:position") == "3"
+        with bus_running(bus, sources=[]):
+            wait_for(lambda: len(bus.store.dead_letters()) == 3 and
+                     not bus.store.outbox_waiting(), timeout=30,
+                     message="the three changes dead-lettered by the relay")
+        # Then each is a dead letter that says where it came from: operation, position, page
+        letters = bus.store.dead_letters()
+        assert {d["error_type"] for d in letters} == {"UnroutableError"}
+        assert sorted(d["source_ref"]["position"] for d in letters) == ["1", "2", "3"]
+        assert {(d["source_ref"]["operation"], d["source_ref"]["page"]) for d in letters} == {
+            ("GetStockChanges", 1)}
+    finally:
+        bus.close()
