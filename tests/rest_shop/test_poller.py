@@ -20,6 +20,7 @@ from integration_bus.runtime import Bus
 from integration_bus.scheduler import POLL_TASK, make_scheduler
 from integration_bus.store.schema import cursors, outbox
 from tests.rest_shop.support import SECRETS, bus_running, open_bus, write_config
+from tests.support.outbox import relay_to_dead_letters
 from tests.support.probe import Target, probe_plugin, registry_with, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,13 +178,9 @@ def test_a_polled_order_no_route_takes_is_dead_lettered_with_its_source(
         # When a poll stages them with its cursor and the relay publishes them
         assert bus.poll("orders") == 2
         assert bus.context("orders").cursors.get("orders") is not None
-        with bus_running(bus, sources=[]):
-            wait_for(lambda: len(bus.store.dead_letters()) == 2 and
-                     not bus.store.outbox_waiting(), timeout=30,
-                     message="both orders dead-lettered by the relay")
         # Then each is a dead letter (not lost, not retried forever) that says where it came
         # from: the shop, the order, its update time and the page it was on
-        letters = bus.store.dead_letters()
+        letters = relay_to_dead_letters(bus, 2)
         assert {d["error_type"] for d in letters} == {"UnroutableError"}
         assert {d["source_ref"]["order_id"] for d in letters} == {str(i) for i in state.orders}
         assert {(d["source_ref"]["shop"], d["source_ref"]["page"]) for d in letters} == {
