@@ -262,10 +262,8 @@ class AmqpPublisher(IngressPublishing):
 
     # -- broker callbacks ------------------------------------------------------------------------
     def _settle(self, tag: int, multiple: bool, error: BusError | None) -> None:
-        if multiple:  # _pending is in publish order: the settled ones are at its front
-            seqs = list(takewhile(lambda s: s <= tag, self._pending))
-        else:
-            seqs = [tag]
+        # _pending is in publish order: what a multiple confirm settles is at its front
+        seqs = list(takewhile(lambda s: s <= tag, self._pending)) if multiple else [tag]
         for seq in seqs:
             index = self._pending.pop(seq, None)
             if index is None:
