@@ -92,7 +92,11 @@ class JournalEntry:
     def row(self) -> dict[str, Any]:
         return {"envelope_id": self.envelope_id, "event": self.event, "route": self.route,
                 "sink": self.sink, "attempt": self.attempt, "at": self.at,
-                "mapping_version": self.mapping_version, "detail": _clip_values(self.detail)}
+                "mapping_version": self.mapping_version, "detail": self.clipped_detail()}
+
+    def clipped_detail(self) -> dict[str, Any] | None:
+        """``detail`` with every string in it clipped (the last net before the database)."""
+        return _clip_values(self.detail)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
