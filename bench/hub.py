@@ -1,9 +1,9 @@
 """Hub throughput: a pass-through route on RabbitMQ whose sink republishes (``bus`` sink), journal
-on (SQLite), against a raw pika hop doing the same work on the same broker in the same run:
-consume → publish to another queue (confirmed) → ack.
+on (SQLite, or PostgreSQL with ``--store postgresql``), against a raw pika hop doing the same
+work on the same broker in the same run: consume → publish to another queue (confirmed) → ack.
 
     python bench/hub.py [--quick] [--messages N] [--rounds R] [--url amqp://...]
-                        [--tracing off|console]
+                        [--tracing off|console] [--store sqlite|postgresql] [--processes N]
 
 Both sides get the same 1 KB JSON messages, quorum queues and prefetch. The baseline is the pika
 hop a fast consumer would be written as: pika's SelectConnection consumes, republishes on a
@@ -12,9 +12,14 @@ and acks each original only once its republish is confirmed (``basic.ack(multipl
 last delivery whose republish and all earlier ones are confirmed). A second pika loop that waits
 for the confirm of every publish before acking (BlockingConnection, on a sample of at most
 5,000 messages) is printed as an extra line, not used in the ratio. Our worker runs in a child
-process so its peak RSS is its own. The load average is printed at the start and the end; the
+process so its peak RSS is its own; its clock starts when it is consuming (as pika's starts at
+``basic.consume``; its start-up before that is printed, not timed) and its CPU share of that
+time is printed too. The load average is printed at the start and the end; the
 last line is ``RESULT ratio=<ours / pika windowed hop> rate=<ours msg/s> rss_mb=<our worker's
 peak RSS>``.
+
+``--store postgresql`` starts a private PostgreSQL server (``tests/support/services.py``, on a
+free port, deleted afterwards) and gives each run a database of its own.
 
 ``--tracing console`` runs the worker with ``OTEL_TRACES_EXPORTER=console``, its spans written to
 /dev/null (the cost of tracing itself, not of a terminal); the default is off, as in production
@@ -53,6 +58,7 @@ from vhost import fresh_vhost
 
 PAYLOAD_BYTES = 1024
 PREFETCH = 200  # the bus's default broker.prefetch
+BATCH = 100  # the bus's default broker.batch_size
 WINDOW = 512  # the bus's default broker.confirm_window: unconfirmed republishes in flight
 CONFIRM_EACH_SAMPLE = 5_000  # messages for the confirm-each loop (about 1 ms per message)
 
@@ -242,9 +248,9 @@ CONFIG = """
 broker:
   url: "{url}"
   prefetch: {prefetch}
-  batch_size: 100
+  batch_size: {batch}
 store:
-  url: sqlite:///var/bus.db
+  url: "{store}"
 sinks:
   republish: {{connector: bus, type: bench.out}}
   unused: {{connector: log}}
@@ -258,6 +264,26 @@ routes:
 """
 
 
+STORE = {"kind": "sqlite", "server": ""}  # --store postgresql: a private server's base URL
+_databases = iter(range(1, 1_000_000))
+
+
+def config_text(url: str) -> str:
+    """bus.yaml of one run: SQLite in the run's directory, or a new database on the private
+    PostgreSQL server (each run its own, as each SQLite run gets a new file)."""
+    store = "sqlite:///var/bus.db"
+    if STORE["kind"] == "postgresql":
+        import psycopg
+
+        name = f"bench_{next(_databases)}"
+        server = STORE["server"]
+        with psycopg.connect(server.replace("postgresql+psycopg", "postgresql"),
+                             autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        store = server.rsplit("/", 1)[0] + "/" + name
+    return CONFIG.format(url=url, prefetch=PREFETCH, batch=BATCH, store=store)
+
+
 def bus_round(url: str, messages: int, tracing: str = "off",
               code: Path | None = None) -> dict[str, float]:
     from integration_bus.envelope import Envelope
@@ -265,7 +291,7 @@ def bus_round(url: str, messages: int, tracing: str = "off",
 
     root = Path(tempfile.mkdtemp(prefix="bench-hub-"))
     (root / "config").mkdir()
-    (root / "config" / "bus.yaml").write_text(CONFIG.format(url=url, prefetch=PREFETCH))
+    (root / "config" / "bus.yaml").write_text(config_text(url))
     with Bus.from_config_dir(root / "config", environ={}) as bus:
         drained = bus.transport.queue_stats("bus.route.drain")
         before = drained.messages if drained else 0  # earlier rounds' output stays queued
@@ -314,12 +340,21 @@ def child(root: str, messages: int) -> None:
         thread = threading.Thread(target=worker.run, args=(stop,))
         started = time.perf_counter()
         thread.start()
+        # pika's clock starts at basic.consume; the worker's, as it starts consuming (after
+        # connecting: the worker's start-up is timed as "start-up")
+        while not worker.state.connected and thread.is_alive():
+            time.sleep(0.0005)
+        consuming, cpu = time.perf_counter(), time.process_time()
         while worker.state.handled < messages:
-            time.sleep(0.005)
-        elapsed = time.perf_counter() - started
+            time.sleep(0.002)
+        elapsed = time.perf_counter() - consuming
+        startup = consuming - started
+        cpu = time.process_time() - cpu
         stop.set()
         thread.join()
-    print(json.dumps({"rate": messages / elapsed, "seconds": elapsed, "rss_mb": peak_rss_mb()}),
+    print(json.dumps({"rate": messages / elapsed, "seconds": elapsed, "cpu": cpu,
+                      "startup_s": startup,
+                      "rss_mb": peak_rss_mb()}),
           file=result)
 
 
@@ -330,7 +365,7 @@ def scaling_round(url: str, messages: int, processes: int) -> float:
 
     root = Path(tempfile.mkdtemp(prefix="bench-hub-scale-"))
     (root / "config").mkdir()
-    (root / "config" / "bus.yaml").write_text(CONFIG.format(url=url, prefetch=PREFETCH))
+    (root / "config" / "bus.yaml").write_text(config_text(url))
     with Bus.from_config_dir(root / "config", environ={}) as bus:
         drained = bus.transport.queue_stats("bus.route.drain")
         before = drained.messages if drained else 0
@@ -407,6 +442,9 @@ def main() -> None:
                         help="compare tracing off/on with the baseline checkout in DIR")
     parser.add_argument("--processes", type=int, metavar="N",
                         help="also time the route with 1 and with N worker processes")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="the worker's store: SQLite (default) or a private PostgreSQL "
+                             "server started for the run (tests/support/services.py)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--scale-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -419,10 +457,18 @@ def main() -> None:
     messages = args.messages or (5000 if args.quick else 30_000)
     rounds = args.rounds or (1 if args.quick else 3)
     url, drop_vhost = fresh_vhost(args.url)
+    postgres = None
+    if args.store == "postgresql":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from support.services import PrivatePostgres
+
+        postgres = PrivatePostgres(Path(tempfile.mkdtemp(prefix="bench-hub-pg-")))
+        postgres.start()
+        STORE.update(kind="postgresql", server=postgres.url)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {messages} x {PAYLOAD_BYTES} B messages, "
           f"{rounds} round(s), prefetch {PREFETCH}, confirm window {WINDOW}, "
-          f"tracing {args.tracing}", flush=True)
+          f"tracing {args.tracing}, store {args.store}", flush=True)
     print(load_line("start"), flush=True)
     try:
         if args.against is not None:
@@ -439,7 +485,9 @@ def main() -> None:
             rss.append(ours["rss_mb"])
             print(f"round {round_no} (load {load:.2f}): pika windowed hop {windowed:,.0f} msg/s; "
                   f"bus {ours['rate']:,.0f} msg/s (ratio {ours['rate'] / windowed:.2f}); "
-                  f"worker peak RSS {ours['rss_mb']:.0f} MB", flush=True)
+                  f"worker peak RSS {ours['rss_mb']:.0f} MB; worker CPU "
+                  f"{ours['cpu'] / ours['seconds']:.0%} of wall; worker start-up "
+                  f"{ours['startup_s'] * 1000:.0f} ms (not timed)", flush=True)
             print(f"round {round_no} extra: pika confirm-each loop {each:,.0f} msg/s "
                   f"({min(messages, CONFIRM_EACH_SAMPLE):,} msgs; bus / it "
                   f"{ours['rate'] / each:.2f})", flush=True)
@@ -450,6 +498,8 @@ def main() -> None:
                   f"{many:,.0f} msg/s (x{many / one:.2f})", flush=True)
     finally:
         drop_vhost()
+        if postgres is not None:
+            postgres.close()
     print(load_line("end"))
     print(f"RESULT ratio={statistics.median(ratios):.2f} rate={statistics.median(ours_rates):.0f} "
           f"rss_mb={max(rss):.0f}")

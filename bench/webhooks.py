@@ -6,7 +6,8 @@ publishes with confirms, same broker, same client, same run.
 Each server runs in a child process (uvicorn, h11, one event loop); this process is the client:
 8 concurrent senders posting Shopify-signed order webhooks (~1.3 KB), each a new event. Ours
 verifies the HMAC, parses with exact numbers, checks and remembers the delivery and event ids
-(SQLite), publishes through the confirm-window bridge and answers after the confirm. The
+(SQLite), is published in a confirm window by the runtime's batch loop and answered by the
+batch's ack after the confirm. The
 baseline parses the body and publishes it with a confirm per request (a publisher per thread
 of FastAPI's thread pool), nothing else. The last line is
 ``RESULT ratio=<ours/baseline> rate=<ours req/s> p99_ms=<ours p99>``.

@@ -3,7 +3,8 @@
 This is how routes chain and fan out: e.g. a POS sale mapped to a canonical sale is published as
 ``sale.recorded``, which the ERP route and the shop route both take. The new envelope is derived
 from the delivered one (same correlation, caused by it) and its idempotency key is derived
-deterministically, so a re-publish after a crash is absorbed by the next routes' ledger.
+deterministically, so a re-publish after a crash is absorbed by the next routes' ledger; hence
+the runtime takes no ledger claim of its own for this sink (``deduplicated_downstream``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class BusSinkConfig(BaseModel):
 
 
 class BusSink:
+    #: what it publishes carries a key derived from the delivered one, which every next route
+    #: claims in its own ledger: the runtime takes no claim for this sink (issue 16)
+    deduplicated_downstream = True
+
     def __init__(self, config: BusSinkConfig, context: ConnectorContext) -> None:
         self.name = context.instance
         self._config = config

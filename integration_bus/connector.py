@@ -118,6 +118,7 @@ __all__ = [
     "XrefTable",
     "check_type",
     "closest",
+    "deduplicated_downstream",
     "did_you_mean",
     "document_reference",
     "endpoint_label",
@@ -305,6 +306,16 @@ class BatchSink(Sink, Protocol):
     (None = delivered, else the exception, classified as for ``deliver``)."""
 
     def deliver_many(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]: ...
+
+
+def deduplicated_downstream(sink: Sink) -> bool:
+    """True for a sink whose effect is itself deduplicated downstream by the idempotency key it
+    is given: it sets ``deduplicated_downstream = True`` (the ``bus`` sink: what it republishes
+    carries a key derived from the delivered one, and every route that takes it claims that key
+    in its own sinks' ledger). The runtime takes no ledger claim for such a sink, so a
+    redelivery after a crash sends again and the copy is absorbed one hop later
+    (docs/lifecycle.md, "Ledger")."""
+    return getattr(sink, "deduplicated_downstream", False) is True
 
 
 @dataclass(frozen=True)

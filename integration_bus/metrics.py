@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -33,21 +34,19 @@ class RedactingRegistry(CollectorRegistry):
 
 _AGE_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600,
                 86400)
-_CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
+_ULID_TIME = re.compile(r"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{10}")
+# Crockford's base 32 (either case) as the digits int(..., 32) reads
+_TO_BASE32 = str.maketrans("0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz",
+                           "0123456789abcdefghijklmnopqrstuvabcdefghijklmnopqrstuv")
 
 
 def ulid_seconds(ident: str) -> float | None:
     """The creation time (Unix seconds) a ULID carries in its first 10 characters; None for
-    an id that is not a ULID (a correlation id a partner gave)."""
-    if len(ident) != 26:
+    an id that is not a ULID (a correlation id a partner gave). Called per delivered message
+    (the flow-age histogram), so it decodes in C: a translate and one ``int``."""
+    if len(ident) != 26 or not _ULID_TIME.fullmatch(ident, 0, 10):
         return None
-    millis = 0
-    for char in ident[:10].upper():
-        value = _CROCKFORD.get(char)
-        if value is None:
-            return None
-        millis = millis * 32 + value
-    return millis / 1000
+    return int(ident[:10].translate(_TO_BASE32), 32) / 1000
 
 
 class Flow:

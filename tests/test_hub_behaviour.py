@@ -208,3 +208,23 @@ def test_bus_sink_chains_routes_keeping_lineage(make_bus: BusFactory) -> None:
     assert out.type == "order.accepted" and out.payload == {"total": "19.99"}
     assert out.correlation_id == sale.correlation_id and out.causation_id == sale.id
     assert out.idempotency_key == f"{sale.idempotency_key}>order.accepted"
+
+
+def test_a_sale_the_bus_sink_republishes_twice_has_one_effect(make_bus: BusFactory) -> None:
+    # The bus sink takes no ledger claim (deduplicated_downstream): a sale that comes back to
+    # the chain route (here: published again, as a redelivery after a crash would bring it) is
+    # republished, and the next route's ledger absorbs the copy.
+    target = Target()
+    bus = make_bus(target)
+    sale = Envelope.create("sale.recorded", {"total": "5.00"}, source="pos")
+    publish(bus, [sale])
+    with running(bus.worker().run):
+        wait_for(lambda: target.count() == 1, message="chained delivery")
+        publish(bus, [sale])
+        wait_for(lambda: bus.store.count_events("duplicate", route="orders") == 1,
+                 message="the copy recorded as a duplicate one hop later")
+    assert target.effects == {f"{sale.idempotency_key}>order.accepted": 1}
+    assert bus.store.count_events("delivered", route="chain") == 2
+    assert bus.store.ledger_state("relay", f"{sale.idempotency_key}>order.accepted") is None
+    assert bus.store.ledger_state("relay", sale.idempotency_key) is None
+    assert bus.store.ledger_state("probe", f"{sale.idempotency_key}>order.accepted") == "done"

@@ -145,3 +145,30 @@ def test_history_retention_keeps_what_is_recent_or_unpublished(store: Store) -> 
     assert store.journal_for("E-new") and not store.journal_for("E-old")
     assert store.outbox_waiting() == 1  # unpublished rows are never purged
     assert store.seen("shop", ["delivery-1", "delivery-2"]) == {"delivery-1": envelope.id}
+
+
+def test_retention_applies_each_table_its_own_rule(store: Store) -> None:
+    # Given history of every kind that retention removes, and rows it must keep whatever their age
+    store.settle(Settlement(journal=[JournalEntry("E1", "received", utcnow())]))
+    sent, waiting = (Envelope.create("order.created", {"n": n}, source="t") for n in (1, 2))
+    store.stage([OutboxItem("bus.ingress", "order.created", sent),
+                 OutboxItem("bus.ingress", "order.created", waiting)], reason="send",
+                cursor=("jsonl:orders", "7"))
+    published, _ = store.outbox_claim("relay-a")
+    store.outbox_done([published])
+    store.remember("shop", [("delivery-1", sent.id)])
+    store.claim([Claim("erp", "K-done", "E1#0", "E1"), Claim("erp", "K-pending", "E2#0", "E2")],
+                lease=LEASE)
+    store.settle(Settlement(done=[("erp", "K-done", "E1#0")]))
+    store.mark_executing("b:1", [("orders", "E3")], "worker-gone")
+    # When everything written before now counts as old
+    counts = store.purge_history(timedelta(0))
+    # Then each kind loses its old rows, and unpublished rows, open claims and cursors stay
+    assert counts == {"journal": 1, "outbox": 1, "seen_keys": 1, "ledger": 1,
+                      "crash_markers": 1}
+    assert store.journal_for("E1") == [] and store.outbox_waiting() == 1
+    assert store.seen("shop", ["delivery-1"]) == {}
+    assert store.ledger_state("erp", "K-done") is None
+    assert store.ledger_state("erp", "K-pending") == "pending"
+    assert store.crash_markers([("orders", "E3")], "me") == {}
+    assert store.cursor_get("jsonl:orders") == "7"

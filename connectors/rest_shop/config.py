@@ -113,7 +113,7 @@ class WebhookShop(_Model):
 
 
 class WebhookConfig(_Model):
-    """The webhook receiver: FastAPI on the bus's HTTP runner inside the source's thread."""
+    """The webhook receiver: FastAPI on the bus's HTTP runner, in a thread of its own."""
 
     host: str = "127.0.0.1"
     port: int = Field(8088, ge=0, le=65535, description="0 = any free port (tests)")

@@ -16,11 +16,12 @@ Contract of one request, in order:
    dead-letter store once per body and is answered 400;
 5. with ``max_age`` set, a body whose own newest time is older than that is dead-lettered once
    per body (reason: stale) and answered 200 with status ``stale``: an operator can replay it;
-6. the envelope goes to the :class:`PublishBridge`, keyed by the SHA-256 of the body and the
-   topic: the same signed body posted again — with any delivery or event id headers — is a
-   ``duplicate``. The answer is 200 only once the broker confirmed it **and** it was routed
-   (or it was a duplicate of one that was, or it was dead-lettered because no route takes it or
-   it cannot be published); 503 if that did not happen within ``answer_within``.
+6. the envelope waits in the source's inbox (``bridge``) until the runtime publishes it, keyed
+   by the SHA-256 of the body and the topic: the same signed body posted again — with any
+   delivery or event id headers — is a ``duplicate``. The answer is 200 only once the broker
+   confirmed it **and** it was routed (or it was a duplicate of one that was, or it was
+   dead-lettered because no route takes it or it cannot be published); 503 if that did not
+   happen within ``answer_within``.
 
 What a replayed body can and cannot do is in docs/rest-shop.md ("Replays").
 """
@@ -40,7 +41,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from connectors.rest_shop.bridge import PublishBridge, Submission
+from connectors.rest_shop.bridge import RequestBatches, Submission
 from connectors.rest_shop.config import WebhookConfig, WebhookShop
 from connectors.rest_shop.metrics import RestShopMetrics
 from connectors.rest_shop.payload import (
@@ -190,7 +191,7 @@ class _Rejections:
 class _Receiver:
     """The per-source state the endpoint needs (no globals: one per source instance)."""
 
-    def __init__(self, config: WebhookConfig, bridge: PublishBridge,
+    def __init__(self, config: WebhookConfig, bridge: RequestBatches,
                  context: ConnectorContext) -> None:
         self.config = config
         self.bridge = bridge
@@ -324,7 +325,8 @@ class _Receiver:
             self.context.seen.remember([(key, None)])
 
 
-def build_app(config: WebhookConfig, bridge: PublishBridge, context: ConnectorContext) -> FastAPI:
+def build_app(config: WebhookConfig, bridge: RequestBatches,
+              context: ConnectorContext) -> FastAPI:
     """The receiver's ASGI app for one source instance."""
     receiver = _Receiver(config, bridge, context)
     app = http_api(config.http)

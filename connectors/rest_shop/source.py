@@ -1,22 +1,31 @@
-"""The webhook source: the receiver app on the bus's HTTP runner, inside the source thread of
-``bus run`` / ``bus serve``, with its publishing bridge.
+"""The webhook source: the receiver app on the bus's HTTP runner, and the batches the runtime
+publishes (a push source on the ``BatchSource`` contract: ``integration_bus.source_batch``).
 
-Lifecycle: ``run(publisher, stop)`` binds the listening socket (a bind failure is a
-TransientError naming host:port, so the runtime retries with backoff), starts the bridge's
-publishing thread, serves until ``stop`` is set under the configured ``http`` limits (read
-deadlines, a connection limit, bounded error logs: ``integration_bus.http_server``), then stops
-accepting, lets requests in flight finish and closes the bridge. The ``publisher`` the runtime
-hands in is not used: the bridge thread opens its own (publishers are thread-confined).
+Lifecycle: the first ``read(stop)`` binds the listening socket (a bind failure is a
+TransientError naming host:port, so the runtime retries with backoff) and starts serving in a
+thread of its own under the configured ``http`` limits (read deadlines, a connection limit,
+bounded error logs: ``integration_bus.http_server``). Each request waits in the source's inbox;
+``read`` takes what is waiting as a batch, the runtime publishes it with confirms and only then
+calls the batch's ack, which answers each request (``bridge``). ``close()`` answers what still
+waits with 503, stops accepting, lets requests in flight finish and releases the socket;
+``run(publisher, stop)`` is the runtime's loop for callers that run a source themselves, and
+closes the receiver when it returns.
 """
 
 from __future__ import annotations
 
 import threading
 
-from connectors.rest_shop.bridge import PublishBridge
+from connectors.rest_shop.bridge import RequestBatches
 from connectors.rest_shop.config import WebhookConfig
 from connectors.rest_shop.receiver import build_app
-from integration_bus.connector import ConnectorContext, HttpServer, Publisher
+from integration_bus.connector import (
+    ConnectorContext,
+    HttpServer,
+    Publisher,
+    SourceBatch,
+    run_batch_source,
+)
 
 __all__ = ["WebhookSource"]
 
@@ -28,25 +37,42 @@ class WebhookSource:
         self.name = context.instance
         self._config = config
         self._context = context
+        self._batches = RequestBatches(context, window=config.window)
+        self._server: HttpServer | None = None
         #: the bound port once listening (useful with ``port: 0``)
         self.port: int | None = None
         self.listening = threading.Event()
 
+    def read(self, stop: threading.Event) -> SourceBatch:
+        """The requests waiting now (a ``BatchSource``); starts the receiver on first use."""
+        if self._server is None:
+            self._listen()
+        return self._batches.read(stop)
+
     def run(self, publisher: Publisher, stop: threading.Event) -> None:
+        """The ``Source`` contract: the runtime's read, publish, then ack loop until ``stop``;
+        the receiver is closed when it returns."""
+        try:
+            run_batch_source(self, publisher, stop)
+        finally:
+            self.close()
+
+    def _listen(self) -> None:
         config = self._config
-        bridge = PublishBridge(self._context, window=config.window)
-        server = HttpServer(build_app(config, bridge, self._context), host=config.host,
+        server = HttpServer(build_app(config, self._batches, self._context), host=config.host,
                             port=config.port, limits=config.http, name=f"webhooks:{self.name}",
                             log=self._context.log, field="webhooks.port")
         self.port = server.bind()
-        bridge.start()
+        server.start()
+        self._server = server
         self._context.log.info("webhooks.listening", host=config.host, port=self.port)
         self.listening.set()
-        try:
-            server.run(stop)
-        finally:
-            self.listening.clear()
-            bridge.close()
 
     def close(self) -> None:
-        """Everything is released when ``run`` returns."""
+        """Answer waiting requests 503, stop serving (requests in flight get the ``http``
+        limits' shutdown grace) and release the socket. Idempotent."""
+        self.listening.clear()
+        self._batches.close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()

@@ -8,6 +8,7 @@ in the ledger, call sinks), then each message's fate from ``integration_bus.fate
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -114,13 +115,17 @@ class Batch:
         return out
 
     def count_settled(self) -> None:
+        """The batch's counters, one ``inc(n)`` per label set (not one per message)."""
         m = self.metrics
+        routes: Counter[tuple[str, str]] = Counter()
         for item in self.items:
-            m.route_messages.labels(item.route.name, "received").inc()
+            routes[item.route.name, "received"] += 1
             if item.fate is not None:
-                m.route_messages.labels(item.route.name, item.fate.label).inc()
-        for call in self.sink_calls:
-            m.sink_deliveries.labels(call.item.route.name, call.sink.name,
-                                     call.result.value).inc()
-        for _ in self.archived:
-            m.route_messages.labels("", "dead_lettered").inc()
+                routes[item.route.name, item.fate.label] += 1
+        if self.archived:
+            routes["", "dead_lettered"] += len(self.archived)
+        for (route, outcome), count in routes.items():
+            m.route_messages.labels(route, outcome).inc(count)
+        sinks = Counter((c.item.route.name, c.sink.name, c.result.value) for c in self.sink_calls)
+        for (route, sink, result), n in sinks.items():
+            m.sink_deliveries.labels(route, sink, result).inc(n)

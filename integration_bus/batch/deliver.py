@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from integration_bus.batch.item import Item, SinkCall, SinkResult
-from integration_bus.connector import LookupSink, Sink
+from integration_bus.connector import LookupSink, Sink, deduplicated_downstream
 from integration_bus.envelope import Envelope
 from integration_bus.errors import CircuitOpen, ClaimBusy
 from integration_bus.metrics import Metrics, ulid_seconds
@@ -41,9 +41,14 @@ def deliver(items: Sequence[Item], store: Store, *, claim_lease: timedelta, call
     (item, sink, output), in order. Raises what the store raises (``StoreUnavailable``)."""
     work: list[_Work] = [(item, sink, out) for item in items if item.error is None
                          for sink in item.route.sinks for out in item.outputs]
+    # No claim for a sink whose effect is deduplicated downstream (the bus republish sink).
+    claimed = [i for i, (_, sink, _) in enumerate(work) if not deduplicated_downstream(sink)]
     claims = [Claim(sink.name, out.idempotency_key, item.owner, item.envelope.id,  # type: ignore[union-attr]
-                    item.delivery.redelivered) for item, sink, out in work]
-    outcomes = store.claim(claims, lease=claim_lease) if claims else []
+                    item.delivery.redelivered) for item, sink, out in (work[i] for i in claimed)]
+    outcomes = [ClaimOutcome.CLAIMED] * len(work)
+    for i, outcome in zip(claimed, store.claim(claims, lease=claim_lease) if claims else [],
+                          strict=True):
+        outcomes[i] = outcome
     results: list[SinkResult | None] = []  # None: to send
     to_send: dict[int, list[int]] = {}  # id(sink) -> indexes into work
     for index, ((item, sink, out), claim) in enumerate(zip(work, outcomes, strict=True)):
@@ -98,14 +103,23 @@ def _send(work: list[_Work], indexes: list[int], results: list[SinkResult | None
                 tracing.failed(span, error)
             span.end()
     now = time.time()
+    latency: dict[str, Any] = {}  # route -> its labelled child (labels() costs a lock each)
+    age: dict[str, Any] = {}
     for i, error in zip(indexes, errors, strict=True):
         item = work[i][0]
-        metrics.sink_latency.labels(item.route.name, sink.name).observe(per_envelope)
+        route = item.route.name
+        observe = latency.get(route)
+        if observe is None:
+            observe = latency[route] = metrics.sink_latency.labels(route, sink.name).observe
+        observe(per_envelope)
         if error is None:
             results[i] = SinkResult.DELIVERED
             began = ulid_seconds(work[i][2].correlation_id)
             if began is not None:
-                metrics.flow_age.labels(item.route.name, sink.name).observe(max(0.0, now - began))
+                observe_age = age.get(route)
+                if observe_age is None:
+                    observe_age = age[route] = metrics.flow_age.labels(route, sink.name).observe
+                observe_age(max(0.0, now - began))
             continue
         results[i] = SinkResult.FAILED
         item.fail(error, sink=sink.name)

@@ -10,6 +10,7 @@ from typing import Any
 
 from integration_bus import fate
 from integration_bus.batch.item import Item, SinkCall, SinkResult
+from integration_bus.connector import deduplicated_downstream
 from integration_bus.envelope import Envelope, loads, new_id
 from integration_bus.errors import BusError
 from integration_bus.store import DeadLetter, Settlement
@@ -38,7 +39,9 @@ def settlement(items: Sequence[Item], calls: Sequence[SinkCall], now: datetime) 
     for call in calls:
         item, env = call.item, call.item.envelope
         assert env is not None
-        key = (call.sink.name, call.output.idempotency_key, item.owner)
+        # a sink deduplicated downstream took no claim (deliver): no ledger row to settle
+        key = (None if deduplicated_downstream(call.sink)
+               else (call.sink.name, call.output.idempotency_key, item.owner))
         if call.result.done:
             duplicate = call.result is SinkResult.DUPLICATE
             s.journal.append(JournalEntry(
@@ -47,9 +50,9 @@ def settlement(items: Sequence[Item], calls: Sequence[SinkCall], now: datetime) 
                 detail={"output_id": call.output.id, "key": call.output.idempotency_key,
                         **({"recovered": True} if call.result is SinkResult.RECOVERED
                            else {})}))
-            if not duplicate:
+            if not duplicate and key is not None:
                 s.done.append(key)
-        elif call.result is SinkResult.FAILED:
+        elif call.result is SinkResult.FAILED and key is not None:
             s.failed.append(key)
     for item in items:
         _settle_item(s, item, now)
@@ -133,8 +136,7 @@ def _message(error: BaseException) -> str:
 
 
 def _raw_envelope(delivery: Delivery) -> dict[str, Any]:
-    message_id = getattr(delivery.raw, "properties", {}).get("message_id")
-    return {"id": message_id or new_id(), "raw": delivery.body.decode("utf-8", "replace")}
+    return {"id": delivery.message_id or new_id(), "raw": delivery.body.decode("utf-8", "replace")}
 
 
 def _archived_letter(delivery: Delivery, now: datetime) -> DeadLetter:

@@ -1,4 +1,8 @@
-"""Persistence: journal, idempotency ledger, dead letters, outbox, cursors (SQLAlchemy 2)."""
+"""Persistence: journal, idempotency ledger, dead letters, outbox, cursors (SQLAlchemy 2).
+
+``Store`` is the façade; the SQL lives in one repository module per aggregate (``journal``,
+``settlement``, ``outbox``, ``ledger``, ``dead_letters``, ``cursors``, ...).
+"""
 
 from collections.abc import Sequence
 
@@ -7,8 +11,9 @@ from integration_bus.store.ledger import Claim, ClaimOutcome
 from integration_bus.store.markers import CrashMarker
 from integration_bus.store.outbox import OutboxItem, OutboxRow
 from integration_bus.store.queue import MessageQueue, QueuedMessage
-from integration_bus.store.records import DeadLetter, JournalEntry, fingerprint
-from integration_bus.store.store import Settlement, Store, holder_alive, utcnow
+from integration_bus.store.records import DeadLetter, JournalEntry, fingerprint, utcnow
+from integration_bus.store.settlement import Settlement
+from integration_bus.store.store import Store, holder_alive
 
 __all__ = [
     "Claim",

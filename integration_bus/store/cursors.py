@@ -12,7 +12,7 @@ from integration_bus.liveness import holder_alive
 from integration_bus.store.database import dialect_insert
 from integration_bus.store.schema import cursors, seen_keys
 
-__all__ = ["get", "release_lease", "remember", "seen", "set_value", "try_lease"]
+__all__ = ["forget_seen", "get", "release_lease", "remember", "seen", "set_value", "try_lease"]
 
 
 def get(conn: Connection, key: str) -> str | None:
@@ -59,3 +59,8 @@ def remember(conn: Connection, namespace: str, items: Sequence[tuple[str, str | 
     conn.execute(dialect_insert(conn.dialect.name, seen_keys).on_conflict_do_nothing(), [
         {"namespace": namespace, "key": key, "envelope_id": envelope_id, "at": now}
         for key, envelope_id in items])
+
+
+def forget_seen(conn: Connection, *, before: datetime) -> int:
+    """Forget the seen keys remembered before ``before`` (retention); how many."""
+    return int(conn.execute(delete(seen_keys).where(seen_keys.c.at < before)).rowcount or 0)

@@ -16,9 +16,11 @@ from sqlalchemy import ColumnElement, Connection, String, and_, cast, delete, fu
 from sqlalchemy import update as sql_update
 
 from integration_bus.errors import RequestError
+from integration_bus.store.database import dialect_insert
+from integration_bus.store.records import DeadLetter
 from integration_bus.store.schema import dead_letters, journal, outbox
 
-__all__ = ["STATUSES", "AmbiguousId", "Connection", "Selection", "count", "fetch", "groups",
+__all__ = ["STATUSES", "AmbiguousId", "Connection", "Selection", "add", "count", "fetch", "groups",
            "ids", "listing", "one", "purge", "replays_of", "resolve", "set_edited_payload",
            "set_status", "take_for_replay", "waiting_by_route"]
 
@@ -229,6 +231,13 @@ def replays_of(conn: Connection, dead_letter_id: str) -> list[dict[str, Any]]:
                             .order_by(journal.c.id.desc()).limit(1)).first()
         replay["last_event"] = None if last is None else str(last.event)
     return replays
+
+
+def add(conn: Connection, letter: DeadLetter, history: list[dict[str, Any]]) -> None:
+    """Keep ``letter`` (with the attempts ``history`` journalled before it); a dead letter
+    already kept for the same (envelope, route) stays as it is."""
+    stmt = dialect_insert(conn.dialect.name, dead_letters).values(**letter.row(history))
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=["envelope_id", "route"]))
 
 
 def set_edited_payload(conn: Connection, ident: str, payload: Any, *, now: datetime) -> bool:

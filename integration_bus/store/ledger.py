@@ -22,12 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, select, tuple_, update
+from sqlalchemy import Connection, bindparam, delete, select, tuple_, update
 
 from integration_bus.store.database import dialect_insert
 from integration_bus.store.schema import ledger
 
-__all__ = ["Claim", "ClaimOutcome", "claim_many", "complete", "release", "reopen_done", "state"]
+__all__ = ["Claim", "ClaimOutcome", "claim_many", "complete", "forget_done", "release",
+           "reopen_done", "state"]
 
 
 class ClaimOutcome(enum.Enum):
@@ -156,4 +157,12 @@ def reopen_done(conn: Connection, sinks: Sequence[str], keys: Sequence[str]) -> 
                                                ledger.c.idempotency_key.in_(list(keys)),
                                                ledger.c.state == "done")
                           .values(state="failed"))
+    return int(result.rowcount or 0)
+
+
+def forget_done(conn: Connection, *, before: datetime) -> int:
+    """Forget deliveries done before ``before`` (retention); how many. A replay of something
+    older is delivered again (with the same key, for the target to deduplicate)."""
+    result = conn.execute(delete(ledger).where(ledger.c.state == "done",
+                                               ledger.c.done_at < before))
     return int(result.rowcount or 0)

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select, update
 from integration_bus.store.database import dialect_insert
 from integration_bus.store.schema import crash_markers
 
-__all__ = ["CrashMarker", "Unmark", "add", "find", "remove", "single_id", "take_over"]
+__all__ = ["CrashMarker", "Unmark", "add", "find", "purge", "remove", "single_id", "take_over"]
 
 MarkerKey = tuple[str, str]  # (route, envelope id)
 #: what settling removes: a whole row (member None), or one member of a row
@@ -99,3 +99,10 @@ def _drop_member(conn: Any, row: str, member: MarkerKey) -> None:
             members=rest))
     else:
         conn.execute(delete(crash_markers).where(crash_markers.c.id == row))
+
+
+def purge(conn: Any, *, before: datetime) -> int:
+    """Delete marker rows started before ``before``; how many. They outlived every redelivery
+    of their messages (e.g. the broker's delivery limit took one): nothing will run them again."""
+    return int(conn.execute(delete(crash_markers).where(
+        crash_markers.c.started_at < before)).rowcount or 0)

@@ -7,6 +7,10 @@ is stale and may be taken again. A claim whose holder is known dead (its identit
 a ``bus dlq replay`` killed mid-batch is resumed by the next run, or by the running bus's
 relay, immediately. Publishing a row that carries a
 ``dead_letter_id`` marks that dead letter ``replayed`` in the same transaction.
+
+Every function runs inside the caller's transaction (``conn``): a polling source stages its
+rows with its cursor (:func:`stage`), the relay settles a row it cannot publish with the dead
+letter that keeps its message (:func:`unroutable`).
 """
 
 from __future__ import annotations
@@ -15,13 +19,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
-from integration_bus.envelope import Envelope
+from integration_bus.envelope import Envelope, new_id
 from integration_bus.liveness import holder_alive
+from integration_bus.store import cursors as cursor_ops
+from integration_bus.store import dead_letters as dead_letter_ops
+from integration_bus.store import journal as journal_ops
+from integration_bus.store.records import DeadLetter, JournalEntry
 from integration_bus.store.schema import dead_letters, outbox
 
-__all__ = ["OutboxItem", "OutboxRow", "add", "claim", "done", "pending", "release"]
+__all__ = ["OutboxItem", "OutboxRow", "add", "claim", "done", "pending", "purge_published",
+           "release", "stage", "unroutable", "waiting"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +69,14 @@ def add(conn: Connection, items: Sequence[OutboxItem], *, reason: str, now: date
             {"envelope_id": i.envelope.id, "exchange": i.exchange, "routing_key": i.routing_key,
              "envelope": i.envelope.to_dict(), "reason": reason, "created_at": now,
              "dead_letter_id": i.dead_letter_id} for i in items])
+
+
+def stage(conn: Connection, items: Sequence[OutboxItem], *, reason: str, now: datetime,
+          cursor: tuple[str, str] | None = None) -> None:
+    """:func:`add` ``items`` and set the (key, value) ``cursor`` with them (polling sources)."""
+    add(conn, items, reason=reason, now=now)
+    if cursor is not None:
+        cursor_ops.set_value(conn, *cursor, now=now)
 
 
 def claim(conn: Connection, relay: str, *, limit: int, now: datetime, lease: timedelta,
@@ -84,6 +111,12 @@ def claim(conn: Connection, relay: str, *, limit: int, now: datetime, lease: tim
                   key=lambda r: r.id)
 
 
+def waiting(conn: Connection) -> int:
+    """Rows not yet published (claimed or not)."""
+    return int(conn.execute(select(func.count()).where(
+        outbox.c.published_at.is_(None))).scalar_one())
+
+
 def pending(conn: Connection, dead_letter_ids: Sequence[str] | None = None) -> dict[str, int]:
     """Unpublished rows by holder (``""``: nobody holds them), optionally only those of some
     dead letters."""
@@ -108,8 +141,35 @@ def done(conn: Connection, rows: Sequence[OutboxRow], *, now: datetime,
                      .values(status="replayed", updated_at=now))
 
 
+def unroutable(conn: Connection, row: OutboxRow, *, kind: str, error: str,
+               now: datetime) -> None:
+    """Settle ``row`` whose message no route takes (``kind`` ``UnroutableError``) or cannot
+    travel (another error type), and keep the message as a dead letter: a replay's dead letter
+    goes back to ``new`` with the reason (to be redirected or fixed), any other message becomes
+    a dead letter of its own, journalled ``dead_lettered``. ``error``: the text to keep (already
+    redacted)."""
+    reason = "unroutable" if kind == "UnroutableError" else "unpublishable"
+    done(conn, [row], now=now, error=error)
+    if row.dead_letter_id:
+        dead_letter_ops.set_status(conn, [row.dead_letter_id], from_statuses=("replaying",),
+                                   status="new", reason=f"replay {reason}: {error}", now=now)
+        return
+    letter = DeadLetter(id=new_id(), envelope=row.envelope.to_dict(), route=None, reason=reason,
+                        error_type=kind, message=error, failed_at=now, step="outbox",
+                        source_ref=row.envelope.headers.get("source_ref"))
+    journal_ops.append_many(conn, [JournalEntry(row.envelope.id, "dead_lettered", now,
+                                                detail={"reason": reason})])
+    dead_letter_ops.add(conn, letter, [])
+
+
 def release(conn: Connection, rows: Sequence[OutboxRow]) -> None:
     """Give claimed rows back (publishing failed; try again soon)."""
     if rows:
         conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows]))
                      .values(claimed_by=None, claimed_at=None))
+
+
+def purge_published(conn: Connection, *, before: datetime) -> int:
+    """Delete rows published before ``before`` (retention); how many."""
+    return int(conn.execute(delete(outbox).where(
+        outbox.c.published_at.is_not(None), outbox.c.published_at < before)).rowcount or 0)

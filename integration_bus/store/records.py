@@ -1,4 +1,5 @@
-"""Rows the runtime writes: journal entries and dead letters; how failures are fingerprinted.
+"""Rows the runtime writes: journal entries and dead letters; how failures are fingerprinted;
+the clock rows are stamped with (:func:`utcnow`).
 
 Failure texts are bounded here, once: a partner's 9 MB fault string must not become tens of MB
 per failure (message, traceback, attempt history and journal each held a copy). The runtime
@@ -13,7 +14,7 @@ import hashlib
 import re
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
@@ -26,11 +27,17 @@ __all__ = [
     "fingerprint",
     "normalise",
     "traceback_text",
+    "utcnow",
 ]
 
 MAX_MESSAGE_CHARS = 8 * 1024  # an error message, an attempt's message, a journal detail value
 MAX_TRACEBACK_CHARS = 64 * 1024  # a whole traceback (frames first, the error line last)
 MAX_LINE_CHARS = 2 * 1024  # one line of a traceback
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware in UTC: what the store stamps rows with."""
+    return datetime.now(UTC)
 
 
 def clip_text(text: str, limit: int = MAX_MESSAGE_CHARS, *, keep_tail: bool = False) -> str:
@@ -85,7 +92,11 @@ class JournalEntry:
     def row(self) -> dict[str, Any]:
         return {"envelope_id": self.envelope_id, "event": self.event, "route": self.route,
                 "sink": self.sink, "attempt": self.attempt, "at": self.at,
-                "mapping_version": self.mapping_version, "detail": _clip_values(self.detail)}
+                "mapping_version": self.mapping_version, "detail": self.clipped_detail()}
+
+    def clipped_detail(self) -> dict[str, Any] | None:
+        """``detail`` with every string in it clipped (the last net before the database)."""
+        return _clip_values(self.detail)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)

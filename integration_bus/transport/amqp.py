@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from itertools import takewhile
 from typing import Any
 
 from amqp.exceptions import AccessRefused, NotAllowed
@@ -35,6 +36,7 @@ from integration_bus.topology import (
     retry_queue,
 )
 from integration_bus.transport.amqp_consume import AmqpConsumer
+from integration_bus.transport.amqp_frames import publish_frames
 from integration_bus.transport.amqp_io import Connection, corked
 from integration_bus.transport.base import IngressPublishing, Outgoing, QueueStats
 
@@ -247,6 +249,8 @@ class AmqpPublisher(IngressPublishing):
         channel.events["basic_nack"].add(self._on_nack)
         channel.events["basic_return"].add(self._on_return)
         self._conn, self._channel, self._seq = conn, channel, 0
+        amqp_conn = conn.connection
+        self._amqp, self._write = amqp_conn, amqp_conn.transport.write
 
     def _reset(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
@@ -258,7 +262,8 @@ class AmqpPublisher(IngressPublishing):
 
     # -- broker callbacks ------------------------------------------------------------------------
     def _settle(self, tag: int, multiple: bool, error: BusError | None) -> None:
-        seqs = [s for s in self._pending if s <= tag] if multiple else [tag]
+        # _pending is in publish order: what a multiple confirm settles is at its front
+        seqs = list(takewhile(lambda s: s <= tag, self._pending)) if multiple else [tag]
         for seq in seqs:
             index = self._pending.pop(seq, None)
             if index is None:
@@ -336,18 +341,25 @@ class AmqpPublisher(IngressPublishing):
 
     def _publish(self, index: int, message: Outgoing, body: bytes) -> None:
         envelope = message.envelope
-        # Few properties on purpose: py-amqp serialises each one per message, and the body
-        # already holds type, correlation and time. The id is kept for returns and archiving.
+        # Few properties on purpose: the body already holds type, correlation and time. The
+        # id is kept for returns and archiving. The frames are built here, not by py-amqp's
+        # basic_publish (transport/amqp_frames.py says why); the channel is in confirm mode,
+        # so the broker numbers them as counted in _seq.
         headers = ({ATTEMPT_HEADER: envelope.attempt, **message.headers}
                    if message.headers or envelope.attempt else None)
-        amqp_message = self._channel.prepare_message(
-            body, content_type="application/json", headers=headers,
-            properties={"delivery_mode": 2, "message_id": envelope.id})
+        try:
+            frames = publish_frames(self._channel.channel_id, message.exchange,
+                                    message.routing_key, body, message_id=envelope.id,
+                                    headers=headers, frame_max=self._amqp.frame_max)
+        except ValueError as exc:  # an exchange or routing key over 255 bytes
+            self._outcomes[index] = UnpublishableError(
+                f"cannot publish envelope {envelope.id}: {exc}", envelope_id=envelope.id)
+            return
         self._seq += 1
         self._pending[self._seq] = index
         self._pending_ids.setdefault(envelope.id, []).append(self._seq)
-        self._channel.basic_publish(amqp_message, exchange=message.exchange,
-                                    routing_key=message.routing_key, mandatory=True)
+        self._write(frames)
+        self._amqp.bytes_sent += 1  # what py-amqp's heartbeat check counts as "sent something"
 
     def _wait_one(self) -> None:
         self._flush()  # what is still gathered must reach the broker before we wait for it

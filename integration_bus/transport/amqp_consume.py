@@ -15,12 +15,17 @@ from typing import Any
 from kombu import Consumer, Queue
 
 from integration_bus.errors import BrokerUnavailable
+from integration_bus.transport.amqp_frames import Deliver, route_deliveries
 from integration_bus.transport.amqp_io import Connection
 from integration_bus.transport.base import Delivery
 
 __all__ = ["KEEP_CANCELLED", "AmqpConsumer"]
 
-KEEP_CANCELLED = 60.0  # seconds a cancelled consumer's callback still takes late deliveries
+KEEP_CANCELLED = 60.0  # seconds a cancelled consumer's tag still takes late deliveries
+
+
+def _never(message: Any) -> None:
+    raise AssertionError("deliveries are routed by amqp_frames.route_deliveries")
 
 
 class AmqpConsumer:
@@ -35,10 +40,14 @@ class AmqpConsumer:
         self._conn: Any = connect()  # None once closed
         self._buffer: deque[Delivery] = deque()
         self._consumers: dict[str, Consumer] = {}
+        self._tags: dict[str, str] = {}  # consumer tag -> queue (cancelled ones kept a while)
         self._cancelled: dict[str, float] = {}  # consumer tag -> when it was cancelled
         self._prefetch = prefetch
         try:
             self._channel = self._conn.channel()
+            # Deliveries are read off the wire here, not through py-amqp's and kombu's
+            # message objects (transport/amqp_frames.py says why).
+            route_deliveries(self._conn.connection, self._channel.channel_id, self._receive)
             self._consume(prefetch)
         except self._errors as exc:
             self._conn.release()
@@ -48,26 +57,31 @@ class AmqpConsumer:
         self._prefetch = prefetch
         for name in self._queues if queues is None else queues:
             consumer = Consumer(self._channel, queues=[Queue(name, no_declare=True)],
-                                on_message=self._receiver(name), auto_declare=False,
+                                on_message=_never, auto_declare=False,
                                 prefetch_count=prefetch)
             consumer.consume()
             self._consumers[name] = consumer
+            for tag in consumer._active_tags.values():
+                self._tags[tag] = name
 
-    def _receiver(self, queue: str) -> Any:
-        def receive(message: Any) -> None:
-            headers = message.headers or {}
-            self._buffer.append(Delivery(
-                body=message.body, queue=queue,
-                redelivered=bool(message.delivery_info.get("redelivered")),
-                delivery_count=int(headers.get("x-delivery-count") or 0),
-                headers=headers, tag=message.delivery_tag, raw=message,
-                message_id=message.properties.get("message_id")))
-        return receive
+    def _receive(self, message: Deliver) -> None:
+        queue = self._tags.get(message.consumer_tag)
+        if queue is None:  # a consumer this channel never started (or forgot): as py-amqp does
+            self._channel.basic_reject(message.delivery_tag, requeue=True)
+            return
+        properties = message.properties
+        headers = properties.get("application_headers") or {}
+        self._buffer.append(Delivery(
+            body=message.body, queue=queue, redelivered=message.redelivered,
+            delivery_count=int(headers.get("x-delivery-count") or 0),
+            headers=headers, tag=message.delivery_tag, raw=message,
+            message_id=properties.get("message_id")))
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         self._forget_cancelled()
         deadline = time.monotonic() + timeout
         try:
+            self._take_ready(max_count)  # what the socket holds already, without waiting
             while not self._buffer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -77,15 +91,18 @@ class AmqpConsumer:
                     self._conn.drain_events(timeout=min(remaining, 1.0))
                 except TimeoutError:
                     self._conn.heartbeat_check()
-            while len(self._buffer) < max_count:
-                try:
-                    self._conn.drain_events(timeout=0)
-                except TimeoutError:
-                    break
+            self._take_ready(max_count)
         except self._errors as exc:
             raise BrokerUnavailable(f"consumer connection lost: {exc}") from exc
         count = min(max_count, len(self._buffer))
         return [self._buffer.popleft() for _ in range(count)]
+
+    def _take_ready(self, max_count: int) -> None:
+        while len(self._buffer) < max_count:
+            try:
+                self._conn.drain_events(timeout=0)
+            except TimeoutError:
+                return
 
     def stop_consuming(self, *, quiet: float = 0.3, limit: float = 10.0) -> None:
         """Stop the broker sending more, without leaving a delivery stranded: deliveries
@@ -98,8 +115,8 @@ class AmqpConsumer:
         then basic.cancel. (Measured on RabbitMQ 3.10: a quorum queue that assigned messages
         to a consumer just before its cancel never sends them, and returns them when the
         channel closes, redelivered with their delivery count raised.) :meth:`_cancel` also
-        keeps the callback for deliveries that arrive after the cancel-ok, which py-amqp would
-        otherwise reject back to the queue.
+        keeps taking deliveries that arrive after the cancel-ok, which would otherwise be
+        rejected back to the queue.
         """
         try:
             deadline = time.monotonic() + limit
@@ -115,19 +132,18 @@ class AmqpConsumer:
             raise BrokerUnavailable(f"cancel failed: {exc}") from exc
 
     def _cancel(self, consumer: Consumer) -> None:
-        """basic.cancel, keeping the consumer's callback for deliveries that arrive after the
+        """basic.cancel, still taking the consumer's deliveries that arrive after the
         cancel-ok (quorum queues send some): they are buffered and handled like the others,
         rather than rejected back to the queue, which would count as a delivery. Kept
-        callbacks are dropped a minute later (see :meth:`_forget_cancelled`)."""
+        tags are dropped a minute later (see :meth:`_forget_cancelled`)."""
         tags = list(consumer._active_tags.values())
         consumer.cancel()
         now = time.monotonic()
-        for tag in tags:
-            self._channel.callbacks[tag] = consumer._receive_callback
+        for tag in tags:  # self._tags keeps the tag's queue
             self._cancelled[tag] = now
 
     def _forget_cancelled(self) -> None:
-        """Drop callbacks of consumers cancelled over a minute ago (a route paused and resumed
+        """Forget the tags of consumers cancelled over a minute ago (a route paused and resumed
         every few seconds by a flapping breaker would otherwise pile them up)."""
         if not self._cancelled:
             return
@@ -135,7 +151,7 @@ class AmqpConsumer:
         for tag, at in list(self._cancelled.items()):
             if at < cutoff:
                 del self._cancelled[tag]
-                self._channel.callbacks.pop(tag, None)
+                self._tags.pop(tag, None)
 
     def pause(self, queue: str) -> None:
         """Stop consuming ``queue`` (its messages wait there) until :meth:`resume`."""
@@ -169,8 +185,7 @@ class AmqpConsumer:
             return
         try:
             # Everything up to the highest tag was handled in order: one multiple-ack settles it.
-            last = max(deliveries, key=lambda d: d.tag)
-            last.raw.ack(multiple=True)
+            self._channel.basic_ack(max(d.tag for d in deliveries), multiple=True)
         except self._errors as exc:
             raise BrokerUnavailable(f"ack failed, the broker will redeliver: {exc}") from exc
 

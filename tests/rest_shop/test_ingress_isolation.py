@@ -4,14 +4,15 @@ the same publish batch, are taken. Over real HTTP and RabbitMQ."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from connectors.rest_shop.bridge import PublishBridge, Submission
-from integration_bus.connector import Envelope
+from connectors.rest_shop.bridge import RequestBatches, Submission
+from integration_bus.connector import Envelope, run_batch_source
 from tests.rest_shop.conftest import Hooks
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.faults]
@@ -58,24 +59,32 @@ def _submission(hooks: Hooks, payload: dict[str, Any]) -> Submission:
 
 def test_an_envelope_that_cannot_be_encoded_fails_alone_in_its_batch(hooks: Hooks) -> None:
     # Given one batch of 40 envelopes and one the bus cannot encode (past its JSON depth)
-    bridge = PublishBridge(hooks.bus.context("hooks"), window=256)
+    batches = RequestBatches(hooks.bus.context("hooks"), window=256)
     batch = [_submission(hooks, {"id": 8_600_000 + n}) for n in range(40)]
     poison = _submission(hooks, {"id": 8_600_999, "deep": _nested(300)})
     batch.insert(17, poison)
-    for submission in batch:  # queued before the thread starts: it takes them as one batch
-        bridge.submit(submission)
-    bridge.start()
+    # queued before the runtime's loop starts: it reads them as one batch
+    futures = {id(s): batches.submit(s) for s in batch}
+    stop = threading.Event()
+    publisher = hooks.bus.publisher()
+    loop = threading.Thread(target=run_batch_source, args=(batches, publisher, stop),
+                            daemon=True)
+    loop.start()
     try:
-        results = {id(s): s.future.result(timeout=30) for s in batch}
+        results = {key: future.result(timeout=30) for key, future in futures.items()}
         # Then the 40 are published, and the poison is dead-lettered with the reason
         assert [results[id(s)].status for s in batch if s is not poison] == ["accepted"] * 40
         assert results[id(poison)].status == "dead_lettered"
         # and sent again it is a duplicate of that settlement, never a retryable error
         again = Submission(envelope=poison.envelope, raw=b"{}", source_ref=poison.source_ref,
                            keys=poison.keys)
-        assert bridge.submit(again).result(timeout=30).status == "duplicate"
+        assert batches.submit(again).result(timeout=30).status == "duplicate"
     finally:
-        bridge.close()
+        stop.set()
+        loop.join(30)
+        batches.close()
+        publisher.close()
+    assert not loop.is_alive()
     (letter,) = [d for d in hooks.bus.store.dead_letters()
                  if (d["source_ref"] or {}).get("delivery_id") == poison.envelope.id]
     # the transport refuses it alone, before the broker sees it (the core's error type)

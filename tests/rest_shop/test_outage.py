@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import socket
 import subprocess
@@ -65,12 +64,12 @@ def test_a_broker_that_never_answers_gets_503_within_a_second(tmp_path: Path,
     port = free_port()
     bus = open_bus(write_config(tmp_path, "", sources=webhooks_yaml(port)), Target())
     hung = AmqpTransport(f"amqp://guest:guest@127.0.0.1:{black_hole}/", connect_timeout=3)
-    context = dataclasses.replace(bus.context("hooks"), open_publisher=hung.publisher)
+    context = bus.context("hooks")
     config = bus.config.sources["hooks"].config
     assert isinstance(config, RestShopSourceConfig) and config.webhooks is not None
     source = WebhookSource(config.webhooks, context)
     stop = threading.Event()
-    runner = threading.Thread(target=source.run, args=(bus.publisher(), stop), daemon=True)
+    runner = threading.Thread(target=source.run, args=(hung.publisher(), stop), daemon=True)
     runner.start()
     sender = WebhookSender()
     try:

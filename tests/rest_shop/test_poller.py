@@ -20,6 +20,7 @@ from integration_bus.runtime import Bus
 from integration_bus.scheduler import POLL_TASK, make_scheduler
 from integration_bus.store.schema import cursors, outbox
 from tests.rest_shop.support import SECRETS, bus_running, open_bus, write_config
+from tests.support.outbox import relay_to_dead_letters
 from tests.support.probe import Target, probe_plugin, registry_with, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,3 +160,31 @@ def test_a_poll_killed_after_publishing_loses_nothing_and_repeats_no_effect(
     bus.close()
     assert target.duplicates() == {}
     assert {e.payload["id"] for e in target.envelopes} == set(state.orders)
+
+
+@pytest.mark.rabbitmq
+def test_a_polled_order_no_route_takes_is_dead_lettered_with_its_source(
+        tmp_path: Path, shop: Shop, rabbitmq_url: str) -> None:
+    # Given a bus on RabbitMQ where no route takes shop orders, and two orders at the shop
+    state, url = shop
+    state.add_orders(2)
+    routes = """
+  other:
+    from: [other.thing]
+    to: [probe]"""
+    bus = open_bus(write_config(tmp_path, rabbitmq_url, sources=_poll_yaml(url, "shopify"),
+                                routes=routes), Target())
+    try:
+        # When a poll stages them with its cursor and the relay publishes them
+        assert bus.poll("orders") == 2
+        assert bus.context("orders").cursors.get("orders") is not None
+        # Then each is a dead letter (not lost, not retried forever) that says where it came
+        # from: the shop, the order, its update time and the page it was on
+        letters = relay_to_dead_letters(bus, 2)
+        assert {d["error_type"] for d in letters} == {"UnroutableError"}
+        assert {d["source_ref"]["order_id"] for d in letters} == {str(i) for i in state.orders}
+        assert {(d["source_ref"]["shop"], d["source_ref"]["page"]) for d in letters} == {
+            ("acme", 1)}
+        assert all(d["source_ref"]["updated_at"] for d in letters)
+    finally:
+        bus.close()

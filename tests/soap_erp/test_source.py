@@ -23,6 +23,7 @@ from integration_bus.runtime import Bus
 from integration_bus.scheduler import POLL_TASK, make_scheduler
 from integration_bus.store.schema import cursors, outbox
 from tests.soap_erp.support import SECRETS, bus_running, open_bus, write_config
+from tests.support.outbox import relay_to_dead_letters
 from tests.support.probe import Target, probe_plugin, registry_with, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,3 +169,27 @@ def test_a_poll_killed_after_publishing_loses_nothing_and_repeats_no_effect(
     assert target.duplicates() == {}
     assert sorted(int(e.idempotency_key.rsplit(":", 1)[1]) for e in target.envelopes) == \
         list(range(1, 251))
+
+
+@pytest.mark.rabbitmq
+def test_a_polled_change_no_route_takes_is_dead_lettered_with_its_source(
+        tmp_path: Path, erp: ErpServer, rabbitmq_url: str) -> None:
+    # Given a bus on RabbitMQ where no route takes stock changes (the fixture seeded three)
+    routes = """
+  other:
+    from: [other.thing]
+    to: [probe]"""
+    bus = open_bus(write_config(tmp_path, rabbitmq_url, sources=_poll_yaml(erp.url),
+                                routes=routes))
+    try:
+        # When a poll stages them with its cursor and the relay publishes them
+        assert bus.poll("stock") == 3
+        assert bus.store.cursor_get("stock:position") == "3"
+        # Then each is a dead letter that says where it came from: operation, position, page
+        letters = relay_to_dead_letters(bus, 3)
+        assert {d["error_type"] for d in letters} == {"UnroutableError"}
+        assert sorted(d["source_ref"]["position"] for d in letters) == ["1", "2", "3"]
+        assert {(d["source_ref"]["operation"], d["source_ref"]["page"]) for d in letters} == {
+            ("GetStockChanges", 1)}
+    finally:
+        bus.close()

@@ -50,3 +50,17 @@ def test_join_re_raises_why_a_message_was_dead_lettered(running_bus: StartBus,
              message="the file taken in")
     with pytest.raises(PermanentError, match="not a JSON object"):
         running.join()
+
+
+def test_a_file_no_route_takes_is_dead_lettered_not_retried_forever(
+        running_bus: StartBus, tmp_path: Path) -> None:
+    # Given a source whose type no route takes
+    running = running_bus(CONFIG.replace("type: order.created", "type: order.cancelled"))
+    # When a file is dropped in the inbox
+    drop(tmp_path / "inbox", "stray", {"order": 9})
+    # Then it goes to rejected/, and its dead letter says which file it was
+    wait_for(lambda: (tmp_path / "inbox" / "rejected" / "stray.json").exists(),
+             message="the file rejected")
+    (letter,) = running.bus.store.dead_letters()
+    assert letter["error_type"] == "UnroutableError"
+    assert letter["source_ref"] == {"file": "stray.json"}
