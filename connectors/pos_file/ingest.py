@@ -5,7 +5,7 @@
                                                                    └─ windows (ack: ledger)
                                                                         └─ published ─> archive/
 
-:meth:`Ingestor.begin` claims-to-scan in one go and hands back a :class:`FileRun`: the file's
+:meth:`Ingestor.begin` opens and scans a claimed file and hands back a :class:`FileRun`: its
 windows as ``SourceBatch`` es. The runtime publishes each window with confirms and only then
 calls its ack, which walks the outcomes in file order: progress (the next line and byte offset,
 counts) moves only over records that were confirmed or dead-lettered, and stops at the first
