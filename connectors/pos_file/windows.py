@@ -35,6 +35,9 @@ is not published), and whether it is the file's last."""
 
 def json_value(value: Any) -> Any:
     """A parsed value as JSON: Decimal → plain decimal string, date/time → ISO text."""
+    kind = type(value)
+    if kind is str or kind is int:  # most fields: nothing to convert (once per field and line)
+        return value
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, date | time):
