@@ -314,7 +314,7 @@ def deduplicated_downstream(sink: Sink) -> bool:
     carries a key derived from the delivered one, and every route that takes it claims that key
     in its own sinks' ledger). The runtime takes no ledger claim for such a sink, so a
     redelivery after a crash sends again and the copy is absorbed one hop later
-    (docs/lifecycle.md, "Ledger")."""
+    (docs/lifecycle.md, "One worker batch")."""
     return getattr(sink, "deduplicated_downstream", False) is True
 
 
