@@ -62,9 +62,17 @@ class WebhookSource:
         server = HttpServer(build_app(config, self._batches, self._context), host=config.host,
                             port=config.port, limits=config.http, name=f"webhooks:{self.name}",
                             log=self._context.log, field="webhooks.port")
-        self.port = server.bind()
-        server.start()
+        # Held before it starts, so close() stops it whatever happens next: a start that times
+        # out (a loaded machine) leaves a thread that may still come up and hold the port, and
+        # every restart of this source would then find the port taken.
         self._server = server
+        try:
+            self.port = server.bind()
+            server.start()
+        except BaseException:
+            self._server = None
+            server.stop()
+            raise
         self._context.log.info("webhooks.listening", host=config.host, port=self.port)
         self.listening.set()
 
