@@ -241,7 +241,9 @@ def _fd_budget(backlog: int) -> int | None:
         return None
     if soft == resource.RLIM_INFINITY:
         return None
-    return soft - open_now - _RESERVE_FDS - backlog
+    # asyncio accepts up to ``backlog`` connections per readiness event, and the evictions
+    # they cause close a loop iteration later: two bursts can be open at once
+    return soft - open_now - _RESERVE_FDS - 2 * backlog
 
 
 class HttpServer:
