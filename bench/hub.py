@@ -328,6 +328,7 @@ def child(root: str, messages: int) -> None:
     """Run the worker for route 'bench' until it handled ``messages``; print timing and RSS."""
     import structlog
 
+    from integration_bus.heap import freeze_startup
     from integration_bus.runtime import Bus
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
@@ -337,6 +338,7 @@ def child(root: str, messages: int) -> None:
     with Bus.from_config_dir(Path(root) / "config", environ={}) as bus:
         stop = threading.Event()
         worker = bus.worker(["bench"])
+        freeze_startup()  # as `bus worker` does before it runs the worker
         thread = threading.Thread(target=worker.run, args=(stop,))
         started = time.perf_counter()
         thread.start()
@@ -402,12 +404,14 @@ def scale_child(root: str, index: str) -> None:
     """A worker for route 'bench' that waits for ``go`` and works until ``stop`` appears."""
     import structlog
 
+    from integration_bus.heap import freeze_startup
     from integration_bus.runtime import Bus
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     base = Path(root)
     with Bus.from_config_dir(base / "config", environ={}) as bus:
         worker = bus.worker(["bench"])
+        freeze_startup()  # as `bus worker` does
         (base / f"ready.{index}").touch()
         while not (base / "go").exists():
             time.sleep(0.002)

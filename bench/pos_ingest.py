@@ -212,6 +212,7 @@ def child(root: str) -> None:
     import structlog
 
     from connectors.pos_file import PosFileSource, plugin
+    from integration_bus.heap import freeze_startup
     from integration_bus.registry import Registry
     from integration_bus.runtime import Bus
     from integration_bus.settings import load_config
@@ -224,6 +225,7 @@ def child(root: str) -> None:
     with Bus(load_config(Path(root) / "config", registry, {}), registry=registry) as bus:
         source, publisher = bus.source("tills"), bus.publisher()
         assert isinstance(source, PosFileSource)
+        freeze_startup()  # as `bus serve` and `bus run` do before they run the sources
         stop = threading.Event()
         thread = threading.Thread(target=source.run, args=(publisher, stop))
         started = time.perf_counter()

@@ -15,6 +15,7 @@ import click
 
 from integration_bus.cli.options import config_dir_option, handle_errors
 from integration_bus.cli.summary import print_summary
+from integration_bus.heap import freeze_startup
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
 
@@ -113,6 +114,7 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
         mode = "embedded" if bus.transport.embedded else "rabbitmq"
         click.echo(f"bus running ({mode}); Ctrl-C stops after in-flight messages", err=True)
         chosen_sources = [] if no_sources else _split(sources)
+        freeze_startup()
         runner = threading.Thread(target=bus.run, args=(stop,), daemon=True,
                                   kwargs={"routes": _split(routes), "sources": chosen_sources,
                                           "workers": workers,
@@ -154,6 +156,7 @@ def worker_command(config_dir: Path, routes: str | None, metrics_host: str | Non
         worker = bus.worker(_split(routes))
         bus.watch_worker("worker", worker)
         _serve_watch(bus, metrics_host, metrics_port, stop)
+        freeze_startup()
         worker.run(stop)
 
 
