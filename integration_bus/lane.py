@@ -10,7 +10,8 @@ only its lane. A batch goes through these steps (``docs/lifecycle.md`` has the f
 3. claim every (sink, idempotency key) in the ledger — one transaction;
 4. deliver: claimed → sink (within the route's deadline); done → duplicate; in doubt (our own
    claim, redelivered after a crash) → ask a LookupSink first; busy → retry later; then each
-   message's fate (deliver / retry / hold / dead-letter) from ``integration_bus.fate``;
+   message's fate (deliver / retry / hold / dead-letter) from ``integration_bus.fate``. While
+   a sink call waits, the lane reads the next batch's deliveries into its consumer's buffer;
 5. settle — journal, ledger outcomes, dead letters, crash markers — in one transaction;
 6. hand failed-but-retryable envelopes to a retry tier (publisher-confirmed);
 7. ack the whole fetch.
@@ -78,7 +79,7 @@ class Lane:
         self.routes = dict(routes)  # queue -> route
         self.queues = queues
         self.ctx = ctx
-        self.calls = SinkCalls(name)
+        self.calls = SinkCalls(name, meanwhile=self._read_ahead)
         self._consumer: Consumer | None = None
         self._publisher: TransportPublisher | None = None
         self._cautious = True  # prefetch 1 until a fresh (not redelivered) message shows up
@@ -226,6 +227,15 @@ class Lane:
         batch.count_settled()
         if ctx.on_batch is not None:
             ctx.on_batch(batch)
+
+    def _read_ahead(self, wait: float) -> bool:
+        """While a sink call waits (a republish for its confirms), read the next batch's
+        deliveries off the socket: the broker sent them when the last batch was acked. Only
+        buffered here; the next fetch hands them out, so nothing about them changes."""
+        consumer = self._consumer
+        if consumer is None or self._cautious:
+            return False
+        return consumer.read_ahead(self.ctx.options.batch_size, wait)
 
     # -- crash isolation -------------------------------------------------------------------------
     def _suspects(self, deliveries: list[Delivery],

@@ -8,6 +8,10 @@ with :class:`SinkDeadlineExceeded` (in doubt: the retry's claim finds it, the le
 the effect single), the ones not yet sent fail the same way without having been sent, and the
 sink counts as busy. While its abandoned call still hangs, the next batches are held back
 (:class:`CircuitOpen`: no attempt counted, the route pauses) instead of stacking up behind it.
+
+While it waits, the lane's thread may do work of its own that has no effect (``meanwhile``):
+the lane reads the next batch's deliveries off its socket while a republish waits for its
+publisher confirms.
 """
 
 from __future__ import annotations
@@ -26,8 +30,12 @@ from integration_bus.errors import CircuitOpen, SinkDeadlineExceeded
 
 #: index of an envelope in a call -> a context manager around its delivery
 Around = Callable[[int], AbstractContextManager[Any]]
+#: work for the waiting thread: given the longest it may block, True while it has more to do
+Meanwhile = Callable[[float], bool]
 
-__all__ = ["SinkCalls"]
+MEANWHILE_SLICE = 0.0005  # s a ``meanwhile`` step may block before the call is looked at again
+
+__all__ = ["MEANWHILE_SLICE", "Meanwhile", "SinkCalls"]
 
 
 class _Progress:
@@ -44,8 +52,11 @@ _PENDING = object()
 class SinkCalls:
     """Runs one lane's sink calls. ``close()`` stops waiting for hung calls (idempotent)."""
 
-    def __init__(self, lane: str) -> None:
+    def __init__(self, lane: str, meanwhile: Meanwhile | None = None) -> None:
         self._lane = lane
+        #: run on the waiting (lane's) thread while a call is under way; it must have no effect
+        #: a batch could see (reading ahead into a buffer is fine), and never raise
+        self.meanwhile = meanwhile
         self._executors: dict[int, ThreadPoolExecutor] = {}
         self._busy: dict[int, Future[Any]] = {}  # id(sink) -> an abandoned call still running
 
@@ -66,7 +77,7 @@ class SinkCalls:
             del self._busy[key]
         progress = _Progress(len(envelopes))
         future = self._executor(sink).submit(_run, sink, list(envelopes), progress, around)
-        if not _wait(progress, len(envelopes), deadline):
+        if not _wait(progress, len(envelopes), deadline, self.meanwhile):
             self._busy[key] = future
             late = SinkDeadlineExceeded(
                 f"sink {sink.name} did not answer within its {deadline:g} s deadline",
@@ -116,8 +127,10 @@ class SinkCalls:
         self._busy.clear()
 
 
-def _wait(progress: _Progress, count: int, deadline: float) -> bool:
-    """Wait until all ``count`` results are in; False when no call finished for ``deadline``."""
+def _wait(progress: _Progress, count: int, deadline: float,
+          meanwhile: Meanwhile | None = None) -> bool:
+    """Wait until all ``count`` results are in; False when no call finished for ``deadline``.
+    ``meanwhile`` runs in slices between looks at the call until it has nothing left to do."""
     with progress.cond:
         seen = progress.done
         until = time.monotonic() + deadline
@@ -125,7 +138,16 @@ def _wait(progress: _Progress, count: int, deadline: float) -> bool:
             left = until - time.monotonic()
             if left <= 0:
                 return False
-            progress.cond.wait(left)
+            if meanwhile is not None:
+                progress.cond.release()  # the sink's thread reports progress meanwhile
+                try:
+                    more = meanwhile(min(left, MEANWHILE_SLICE))
+                finally:
+                    progress.cond.acquire()
+                if not more:
+                    meanwhile = None
+            else:
+                progress.cond.wait(left)
             if progress.done != seen:
                 seen = progress.done
                 until = time.monotonic() + deadline

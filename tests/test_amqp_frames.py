@@ -1,11 +1,15 @@
 """The hot path's own AMQP framing (transport/amqp_frames.py) checked against py-amqp's: frames we
 build are read by py-amqp's frame handler as the publish we meant, and deliveries py-amqp's
 frame writer builds are read by ours as py-amqp would read them; everything else still reaches
-py-amqp. Then the same over a real RabbitMQ: a body larger than a frame, headers, ids."""
+py-amqp. Then the same over a real RabbitMQ: a body larger than a frame, headers, ids;
+deliveries read ahead into the consumer's buffer."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from struct import unpack_from
 from types import SimpleNamespace
 from typing import Any
@@ -16,9 +20,12 @@ from amqp.method_framing import frame_handler, frame_writer
 from amqp.serialization import dumps, loads
 
 from integration_bus.envelope import Envelope
+from integration_bus.errors import BrokerUnavailable
 from integration_bus.topology import ATTEMPT_HEADER, RouteBinding, Topology, route_queue
-from integration_bus.transport.amqp import AmqpTransport
+from integration_bus.transport.amqp import AmqpPublisher, AmqpTransport
+from integration_bus.transport.amqp_consume import AmqpConsumer
 from integration_bus.transport.amqp_frames import Deliver, publish_frames, route_deliveries
+from integration_bus.transport.base import Delivery
 
 FRAME_MAX = 4096
 
@@ -111,19 +118,31 @@ def test_deliveries_read_off_the_wire_and_everything_else_left_to_pyamqp() -> No
     assert answers.count(True) == 3 + len(other)  # each whole delivery, and py-amqp's answers
 
 
-@pytest.mark.rabbitmq
-def test_large_envelopes_and_retry_headers_cross_rabbitmq(rabbitmq_url: str) -> None:
-    transport = AmqpTransport(rabbitmq_url, connect_timeout=5.0)
-    transport.declare(Topology(routes=(RouteBinding(route="frames", patterns=("frames.#",),
+@contextmanager
+def route_io(url: str, route: str,
+             prefetch: int) -> Iterator[tuple[AmqpPublisher, AmqpConsumer]]:
+    """A publisher and a consumer of route ``route`` (messages typed ``<route>.…``)."""
+    transport = AmqpTransport(url, connect_timeout=5.0)
+    transport.declare(Topology(routes=(RouteBinding(route=route, patterns=(f"{route}.#",),
                                                     delivery_limit=5),), retry_tiers_ms=(100,)))
     publisher = transport.publisher()
-    consumer = transport.consumer([route_queue("frames")], 10)
+    consumer = transport.consumer([route_queue(route)], prefetch)
     try:
+        yield publisher, consumer
+    finally:
+        consumer.close()
+        publisher.close()
+        transport.close()
+
+
+@pytest.mark.rabbitmq
+def test_large_envelopes_and_retry_headers_cross_rabbitmq(rabbitmq_url: str) -> None:
+    with route_io(rabbitmq_url, "frames", 10) as (publisher, consumer):
         envelopes = [Envelope.create("frames.big", {"blob": "é" * 400_000}, source="t"),
                      Envelope.create("frames.small", {"n": 1}, source="t")]
         assert publisher.publish_many(envelopes) == [None, None]
         assert publisher.retry_later("frames", [envelopes[1].next_attempt()], 100) == [None]
-        got = []
+        got: list[Delivery] = []
         while len(got) < 3:
             got += consumer.fetch(3 - len(got), 5.0)
         consumer.ack(got)
@@ -133,7 +152,28 @@ def test_large_envelopes_and_retry_headers_cross_rabbitmq(rabbitmq_url: str) -> 
         retried = by_id[envelopes[1].id, 1]
         assert retried.headers[ATTEMPT_HEADER] == 1
         assert not retried.redelivered
-    finally:
-        consumer.close()
-        publisher.close()
-        transport.close()
+
+
+@pytest.mark.rabbitmq
+def test_read_ahead_buffers_what_the_broker_sent_and_fetch_hands_it_out(
+        rabbitmq_url: str) -> None:
+    # The lane reads the next batch this way while a sink call waits for its broker.
+    with route_io(rabbitmq_url, "ahead", 20) as (publisher, consumer):
+        envelopes = [Envelope.create("ahead.one", {"n": n}, source="t") for n in range(20)]
+        assert publisher.publish_many(envelopes) == [None] * 20
+        # Given 20 deliveries on their way, read ahead until 20 are buffered
+        deadline = time.monotonic() + 10
+        while consumer.read_ahead(20, 0.05):
+            assert time.monotonic() < deadline, "the deliveries never arrived"
+        # Then the next fetch hands them out without waiting, in order, and one more read
+        # ahead has nothing to do until they are handed out
+        assert not consumer.read_ahead(20, 0.05)
+        got = consumer.fetch(20, 0)
+        assert [d.message_id for d in got] == [e.id for e in envelopes]
+        consumer.ack(got)
+        # When the connection breaks, read_ahead says so by returning False, never raising;
+        # the next fetch reports it
+        consumer._conn.connection.transport.sock.shutdown(socket.SHUT_RDWR)
+        assert not consumer.read_ahead(20, 0.05)
+        with pytest.raises(BrokerUnavailable):
+            consumer.fetch(20, 1.0)

@@ -21,7 +21,7 @@ from integration_bus.isolation import IsolationGate, died, owner_identity
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
-from integration_bus.sinkcalls import SinkCalls
+from integration_bus.sinkcalls import MEANWHILE_SLICE, SinkCalls
 from integration_bus.store import CrashMarker, Settlement, Store
 from tests.conftest import write_config
 
@@ -83,6 +83,49 @@ def test_quick_calls_are_not_cut_by_a_deadline_shorter_than_the_batch() -> None:
         # the deadline restarts with each finished call
         assert calls.deliver(sink, batch, deadline=1.0) == [None] * 200
     finally:
+        calls.close()
+
+
+def test_the_waiting_thread_works_meanwhile_and_the_deadline_still_holds() -> None:
+    # Given work for the waiting thread that never runs out (the lane reading ahead)
+    slices: list[tuple[threading.Thread, float]] = []
+
+    def meanwhile(wait: float) -> bool:
+        slices.append((threading.current_thread(), wait))
+        threading.Event().wait(wait)
+        return True
+
+    sink, calls = GatedSink(), SinkCalls("orders", meanwhile=meanwhile)
+    try:
+        # When a call hangs past its deadline
+        (error,) = calls.deliver(sink, [envelope(hang=True)], deadline=0.2)
+        # Then it still fails as in doubt, and the work ran on the waiting thread, in slices
+        assert isinstance(error, SinkDeadlineExceeded)
+        assert slices
+        assert {thread for thread, _ in slices} == {threading.current_thread()}
+        assert max(wait for _, wait in slices) <= MEANWHILE_SLICE
+    finally:
+        sink.release.set()
+        calls.close()
+
+
+def test_meanwhile_work_stops_once_it_has_nothing_left() -> None:
+    asked: list[float] = []
+
+    def meanwhile(wait: float) -> bool:
+        asked.append(wait)
+        return False  # nothing to read ahead
+
+    sink, calls = GatedSink(), SinkCalls("orders", meanwhile=meanwhile)
+    timer = threading.Timer(0.2, sink.release.set)
+    try:
+        timer.start()
+        slow = envelope(hang=True)
+        assert calls.deliver(sink, [slow], deadline=5) == [None]
+        assert sink.delivered == [slow.id]
+        assert len(asked) == 1  # then only waiting, not polling
+    finally:
+        timer.cancel()
         calls.close()
 
 

@@ -43,6 +43,7 @@ class AmqpConsumer:
         self._tags: dict[str, str] = {}  # consumer tag -> queue (cancelled ones kept a while)
         self._cancelled: dict[str, float] = {}  # consumer tag -> when it was cancelled
         self._prefetch = prefetch
+        self._broken: BrokerUnavailable | None = None  # what a read ahead met (see read_ahead)
         try:
             self._channel = self._conn.channel()
             # Deliveries are read off the wire here, not through py-amqp's and kombu's
@@ -78,6 +79,7 @@ class AmqpConsumer:
             message_id=properties.get("message_id")))
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        self._check()
         self._forget_cancelled()
         deadline = time.monotonic() + timeout
         try:
@@ -103,6 +105,31 @@ class AmqpConsumer:
                 self._conn.drain_events(timeout=0)
             except TimeoutError:
                 return
+
+    def read_ahead(self, max_count: int, wait: float) -> bool:
+        """Parse the deliveries the socket holds into the buffer (up to ``max_count``), then
+        wait up to ``wait`` s for one more frame. The lane calls it while a sink call of the
+        previous batch waits for its broker, so the next :meth:`fetch` finds its batch read."""
+        if self._conn is None or self._broken is not None or len(self._buffer) >= max_count:
+            return False
+        try:
+            self._take_ready(max_count)
+            if len(self._buffer) < max_count and wait > 0:
+                try:
+                    self._conn.drain_events(timeout=wait)
+                except TimeoutError:
+                    pass
+        except self._errors as exc:
+            # py-amqp reads nothing more from a connection after such an error, without
+            # raising it again: kept for the next fetch, ack or keepalive to raise
+            self._broken = BrokerUnavailable(f"consumer connection lost: {exc}")
+            self._broken.__cause__ = exc
+            return False
+        return len(self._buffer) < max_count
+
+    def _check(self) -> None:
+        if self._broken is not None:
+            raise self._broken
 
     def stop_consuming(self, *, quiet: float = 0.3, limit: float = 10.0) -> None:
         """Stop the broker sending more, without leaving a delivery stranded: deliveries
@@ -171,6 +198,7 @@ class AmqpConsumer:
 
     def keepalive(self, timeout: float) -> None:
         """Serve the connection (heartbeats) for ``timeout`` s without handing anything out."""
+        self._check()
         try:
             try:
                 self._conn.drain_events(timeout=max(timeout, 0.01))
@@ -183,6 +211,7 @@ class AmqpConsumer:
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
+        self._check()
         try:
             # Everything up to the highest tag was handled in order: one multiple-ack settles it.
             self._channel.basic_ack(max(d.tag for d in deliveries), multiple=True)

@@ -107,6 +107,12 @@ class Consumer(Protocol):
     def keepalive(self, timeout: float) -> None:
         """Serve heartbeats for ``timeout`` s (while paused) without handing deliveries out."""
 
+    def read_ahead(self, max_count: int, wait: float) -> bool:
+        """Take in deliveries already on their way, without handing any out (the next
+        :meth:`fetch` does), waiting at most ``wait`` s for one; False once ``max_count`` are
+        buffered or nothing can be read ahead. Never raises: a broken connection shows at the
+        next :meth:`fetch` or :meth:`ack`."""
+
     def ack(self, deliveries: Sequence[Delivery]) -> None: ...
 
     def set_prefetch(self, count: int) -> None: ...

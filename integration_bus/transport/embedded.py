@@ -242,6 +242,10 @@ class EmbeddedConsumer:
         """Nothing to keep alive in-process; just let the time pass."""
         threading.Event().wait(timeout)
 
+    def read_ahead(self, max_count: int, wait: float) -> bool:
+        """Rows are claimed by :meth:`fetch` itself: nothing to read ahead."""
+        return False
+
     def set_prefetch(self, count: int) -> None:
         self._prefetch = count
 
