@@ -2,7 +2,7 @@
 the console to come): uvicorn with its h11 protocol, on a socket bound first, in the calling
 thread, until a ``stop`` event — under :class:`~integration_bus.http_limits.HttpLimits`.
 
-What uvicorn does not do, and this module adds in its own protocol subclass:
+What uvicorn does not do, and this module adds in its own protocol subclass and accept loop:
 
 - **Read deadlines.** uvicorn has no deadline for receiving a request: its keep-alive timer runs
   only between requests and every byte received cancels it, so a client that trickles a header
@@ -16,9 +16,14 @@ What uvicorn does not do, and this module adds in its own protocol subclass:
   head — first among clients that have not completed a request on their connection or are
   part-way through a head (a slowloris), then among idle keep-alive connections (a client
   about to reuse one would otherwise lose its request); a request being handled is never cut.
-  When every connection is busy, the new one is answered 503 and closed. ``max_connections``
-  is lowered at start to fit the process's descriptor limit (``RLIMIT_NOFILE``), so accepting
-  never fails with EMFILE.
+  When every connection is busy, the new one is answered 503 and closed.
+- **A descriptor ceiling** (:class:`_Acceptor`, in place of asyncio's accept loop, which takes
+  up to a backlog of sockets per readiness event, seen by the protocol two loop iterations
+  later, while evicted sockets close an iteration late: floods piled bursts up into EMFILE).
+  Client sockets are counted from ``accept`` to close; at most ``max_connections`` plus one
+  burst are open (newcomers yet to evict, victims yet to close), and ``max_connections`` is
+  lowered at start to fit that under ``RLIMIT_NOFILE``. At the ceiling a client waits in the
+  listen queue an iteration or two, or gets a 503 at once when every connection is busy.
 - **Bounded logs.** Timeouts, evictions, malformed requests and event-loop errors (an EMFILE
   on accept would otherwise log a traceback per attempt) are logged once per kind, then
   counted into one summary line per ``log_every``. uvicorn's own error logger is rate-limited
@@ -30,6 +35,8 @@ No ``/openapi.json`` or ``/docs`` unless the limits say ``docs: true`` (:func:`a
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import logging
 import math
 import os
@@ -38,6 +45,7 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -57,6 +65,8 @@ __all__ = ["HttpLimits", "HttpServer", "api"]
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
          b"content-length: 21\r\nconnection: close\r\n\r\ntoo many connections\n")
 _RESERVE_FDS = 64  # for the store, the broker, files: never given to clients
+_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}  # out of resources
+_ACCEPT_PAUSE = 0.1  # seconds without accepting after one of those
 
 
 def api(limits: HttpLimits | None = None, *, title: str = "integration-bus") -> FastAPI:
@@ -67,12 +77,17 @@ def api(limits: HttpLimits | None = None, *, title: str = "integration-bus") -> 
 
 
 class _Guard:
-    """Per server: the limits, connections waiting for a request head (oldest first) and the
-    bounded log of what went wrong."""
+    """Per server: the limits, the client descriptors open, connections waiting for a request
+    head (oldest first) and the bounded log of what went wrong."""
 
     def __init__(self, limits: HttpLimits, name: str, log: Any, max_connections: int) -> None:
         self.limits, self.name, self.log = limits, name, log
         self.max_connections = max_connections
+        # client sockets from accept to close (right after ``connection_lost``); of those, the
+        # ones yet to see ``connection_made`` and the ones aborted yet to see ``connection_lost``
+        self.open = 0
+        self.starting = 0
+        self.closing = 0
         # connections waiting for a request head, oldest first: ``partial`` (new, or part-way
         # through a head) are evicted before ``idle`` (keep-alive, nothing sent since)
         self.partial: OrderedDict[_GuardedH11, None] = OrderedDict()
@@ -102,7 +117,8 @@ class _Guard:
         self._since = time.monotonic()
 
     def make_room(self) -> bool:
-        """Evict the connection that has waited longest for a request head, if any."""
+        """Evict the connection that has waited longest for a request head, if any (its socket
+        closes in the next loop iteration)."""
         for waiting in (self.partial, self.idle):
             if waiting:
                 victim, _ = waiting.popitem(last=False)
@@ -135,8 +151,77 @@ class _BoundedLog(logging.Filter):
         return first
 
 
+class _Acceptor:
+    """Accepts on a listening socket for ``factory``, up to ``burst`` per readiness event, while
+    fewer than ``guard.max_connections + burst`` client sockets are open (module doc).
+    Lifecycle: ``start()`` in the serving loop; ``close()`` (idempotent) before the socket's."""
+
+    def __init__(self, sock: socket.socket, factory: Callable[[], asyncio.Protocol],
+                 guard: _Guard, burst: int) -> None:
+        self._sock, self._factory, self._guard, self._burst = sock, factory, guard, burst
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._sock.setblocking(False)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self._ready)
+
+    def close(self) -> None:
+        if self._loop is not None and self._sock.fileno() != -1:
+            self._loop.remove_reader(self._sock.fileno())
+        self._loop = None
+
+    def _ready(self) -> None:
+        guard = self._guard
+        for _ in range(self._burst):
+            full = guard.open >= guard.max_connections + self._burst
+            if full and (guard.starting or guard.closing or guard.make_room()):
+                # descriptors come free within two loop iterations, and the listening socket
+                # stays ready until then: the client waits in its queue
+                return
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                guard.note(f"accept:{errno.errorcode.get(exc.errno or 0, 'OSError')}", str(exc))
+                if exc.errno in _ACCEPT_ERRORS and self._loop is not None:
+                    # Linux reports the socket ready meanwhile: wait for descriptors to close
+                    self._loop.remove_reader(self._sock.fileno())
+                    self._loop.call_later(_ACCEPT_PAUSE, self._resume)
+                return
+            if full:  # every connection is busy with a request: 503, never held past here
+                guard.note("refused", f"{guard.max_connections} connections, all busy")
+                try:
+                    conn.send(_BUSY)  # a fresh socket's send buffer takes it whole
+                except OSError:
+                    pass  # the client is gone already
+                conn.close()
+                continue
+            guard.open += 1
+            guard.starting += 1
+            task = asyncio.get_running_loop().create_task(self._connect(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self._factory, conn)
+        except OSError as exc:  # no transport took the socket: no connection_lost will count it
+            self._guard.note("accept", str(exc))
+            self._guard.open -= 1
+            self._guard.starting -= 1
+            conn.close()
+
+    def _resume(self) -> None:
+        if self._loop is not None and self._sock.fileno() != -1:
+            self._loop.add_reader(self._sock.fileno(), self._ready)
+
+
 class _GuardedH11(H11Protocol):
-    """uvicorn's h11 protocol with read deadlines and the connection limit (module doc)."""
+    """uvicorn's h11 protocol with read deadlines and the connection limit (module doc), for
+    connections an :class:`_Acceptor` accepted (and counted)."""
 
     guard: ClassVar[_Guard]
 
@@ -145,10 +230,12 @@ class _GuardedH11(H11Protocol):
         self._phase: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._answered = False  # a response was completed on this connection
+        self._aborted = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         guard = self.guard
+        guard.starting -= 1
         if len(self.connections) > guard.max_connections and not guard.make_room():
             guard.note("refused", f"{guard.max_connections} connections, all busy")
             transport.write(_BUSY)
@@ -171,6 +258,9 @@ class _GuardedH11(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._enter(None)
+        self.guard.open -= 1  # asyncio closes the socket right after this returns
+        if self._aborted:
+            self.guard.closing -= 1
         super().connection_lost(exc)
 
     def _follow(self) -> None:
@@ -210,19 +300,41 @@ class _GuardedH11(H11Protocol):
         self._enter(None)
         client = f"{self.client[0]}" if self.client else "?"
         self.guard.note(kind, f"client {client}")
+        self._aborted = True
+        self.guard.closing += 1
         self.transport.abort()
 
 
 class _Server(uvicorn.Server):
-    """uvicorn that stops when ``stop`` is set, with the guard's loop handler and ticks."""
+    """uvicorn that stops when ``stop`` is set, with the guard's loop handler and ticks, and
+    that accepts on its sockets with an :class:`_Acceptor` each instead of asyncio's server."""
 
-    def __init__(self, config: uvicorn.Config, stop: threading.Event, guard: _Guard) -> None:
+    def __init__(self, config: uvicorn.Config, stop: threading.Event, guard: _Guard,
+                 protocol: type[_GuardedH11], burst: int) -> None:
         super().__init__(config)
-        self._stop, self._guard = stop, guard
+        self._stop, self._guard, self._protocol, self._burst = stop, guard, protocol, burst
+        self._acceptors: list[_Acceptor] = []
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         asyncio.get_running_loop().set_exception_handler(self._guard.loop_exception)
         await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])  # the lifespan and state, without asyncio servers
+        if self.should_exit:
+            return
+        factory = functools.partial(self._protocol, config=self.config,
+                                    server_state=self.server_state,
+                                    app_state=self.lifespan.state)
+        for sock in sockets or []:
+            acceptor = _Acceptor(sock, factory, self._guard, self._burst)
+            acceptor.start()
+            self._acceptors.append(acceptor)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for acceptor in self._acceptors:
+            acceptor.close()
+        await super().shutdown(sockets)
 
     async def on_tick(self, counter: int) -> bool:
         self._guard.tick()
@@ -231,9 +343,9 @@ class _Server(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def _fd_budget(backlog: int) -> int | None:
-    """Descriptors clients may hold: the soft RLIMIT_NOFILE minus those open now, a reserve
-    and an accept burst (None where it cannot be known)."""
+def _fd_budget(burst: int) -> int | None:
+    """Connections clients may hold: the soft RLIMIT_NOFILE minus descriptors open now, a
+    reserve, the acceptor's ``burst`` and a refusal's one (None where it cannot be known)."""
     try:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         open_now = len(os.listdir("/proc/self/fd"))
@@ -241,9 +353,7 @@ def _fd_budget(backlog: int) -> int | None:
         return None
     if soft == resource.RLIM_INFINITY:
         return None
-    # asyncio accepts up to ``backlog`` connections per readiness event, and the evictions
-    # they cause close a loop iteration later: two bursts can be open at once
-    return soft - open_now - _RESERVE_FDS - 2 * backlog
+    return soft - open_now - _RESERVE_FDS - burst - 1
 
 
 class HttpServer:
@@ -264,6 +374,8 @@ class HttpServer:
     def __init__(self, app: ASGIApp, *, host: str, port: int, limits: HttpLimits, name: str,
                  log: FilteringBoundLogger | None = None, field: str | None = None) -> None:
         self.app, self.host, self.limits, self.name = app, host, limits, name
+        # the listen queue's length, and the most connections accepted per readiness event
+        self._backlog = min(128, limits.max_connections)
         self._log: Any = log if log is not None else structlog.get_logger("integration_bus.http")
         self._wanted_port, self._field = port, field
         self._sock: socket.socket | None = None
@@ -342,7 +454,7 @@ class HttpServer:
             sock.close()
             raise TransientError(f"cannot listen on {self.host}:{self._wanted_port}: "
                                  f"{exc.strerror}", field=self._field) from exc
-        sock.listen(min(128, self.limits.max_connections))  # queue clients until run() serves
+        sock.listen(self._backlog)  # queue clients until run() serves
         self._sock, self.port = sock, int(sock.getsockname()[1])
         return self.port
 
@@ -351,9 +463,9 @@ class HttpServer:
             self._sock.close()
             self._sock = None
 
-    def _max_connections(self, backlog: int) -> int:
+    def _max_connections(self) -> int:
         wanted = self.limits.max_connections
-        budget = _fd_budget(backlog)
+        budget = _fd_budget(self._backlog)
         if budget is not None and wanted > budget:
             self._log.warning("http.max_connections_lowered", server=self.name, wanted=wanted,
                               allowed=max(1, budget),
@@ -366,13 +478,12 @@ class HttpServer:
         sock = self._sock
         assert sock is not None
         limits = self.limits
-        backlog = min(128, limits.max_connections)
-        guard = _Guard(limits, self.name, self._log, self._max_connections(backlog))
-        protocol = type("GuardedH11", (_GuardedH11,), {"guard": guard})
+        guard = _Guard(limits, self.name, self._log, self._max_connections())
+        protocol: type[_GuardedH11] = type("GuardedH11", (_GuardedH11,), {"guard": guard})
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", loop="asyncio",
             http=protocol, ws="none", proxy_headers=False, server_header=False,
-            backlog=backlog, h11_max_incomplete_event_size=limits.max_header_bytes,
+            h11_max_incomplete_event_size=limits.max_header_bytes,
             timeout_keep_alive=max(1, math.ceil(limits.keep_alive / 1000)),
             timeout_graceful_shutdown=math.ceil(limits.shutdown_grace / 1000))
         bounded = _BoundedLog(guard)
@@ -380,7 +491,7 @@ class HttpServer:
         uvicorn_log.addFilter(bounded)
         self.listening.set()
         try:
-            _Server(config, stop, guard).run(sockets=[sock])
+            _Server(config, stop, guard, protocol, self._backlog).run(sockets=[sock])
         finally:
             self.listening.clear()
             uvicorn_log.removeFilter(bounded)

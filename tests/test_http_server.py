@@ -1,7 +1,8 @@
 """The one HTTP runner (integration_bus.http_server) on real sockets: read deadlines that trickling
-cannot extend, the connection limit (slow clients evicted first, 503 when all are busy), bounded
-logs, and no OpenAPI schema unless enabled. The webhook receiver under 300 slow clients, in its
-own process with a descriptor limit: tests/rest_shop/test_slow_clients.py."""
+cannot extend, the connection limit (slow clients evicted first, 503 when all are busy), the
+ceiling on accepted sockets under a flood, bounded logs, and no OpenAPI schema unless enabled.
+The webhook receiver under 300 slow clients, in its own process with a descriptor limit:
+tests/rest_shop/test_slow_clients.py."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from fastapi import Request, Response
 from integration_bus.http_limits import HttpLimits
 from integration_bus.http_server import HttpServer, api
 from tests.support.probe import wait_for
+from tests.support.slowloris import Slowloris
 
 
 class RecordingLog:
@@ -141,6 +143,62 @@ def test_slow_clients_are_evicted_for_a_new_one_and_a_busy_server_says_503() -> 
             sock.close()
     kinds = [fields["kind"] for event, fields in log.lines if event == "http.trouble"]
     assert "evicted" in kinds and "refused" in kinds
+
+
+class _CountingListener(socket.socket):
+    """A listening socket that counts the sockets it accepted that are not closed yet."""
+
+    def __init__(self, fileno: int) -> None:
+        super().__init__(fileno=fileno)
+        self.open = self.peak = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        fd, address = self._accept()  # type: ignore[attr-defined]
+        conn = _Counted(self, self.family, self.type, self.proto, fileno=fd)
+        self.open += 1
+        self.peak = max(self.peak, self.open)
+        return conn, address
+
+
+class _Counted(socket.socket):
+    def __init__(self, listener: _CountingListener, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listener = listener
+
+    def close(self) -> None:
+        if self.fileno() != -1:
+            self._listener.open -= 1
+        super().close()
+
+
+@pytest.mark.slow
+def test_a_flood_of_reconnecting_clients_never_holds_more_sockets_than_the_ceiling() -> None:
+    # Given room for 16 connections (the ceiling: 16 more, one accept burst of newcomers still
+    # to evict and victims still to close) and a listener that counts the sockets it hands out
+    limits = HttpLimits(max_connections=16, header_timeout="30s")
+    server = HttpServer(_app(), host="127.0.0.1", port=0, limits=limits, name="test",
+                        log=RecordingLog())
+    port = server.bind()
+    assert server._sock is not None
+    listener = server._sock = _CountingListener(server._sock.detach())
+    attacks = [Slowloris(port, 50) for _ in range(4)]
+    with server:
+        # When 200 slow clients (in 4 threads, so that the listen queue refills at once) come
+        # back whenever they are dropped
+        for attack in attacks:
+            attack.thread.start()
+        try:
+            wait_for(lambda: sum(attack.reconnects for attack in attacks) >= 200, timeout=60,
+                     message="the slow clients were dropped and came back")
+        finally:
+            for attack in attacks:
+                attack.stop.set()
+            for attack in attacks:
+                attack.thread.join(10)
+    # Then the server never held more than the ceiling (asyncio's accept loop held several
+    # bursts and their victims at once: the road to EMFILE), and closed every socket
+    assert 16 < listener.peak <= 32, listener.peak
+    assert listener.open == 0
 
 
 def _is_closed(sock: socket.socket) -> bool:
