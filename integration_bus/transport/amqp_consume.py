@@ -43,7 +43,7 @@ class AmqpConsumer:
         self._tags: dict[str, str] = {}  # consumer tag -> queue (cancelled ones kept a while)
         self._cancelled: dict[str, float] = {}  # consumer tag -> when it was cancelled
         self._prefetch = prefetch
-        self._broken: BrokerUnavailable | None = None  # what a read ahead met (see read_ahead)
+        self._broken: Exception | None = None  # what a read ahead met (see read_ahead)
         try:
             self._channel = self._conn.channel()
             # Deliveries are read off the wire here, not through py-amqp's and kombu's
@@ -121,15 +121,20 @@ class AmqpConsumer:
                     pass
         except self._errors as exc:
             # py-amqp reads nothing more from a connection after such an error, without
-            # raising it again: kept for the next fetch, ack or keepalive to raise
+            # raising it again: kept for the next fetch, ack or keepalive to raise, once the
+            # batch whose sink call is under way is settled
             self._broken = BrokerUnavailable(f"consumer connection lost: {exc}")
             self._broken.__cause__ = exc
+            return False
+        except Exception as exc:  # e.g. the broker cancelled a consumer: raised there too
+            self._broken = exc
             return False
         return len(self._buffer) < max_count
 
     def _check(self) -> None:
-        if self._broken is not None:
-            raise self._broken
+        broken = self._broken
+        if broken is not None:
+            raise broken.with_traceback(None)
 
     def stop_consuming(self, *, quiet: float = 0.3, limit: float = 10.0) -> None:
         """Stop the broker sending more, without leaving a delivery stranded: deliveries
