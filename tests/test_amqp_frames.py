@@ -160,16 +160,19 @@ def test_read_ahead_buffers_what_the_broker_sent_and_fetch_hands_it_out(
     # The lane reads the next batch this way while a sink call waits for its broker.
     with route_io(rabbitmq_url, "ahead", 20) as (publisher, consumer):
         envelopes = [Envelope.create("ahead.one", {"n": n}, source="t") for n in range(20)]
+        # one of them spans many frames: slices of 0.5 ms end in the middle of some
+        envelopes[7] = Envelope.create("ahead.big", {"blob": "é" * 400_000}, source="t")
         assert publisher.publish_many(envelopes) == [None] * 20
         # Given 20 deliveries on their way, read ahead until 20 are buffered
         deadline = time.monotonic() + 10
-        while consumer.read_ahead(20, 0.05):
+        while consumer.read_ahead(20, 0.0005):
             assert time.monotonic() < deadline, "the deliveries never arrived"
-        # Then the next fetch hands them out without waiting, in order, and one more read
-        # ahead has nothing to do until they are handed out
+        # Then the next fetch hands them out without waiting, whole and in order, and one
+        # more read ahead has nothing to do until they are handed out
         assert not consumer.read_ahead(20, 0.05)
         got = consumer.fetch(20, 0)
         assert [d.message_id for d in got] == [e.id for e in envelopes]
+        assert Envelope.from_json(got[7].body) == envelopes[7]
         consumer.ack(got)
         # When the connection breaks, read_ahead says so by returning False, never raising;
         # the next fetch reports it
