@@ -14,7 +14,7 @@ figures):
   default threshold (700 net new objects) a collection of the youngest generation ran at every
   rise, promoting the live window to the older generations to be walked again there (1,272
   young and 115 middle collections for that file). A threshold of :data:`YOUNG_THRESHOLD` lets a
-  window come and go between two collections (8 for the same file).
+  window come and go between two collections (90 young and 8 middle for the same file).
 
 Cyclic garbage is reclaimed as before, a little later; what start-up left behind that later
 becomes garbage in a cycle is not (start-up's objects are modules, settings and connections
