@@ -1,6 +1,7 @@
-"""The journal's hot-path insert (``store.journal.append_many``: driver-level ``executemany``)
-stores exactly what SQLAlchemy's own ``insert(journal)`` stores, on SQLite and PostgreSQL, and
-reads back through the store as before."""
+"""The journal's hot-path insert (``store.journal.append_many``: ``COPY`` on PostgreSQL,
+driver-level ``executemany`` on SQLite) stores exactly what SQLAlchemy's own ``insert(journal)``
+stores, on SQLite and PostgreSQL, reads back through the store as before, and fails as
+SQLAlchemy fails."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError
 
+from integration_bus.errors import StoreUnavailable
 from integration_bus.store import Store
 from integration_bus.store import journal as journal_ops
 from integration_bus.store.records import JournalEntry
@@ -72,5 +74,25 @@ def test_append_many_errors_are_sqlalchemy_errors(postgres_url: str, tmp_path: P
                     JournalEntry("ok", "received", AT, route="r", detail={"t": "nul \x00"})):
             with pytest.raises(DBAPIError), store.db.begin() as conn:
                 journal_ops.append_many(conn, [bad])
+    finally:
+        store.close()
+
+
+def test_append_many_on_a_lost_connection_is_an_outage(postgres_url: str,
+                                                       tmp_path: Path) -> None:
+    # COPY does not go through SQLAlchemy: a connection that died under it must still count as
+    # gone (invalidated, StoreUnavailable: the lane waits for the store), and the next
+    # transaction must get a working connection.
+    store = Store.open(postgres_url, root=tmp_path)
+    try:
+        with pytest.raises(StoreUnavailable), store.db.begin() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with store.db.engine.connect() as other:
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+                other.commit()
+            journal_ops.append_many(conn, ENTRIES)
+        with store.db.begin() as conn:
+            journal_ops.append_many(conn, ENTRIES[:1])
+        assert store.count_events("received", route="orders") == 1
     finally:
         store.close()
