@@ -16,7 +16,7 @@ from kombu import Consumer, Queue
 
 from integration_bus.errors import BrokerUnavailable
 from integration_bus.transport.amqp_frames import Deliver, route_deliveries
-from integration_bus.transport.amqp_io import Connection
+from integration_bus.transport.amqp_io import BufferedTCPTransport, Connection
 from integration_bus.transport.base import Delivery
 
 __all__ = ["KEEP_CANCELLED", "AmqpConsumer"]
@@ -44,11 +44,13 @@ class AmqpConsumer:
         self._cancelled: dict[str, float] = {}  # consumer tag -> when it was cancelled
         self._prefetch = prefetch
         self._broken: Exception | None = None  # what a read ahead met (see read_ahead)
+        self._wire: Any = None  # py-amqp's connection under self._conn
         try:
             self._channel = self._conn.channel()
             # Deliveries are read off the wire here, not through py-amqp's and kombu's
             # message objects (transport/amqp_frames.py says why).
-            route_deliveries(self._conn.connection, self._channel.channel_id, self._receive)
+            self._wire = self._conn.connection
+            route_deliveries(self._wire, self._channel.channel_id, self._receive)
             self._consume(prefetch)
         except self._errors as exc:
             self._conn.release()
@@ -99,26 +101,52 @@ class AmqpConsumer:
         count = min(max_count, len(self._buffer))
         return [self._buffer.popleft() for _ in range(count)]
 
-    def _take_ready(self, max_count: int) -> None:
+    def _take_ready(self, max_count: int, wait: float = 0.0) -> None:
+        """Buffer the deliveries the socket holds (up to ``max_count``); when it holds too few,
+        wait up to ``wait`` s once for more. On a buffered transport the frames are taken from
+        its buffer in a loop, each handed to the connection's frame handler (the deliveries'
+        own, ``amqp_frames.route_deliveries``, which passes every other frame to py-amqp), not
+        through py-amqp's ``drain_events``: that costs a socket-timeout context, a header, a
+        payload and a frame-end read per frame, three frames per message (docs/benchmarks.md,
+        issue 16)."""
+        wire = self._wire  # the py-amqp connection (None once closed)
+        transport = getattr(wire, "transport", None)
+        if not isinstance(transport, BufferedTCPTransport):
+            self._drain_ready(max_count, wait)
+            return
+        handle = wire.on_inbound_frame
+        buffer = self._buffer
+        waited = wait <= 0  # the one wait for more is used up
+        while len(buffer) < max_count:
+            frame = transport.next_frame()
+            if frame is not None:
+                handle(frame)
+            elif not transport.pull():
+                if waited or not transport.pull(wait):
+                    return
+                waited = True
+
+    def _drain_ready(self, max_count: int, wait: float) -> None:
+        """:meth:`_take_ready` through py-amqp (a TLS connection's transport)."""
         while len(self._buffer) < max_count:
             try:
                 self._conn.drain_events(timeout=0)
             except TimeoutError:
-                return
+                break
+        if len(self._buffer) < max_count and wait > 0:
+            try:
+                self._conn.drain_events(timeout=wait)
+            except TimeoutError:
+                pass
 
     def read_ahead(self, max_count: int, wait: float) -> bool:
         """Parse the deliveries the socket holds into the buffer (up to ``max_count``), then
-        wait up to ``wait`` s for one more frame. The lane calls it while a sink call of the
-        previous batch waits for its broker, so the next :meth:`fetch` finds its batch read."""
+        wait up to ``wait`` s for more. The lane calls it while a sink call of the previous
+        batch waits for its broker, so the next :meth:`fetch` finds its batch read."""
         if self._conn is None or self._broken is not None or len(self._buffer) >= max_count:
             return False
         try:
-            self._take_ready(max_count)
-            if len(self._buffer) < max_count and wait > 0:
-                try:
-                    self._conn.drain_events(timeout=wait)
-                except TimeoutError:
-                    pass
+            self._take_ready(max_count, wait)
         except self._errors as exc:
             # py-amqp reads nothing more from a connection after such an error, without
             # raising it again: kept for the next fetch, ack or keepalive to raise, once the
@@ -130,6 +158,11 @@ class AmqpConsumer:
             self._broken = exc
             return False
         return len(self._buffer) < max_count
+
+    def take_read(self, max_count: int) -> list[Delivery]:
+        """Up to ``max_count`` of the deliveries already buffered, without reading the socket."""
+        buffer = self._buffer
+        return [buffer.popleft() for _ in range(min(max_count, len(buffer)))]
 
     def _check(self) -> None:
         broken = self._broken

@@ -14,8 +14,11 @@ connections keep py-amqp's SSL transport), including after a failover switch to 
 from __future__ import annotations
 
 import errno
+import select
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from struct import Struct
 from typing import Any
 
 import amqp.transport
@@ -26,6 +29,9 @@ __all__ = ["READ_SIZE", "WRITE_SIZE", "BufferedTCPTransport", "Connection", "cor
 
 READ_SIZE = 128 * 1024  # bytes asked of the socket per recv when the buffer runs dry
 WRITE_SIZE = 128 * 1024  # bytes a corked transport gathers before it writes them anyway
+
+_FRAME_HEAD = Struct(">BHI")  # type, channel, payload size
+_FRAME_END = 0xCE
 
 
 class BufferedTCPTransport(amqp.transport.TCPTransport):  # type: ignore[misc]
@@ -41,6 +47,59 @@ class BufferedTCPTransport(amqp.transport.TCPTransport):  # type: ignore[misc]
     def _setup_transport(self) -> None:
         super()._setup_transport()
         self._buf, self._pos = bytearray(), 0
+        self._poll = select.poll()
+        self._poll.register(self.sock, select.POLLIN)
+
+    # -- reads in bulk: the frames the buffer holds, without a socket call each ---------------
+    def pull(self, wait: float = 0.0) -> bool:
+        """Append what the socket holds now to the buffer (one ``recv``), after waiting up to
+        ``wait`` s for it to hold something. False when it held nothing. The socket's own
+        timeout is left alone (no ``fcntl`` pair as ``having_timeout`` costs)."""
+        if wait > 0 and not self._poll.poll(wait * 1000):
+            return False
+        sock = self.sock
+        try:
+            if sock.gettimeout() is None:  # blocking mode, as py-amqp leaves it
+                chunk = sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
+            else:
+                with super().having_timeout(0):
+                    chunk = sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self.connected = False
+            raise
+        if not chunk:
+            self.connected = False
+            raise OSError("Server unexpectedly closed connection")
+        buf = self._buf
+        if self._pos:
+            del buf[:self._pos]
+            self._pos = 0
+        buf += chunk
+        return True
+
+    def next_frame(self) -> tuple[int, int, bytes] | None:
+        """The next whole frame in the buffer as py-amqp's ``read_frame`` returns it (type,
+        channel, payload), or None when the buffer holds no whole frame (nothing is taken)."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 8:
+            return None
+        frame_type, channel, size = _FRAME_HEAD.unpack_from(buf, pos)
+        end = pos + 7 + size
+        if len(buf) <= end:
+            return None
+        if buf[end] != _FRAME_END:
+            from amqp.exceptions import UnexpectedFrame
+
+            raise UnexpectedFrame(f"Received frame_end {buf[end]:#04x} while expecting 0xce")
+        payload = bytes(buf[pos + 7:end])
+        if end + 1 == len(buf):
+            buf.clear()
+            self._pos = 0
+        else:
+            self._pos = end + 1
+        return frame_type, channel, payload
 
     # -- writes: one send for many frames while a publisher streams --------------------------
     def cork(self) -> None:

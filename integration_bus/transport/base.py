@@ -113,6 +113,10 @@ class Consumer(Protocol):
         buffered or nothing can be read ahead. Never raises: a broken connection shows at the
         next :meth:`fetch` or :meth:`ack`."""
 
+    def take_read(self, max_count: int) -> list[Delivery]:
+        """Up to ``max_count`` of the deliveries already read (see :meth:`read_ahead`), with
+        no I/O at all: [] when none are. Never raises."""
+
     def ack(self, deliveries: Sequence[Delivery]) -> None: ...
 
     def set_prefetch(self, count: int) -> None: ...

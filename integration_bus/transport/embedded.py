@@ -246,6 +246,10 @@ class EmbeddedConsumer:
         """Rows are claimed by :meth:`fetch` itself: nothing to read ahead."""
         return False
 
+    def take_read(self, max_count: int) -> list[Delivery]:
+        """Nothing is ever read ahead (see :meth:`read_ahead`)."""
+        return []
+
     def set_prefetch(self, count: int) -> None:
         self._prefetch = count
 
