@@ -84,6 +84,9 @@ class Lane:
         self._publisher: TransportPublisher | None = None
         self._cautious = True  # prefetch 1 until a fresh (not redelivered) message shows up
         self._paused: dict[str, float] = {}  # queue -> monotonic time to resume (open circuits)
+        #: the next batch, taken from the read-ahead buffer and marked executing (its crash
+        #: marker row) in the settlement of the batch before (see _premark)
+        self._next: tuple[list[Delivery], str | None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -95,6 +98,8 @@ class Lane:
                 self._connect()
                 reconnect.reset()
                 self._resume_due()
+                if self._handle_next(stop):
+                    continue
                 deliveries = self._consumer.fetch(  # type: ignore[union-attr]
                     1 if self._cautious else options.batch_size, options.fetch_timeout)
                 if deliveries:
@@ -133,6 +138,7 @@ class Lane:
             if part is not None:
                 part.close()
         self._consumer = self._publisher = None
+        self._next = None  # its deliveries go back with the connection
         self.ctx.metrics.flow.settled(id(self))  # unacked: back in the broker's hands
         self._paused.clear()  # a new connection consumes every queue; holds start over
 
@@ -143,9 +149,12 @@ class Lane:
         # after the cancel is read here, until the connection stays quiet (within a deadline).
         if self._consumer is not None:
             try:
+                self._handle_next(stop)  # marked already: handled first
                 self._consumer.stop_consuming()
                 deadline = time.monotonic() + self.ctx.options.drain_timeout
                 while True:
+                    if self._handle_next(stop):
+                        continue
                     # Everything buffered is handled however long it takes; the deadline only
                     # bounds waiting for deliveries still on their way.
                     wait = 0.3 if time.monotonic() < deadline else 0.0
@@ -159,7 +168,19 @@ class Lane:
         self.calls.close()
 
     # -- one fetch -------------------------------------------------------------------------------
-    def _handle(self, deliveries: list[Delivery], stop: threading.Event) -> None:
+    def _handle_next(self, stop: threading.Event) -> bool:
+        """Handle the batch the last settlement took in (see :meth:`_premark`), if any."""
+        if self._next is None:
+            return False
+        deliveries, row = self._next
+        self._next = None
+        self._handle(deliveries, stop, marked=row)
+        return True
+
+    def _handle(self, deliveries: list[Delivery], stop: threading.Event,
+                marked: str | None = None) -> None:
+        """Run, settle and ack one fetch. ``marked``: the deliveries' crash marker row, written
+        with the batch before (all of them routed and never delivered before: no suspects)."""
         if self._cautious and any(not d.redelivered for d in deliveries):
             # Past the redelivered backlog of a crash: back to the full prefetch. (Until now
             # only one message at a time was out, so a message that kills the process holds
@@ -174,7 +195,10 @@ class Lane:
         normal = [d for d in routed if d.tag not in suspects]
         if normal or archived:
             with self.ctx.gate.shared():
-                self._run(normal, stop, archived=archived)
+                # the next batch is marked with this one's settlement only when nothing runs
+                # between the two (a suspect runs alone, after: its crash must not name them)
+                self._run(normal, stop, archived=archived, marker_row=marked,
+                          chain=not suspects)
         for delivery in routed:
             if delivery.tag in suspects:
                 self._run_suspect(delivery, suspects[delivery.tag], stop)
@@ -186,10 +210,12 @@ class Lane:
     def _run(self, deliveries: list[Delivery], stop: threading.Event, *,
              archived: list[Delivery] | None = None,
              crashed: tuple[int, CrashedWorker, CrashMarker, list[dict[str, Any]]] | None = None,
-             marker_row: str | None = None) -> None:
+             marker_row: str | None = None, chain: bool = False) -> None:
         """Execute and settle ``deliveries`` (not ack). They are marked executing first (one
-        marker row), unless ``marker_row`` (a suspect's own row, taken over) already stands or
-        the one delivery is ``crashed`` (tag, error, marker, history: dead-lettered unrun)."""
+        marker row), unless ``marker_row`` (a suspect's own row, taken over, or the row the
+        batch before wrote for them) already stands or the one delivery is ``crashed`` (tag,
+        error, marker, history: dead-lettered unrun). ``chain``: the settlement may mark the
+        next batch too (:meth:`_premark`)."""
         ctx = self.ctx
         unmark: list[Unmark] = []
         if ctx.markers and crashed is not None:
@@ -216,6 +242,12 @@ class Lane:
                 if not suspect_held:
                     unmark.append((marker_row, None))
             batch.settlement.unmark.extend(unmark)
+            reuse = marker_row if marker_row and marker_row.startswith("b:") else None
+            following = self._premark(reuse) if chain and ctx.markers else None
+            if following is not None:
+                batch.settlement.mark = following[1]
+                # from here on the lane's: handled next, even if this settlement fails
+                self._next = following[0], following[1][0] if following[1] else None
             self._until_stored(lambda: ctx.store.settle(batch.settlement), stop)
             if batch.archive:
                 self._until_stored(lambda: ctx.store.settle(batch.archive), stop)
@@ -236,6 +268,27 @@ class Lane:
         if consumer is None or self._cautious:
             return False
         return consumer.read_ahead(self.ctx.options.batch_size, wait)
+
+    def _premark(self, row: str | None) -> \
+            tuple[list[Delivery], tuple[str, list[tuple[str, str]], str] | None] | None:
+        """The next batch, when the read-ahead buffer holds it already: its deliveries and,
+        when they can run as they are (every one routed and fresh: no suspects to look up,
+        nothing to archive), the crash marker to write with this batch's settlement (row,
+        keys, owner), in ``row`` (the settled batch's own marker row) when given. That saves
+        the marker's own transaction (docs/lifecycle.md, step 1). Deliveries that cannot run
+        so are handled as if fetched, marked then."""
+        consumer = self._consumer
+        if consumer is None or self._cautious:
+            return None
+        size = self.ctx.options.batch_size
+        consumer.read_ahead(size, 0.0)  # what the socket holds, without waiting; never raises
+        deliveries = consumer.take_read(size)
+        if not deliveries:
+            return None
+        if any(d.redelivered or d.queue not in self.routes for d in deliveries):
+            return deliveries, None
+        keys = [(self.routes[d.queue].name, _envelope_id(d)) for d in deliveries]
+        return deliveries, (row or f"b:{new_id()}", keys, self.ctx.owner)
 
     # -- crash isolation -------------------------------------------------------------------------
     def _suspects(self, deliveries: list[Delivery],

@@ -19,7 +19,8 @@ from sqlalchemy import delete, select, update
 from integration_bus.store.database import dialect_insert
 from integration_bus.store.schema import crash_markers
 
-__all__ = ["CrashMarker", "Unmark", "add", "find", "purge", "remove", "single_id", "take_over"]
+__all__ = ["CrashMarker", "MarkerKey", "Unmark", "add", "find", "purge", "remove", "single_id",
+           "take_over"]
 
 MarkerKey = tuple[str, str]  # (route, envelope id)
 #: what settling removes: a whole row (member None), or one member of a row
@@ -45,9 +46,16 @@ def single_id(route: str, envelope_id: str) -> str:
 
 def add(conn: Any, dialect: str, row: str, keys: Sequence[MarkerKey], owner: str,
         now: datetime) -> None:
-    conn.execute(dialect_insert(dialect, crash_markers).values(
-        id=row, owner=owner, crashes=0, started_at=now,
-        members=[list(k) for k in dict.fromkeys(keys)], history=None))
+    """Mark ``keys`` executing under row ``row`` (a new crash record). A row of that id already
+    there now names these keys instead: a lane's next batch marked in the row of the batch
+    it settles (one statement, not a delete and an insert), or the same batch marked again
+    by a settlement written again after its commit was not confirmed."""
+    members = [list(k) for k in dict.fromkeys(keys)]
+    stmt = dialect_insert(dialect, crash_markers).values(
+        id=row, owner=owner, crashes=0, started_at=now, members=members, history=None)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={
+        "owner": owner, "crashes": 0, "started_at": now, "members": members,
+        "history": None}))
 
 
 def find(conn: Any, keys: Sequence[MarkerKey], me: str) -> dict[MarkerKey, CrashMarker]:

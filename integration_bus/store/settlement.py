@@ -1,9 +1,11 @@
 """Settling a worker batch: its journal rows, ledger outcomes, dead letters and crash-marker
-removals, written in one transaction before its messages are acked.
+removals (and the lane's next batch's crash marker), written in one transaction before its
+messages are acked.
 
 :func:`settle` is on the hot path of every message: per batch it runs one journal
 ``executemany`` (:func:`integration_bus.store.journal.append_many`), the ledger updates, one
-insert per dead letter (after reading that envelope's retries) and the marker removals.
+insert per dead letter (after reading that envelope's retries), the marker removals and the
+next batch's marker.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from integration_bus.store import journal as journal_ops
 from integration_bus.store import ledger as ledger_ops
 from integration_bus.store import markers as marker_ops
 from integration_bus.store.database import Database
-from integration_bus.store.markers import Unmark
+from integration_bus.store.markers import MarkerKey, Unmark
 from integration_bus.store.records import DeadLetter, JournalEntry, utcnow
 
 __all__ = ["Settlement", "redacted", "settle", "storable", "write"]
@@ -41,9 +43,13 @@ class Settlement:
     dead: list[DeadLetter] = field(default_factory=list)
     #: crash marker rows to remove (member None) or members to remove from a row
     unmark: list[Unmark] = field(default_factory=list)
+    #: the crash marker of the lane's next batch (row, (route, envelope id) keys, owner),
+    #: written in the same transaction: one transaction less per batch (docs/lifecycle.md)
+    mark: tuple[str, list[MarkerKey], str] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.journal or self.done or self.failed or self.dead or self.unmark)
+        return bool(self.journal or self.done or self.failed or self.dead or self.unmark
+                    or self.mark)
 
 
 def settle(db: Database, batch: Settlement, *, redaction: Redaction) -> None:
@@ -79,7 +85,12 @@ def write(conn: Connection, batch: Settlement, *, now: datetime) -> None:
     for letter in batch.dead:
         history = journal_ops.attempt_history(conn, letter.envelope["id"], letter.route)
         dead_letter_ops.add(conn, letter, history)
-    marker_ops.remove(conn, batch.unmark)
+    if batch.mark is None:
+        marker_ops.remove(conn, batch.unmark)
+    else:  # the row this batch leaves may be the one the next batch is marked in
+        row, keys, owner = batch.mark
+        marker_ops.remove(conn, [u for u in batch.unmark if u != (row, None)])
+        marker_ops.add(conn, conn.dialect.name, row, keys, owner, now)
 
 
 def redacted(batch: Settlement, redaction: Redaction) -> Settlement:
@@ -97,8 +108,7 @@ def redacted(batch: Settlement, redaction: Redaction) -> Settlement:
                                    traceback=hide.text(d.traceback, unmask=True),
                                    attempts=hide.data(d.attempts, unmask=True))
                for d in batch.dead]
-    return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed,
-                      dead=letters, unmark=batch.unmark)
+    return dataclasses.replace(batch, journal=journal_rows, dead=letters)
 
 
 # Events whose detail the worker writes from its own facts only (type, delivery count, output
@@ -134,5 +144,4 @@ def storable(batch: Settlement) -> Settlement:
                                    route=_clean(d.route, 128), step=_clean(d.step, 128),
                                    sink=_clean(d.sink, 128),
                                    error_type=_clean(d.error_type, 128)) for d in batch.dead]
-    return Settlement(journal=journal_rows, done=batch.done, failed=batch.failed, dead=letters,
-                      unmark=batch.unmark)
+    return dataclasses.replace(batch, journal=journal_rows, dead=letters)

@@ -1,0 +1,144 @@
+"""A lane marks its next batch in the settlement of the batch before (docs/lifecycle.md): on
+RabbitMQ, every envelope is still marked executing while its sink runs, the marks are gone once
+everything is settled, and most batches start without a marker transaction of their own."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from integration_bus.connector import ConnectorContext, ConnectorPlugin, Envelope
+from integration_bus.runtime import Bus
+from integration_bus.settings import load_config
+from integration_bus.store import Settlement, Store
+from integration_bus.testing import running, wait_for
+from tests.conftest import write_config
+from tests.support.probe import registry_with
+
+CONFIG = """
+broker:
+  url: "{broker}"
+  prefetch: 200
+  batch_size: 50
+store:
+  url: sqlite:///var/bus.db
+sinks:
+  watch:
+    connector: watch
+routes:
+  orders:
+    from: [order.*]
+    to: [watch]
+"""
+
+
+class WatchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Watch:
+    """A sink that looks, for every envelope it is handed, whether the store has it marked
+    executing (as another worker would see it after a crash)."""
+
+    def __init__(self, store_path: Path) -> None:
+        self.store_path = store_path
+        self.lock = threading.Lock()
+        self.marked: dict[str, bool] = {}
+        self._store: Store | None = None
+
+    def deliver(self, envelope: Envelope) -> None:
+        if self._store is None:  # opened on the sink's own thread
+            self._store = Store.open(f"sqlite:///{self.store_path}")
+        found = self._store.crash_markers([("orders", envelope.id)], "someone-else")
+        with self.lock:
+            self.marked[envelope.id] = ("orders", envelope.id) in found
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+class WatchSink:
+    def __init__(self, context: ConnectorContext, watch: Watch) -> None:
+        self.name = context.instance
+        self._watch = watch
+
+    def deliver(self, envelope: Envelope) -> None:
+        self._watch.deliver(envelope)
+
+    def close(self) -> None:
+        self._watch.close()
+
+
+def watch_plugin(watch: Watch) -> ConnectorPlugin:
+    return ConnectorPlugin(name="watch", summary="test sink looking at crash markers",
+                           sink_config=WatchConfig,
+                           create_sink=lambda cfg, ctx: WatchSink(ctx, watch))
+
+
+def test_each_batch_is_marked_while_it_runs_most_by_the_settlement_before(
+        rabbitmq_url: str, tmp_path: Path) -> None:
+    watch = Watch(tmp_path / "var" / "bus.db")
+    registry = registry_with(watch_plugin(watch))
+    config_dir = write_config(tmp_path, CONFIG.format(broker=rabbitmq_url))
+    with Bus(load_config(config_dir, registry, {}), registry=registry).open() as bus:
+        envelopes = [Envelope.create("order.created", {"n": i}, source="test")
+                     for i in range(1000)]
+        publisher = bus.publisher()
+        try:
+            assert publisher.publish_many(envelopes) == [None] * len(envelopes)
+        finally:
+            publisher.close()
+        marks = [0]
+        own_mark = bus.store.mark_executing
+
+        def counted(*args: Any) -> None:
+            marks[0] += 1
+            own_mark(*args)
+
+        bus.store.mark_executing = counted  # type: ignore[method-assign,assignment]
+        batches = [0]
+
+        def on_batch(batch: Any) -> None:
+            batches[0] += 1
+
+        with running(bus.worker(["orders"], on_batch=on_batch).run):
+            wait_for(lambda: bus.store.count_events("delivered", route="orders") == 1000,
+                     message="1000 deliveries settled")
+        # Every envelope was marked executing while its sink ran...
+        assert len(watch.marked) == 1000
+        assert [i for i, marked in watch.marked.items() if not marked] == []
+        # ... the marks are gone once everything is settled ...
+        ids = [("orders", e.id) for e in envelopes]
+        assert bus.store.crash_markers(ids, "someone-else") == {}
+        # ... and most batches were marked by the settlement of the one before them (the
+        # first batch, taken one message at a time until a fresh one shows, never is)
+        assert batches[0] >= 20
+        assert marks[0] < batches[0] // 2, (marks[0], batches[0])
+
+
+def test_a_settlement_marks_the_next_batch_in_the_row_it_leaves(store_url: str,
+                                                                 tmp_path: Path) -> None:
+    store = Store.open(store_url, root=tmp_path)
+    try:
+        first = [("orders", "E1"), ("orders", "E2")]
+        following = [("orders", "E3")]
+        store.mark_executing("b:1", first, "nohost.invalid:1:x")
+        store.mark_executing("b:9", [("orders", "E9")], "nohost.invalid:1:x")
+        # Settling the batch of row b:1 (and b:9) while marking the next batch in b:1
+        store.settle(Settlement(unmark=[("b:1", None), ("b:9", None)],
+                                mark=("b:1", following, "nohost.invalid:1:x")))
+        found = store.crash_markers(first + following + [("orders", "E9")], "someone-else")
+        # leaves b:1 naming only the next batch, as a fresh mark (no crash counted), b:9 gone
+        assert set(found) == {("orders", "E3")}
+        assert found["orders", "E3"].row == "b:1" and found["orders", "E3"].crashes == 0
+        # and a settlement that marks ahead into a new row removes what it unmarks
+        store.settle(Settlement(unmark=[("b:1", None)],
+                                mark=("b:2", [("orders", "E4")], "nohost.invalid:1:x")))
+        found = store.crash_markers([("orders", "E3"), ("orders", "E4")], "someone-else")
+        assert set(found) == {("orders", "E4")} and found["orders", "E4"].row == "b:2"
+    finally:
+        store.close()
