@@ -399,14 +399,21 @@ class Lane:
 def _oldest_per_route(deliveries: list[Delivery],
                       routes: Mapping[str, Route]) -> dict[str, datetime]:
     """Per route, when the oldest envelope of ``deliveries`` was created, read from its id (a
-    ULID) without decoding it; now for an id that is no ULID. One pass, no I/O."""
+    ULID) without decoding it; now for an id that is no ULID. No I/O.
+
+    ULIDs sort as text (in either case) in the order they were made, so when the lowest id of
+    a route is a ULID it is the oldest, and only it is read; otherwise (an id that is no ULID
+    sorts first) every id of that route is."""
+    ids: dict[str, list[str]] = {}
+    for delivery in deliveries:
+        ids.setdefault(routes[delivery.queue].name, []).append(_envelope_id(delivery))
     oldest: dict[str, datetime] = {}
     now = time.time()
-    for delivery in deliveries:
-        name = routes[delivery.queue].name
-        created = datetime.fromtimestamp(ulid_seconds(_envelope_id(delivery)) or now, UTC)
-        if name not in oldest or created < oldest[name]:
-            oldest[name] = created
+    for name, route_ids in ids.items():
+        seconds = ulid_seconds(min(route_ids, key=str.upper))
+        if seconds is None:
+            seconds = min(ulid_seconds(i) or now for i in route_ids)
+        oldest[name] = datetime.fromtimestamp(min(seconds, now), UTC)
     return oldest
 
 
