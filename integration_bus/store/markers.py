@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from integration_bus.store.database import dialect_insert
 from integration_bus.store.schema import crash_markers
@@ -49,13 +50,20 @@ def add(conn: Any, dialect: str, row: str, keys: Sequence[MarkerKey], owner: str
     """Mark ``keys`` executing under row ``row`` (a new crash record). A row of that id already
     there now names these keys instead: a lane's next batch marked in the row of the batch
     it settles (one statement, not a delete and an insert), or the same batch marked again
-    by a settlement written again after its commit was not confirmed."""
-    members = [list(k) for k in dict.fromkeys(keys)]
+    by a settlement written again after its commit was not confirmed. Once or twice per batch
+    on the hot path: the statement is built once per dialect, only its values change."""
+    conn.execute(_upsert(dialect), {"id": row, "owner": owner, "now": now,
+                                    "members": [list(k) for k in dict.fromkeys(keys)]})
+
+
+@lru_cache(maxsize=4)
+def _upsert(dialect: str) -> Any:
     stmt = dialect_insert(dialect, crash_markers).values(
-        id=row, owner=owner, crashes=0, started_at=now, members=members, history=None)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={
-        "owner": owner, "crashes": 0, "started_at": now, "members": members,
-        "history": None}))
+        id=bindparam("id"), owner=bindparam("owner"), crashes=0, started_at=bindparam("now"),
+        members=bindparam("members"), history=None)
+    return stmt.on_conflict_do_update(index_elements=["id"], set_={
+        "owner": stmt.excluded.owner, "crashes": 0, "started_at": stmt.excluded.started_at,
+        "members": stmt.excluded.members, "history": None})
 
 
 def find(conn: Any, keys: Sequence[MarkerKey], me: str) -> dict[MarkerKey, CrashMarker]:
