@@ -38,6 +38,9 @@ _FIELDS = (
     "id", "type", "source", "correlation_id", "causation_id", "idempotency_key", "schema",
     "headers", "payload", "created_at", "attempt", "replay_of",
 )
+_FIELD_SET = frozenset(_FIELDS)
+_REQUIRED_TEXT = ("id", "type", "source", "correlation_id", "idempotency_key")
+_LIMITS = tuple(MAX_LENGTHS.items())
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -216,18 +219,20 @@ class Envelope:
         """Rebuild an envelope; raises EnvelopeError naming the offending field."""
         if not isinstance(data, Mapping):
             raise EnvelopeError("an envelope must be a JSON object")
-        unknown = set(data) - set(_FIELDS)
-        if unknown:
+        if not _FIELD_SET.issuperset(data):
+            unknown = set(data) - _FIELD_SET
             raise EnvelopeError(f"unknown envelope field(s): {', '.join(sorted(unknown))}")
         try:
-            for name in ("id", "type", "source", "correlation_id", "idempotency_key"):
-                if not isinstance(data.get(name), str) or not data[name]:
+            get = data.get
+            for name in _REQUIRED_TEXT:
+                value = get(name)
+                if not isinstance(value, str) or not value:
                     raise EnvelopeError(f"missing or empty {name!r}", field=name)
-            for name, limit in MAX_LENGTHS.items():
-                value = data.get(name)
+            for name, limit in _LIMITS:
+                value = get(name)
                 if value is not None and (not isinstance(value, str) or len(value) > limit):
                     raise EnvelopeError(f"{name} must be text of at most {limit} characters",
-                                        field=name, envelope_id=str(data.get("id"))[:64])
+                                        field=name, envelope_id=str(get("id"))[:64])
             if "payload" not in data:
                 raise EnvelopeError("missing 'payload'", field="payload")
             attempt = data.get("attempt", 0)

@@ -65,10 +65,21 @@ _NET = 2  # row() clips at this many times the limits
 
 
 def _clip_values(value: Any) -> Any:
-    """Strings anywhere inside ``value`` clipped (the last net: journal detail, attempts)."""
+    """Strings anywhere inside ``value`` clipped (the last net: journal detail, attempts).
+    A flat object of numbers and short strings, as most journal details are (two per message
+    on the hot path), is returned as it is, not copied."""
     if isinstance(value, str):
         return clip_text(value, _NET * MAX_MESSAGE_CHARS)
     if isinstance(value, dict):
+        limit = _NET * MAX_MESSAGE_CHARS
+        for item in value.values():
+            if isinstance(item, str):
+                if len(item) > limit:
+                    break
+            elif item is not None and not isinstance(item, int | float):
+                break
+        else:
+            return value
         return {k: _clip_values(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_clip_values(v) for v in value]
