@@ -55,9 +55,11 @@ class BufferedTCPTransport(amqp.transport.TCPTransport):  # type: ignore[misc]
         """Append what the socket holds now to the buffer (one ``recv``), after waiting up to
         ``wait`` s for it to hold something. False when it held nothing. The socket's own
         timeout is left alone (no ``fcntl`` pair as ``having_timeout`` costs)."""
+        sock = self.sock
+        if sock is None:  # closed under us: as py-amqp's own reads fail then
+            raise OSError("the connection to the broker is closed")
         if wait > 0 and not self._poll.poll(wait * 1000):
             return False
-        sock = self.sock
         try:
             if sock.gettimeout() is None:  # blocking mode, as py-amqp leaves it
                 chunk = sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
