@@ -83,6 +83,12 @@ class IsolationGate:
                 self._readers -= 1
                 self._cond.notify_all()
 
+    def writer_waiting(self) -> bool:
+        """Whether a suspect holds the gate or waits for it (a lane then marks nothing ahead:
+        the batch it would mark must not stand marked while a suspect runs alone)."""
+        with self._cond:
+            return self._writer or self._waiting_writers > 0
+
     @contextmanager
     def exclusive(self, stop: threading.Event | None = None) -> Iterator[None]:
         self._acquire_exclusive(stop)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +42,7 @@ from integration_bus.isolation import IsolationGate, crash_entry, died
 from integration_bus.metrics import ulid_seconds
 from integration_bus.route import Route
 from integration_bus.sinkcalls import SinkCalls
-from integration_bus.store import CrashMarker, Store
+from integration_bus.store import CrashMarker, Settlement, Store
 from integration_bus.store.markers import Unmark
 from integration_bus.topology import DEAD_LETTER_QUEUE, Topology, route_queue
 from integration_bus.tracing import Tracing
@@ -87,6 +88,9 @@ class Lane:
         #: the next batch, taken from the read-ahead buffer and marked executing (its crash
         #: marker row) in the settlement of the batch before (see _premark)
         self._next: tuple[list[Delivery], str | None] | None = None
+        #: the gate held shared from a batch's settlement that marked the next batch until
+        #: that batch has run (see _handle)
+        self._gate_held: ExitStack | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -138,7 +142,10 @@ class Lane:
             if part is not None:
                 part.close()
         self._consumer = self._publisher = None
-        self._next = None  # its deliveries go back with the connection
+        following, self._next = self._next, None  # its deliveries go back with the connection
+        if following is not None and following[1] is not None:
+            self._unmark_quietly(following[1])  # marked ahead, never run
+        self._release_gate()
         self.ctx.metrics.flow.settled(id(self))  # unacked: back in the broker's hands
         self._paused.clear()  # a new connection consumes every queue; holds start over
 
@@ -194,11 +201,20 @@ class Lane:
         suspects = self._suspects(routed, stop) if self.ctx.markers and routed else {}
         normal = [d for d in routed if d.tag not in suspects]
         if normal or archived:
-            with self.ctx.gate.shared():
+            self._hold_gate()
+            try:
                 # the next batch is marked with this one's settlement only when nothing runs
                 # between the two (a suspect runs alone, after: its crash must not name them)
                 self._run(normal, stop, archived=archived, marker_row=marked,
                           chain=not suspects)
+            except BaseException:
+                self._release_gate()
+                raise
+            if self._next is None or self._next[1] is None:
+                # Nothing stands marked ahead: a suspect of another lane may run alone now.
+                # A batch marked ahead runs first, still under the gate, so that no suspect
+                # runs alone while it stands marked (the suspect's crash would name it).
+                self._release_gate()
         for delivery in routed:
             if delivery.tag in suspects:
                 self._run_suspect(delivery, suspects[delivery.tag], stop)
@@ -260,6 +276,28 @@ class Lane:
         if ctx.on_batch is not None:
             ctx.on_batch(batch)
 
+    def _hold_gate(self) -> None:
+        if self._gate_held is None:
+            held = ExitStack()
+            held.enter_context(self.ctx.gate.shared())
+            self._gate_held = held
+
+    def _release_gate(self) -> None:
+        held, self._gate_held = self._gate_held, None
+        if held is not None:
+            held.close()
+
+    def _unmark_quietly(self, row: str) -> None:
+        """Remove the marker row of a batch marked ahead that will not run here (its
+        connection is gone: the broker redelivers it). Left to the retention purge if the
+        store cannot be reached."""
+        try:
+            self.ctx.store.settle(Settlement(unmark=[(row, None)]))
+        except Exception as exc:
+            log.warning("worker.mark_left", lane=self.name, row=row,
+                        error=f"{type(exc).__name__}: {exc}",
+                        hint="the retention purge removes it (bus scheduler)")
+
     def _read_ahead(self, wait: float) -> bool:
         """While a sink call waits (a republish for its confirms), read the next batch's
         deliveries off the socket: the broker sent them when the last batch was acked. Only
@@ -278,8 +316,8 @@ class Lane:
         the marker's own transaction (docs/lifecycle.md, step 1). Deliveries that cannot run
         so are handled as if fetched, marked then."""
         consumer = self._consumer
-        if consumer is None or self._cautious:
-            return None
+        if consumer is None or self._cautious or self.ctx.gate.writer_waiting():
+            return None  # a suspect waits to run alone: nothing may stand marked meanwhile
         size = self.ctx.options.batch_size
         consumer.read_ahead(size, 0.0)  # what the socket holds, without waiting; never raises
         deliveries = consumer.take_read(size)
@@ -411,7 +449,7 @@ def _oldest_per_route(deliveries: list[Delivery],
     now = time.time()
     for name, route_ids in ids.items():
         seconds = ulid_seconds(min(route_ids, key=str.upper))
-        if seconds is None:
+        if not seconds:  # not a ULID (or its time is 0: counted as now, as every such id)
             seconds = min(ulid_seconds(i) or now for i in route_ids)
         oldest[name] = datetime.fromtimestamp(min(seconds, now), UTC)
     return oldest

@@ -1,6 +1,7 @@
 """A lane marks its next batch in the settlement of the batch before (docs/lifecycle.md): on
 RabbitMQ, every envelope is still marked executing while its sink runs, the marks are gone once
-everything is settled, and most batches start without a marker transaction of their own."""
+everything is settled, and most batches start without a marker transaction of their own; no
+batch stands marked ahead while a crash suspect runs alone, nor after its connection is lost."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
 
 from integration_bus.connector import ConnectorContext, ConnectorPlugin, Envelope
+from integration_bus.errors import BrokerUnavailable
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
 from integration_bus.store import Settlement, Store
+from integration_bus.store.schema import crash_markers
 from integration_bus.testing import running, wait_for
+from integration_bus.transport.amqp_consume import AmqpConsumer
 from tests.conftest import write_config
 from tests.support.probe import registry_with
 
@@ -142,3 +148,72 @@ def test_a_settlement_marks_the_next_batch_in_the_row_it_leaves(store_url: str,
         assert set(found) == {("orders", "E4")} and found["orders", "E4"].row == "b:2"
     finally:
         store.close()
+
+
+def marker_rows(bus: Bus) -> list[tuple[str, int]]:
+    """Every crash-marker row: its id and how many envelopes it names."""
+    with bus.store.db.begin(read_only=True) as conn:
+        return [(r.id, len(r.members or []))
+                for r in conn.execute(select(crash_markers)).all()]
+
+
+def published_bus(tmp_path: Path, rabbitmq_url: str, count: int) -> Bus:
+    watch = Watch(tmp_path / "var" / "bus.db")
+    registry = registry_with(watch_plugin(watch))
+    config_dir = write_config(tmp_path, CONFIG.format(broker=rabbitmq_url))
+    bus = Bus(load_config(config_dir, registry, {}), registry=registry).open()
+    publisher = bus.publisher()
+    try:
+        envelopes = [Envelope.create("order.created", {"n": i}, source="test")
+                     for i in range(count)]
+        assert publisher.publish_many(envelopes) == [None] * count
+    finally:
+        publisher.close()
+    return bus
+
+
+def test_nothing_stands_marked_ahead_while_a_suspect_runs_alone(rabbitmq_url: str,
+                                                               tmp_path: Path) -> None:
+    # A suspect holds the gate exclusively: whatever it runs, a crash names only it. A lane
+    # that was chaining batches lets it in without leaving the next batch marked.
+    with published_bus(tmp_path, rabbitmq_url, 1000) as bus:
+        batches = [0]
+
+        def on_batch(batch: Any) -> None:
+            batches[0] += 1
+
+        with running(bus.worker(["orders"], on_batch=on_batch).run):
+            wait_for(lambda: batches[0] >= 4, message="a few batches")
+            with bus.gate.exclusive():
+                # held as a suspect holds it (the lane is stopped at the gate meanwhile)
+                during = marker_rows(bus)
+                delivered = bus.store.count_events("delivered", route="orders")
+            wait_for(lambda: bus.store.count_events("delivered", route="orders") == 1000,
+                     message="1000 deliveries settled")
+        assert delivered < 1000  # the gate was taken mid-run
+        assert [row for row in during if row[1]] == []
+
+
+def test_a_batch_marked_ahead_loses_its_mark_with_its_connection(
+        rabbitmq_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The connection breaks after a settlement marked the next batch (its ack fails): that
+    # batch never runs here, the broker redelivers it, and its mark must not outlive it.
+    acks = [0]
+    ack = AmqpConsumer.ack
+
+    def ack_once_broken(self: AmqpConsumer, deliveries: Any) -> None:
+        acks[0] += 1
+        if acks[0] == 4:
+            raise BrokerUnavailable("connection lost while acking (injected)")
+        ack(self, deliveries)
+
+    monkeypatch.setattr(AmqpConsumer, "ack", ack_once_broken)
+    with published_bus(tmp_path, rabbitmq_url, 1000) as bus:
+        worker = bus.worker(["orders"])
+        with running(worker.run):
+            wait_for(lambda: bus.store.count_events("delivered", route="orders") == 1000
+                     and acks[0] > 6 and worker.state.connected,
+                     message="1000 deliveries settled after a reconnect")
+            wait_for(lambda: bus.store.count_events("received", route="orders") >= 1000
+                     and marker_rows(bus) == [], message="no marks left")
+        assert acks[0] > 4
