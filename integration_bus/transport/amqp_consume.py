@@ -160,7 +160,12 @@ class AmqpConsumer:
         return len(self._buffer) < max_count
 
     def take_read(self, max_count: int) -> list[Delivery]:
-        """Up to ``max_count`` of the deliveries already buffered, without reading the socket."""
+        """Up to ``max_count`` of the deliveries already buffered, without reading the socket;
+        none once a read ahead met a broken connection (the next fetch or ack raises it, and
+        the broker redelivers them)."""
+        if self._broken is not None:
+            return []
+        self._forget_cancelled()
         buffer = self._buffer
         return [buffer.popleft() for _ in range(min(max_count, len(buffer)))]
 

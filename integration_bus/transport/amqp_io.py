@@ -66,7 +66,7 @@ class BufferedTCPTransport(amqp.transport.TCPTransport):  # type: ignore[misc]
             else:
                 with super().having_timeout(0):
                     chunk = sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, TimeoutError):  # nothing there yet
             return False
         except OSError:
             self.connected = False

@@ -115,7 +115,8 @@ class Consumer(Protocol):
 
     def take_read(self, max_count: int) -> list[Delivery]:
         """Up to ``max_count`` of the deliveries already read (see :meth:`read_ahead`), with
-        no I/O at all: [] when none are. Never raises."""
+        no I/O at all: [] when none are, or when the connection is known to be broken. Never
+        raises."""
 
     def ack(self, deliveries: Sequence[Delivery]) -> None: ...
 
