@@ -47,6 +47,7 @@ from integration_bus.store import (
     utcnow,
 )
 from integration_bus.store.queue import MessageQueue
+from integration_bus.threads import join_all
 from integration_bus.topology import INGRESS_EXCHANGE, RouteBinding, Topology
 from integration_bus.tracing import Tracing
 from integration_bus.transport import EmbeddedTransport, Transport, TransportPublisher
@@ -367,8 +368,8 @@ class Bus:
         for thread in threads:
             thread.start()
         self.started.set()
-        for thread in threads:
-            thread.join()
+        join_all(threads)  # in slices: the calling (main) thread still runs signal handlers
+
     def _run_named_source(self, name: str, stop: threading.Event,
                           prebuilt: list[Source | PollingSource]) -> None:
         # A restart after a crash builds a new source: the crashed one was closed on the way out.

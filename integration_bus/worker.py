@@ -24,6 +24,7 @@ from integration_bus.lane import Lane, LaneContext
 from integration_bus.metrics import Metrics
 from integration_bus.route import Route
 from integration_bus.store import Store
+from integration_bus.threads import join_all
 from integration_bus.topology import DEAD_LETTER_QUEUE, Topology
 from integration_bus.tracing import Tracing
 from integration_bus.transport import Transport
@@ -138,8 +139,7 @@ class Worker:
                        for lane in self.lanes]
             for thread in threads:
                 thread.start()
-            for thread in threads:
-                thread.join()
+            join_all(threads)  # in slices: the calling (main) thread still runs signal handlers
         self.state.connected = False
         closed: set[int] = set()
         for route in self.routes.values():

@@ -18,6 +18,7 @@ from integration_bus.cli.summary import print_summary
 from integration_bus.heap import freeze_startup
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
+from integration_bus.threads import join_all
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -120,8 +121,7 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
                                           "workers": workers,
                                           "services": availability_service(bus)})
         runner.start()
-        while runner.is_alive():
-            runner.join(0.5)
+        join_all([runner])
 
 
 @click.command("worker")

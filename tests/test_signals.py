@@ -1,0 +1,76 @@
+"""A SIGTERM stops a running bus whichever of its threads the kernel hands it to.
+
+CPython runs signal handlers in the main thread only; when the kernel delivers a process's
+SIGTERM to another thread (it may pick any thread that does not block it), the main thread has
+to wake by itself to run the handler (``integration_bus/threads.py``). Here the signal goes to
+a thread other than the main one on purpose (``tgkill``), which on a loaded machine happens by
+chance about once in ten stops: ``bus worker`` then never stopped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_config
+from tests.support.probe import wait_for
+
+
+def _tgkill(pid: int, tid: int, signum: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.tgkill(pid, tid, signum) != 0:
+        raise OSError(ctypes.get_errno(), f"tgkill({pid}, {tid}) failed")
+
+
+def _other_threads(pid: int) -> list[int]:
+    return sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+
+
+@pytest.mark.parametrize("command", [["worker"], ["run", "--no-sources"]])
+@pytest.mark.parametrize("broker", ["embedded", "rabbitmq"])
+def test_a_sigterm_delivered_to_any_thread_stops_the_bus(
+        tmp_path: Path, command: list[str], broker: str,
+        request: pytest.FixtureRequest) -> None:
+    url = "" if broker == "embedded" else f'url: "{request.getfixturevalue("rabbitmq_url")}", '
+    # Given a bus whose routes run in lanes of their own (threads beside the main one)
+    config_dir = write_config(tmp_path, f"""
+        broker: {{{url}prefetch: 50, batch_size: 10}}
+        store: {{url: sqlite:///var/bus.db}}
+        sinks:
+          a: {{connector: jsonl, path: var/a.jsonl}}
+          b: {{connector: jsonl, path: var/b.jsonl}}
+        routes:
+          orders: {{from: [order.created], to: [a]}}
+          stock: {{from: [stock.changed], to: [b]}}
+        """)
+    log = tmp_path / "bus.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "integration_bus", *command, "--config-dir", str(config_dir),
+             "--migrate"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "BUS_LOG_LEVEL": "info"})
+    try:
+        wait_for(lambda: log.read_bytes().count(b"worker.consuming") >= 2 or
+                 proc.poll() is not None, timeout=60, message="both lanes consuming")
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        threads = _other_threads(proc.pid)
+        assert threads, "the bus runs no thread besides the main one"
+        # When its SIGTERM reaches a thread other than the main one
+        _tgkill(proc.pid, threads[-1], signal.SIGTERM)
+        # Then it still stops cleanly (in-flight work finished, exit 0)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the bus ignored a SIGTERM that reached a thread other than the main "
+                        "one:\n" + log.read_text(errors="replace")[-3000:])
+        assert code == 0, log.read_text(errors="replace")[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
