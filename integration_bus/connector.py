@@ -25,7 +25,9 @@ Services for plugins — one implementation each, used by the core and the built
 - :class:`CircuitBreaker`: stop calling a target that is down, probe it once;
 - :class:`HttpServer` (+ :class:`HttpLimits`, ``http_api``): the bus's ASGI runner, in the
   caller's thread (``run(stop)``) or its own (``start()``/``stop()``);
-- :func:`http_client` (+ :class:`HttpTimeouts`): an httpx client under the bus's limits.
+- :func:`http_client` (+ :class:`HttpTimeouts`): an httpx client under the bus's limits;
+- :func:`wait_for_stop`: a main thread's wait for a stop event that a signal handler sets
+  (in slices: CPython runs handlers only in the main thread, between bytecodes).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from integration_bus.redact import known, redact_url
 from integration_bus.simulator import SimulatedSystem, Simulator
 from integration_bus.source_batch import *  # noqa: F403  (BatchSource, SourceBatch, run_batch_source)
 from integration_bus.suggest import closest, did_you_mean
+from integration_bus.threads import wait_for_stop
 from integration_bus.yamlmodel import ConfigProblem, load_model, parse_model
 from integration_bus.yamlsafe import Locator, read_yaml_text
 
@@ -130,6 +133,7 @@ __all__ = [
     "read_yaml_text",
     "redact_url",
     "scrub_secrets",
+    "wait_for_stop",
 ]
 
 

@@ -14,10 +14,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from integration_bus.connector import wait_for_stop
 from tests.conftest import write_config
 from tests.support.probe import wait_for
 
@@ -55,22 +58,54 @@ def test_a_sigterm_delivered_to_any_thread_stops_the_bus(
             [sys.executable, "-m", "integration_bus", *command, "--config-dir", str(config_dir),
              "--migrate"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "BUS_LOG_LEVEL": "info"})
+    # When its SIGTERM reaches a thread other than the main one, once both lanes consume
+    # Then it still stops cleanly (in-flight work finished, exit 0)
+    _stops_on_a_thread_signal(proc, log, b"worker.consuming", 2)
+
+
+@pytest.mark.parametrize("system", [["erp", "--port", "0"],
+                                    ["shop", "--port", "0", "--orders", "0"]])
+def test_a_fake_system_stops_on_a_sigterm_delivered_to_any_thread(
+        tmp_path: Path, system: list[str]) -> None:
+    # Given a fake ERP or shop started as `bus sim ...` (its server in a thread of its own)
+    log = tmp_path / "sim.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "integration_bus", "sim", *system],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    # When its SIGTERM reaches the server's thread, Then it stops and exits 0
+    _stops_on_a_thread_signal(proc, log, b"fake ", 1)
+
+
+def _stops_on_a_thread_signal(proc: subprocess.Popen[bytes], log: Path, ready: bytes,
+                              count: int) -> None:
+    """Once ``ready`` is in ``log`` ``count`` times, SIGTERM the newest thread of ``proc``
+    other than its main one; the process must exit 0 within 30 s."""
     try:
-        wait_for(lambda: log.read_bytes().count(b"worker.consuming") >= 2 or
-                 proc.poll() is not None, timeout=60, message="both lanes consuming")
+        wait_for(lambda: log.read_bytes().count(ready) >= count or proc.poll() is not None,
+                 timeout=60, message=f"{ready!r} in the log")
         assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
         threads = _other_threads(proc.pid)
-        assert threads, "the bus runs no thread besides the main one"
-        # When its SIGTERM reaches a thread other than the main one
+        assert threads, "the process runs no thread besides the main one"
         _tgkill(proc.pid, threads[-1], signal.SIGTERM)
-        # Then it still stops cleanly (in-flight work finished, exit 0)
         try:
             code = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            pytest.fail("the bus ignored a SIGTERM that reached a thread other than the main "
-                        "one:\n" + log.read_text(errors="replace")[-3000:])
+            pytest.fail("a SIGTERM that reached a thread other than the main one was ignored:"
+                        "\n" + log.read_text(errors="replace")[-3000:])
         assert code == 0, log.read_text(errors="replace")[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_wait_for_stop_ends_when_set_or_at_its_timeout() -> None:
+    stop = threading.Event()
+    started = time.monotonic()
+    assert wait_for_stop(stop, 0.3) is False
+    assert time.monotonic() - started >= 0.3
+    assert wait_for_stop(stop, 0) is False
+    timer = threading.Timer(0.1, stop.set)
+    timer.start()
+    assert wait_for_stop(stop) is True  # no timeout: until set
+    timer.join()

@@ -14,6 +14,7 @@ from connectors.rest_shop.fakeshop.api import build_shop_app
 from connectors.rest_shop.fakeshop.sender import Subscription, WebhookSender
 from connectors.rest_shop.fakeshop.server import AppServer
 from connectors.rest_shop.fakeshop.state import SCENARIO_SKUS, ShopState
+from integration_bus.connector import wait_for_stop
 
 __all__ = ["DEFAULT_SECRET", "DEFAULT_TOKEN", "shop_command"]
 
@@ -70,7 +71,7 @@ def shop_command(host: str, port: int, orders: int, token_env: str, rate: float 
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` stops it: exit 0
         try:
-            stop.wait(duration)
+            wait_for_stop(stop, duration)  # in slices: the handler runs whichever thread got it
         except KeyboardInterrupt:
             pass
         finally:

@@ -15,6 +15,7 @@ from connectors.soap_erp.fakeerp.injection import FaultPlan
 from connectors.soap_erp.fakeerp.scenario import seed_scenario
 from connectors.soap_erp.fakeerp.server import WSDL_DIR, ErpServer
 from connectors.soap_erp.fakeerp.state import ErpState
+from integration_bus.connector import wait_for_stop
 
 __all__ = ["erp_command"]
 
@@ -65,7 +66,7 @@ def erp_command(host: str, port: int, scenario_stock: bool, materials: int, on_h
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` stops it: exit 0
         try:
-            stop.wait(duration)
+            wait_for_stop(stop, duration)  # in slices: the handler runs whichever thread got it
         except KeyboardInterrupt:
             pass
         finally:
