@@ -146,7 +146,7 @@ def test_hung_sink_holds_only_its_own_route(tmp_path: Path, rabbitmq_url: str) -
             """)
         registry = registry_with(TCP_SINK)
         out_b = tmp_path / "var" / "b.jsonl"
-        batch = 5000
+        batch = 15000
         with Bus.from_config_dir(config_dir, environ={}, registry=registry) as bus:
             worker = bus.worker()
             with running(worker.run):
