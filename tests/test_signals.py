@@ -1,10 +1,11 @@
-"""A SIGTERM stops a running bus whichever of its threads the kernel hands it to.
+"""A SIGTERM stops a running bus (and the fake systems) whichever of its threads the kernel
+hands it to.
 
 CPython runs signal handlers in the main thread only; when the kernel delivers a process's
 SIGTERM to another thread (it may pick any thread that does not block it), the main thread has
 to wake by itself to run the handler (``integration_bus/threads.py``). Here the signal goes to
-a thread other than the main one on purpose (``tgkill``), which on a loaded machine happens by
-chance about once in ten stops: ``bus worker`` then never stopped.
+a thread other than the main one on purpose (``tgkill``). By chance it did so in two of about
+eight supervised stops in the test suite, and ``bus worker`` then never stopped.
 """
 
 from __future__ import annotations
