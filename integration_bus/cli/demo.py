@@ -250,6 +250,8 @@ class DemoRun:
                 self.send_order(SHORT_ORDERS[0 if index == 2 else 1])
         play_races(self, stop)
         for _ in range(sc.returns):
+            if stop.is_set():
+                return
             self.send_return()
         if until is None:
             return

@@ -59,6 +59,8 @@ def play_races(demo: DemoRun, stop: threading.Event, timeout: float = 30.0) -> N
     try:
         for sku, units, price, _ in RACES:
             for _ in range(2):
+                if stop.is_set():  # Ctrl-C: no new order (a refused one is retried for 6 s)
+                    return
                 order_id = demo.send_order([(sku, units, price)], short=False)
                 if order_id is not None:
                     _wait(functools.partial(_final, book, order_id), stop, timeout,
