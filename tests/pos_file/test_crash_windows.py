@@ -8,7 +8,7 @@ Two ways to crash the source:
 
 Every run has its own 1,000-record file and a seeded crash point (for "k of n confirms", k is
 drawn from the seed). The default suite runs 20 injected runs per window and one SIGKILL per
-checkpoint; ``POS_FILE_FULL=1`` adds 20 SIGKILLed runs per window (by hand).
+checkpoint; ``POS_FILE_FULL=1`` makes that 20 SIGKILLed runs per window (by hand).
 
 A worker delivers everything into the probe target throughout, so "effects" are real sink
 deliveries through the idempotency ledger.
@@ -192,13 +192,7 @@ def test_injected_crash_at_the_other_checkpoints(crash_bus: PosBus) -> None:
 
 
 def test_sigkilled_child_at_each_window(crash_bus: PosBus) -> None:
-    """A real SIGKILL at each named point, once each (20 each with POS_FILE_FULL=1, by hand:
-    about two minutes more)."""
-    _exercise(crash_bus, _planned({**WINDOWS, **EXTRA}, 1, seed=4242), _crash_in_child)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not FULL, reason="20 SIGKILLs per window by hand: set POS_FILE_FULL=1 "
-                    "(the default suite kills each point once, and injects 20 crashes each)")
-def test_full_twenty_seeded_runs_per_window_sigkilled(crash_bus: PosBus) -> None:
-    _exercise(crash_bus, _planned(WINDOWS, 20, seed=4242), _crash_in_child)
+    """A real SIGKILL at each named point, once each; 20 times each with POS_FILE_FULL=1 (by
+    hand: about two minutes more)."""
+    _exercise(crash_bus, _planned({**WINDOWS, **EXTRA}, 20 if FULL else 1, seed=4242),
+              _crash_in_child)
