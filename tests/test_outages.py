@@ -89,6 +89,7 @@ def test_broker_crash_loses_no_confirmed_message(tmp_path: Path) -> None:
         confirmed: set[str] = set()
         failures: list[BusError] = []
         stop_publishing = threading.Event()
+        killed = threading.Event()
 
         def publish() -> None:
             # A source: re-publishes what was not confirmed (so duplicates can reach the bus)
@@ -96,8 +97,10 @@ def test_broker_crash_loses_no_confirmed_message(tmp_path: Path) -> None:
             pending = list(envelopes)
             while pending and not stop_publishing.is_set():
                 # keep at most ~500 ahead of the worker: the source still has work when the
-                # broker dies (a fast publisher would otherwise be done before the crash)
-                while (len(confirmed) - len(delivered_keys()) > 500
+                # broker dies (a fast publisher would otherwise be done before the crash); once
+                # it is dead, publish on (the worker delivers nothing more: waiting for it here
+                # would keep the publisher from ever noticing)
+                while (len(confirmed) - len(delivered_keys()) > 500 and not killed.is_set()
                        and not stop_publishing.wait(0.02)):
                     pass
                 window, pending = pending[:100], pending[100:]
@@ -125,6 +128,7 @@ def test_broker_crash_loses_no_confirmed_message(tmp_path: Path) -> None:
                          message="flow before the crash")
                 # Given the broker node dies hard mid-flow
                 rabbit.kill()
+                killed.set()
                 wait_for(lambda: bool(failures), timeout=30, message="publisher noticed")
                 rabbit.start()
                 # Then publishers and workers reconnect on their own and nothing confirmed is lost
