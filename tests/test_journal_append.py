@@ -45,6 +45,25 @@ def stored(store: Store, envelope_ids: list[str]) -> list[tuple[object, ...]]:
 
 
 def test_append_many_stores_what_sqlalchemy_stores(store_url: str, tmp_path: Path) -> None:
+    check_append_many(store_url, tmp_path)
+
+
+def test_json_is_stored_right_whatever_the_databases_client_encoding(
+        postgres_url: str, tmp_path: Path) -> None:
+    # psycopg sends JSON as UTF-8 in any client encoding; a database whose default client
+    # encoding is another (WIN1252 here) took those bytes for its own (mojibake: a euro sign
+    # became three characters). The store's connections speak UTF-8 whatever the default.
+    store = Store.open(postgres_url, root=tmp_path)
+    try:
+        with store.db.begin() as conn:
+            name = conn.exec_driver_sql("SELECT current_database()").scalar_one()
+            conn.exec_driver_sql(f"ALTER DATABASE {name} SET client_encoding = 'WIN1252'")
+    finally:
+        store.close()
+    check_append_many(postgres_url, tmp_path)
+
+
+def check_append_many(store_url: str, tmp_path: Path) -> None:
     store = Store.open(store_url, root=tmp_path)
     try:
         with store.db.begin() as conn:
@@ -52,6 +71,8 @@ def test_append_many_stores_what_sqlalchemy_stores(store_url: str, tmp_path: Pat
         reference = stored(store, [e.envelope_id for e in ENTRIES])
         with store.db.begin() as conn:
             conn.exec_driver_sql("DELETE FROM journal")
+            if store.db.dialect == "postgresql":
+                assert conn.exec_driver_sql("SHOW client_encoding").scalar_one() == "UTF8"
             journal_ops.append_many(conn, ENTRIES)
         assert stored(store, [e.envelope_id for e in ENTRIES]) == reference
         assert len(reference) == 3
@@ -67,13 +88,27 @@ def test_append_many_stores_what_sqlalchemy_stores(store_url: str, tmp_path: Pat
 
 def test_append_many_errors_are_sqlalchemy_errors(postgres_url: str, tmp_path: Path) -> None:
     # The settlement's fallback for data the database refuses catches DBAPIError: PostgreSQL
-    # refuses a NUL in JSON text and an envelope id over its column's 64 characters.
+    # refuses a NUL in text or JSON text and an envelope id over its column's 64 characters.
     store = Store.open(postgres_url, root=tmp_path)
     try:
         for bad in (JournalEntry("x" * 65, "received", AT, route="r"),
-                    JournalEntry("ok", "received", AT, route="r", detail={"t": "nul \x00"})):
+                    JournalEntry("ok", "received", AT, route="r", detail={"t": "nul \x00"}),
+                    JournalEntry("ok", "received", AT, route="nul \x00")):
             with pytest.raises(DBAPIError), store.db.begin() as conn:
                 journal_ops.append_many(conn, [bad])
+    finally:
+        store.close()
+
+
+def test_append_many_takes_a_naive_time_as_utc(store_url: str, tmp_path: Path) -> None:
+    store = Store.open(store_url, root=tmp_path)
+    try:
+        naive = JournalEntry("01J0000000000000000000000C", "received", AT.replace(tzinfo=None),
+                             route="orders", detail={"n": 1})
+        with store.db.begin() as conn:
+            journal_ops.append_many(conn, [naive])
+        [row] = store.journal_for(naive.envelope_id)
+        assert row["at"].replace(tzinfo=row["at"].tzinfo or UTC) == AT
     finally:
         store.close()
 

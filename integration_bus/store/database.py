@@ -56,8 +56,10 @@ class Database:
             "json_deserializer": orjson.loads,
         }
         if self.dialect == "postgresql":
+            # UTF-8 whatever the database's default client encoding: psycopg sends JSON as
+            # UTF-8 in any encoding, which the server would take for that encoding's text
             options.update(pool_pre_ping=True, pool_size=pool_size, pool_recycle=1800,
-                           connect_args={"connect_timeout": 5})
+                           connect_args={"connect_timeout": 5, "client_encoding": "utf8"})
         self.engine: Engine = create_engine(self.url, **options)
         if self.dialect == "sqlite":
             _sqlite_conventions(self.engine)
