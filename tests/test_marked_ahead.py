@@ -6,18 +6,19 @@ batch stands marked ahead while a crash suspect runs alone, nor after its connec
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from integration_bus.connector import ConnectorContext, ConnectorPlugin, Envelope
 from integration_bus.errors import BrokerUnavailable
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
-from integration_bus.store import Settlement, Store
+from integration_bus.store import Settlement, Store, markers
 from integration_bus.store.schema import crash_markers
 from integration_bus.testing import running, wait_for
 from integration_bus.transport.amqp_consume import AmqpConsumer
@@ -146,6 +147,37 @@ def test_a_settlement_marks_the_next_batch_in_the_row_it_leaves(store_url: str,
                                 mark=("b:2", [("orders", "E4")], "nohost.invalid:1:x")))
         found = store.crash_markers([("orders", "E3"), ("orders", "E4")], "someone-else")
         assert set(found) == {("orders", "E4")} and found["orders", "E4"].row == "b:2"
+    finally:
+        store.close()
+
+
+def test_a_mark_stores_what_sqlalchemy_stores(store_url: str, tmp_path: Path) -> None:
+    # markers.add sends its upsert to the driver as it is (the hot path): the row must hold
+    # what SQLAlchemy's own insert of the same values holds, and a mark over a row with a
+    # crash record starts that record afresh.
+    store = Store.open(store_url, root=tmp_path)
+    at = datetime(2026, 12, 6, 4, 5, 6, 789012, tzinfo=UTC)
+    keys = [("orders", "E1"), ("orders", "E2"), ("orders", "E1")]
+    as_text = "::text" if store.db.dialect == "postgresql" else ""
+    try:
+        with store.db.begin() as conn:
+            conn.execute(insert(crash_markers).values(
+                id="b:ref", owner="w", crashes=0, started_at=at, members=[["orders", "E1"],
+                                                                          ["orders", "E2"]]))
+            conn.execute(insert(crash_markers).values(
+                id="b:1", owner="old", crashes=2, started_at=at, members=[["x", "y"]],
+                history=[{"attempt": 1}]))
+            markers.add(conn, "b:1", keys, "w", at)
+            rows = {r[0]: r[1:] for r in conn.exec_driver_sql(
+                f"SELECT id, owner, crashes, started_at{as_text}, members{as_text}, "
+                f"history{as_text} FROM crash_markers")}
+        assert rows["b:1"] == rows["b:ref"]
+        assert rows["b:1"][-1] is None  # the crash record starts afresh
+        store.settle(Settlement(unmark=[("b:ref", None)]))
+        found = store.crash_markers([("orders", "E1"), ("orders", "E2")], "someone-else")
+        assert {k: (m.row, m.crashes, m.started_at.replace(tzinfo=UTC))  # SQLite's: naive
+                for k, m in found.items()} == {
+            ("orders", "E1"): ("b:1", 0, at), ("orders", "E2"): ("b:1", 0, at)}
     finally:
         store.close()
 

@@ -90,7 +90,7 @@ def write(conn: Connection, batch: Settlement, *, now: datetime) -> None:
     else:  # the row this batch leaves may be the one the next batch is marked in
         row, keys, owner = batch.mark
         marker_ops.remove(conn, [u for u in batch.unmark if u != (row, None)])
-        marker_ops.add(conn, conn.dialect.name, row, keys, owner, now)
+        marker_ops.add(conn, row, keys, owner, now)
 
 
 def redacted(batch: Settlement, redaction: Redaction) -> Settlement:

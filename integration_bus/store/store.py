@@ -96,7 +96,7 @@ class Store:
         envelope id) pairs; ``Settlement.unmark`` removes it."""
         if keys:
             with self.db.begin() as conn:
-                marker_ops.add(conn, self.db.dialect, row, keys, owner, utcnow())
+                marker_ops.add(conn, row, keys, owner, utcnow())
 
     def crash_markers(self, keys: Sequence[tuple[str, str]],
                       me: str) -> dict[tuple[str, str], CrashMarker]:
