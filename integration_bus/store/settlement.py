@@ -2,10 +2,10 @@
 removals (and the lane's next batch's crash marker), written in one transaction before its
 messages are acked.
 
-:func:`settle` is on the hot path of every message: per batch it runs one journal
-``executemany`` (:func:`integration_bus.store.journal.append_many`), the ledger updates, one
-insert per dead letter (after reading that envelope's retries), the marker removals and the
-next batch's marker.
+:func:`settle` is on the hot path of every message: per batch it runs one journal insert
+(:func:`integration_bus.store.journal.append_many`: ``COPY`` on PostgreSQL, ``executemany`` on
+SQLite), the ledger updates, one insert per dead letter (after reading that envelope's
+retries), the marker removals and the next batch's marker.
 """
 
 from __future__ import annotations
