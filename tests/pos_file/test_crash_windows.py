@@ -127,9 +127,17 @@ def _crash_in_child(bus: PosBus, run: Run) -> None:
 
 
 def _restart_until_archived(bus: PosBus, run: Run) -> None:
+    # Archived means moved *and* recorded: a crash at "moved" leaves the file in archive/
+    # already, and the restarted source must still record it (stopping it once the file is
+    # there stopped it before it had: the file stayed "published", once, in CI)
+    def archived() -> bool:
+        if run.name not in files_in(bus.work() / "archive"):
+            return False
+        entry = bus.entry("0042", run.sha256)
+        return entry is not None and entry.state == "archived"
+
     with bus.running_source(bus.source()):
-        wait_for(lambda: run.name in files_in(bus.work() / "archive"), timeout=60,
-                 message=f"{run.name} archived after the restart")
+        wait_for(archived, timeout=60, message=f"{run.name} archived after the restart")
 
 
 def _check(bus: PosBus, runs: list[Run]) -> None:
