@@ -6,6 +6,9 @@ envelopes); counting a route's received or delivered envelopes reads most of the
 SQLite keeps the whole index: its planner cannot match ``event = 'retried'`` to a
 ``NOT IN`` predicate, and counting one route's retries would read the whole table.
 
+The upgrade builds the new index in one pass over the journal, and writes to the journal wait
+until it is built: on a large journal, upgrade while the workers are stopped.
+
 Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-06
