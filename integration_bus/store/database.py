@@ -27,7 +27,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from integration_bus.envelope import dumps
 from integration_bus.errors import ConfigError, StoreUnavailable
 
-__all__ = ["Database", "Revision", "dialect_insert"]
+__all__ = ["Database", "Revision", "bind_processor", "dialect_insert"]
 
 _UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -187,6 +187,17 @@ class Database:
 def dialect_insert(dialect: str, table: Any) -> Any:
     """An INSERT with ``on_conflict_do_*`` for the store's dialect (both speak it)."""
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def bind_processor(column: Any, dialect: Any) -> Any:
+    """What SQLAlchemy does to a value of ``column`` before the driver gets it, for statements
+    that go to the driver as they are (the journal's insert and the crash-marker upsert on the
+    hot path): the column type's bind processor, or the value unchanged."""
+    return column.type.dialect_impl(dialect).bind_processor(dialect) or _unchanged
+
+
+def _unchanged(value: Any) -> Any:
+    return value
 
 
 def _resolve(url: str, root: Path | None) -> URL:

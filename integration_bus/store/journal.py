@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Dialect, delete, func, select
 from sqlalchemy.exc import DBAPIError
 
 from integration_bus.envelope import dumps
+from integration_bus.store.database import bind_processor
 from integration_bus.store.records import JournalEntry
 from integration_bus.store.schema import journal
 
@@ -103,13 +104,9 @@ def _writer(dialect: Dialect) -> tuple[str, Callable[[Any], Any], Callable[[Any]
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     sql = (f"INSERT INTO {journal.name} ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join([mark] * len(_COLUMNS))})")
-    stamp = journal.c.at.type.dialect_impl(dialect).bind_processor(dialect) or _same
-    detail = journal.c.detail.type.dialect_impl(dialect).bind_processor(dialect) or _same
+    stamp = bind_processor(journal.c.at, dialect)
+    detail = bind_processor(journal.c.detail, dialect)
     return sql, stamp, detail
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def entries(conn: Connection, envelope_id: str) -> list[dict[str, Any]]:

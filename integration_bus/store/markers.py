@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Dialect, delete, select, update
 
-from integration_bus.store.database import dialect_insert
+from integration_bus.store.database import bind_processor, dialect_insert
 from integration_bus.store.schema import crash_markers
 
 __all__ = ["CrashMarker", "MarkerKey", "Unmark", "add", "find", "purge", "remove", "single_id",
@@ -66,16 +66,8 @@ def _upsert(dialect: Dialect) -> tuple[str, Callable[[Any], Any], Callable[[Any]
            f"history) VALUES ({mark}, {mark}, 0, {mark}, {mark}, NULL) ON CONFLICT (id) DO "
            "UPDATE SET owner = excluded.owner, crashes = 0, started_at = excluded.started_at, "
            "members = excluded.members, history = NULL")
-    return sql, _processor(crash_markers.c.started_at, dialect), \
-        _processor(crash_markers.c.members, dialect)
-
-
-def _processor(column: Any, dialect: Dialect) -> Callable[[Any], Any]:
-    return column.type.dialect_impl(dialect).bind_processor(dialect) or _same
-
-
-def _same(value: Any) -> Any:
-    return value
+    return sql, bind_processor(crash_markers.c.started_at, dialect), \
+        bind_processor(crash_markers.c.members, dialect)
 
 
 def find(conn: Any, keys: Sequence[MarkerKey], me: str) -> dict[MarkerKey, CrashMarker]:
