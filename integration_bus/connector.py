@@ -26,8 +26,9 @@ Services for plugins — one implementation each, used by the core and the built
 - :class:`HttpServer` (+ :class:`HttpLimits`, ``http_api``): the bus's ASGI runner, in the
   caller's thread (``run(stop)``) or its own (``start()``/``stop()``);
 - :func:`http_client` (+ :class:`HttpTimeouts`): an httpx client under the bus's limits;
-- :func:`wait_for_stop`: a main thread's wait for a stop event that a signal handler sets
-  (in slices: CPython runs handlers only in the main thread, between bytecodes).
+- :func:`stop_on_signals` / :func:`wait_for_stop`: a stop event SIGTERM and SIGINT set (from a
+  handler that takes no lock), and a main thread's wait for it (in slices: CPython runs handlers
+  only in the main thread, between bytecodes).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ from integration_bus.redact import known, redact_url
 from integration_bus.simulator import SimulatedSystem, Simulator
 from integration_bus.source_batch import *  # noqa: F403  (BatchSource, SourceBatch, run_batch_source)
 from integration_bus.suggest import closest, did_you_mean
-from integration_bus.threads import wait_for_stop
+from integration_bus.threads import stop_on_signals, wait_for_stop
 from integration_bus.yamlmodel import ConfigProblem, load_model, parse_model
 from integration_bus.yamlsafe import Locator, read_yaml_text
 
@@ -133,6 +134,7 @@ __all__ = [
     "read_yaml_text",
     "redact_url",
     "scrub_secrets",
+    "stop_on_signals",
     "wait_for_stop",
 ]
 

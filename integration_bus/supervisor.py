@@ -23,11 +23,12 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import structlog
 
 from integration_bus.backoff import Backoff, BackoffState
+from integration_bus.threads import stop_on_signals
 
 __all__ = ["supervise"]
 
@@ -51,9 +52,8 @@ def supervise(command: Sequence[str], *, env: Mapping[str, str] | None = None,
         raise ValueError(f"processes must be at least 1, not {processes}")
     stop = stop or threading.Event()
     children: list[subprocess.Popen[bytes]] = []
-    restore = _forward_signals(stop, children)
     slots = [_Slot(index) for index in range(processes)]
-    try:
+    with stop_on_signals(stop, then=lambda: _terminate(children)):
         for slot in slots:
             slot.start(command, env, children)
         while True:
@@ -73,8 +73,6 @@ def supervise(command: Sequence[str], *, env: Mapping[str, str] | None = None,
                 if slot.proc is None and slot.restart_at <= now and not stop.is_set():
                     slot.start(command, env, children)
             stop.wait(0.1)
-    finally:
-        restore()
 
 
 class _Slot:
@@ -126,25 +124,12 @@ def _stop_all(slots: list[_Slot]) -> int:
     return worst
 
 
-def _forward_signals(stop: threading.Event,
-                     child: list[subprocess.Popen[bytes]]) -> Callable[[], None]:
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum: int, _frame: object) -> None:
-        stop.set()
-        for proc in child:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-
-    for sig in previous:
-        signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    return restore
+def _terminate(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each child still running: what a SIGTERM or SIGINT to the supervisor does at
+    once (the loop then stops them all, and waits)."""
+    for proc in list(children):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
 
 
 def _signal_name(number: int) -> str:

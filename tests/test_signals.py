@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from integration_bus.connector import wait_for_stop
+from integration_bus.connector import stop_on_signals, wait_for_stop
 from tests.conftest import write_config
 from tests.support.probe import wait_for
 
@@ -110,3 +110,34 @@ def test_wait_for_stop_ends_when_set_or_at_its_timeout() -> None:
     timer.start()
     assert wait_for_stop(stop) is True  # no timeout: until set
     timer.join()
+
+
+def test_stop_on_signals_sets_the_event_calls_then_and_puts_the_handlers_back() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    called = threading.Event()
+    with stop_on_signals(then=called.set) as stop:
+        assert signal.getsignal(signal.SIGTERM) is not before
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert wait_for_stop(stop, 10)
+        assert called.wait(10)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+# The main thread holds the stop event's lock when the signal lands (as it does inside
+# stop.wait(), or inside stop.set() in the handler of a signal just before: the supervisor of
+# `bus worker --processes 2` sends its children two SIGTERMs; one of them hung in CI so).
+HOLDS_THE_LOCK = """
+import signal, sys, time
+from integration_bus.threads import stop_on_signals
+with stop_on_signals() as stop:
+    with stop._cond:  # the lock Event.set() and Event.wait() take
+        signal.raise_signal(signal.SIGTERM)
+        time.sleep(0.2)  # the handler runs here, the lock held
+    sys.exit(0 if stop.wait(10) else 3)
+"""
+
+
+def test_a_signal_that_lands_while_the_main_thread_holds_the_events_lock_still_stops() -> None:
+    proc = subprocess.run([sys.executable, "-c", HOLDS_THE_LOCK], capture_output=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")

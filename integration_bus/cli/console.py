@@ -10,11 +10,12 @@ import click
 import structlog
 
 from integration_bus.cli.options import config_dir_option, handle_errors
-from integration_bus.cli.running import _open_bus, _stop_on_signals, migrate_option
+from integration_bus.cli.running import _open_bus, migrate_option
 from integration_bus.errors import ConfigError
 from integration_bus.http_limits import HttpLimits
 from integration_bus.operators import ROLES, os_operator
 from integration_bus.runtime import Bus
+from integration_bus.threads import stop_on_signals
 from integration_bus.web.console.accounts import Accounts
 
 SECRET_KEY = "console:session-secret"
@@ -54,7 +55,7 @@ def console_command(config_dir: Path, host: str, port: int, session_hours: float
     from integration_bus.http_server import HttpServer
     from integration_bus.web.console.app import make_app
 
-    with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
+    with stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         if not Accounts(bus.store.db).list():
             click.echo("no console users yet: add one with `bus users add NAME --role admin`",
                        err=True)

@@ -6,8 +6,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,31 +17,13 @@ from integration_bus.cli.summary import print_summary
 from integration_bus.heap import freeze_startup
 from integration_bus.relay import OutboxRelay
 from integration_bus.runtime import Bus
-from integration_bus.threads import join_all
+from integration_bus.threads import join_all, stop_on_signals
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT/SIGTERM: in-flight work finishes, then the command exits 0."""
-    stop = threading.Event()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum: int, _frame: object) -> None:
-        stop.set()
-
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def migrate_option(func: F) -> F:
@@ -109,7 +90,7 @@ def run_command(config_dir: Path, routes: str | None, sources: str | None, no_so
     """Run all sources and routes of a config in one process until Ctrl-C / SIGTERM."""
     from integration_bus.web.app import availability_service
 
-    with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
+    with stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         bus.readiness.watch("run", lambda: None if bus.started.is_set() else "starting")
         _serve_watch(bus, metrics_host, metrics_port, stop)
         mode = "embedded" if bus.transport.embedded else "rabbitmq"
@@ -152,7 +133,7 @@ def worker_command(config_dir: Path, routes: str | None, metrics_host: str | Non
     if metrics_port is not None and metrics_port > 0:
         metrics_port += int(os.environ.get("BUS_PROCESS_INDEX", "0") or 0)
     # Signals first: a SIGTERM while the bus opens (broker, store migrations) stops it cleanly.
-    with _stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
+    with stop_on_signals() as stop, _open_bus(config_dir, migrate) as bus:
         worker = bus.worker(_split(routes))
         bus.watch_worker("worker", worker)
         _serve_watch(bus, metrics_host, metrics_port, stop)
@@ -195,7 +176,7 @@ def demo_command(config_dir: Path, duration: float | None, as_json: bool, keep: 
     """
     from integration_bus.cli.demo import run_demo
 
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         summary = run_demo(config_dir, duration=duration, as_json=as_json, keep=keep, stop=stop)
     print_summary(summary, as_json=as_json)
     if not summary["nothing_lost"] and not stop.is_set():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from typing import cast
 
 import click
@@ -14,7 +12,7 @@ from connectors.rest_shop.fakeshop.api import build_shop_app
 from connectors.rest_shop.fakeshop.sender import Subscription, WebhookSender
 from connectors.rest_shop.fakeshop.server import AppServer
 from connectors.rest_shop.fakeshop.state import SCENARIO_SKUS, ShopState
-from integration_bus.connector import wait_for_stop
+from integration_bus.connector import stop_on_signals, wait_for_stop
 
 __all__ = ["DEFAULT_SECRET", "DEFAULT_TOKEN", "shop_command"]
 
@@ -68,11 +66,5 @@ def shop_command(host: str, port: int, orders: int, token_env: str, rate: float 
             sender.close()
             click.echo(f"webhooks: {answered}/{len(made)} answered 200 by {webhook_url}",
                        err=True)
-        stop = threading.Event()
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` stops it: exit 0
-        try:
+        with stop_on_signals() as stop:  # `kill` or Ctrl-C stops it: exit 0
             wait_for_stop(stop, duration)  # in slices: the handler runs whichever thread got it
-        except KeyboardInterrupt:
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)

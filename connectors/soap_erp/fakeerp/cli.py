@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +13,7 @@ from connectors.soap_erp.fakeerp.injection import FaultPlan
 from connectors.soap_erp.fakeerp.scenario import seed_scenario
 from connectors.soap_erp.fakeerp.server import WSDL_DIR, ErpServer
 from connectors.soap_erp.fakeerp.state import ErpState
-from integration_bus.connector import wait_for_stop
+from integration_bus.connector import stop_on_signals, wait_for_stop
 
 __all__ = ["erp_command"]
 
@@ -63,14 +61,8 @@ def erp_command(host: str, port: int, scenario_stock: bool, materials: int, on_h
         click.echo(f"fake ERP on {server.url} (WSDL: {server.url}?wsdl, files in {WSDL_DIR}); "
                    f"{rows} stock rows of the reference scenario and {materials} materials seeded",
                    err=True)
-        stop = threading.Event()
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill` stops it: exit 0
-        try:
+        with stop_on_signals() as stop:  # `kill` or Ctrl-C stops it: exit 0
             wait_for_stop(stop, duration)  # in slices: the handler runs whichever thread got it
-        except KeyboardInterrupt:
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)
         with state.lock:
             kinds = Counter(d.type for d in state.documents.values())
         click.echo(f"documents: {state.document_count()} {dict(sorted(kinds.items()))}, "
