@@ -50,7 +50,7 @@ _random = random.Random()  # seeded from os.urandom; reseeded in a forked child 
 os.register_at_fork(after_in_child=_random.seed)
 
 
-def new_id() -> str:
+def new_id(now_ns: int | None = None) -> str:
     """A new envelope id: a ULID (48-bit millisecond time, 80 random bits; sortable by
     creation time; the canonical 26 Crockford base-32 characters).
 
@@ -58,11 +58,24 @@ def new_id() -> str:
     ``os.urandom`` (a system call) and builds an object per id: that was 12% of a POS file's
     ingest (docs/benchmarks.md, issue 16). The random part comes from a process-local
     generator seeded from ``os.urandom``; ids name messages, they are not secrets (tokens and
-    session keys come from ``secrets``)."""
-    value = (time.time_ns() // 1_000_000) << 80 | _random.getrandbits(80)
+    session keys come from ``secrets``).
+
+    ``now_ns`` (nanoseconds since the epoch, default: now) is the time it carries; an envelope
+    passes the instant it takes for ``created_at`` too, so both name the same millisecond."""
+    if now_ns is None:
+        now_ns = time.time_ns()
+    value = (now_ns // 1_000_000) << 80 | _random.getrandbits(80)
     pairs = _PAIRS
     return _CROCKFORD[value >> 125] + "".join(
         [pairs[(value >> shift) & 1023] for shift in _PAIR_SHIFTS]) + _CROCKFORD[value & 31]
+
+
+def _now() -> tuple[int, datetime]:
+    """One reading of the clock: as nanoseconds (for a ULID) and as an aware UTC datetime."""
+    now_ns = time.time_ns()
+    # whole microseconds as a float are exact to well under half a microsecond (until 2106), so
+    # fromtimestamp's rounding gives back those microseconds: the same millisecond as the ULID
+    return now_ns, datetime.fromtimestamp(now_ns // 1000 / 1e6, UTC)
 
 
 def _default(obj: Any) -> Any:
@@ -128,7 +141,8 @@ class Envelope:
         headers: Mapping[str, Any] | None = None,
     ) -> Envelope:
         """A fresh envelope entering the bus. Without an idempotency key, the id is used."""
-        envelope_id = new_id()
+        now_ns, created_at = _now()
+        envelope_id = new_id(now_ns)
         return cls(
             id=envelope_id,
             type=check_type(type),
@@ -136,7 +150,7 @@ class Envelope:
             correlation_id=correlation_id or envelope_id,
             idempotency_key=idempotency_key or envelope_id,
             payload=payload,
-            created_at=datetime.now(UTC),
+            created_at=created_at,
             schema=schema,
             headers=dict(headers or {}),
         )
@@ -157,15 +171,16 @@ class Envelope:
         given, so re-deriving after a crash yields the same key (and the ledger can dedupe).
         """
         new_type = check_type(type) if type is not None else self.type
+        now_ns, created_at = _now()
         return Envelope(
-            id=new_id(),
+            id=new_id(now_ns),
             type=new_type,
             source=source or self.source,
             correlation_id=self.correlation_id,
             causation_id=self.id,
             idempotency_key=idempotency_key or f"{self.idempotency_key}>{new_type}",
             payload=self.payload if payload is dataclasses.MISSING else payload,
-            created_at=datetime.now(UTC),
+            created_at=created_at,
             schema=schema if schema is not None else (self.schema if type is None else None),
             headers=dict(self.headers if headers is None else headers),
         )

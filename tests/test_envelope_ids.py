@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime, timedelta
 
 from ulid import ULID
 
@@ -23,6 +24,17 @@ def test_ids_are_ulids_of_their_creation_time() -> None:
         assert before - 0.001 <= decoded.timestamp <= after + 0.001
         assert ulid_seconds(value) == decoded.timestamp
         assert ulid_seconds(value.lower()) == decoded.timestamp
+
+
+def test_an_envelope_is_created_in_the_millisecond_its_id_names() -> None:
+    # (the flow age of a message is read from the ULID of its correlation id; under load, two
+    # readings of the clock for id and created_at differed by milliseconds)
+    first = Envelope.create("order.created", {"n": 1}, source="t")
+    made = [first, *(first.derive("order.accepted") for _ in range(20_000))]
+    epoch, millisecond = datetime(1970, 1, 1, tzinfo=UTC), timedelta(milliseconds=1)
+    for envelope in made:
+        assert ULID.from_str(envelope.id).milliseconds == \
+            (envelope.created_at - epoch) // millisecond, envelope
 
 
 def test_the_time_of_an_id_that_is_no_ulid_is_none() -> None:
