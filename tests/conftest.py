@@ -20,6 +20,22 @@ import pytest
 RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist gives its workers the controller's terminal size (80x24 without a terminal);
+    # a run on one process has none, and the CLI's tables are then 140 wide, not 80
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ports_shared_by_workers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Under pytest-xdist, the workers note the ports free_port() hands out in one file in the
+    run's shared temporary directory, so two workers never hand out the same port."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        from tests.support import services
+
+        services.PORTS_FILE = tmp_path_factory.getbasetemp().parent / "free-ports"
+
 
 @pytest.fixture(autouse=True)
 def _isolated_logging() -> Iterator[None]:

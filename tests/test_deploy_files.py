@@ -16,7 +16,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from integration_bus.cli import cli
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -222,11 +222,6 @@ def test_the_dashboard_shows_what_the_alerts_watch() -> None:
 
 
 # -- the roles, as compose runs them -------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _moved_port(argv: list[str], port: int) -> list[str]:
     flag = "--metrics-port" if "--metrics-port" in argv else "--port"
@@ -283,8 +278,8 @@ def test_the_compose_roles_run_as_local_processes(project: Path, rabbitmq_url: s
     env.update({"BUS_BROKER_URL": rabbitmq_url, "BUS_STORE_URL": postgres_url,
                 "BUS_CONFIG_DIR": str(project / "config"), "ERP_URL": erp.url,
                 "BUS_METRICS_HOST": "127.0.0.1", "BUS_WEBHOOK_HOST": "127.0.0.1",
-                "BUS_WEBHOOK_PORT": str(_free_port()),
-                "BUS_AVAILABILITY_PORT": str(_free_port())})
+                "BUS_WEBHOOK_PORT": str(free_port()),
+                "BUS_AVAILABILITY_PORT": str(free_port())})
     with_endpoints = "--metrics-host" in subprocess.run(
         [BUS, "worker", "--help"], capture_output=True, text=True, env=env).stdout
     procs: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
@@ -301,7 +296,7 @@ def test_the_compose_roles_run_as_local_processes(project: Path, rabbitmq_url: s
         for name, svc in services.items():
             if name == "bus-migrate":
                 continue
-            ports[name] = _free_port()
+            ports[name] = free_port()
             log = project / f"{name}.log"
             with log.open("wb") as out:
                 procs[name] = (subprocess.Popen([BUS, *_moved_port(svc["command"], ports[name])],

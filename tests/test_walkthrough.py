@@ -21,7 +21,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BUS = str(Path(sys.executable).with_name("bus"))
@@ -84,11 +85,6 @@ def test_the_walkthrough_block_parses_into_commands() -> None:
     assert any(line.argv[:2] == ["kill", "%1"] for line in lines)
     assert all("#" not in " ".join(line.argv) for line in lines)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _moved(token: str, ports: dict[int, int]) -> str:
@@ -187,7 +183,7 @@ def project(tmp_path: Path) -> Iterator[Path]:
 
 def test_the_readme_walkthrough_runs_as_written(project: Path, rabbitmq_url: str) -> None:
     lines = walkthrough_lines((ROOT / "README.md").read_text())
-    ports = {port: _free_port() for port in FIXED_PORTS}
+    ports = {port: free_port() for port in FIXED_PORTS}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "SHOP_", "ERP_"))}
     env.update({name: str(ports[port]) for port, name in PORT_ENV.items()})
     env.update({name: url.format(ports[port]) for port, (name, url) in PORT_URL_ENV.items()})

@@ -22,6 +22,7 @@ leave brokers or databases behind.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pathlib
 import pwd
@@ -52,6 +53,8 @@ EPMD_ADDRESS = ("127.0.0.1", 4369)
 # services and the port range rabbitmqctl uses for its own distribution.
 _RESERVED_PORTS = frozenset({4369, 5432, 5672, 15672, 25672, *range(35672, 35683)})
 _handed_out_ports: set[int] = set()
+#: under pytest-xdist, the file all workers note their ports in (set by tests/conftest.py)
+PORTS_FILE: pathlib.Path | None = None
 _ports_lock = threading.Lock()
 
 # Environment variables that would make a private node pick up the settings of
@@ -64,8 +67,9 @@ def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now.
 
     The port is not reserved (another process could grab it before it is
-    used), but the same port is never returned twice in one test process and
-    the ports of the shared services are never returned.
+    used), but the same port is never returned twice in one test run and
+    the ports of the shared services are never returned. Under pytest-xdist
+    the workers note the ports they hand out in one file (``PORTS_FILE``).
     """
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -75,8 +79,23 @@ def free_port() -> int:
             if port in _RESERVED_PORTS or port in _handed_out_ports:
                 continue
             _handed_out_ports.add(port)
-            return port
+            if not _taken_by_workers(port):
+                return port
     raise RuntimeError("could not find a free TCP port")
+
+
+def _taken_by_workers(port: int) -> bool:
+    """Whether another xdist worker handed out ``port`` already; if not, note it as ours
+    (under an exclusive lock on ``PORTS_FILE``). Always False outside xdist."""
+    if PORTS_FILE is None:
+        return False
+    with PORTS_FILE.open("a+") as noted:
+        fcntl.flock(noted, fcntl.LOCK_EX)  # released when the file closes
+        noted.seek(0)
+        if str(port) in noted.read().split():
+            return True
+        noted.write(f"{port}\n")
+    return False
 
 
 # --------------------------------------------------------------------------
