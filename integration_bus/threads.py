@@ -26,7 +26,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
+import structlog
+
 __all__ = ["SLICE", "join_all", "stop_on_signals", "wait_for_stop"]
+
+log = structlog.get_logger("integration_bus.threads")
 
 SLICE = 0.25  # seconds a waiting main thread may take to run a signal handler
 
@@ -73,7 +77,7 @@ def stop_on_signals(stop: threading.Event | None = None, *,
     def handler(signum: int, _frame: object) -> None:
         try:
             os.write(write_end, b"!")
-        except BlockingIOError:  # the pipe is full of signals not yet relayed: one more is moot
+        except OSError:  # a full pipe holds thousands of signals not yet relayed: one more is moot
             pass
 
     def relay() -> None:
@@ -81,7 +85,10 @@ def stop_on_signals(stop: threading.Event | None = None, *,
             while os.read(read_end, 512):
                 stop.set()
                 if then is not None:
-                    then()
+                    try:
+                        then()
+                    except Exception:  # the next signal calls it again
+                        log.exception("signals.then_failed", then=repr(then))
         finally:
             os.close(read_end)
 

@@ -123,6 +123,24 @@ def test_stop_on_signals_sets_the_event_calls_then_and_puts_the_handlers_back() 
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_then_that_fails_does_not_stop_the_next_signal_from_calling_it() -> None:
+    calls: list[int] = []
+    second = threading.Event()
+
+    def then() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the first call fails")
+        second.set()
+
+    with stop_on_signals(then=then) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        wait_for(lambda: len(calls) == 1, timeout=10, message="the first call")
+        assert stop.is_set()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert second.wait(10)
+
+
 # The main thread holds the stop event's lock when the signal lands (as it does inside
 # stop.wait(), or inside stop.set() in the handler of a signal just before: the supervisor of
 # `bus worker --processes 2` sends its children two SIGTERMs; one of them hung in CI so).
