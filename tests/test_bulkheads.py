@@ -131,6 +131,7 @@ def test_poison_in_embedded_mode_costs_no_healthy_message(tmp_path: Path) -> Non
     _poison_experiment(tmp_path, None, healthy=1000, poisons=1, stall_limit=20.0)
 
 
+@pytest.mark.serial  # B's rate alone and while A hangs: a neighbour's load would skew one of them
 def test_hung_sink_holds_only_its_own_route(tmp_path: Path, rabbitmq_url: str) -> None:
     with Blackhole() as hole:
         # Given route A whose sink's peer accepts and never answers, and route B to a file

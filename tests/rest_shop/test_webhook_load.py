@@ -126,6 +126,7 @@ def _receiver_duplicates(hooks: Hooks) -> int:
     return len(rows)
 
 
+@pytest.mark.serial  # its p99 answer time
 def test_a_thousand_signed_deliveries_take_every_event_once(hooks: Hooks) -> None:
     plan = _plan(hooks)
     unique_events = len(set(plan.events.values()))
