@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import traceback
 from pathlib import Path
 
 import pytest
 
+from integration_bus.batch import Batch
 from integration_bus.connector import Envelope, PermanentError, Publisher
-from integration_bus.testing import DeadLettered, bus_running, open_bus
+from integration_bus.runtime import Bus
+from integration_bus.testing import DeadLettered, bus_running, harness, open_bus
 from integration_bus.testing.pytest_plugin import StartBus
 from tests.support.probe import Target, probe_plugin, registry_with
 
@@ -75,6 +78,36 @@ def test_join_re_raises_the_error_of_the_first_dead_letter(running_bus: StartBus
     # And without fail_fast it waits until idle and returns
     running.join(timeout=60, fail_fast=False)
     assert target.count() == 1 and len(running.dead) == 1
+
+
+def test_join_re_raises_the_sinks_error_even_when_the_stored_letter_shows_first(
+        running_bus: StartBus, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a worker that reports its batch only after join() has seen the stored dead letter
+    # (a lane reports a batch after its settlement committed: under load, join() saw the
+    # letter first and raised DeadLettered instead of the sink's error)
+    letter_seen = threading.Event()
+    counted = harness._letter_count
+
+    def letter_count(bus: Bus) -> int:
+        count = counted(bus)
+        if count:
+            letter_seen.set()
+        return count
+
+    reported = harness.RunningBus._on_batch
+
+    def report_late(self: harness.RunningBus, batch: Batch) -> None:
+        if any(item.error is not None for item in batch.items):
+            assert letter_seen.wait(30), "join() never looked at the store"
+        reported(self, batch)
+
+    monkeypatch.setattr(harness, "_letter_count", letter_count)
+    monkeypatch.setattr(harness.RunningBus, "_on_batch", report_late)
+    running = running_bus(_config(None), registry=registry_with(probe_plugin(Target())))
+    _publish(running.bus.publisher(), _order(1, permanent=True))
+    # When the test joins, Then it still gets the sink's own exception
+    with pytest.raises(PermanentError, match="invalid store code"):
+        running.join(timeout=60)
 
 
 def test_join_reports_a_dead_letter_raised_elsewhere_with_its_stored_error(

@@ -27,6 +27,10 @@ from integration_bus.worker import Worker
 __all__ = ["DeadLettered", "RunningBus", "bus_running", "open_bus", "write_config"]
 
 CONFIG_FILE = "bus.yaml"
+#: seconds join() waits for a worker of this process to report the error of a dead letter the
+#: store already shows (it reports its batch once the settlement committed); past it, the
+#: letter came from elsewhere and join() raises DeadLettered
+LETTER_REPORT_GRACE = 5.0
 
 
 class DeadLettered(AssertionError):
@@ -71,6 +75,7 @@ class RunningBus:
         self.bus = bus
         self.stop_event = threading.Event()
         self.dead: list[BaseException] = []
+        self._reported = threading.Event()  # set once ``dead`` holds an error
         self._routes = routes
         self._sources = sources
         self._workers = workers
@@ -127,7 +132,9 @@ class RunningBus:
 
         ``fail_fast``: as soon as a message is dead-lettered, raise its error — the exception
         the sink or step raised (with its traceback) when a worker of this process
-        dead-lettered it, else :class:`DeadLettered` with the stored error and traceback.
+        dead-lettered it (waiting up to :data:`LETTER_REPORT_GRACE` for the worker to report
+        a letter the store shows already), else :class:`DeadLettered` with the stored error and
+        traceback.
         Raises AssertionError when the bus is still busy after ``timeout`` seconds (naming
         what it is busy with), or the error a thread of the bus died of."""
         deadline = time.monotonic() + timeout
@@ -179,6 +186,11 @@ class RunningBus:
             raise first
         if _letter_count(self.bus) <= self._letters_before:
             return
+        # A lane stores the dead letter with its batch's settlement and reports the batch after
+        # that commit: a letter a worker of this process wrote may show before its error does.
+        if self._reported.wait(LETTER_REPORT_GRACE):
+            with self._lock:
+                raise self.dead[0]
         letters = self.bus.store.dead_letters(status="new", limit=self._letters_before + 1)
         letter = letters[-1] if letters else {}
         raise DeadLettered(
@@ -193,6 +205,7 @@ class RunningBus:
         if errors:
             with self._lock:
                 self.dead.extend(errors)
+            self._reported.set()
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         def body() -> None:

@@ -141,8 +141,10 @@ def test_a_topic_no_route_takes_is_dead_lettered_not_lost(hooks: Hooks) -> None:
 
 
 def test_secrets_and_raw_bodies_never_reach_the_logs(
-        hooks: Hooks, caplog: pytest.LogCaptureFixture,
-        capfd: pytest.CaptureFixture[str]) -> None:
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+        hooks: Hooks) -> None:
+    # capfd and caplog first: pytest tears fixtures down in reverse, so the capture ends only
+    # after the bus has stopped (its threads wrote into a closing capture file: a segfault)
     caplog.set_level(logging.DEBUG)
     marker = "RAW-BODY-MARKER-5d1c"
     sub = hooks.subscription("acme")

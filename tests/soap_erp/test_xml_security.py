@@ -81,8 +81,9 @@ def _inject(erp: ErpServer, payload: Payload, canary: Path, listener: Listener) 
 
 
 def test_each_hostile_answer_is_refused_fast_without_leaking_or_growing(
-        erp: ErpServer, make_sink: MakeSink, canary: tuple[Path, str], listener: Listener,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], erp: ErpServer, make_sink: MakeSink,
+        canary: tuple[Path, str], listener: Listener) -> None:
+    # capsys first, so it is torn down after the servers and sinks whose threads may log
     path, secret = canary
     sink = make_sink(operation="QueryStock", numbering="null", lookup="null",
                      extra="\n    max_response: 2097152")
@@ -117,8 +118,9 @@ def test_each_hostile_answer_is_refused_fast_without_leaking_or_growing(
 
 
 def test_hostile_answers_go_to_the_dead_letters_at_once_without_the_canary(
-        tmp_path: Path, erp: ErpServer, canary: tuple[Path, str], listener: Listener,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, erp: ErpServer,
+        canary: tuple[Path, str], listener: Listener) -> None:
+    # capsys first, so it is torn down after the servers and the bus whose threads may log
     path, secret = canary
     routes = """
   queries:
