@@ -6,7 +6,9 @@ doubling to ``max_delay``, 1 s; back to 0.1 s once a child has lived a minute), 
 (``isolation``) gets to run the message that killed it alone, count the deaths and dead-letter
 it. A child that exits by itself (0 after SIGTERM, 2 for a bad configuration) ends the loop with
 its exit code: a configuration error must not become a restart loop. SIGTERM and SIGINT sent to
-the supervisor go to the child, which finishes its in-flight messages and exits.
+the supervisor go to the child, which finishes its in-flight messages and exits; a child still
+running :data:`STOP_GRACE` seconds later is killed (SIGKILL: what it held unacked goes back to
+its queue) and the supervisor exits 1.
 
 Under systemd or Docker Compose the same effect comes from ``Restart=on-failure`` /
 ``restart: on-failure`` on a plain ``bus worker``; this loop is for hosts without one, and keeps
@@ -35,11 +37,14 @@ __all__ = ["supervise"]
 log = structlog.get_logger("integration_bus.supervisor")
 
 HEALTHY_AFTER = 60.0  # seconds a child must live before the restart delay starts over
+#: seconds the children have to finish their in-flight messages once told to stop (a sink call
+#: ends by its route's deadline, reading late deliveries by the worker's drain timeout)
+STOP_GRACE = 60.0
 
 
 def supervise(command: Sequence[str], *, env: Mapping[str, str] | None = None,
               max_delay: float = 1.0, stop: threading.Event | None = None,
-              processes: int = 1) -> int:
+              processes: int = 1, stop_grace: float = STOP_GRACE) -> int:
     """Run ``processes`` copies of ``command`` until one exits by itself or ``stop`` is set
     (SIGTERM/SIGINT set it when called from the main thread); restart a copy when a signal kills
     it. Each copy gets ``BUS_PROCESS_INDEX`` (0, 1, …) in its environment.
@@ -47,7 +52,8 @@ def supervise(command: Sequence[str], *, env: Mapping[str, str] | None = None,
     When a copy exits by itself, the others are stopped (SIGTERM: they finish their in-flight
     messages) and the first such exit code is returned, so ``bus worker --processes 2`` with a
     bad configuration exits 2 once instead of restarting. When stopped, returns the worst exit
-    code of the copies still running then (0 when all finished cleanly)."""
+    code of the copies still running then (0 when all finished cleanly; 1 when one had to be
+    killed, still running ``stop_grace`` seconds after its SIGTERM)."""
     if processes < 1:
         raise ValueError(f"processes must be at least 1, not {processes}")
     stop = stop or threading.Event()
@@ -58,14 +64,14 @@ def supervise(command: Sequence[str], *, env: Mapping[str, str] | None = None,
             slot.start(command, env, children)
         while True:
             if stop.is_set():
-                return _stop_all(slots)
+                return _stop_all(slots, stop_grace)
             for slot in slots:
                 code = slot.poll()
                 if code is None:
                     continue
                 if code >= 0:  # exited by itself: the whole group ends with its code
                     stop.set()
-                    rest = _stop_all(slots)
+                    rest = _stop_all(slots, stop_grace)
                     return code or rest
                 slot.died(-code, max_delay)
             now = time.monotonic()
@@ -110,16 +116,26 @@ class _Slot:
         self.restart_at = time.monotonic() + delay
 
 
-def _stop_all(slots: list[_Slot]) -> int:
-    """SIGTERM every running copy, wait for each; the worst exit code of those that exited."""
+def _stop_all(slots: list[_Slot], grace: float) -> int:
+    """SIGTERM every running copy and wait for each, up to ``grace`` seconds in all; SIGKILL
+    one still running then. The worst exit code of those that exited (1 for one killed)."""
     running = [slot.proc for slot in slots if slot.proc is not None and slot.proc.poll() is None]
     for proc in running:
         proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
     worst = 0
     for slot in slots:
         if slot.proc is None:
             continue
-        code = slot.proc.wait()
+        try:
+            code = slot.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.error("supervisor.killed", pid=slot.proc.pid, process=slot.index, after=grace,
+                      hint="it did not finish its in-flight messages in time; what it held "
+                           "unacked goes back to its queue")
+            slot.proc.kill()
+            slot.proc.wait()
+            code = 1
         worst = max(worst, code)  # a signal death while stopping (still importing): 0
     return worst
 
