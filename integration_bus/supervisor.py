@@ -57,11 +57,10 @@ def supervise(command: Sequence[str], *, env: Mapping[str, str] | None = None,
     if processes < 1:
         raise ValueError(f"processes must be at least 1, not {processes}")
     stop = stop or threading.Event()
-    children: list[subprocess.Popen[bytes]] = []
     slots = [_Slot(index) for index in range(processes)]
-    with stop_on_signals(stop, then=lambda: _terminate(children)):
+    with stop_on_signals(stop, then=lambda: _terminate(slots)):
         for slot in slots:
-            slot.start(command, env, children)
+            slot.start(command, env)
         while True:
             if stop.is_set():
                 return _stop_all(slots, stop_grace)
@@ -77,7 +76,7 @@ def supervise(command: Sequence[str], *, env: Mapping[str, str] | None = None,
             now = time.monotonic()
             for slot in slots:
                 if slot.proc is None and slot.restart_at <= now and not stop.is_set():
-                    slot.start(command, env, children)
+                    slot.start(command, env)
             stop.wait(0.1)
 
 
@@ -91,13 +90,11 @@ class _Slot:
         self.restarts: BackoffState | None = None
         self.restart_at = 0.0
 
-    def start(self, command: Sequence[str], env: Mapping[str, str] | None,
-              children: list[subprocess.Popen[bytes]]) -> None:
+    def start(self, command: Sequence[str], env: Mapping[str, str] | None) -> None:
         base = dict(env) if env is not None else dict(os.environ)
         base["BUS_PROCESS_INDEX"] = str(self.index)
         self.proc = subprocess.Popen(list(command), env=base)
         self.started = time.monotonic()
-        children[:] = [p for p in children if p.poll() is None] + [self.proc]
         log.info("supervisor.started", pid=self.proc.pid, process=self.index)
 
     def poll(self) -> int | None:
@@ -140,11 +137,12 @@ def _stop_all(slots: list[_Slot], grace: float) -> int:
     return worst
 
 
-def _terminate(children: list[subprocess.Popen[bytes]]) -> None:
+def _terminate(slots: list[_Slot]) -> None:
     """SIGTERM to each child still running: what a SIGTERM or SIGINT to the supervisor does at
     once (the loop then stops them all, and waits)."""
-    for proc in list(children):
-        if proc.poll() is None:
+    for slot in slots:
+        proc = slot.proc  # read once: the loop may replace it meanwhile
+        if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
 
