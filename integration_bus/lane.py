@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import orjson
 import structlog
@@ -37,12 +37,13 @@ from integration_bus.backoff import Backoff
 from integration_bus.batch import Batch
 from integration_bus.envelope import new_id
 from integration_bus.errors import BrokerUnavailable, CrashedWorker, StoreUnavailable
-from integration_bus.fate import Hold, crashed_out
+from integration_bus.fate import Hold, Retry, crashed_out
 from integration_bus.isolation import IsolationGate, crash_entry, died
 from integration_bus.metrics import ulid_seconds
 from integration_bus.route import Route
 from integration_bus.sinkcalls import SinkCalls
-from integration_bus.store import CrashMarker, Settlement, Store
+from integration_bus.store import Claim, ClaimOutcome, CrashMarker, Settlement, Store
+from integration_bus.store.behind import SettleBehind, SettleFailed, eligible
 from integration_bus.store.markers import Unmark
 from integration_bus.topology import DEAD_LETTER_QUEUE, Topology, route_queue
 from integration_bus.tracing import Tracing
@@ -52,6 +53,9 @@ from integration_bus.transport.traced import TracedPublisher
 __all__ = ["Lane", "LaneContext"]
 
 log = structlog.get_logger("integration_bus.worker")
+
+#: how long a lane whose broker connection is gone waits for its settlement in flight to end
+ABANDON_WAIT = 10.0
 
 
 class LaneContext:
@@ -91,6 +95,12 @@ class Lane:
         #: the gate held shared from a batch's settlement that marked the next batch until
         #: that batch has run (see _handle)
         self._gate_held: ExitStack | None = None
+        #: PostgreSQL: settlements committed while the next batch runs (store/behind.py)
+        self._behind = _settle_behind(ctx)
+        #: the batch whose settlement is in flight there, acked once it commits
+        self._settling: tuple[list[Delivery], Batch] | None = None
+        self._settle_failed: SettleFailed | None = None  # seen while a sink call waited
+        self._taking = False  # within _handle: a batch's flow gauge stands for it
 
     # -- lifecycle -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -104,10 +114,14 @@ class Lane:
                 self._resume_due()
                 if self._handle_next(stop):
                     continue
+                # A batch still settling: take what is already here, else wait for its commit.
+                wait = 0.0 if self._settling is not None else options.fetch_timeout
                 deliveries = self._consumer.fetch(  # type: ignore[union-attr]
-                    1 if self._cautious else options.batch_size, options.fetch_timeout)
+                    1 if self._cautious else options.batch_size, wait)
                 if deliveries:
                     self._handle(deliveries, stop)
+                else:
+                    self._settled(stop)
             except BrokerUnavailable as exc:
                 self._disconnect(f"broker unavailable: {exc}")
                 reconnect.wait(stop)
@@ -138,6 +152,7 @@ class Lane:
         if reason:
             self.ctx.state.last_error = reason
             log.warning("worker.disconnected", lane=self.name, reason=reason)
+        self._abandon_settling()
         for part in (self._consumer, self._publisher):
             if part is not None:
                 part.close()
@@ -156,6 +171,7 @@ class Lane:
         # after the cancel is read here, until the connection stays quiet (within a deadline).
         if self._consumer is not None:
             try:
+                self._settled(stop)
                 self._handle_next(stop)  # marked already: handled first
                 self._consumer.stop_consuming()
                 deadline = time.monotonic() + self.ctx.options.drain_timeout
@@ -169,10 +185,13 @@ class Lane:
                     if not rest:
                         break
                     self._handle(rest, stop)
+                self._settled(stop)
             except BrokerUnavailable:
                 pass
         self._disconnect()
         self.calls.close()
+        if self._behind is not None:
+            self._behind.close()
 
     # -- one fetch -------------------------------------------------------------------------------
     def _handle_next(self, stop: threading.Event) -> bool:
@@ -198,15 +217,25 @@ class Lane:
         routed = [d for d in deliveries if d.queue != DEAD_LETTER_QUEUE]
         # held from here until the ack (bus_oldest_unsettled_seconds), store outages included
         self.ctx.metrics.flow.taken(id(self), _oldest_per_route(routed, self.routes))
+        self._taking = True
+        try:
+            self._take(deliveries, routed, archived, stop, marked)
+        finally:
+            self._taking = False
+
+    def _take(self, deliveries: list[Delivery], routed: list[Delivery],
+              archived: list[Delivery], stop: threading.Event, marked: str | None) -> None:
         suspects = self._suspects(routed, stop) if self.ctx.markers and routed else {}
         normal = [d for d in routed if d.tag not in suspects]
+        if suspects:
+            self._settled(stop)  # nothing of this lane left settling while a suspect runs
         if normal or archived:
             self._hold_gate()
             try:
                 # the next batch is marked with this one's settlement only when nothing runs
                 # between the two (a suspect runs alone, after: its crash must not name them)
-                self._run(normal, stop, archived=archived, marker_row=marked,
-                          chain=not suspects)
+                behind = self._run(normal, stop, archived=archived, marker_row=marked,
+                                   chain=not suspects, behind=not suspects and not archived)
             except BaseException:
                 self._release_gate()
                 raise
@@ -215,6 +244,8 @@ class Lane:
                 # A batch marked ahead runs first, still under the gate, so that no suspect
                 # runs alone while it stands marked (the suspect's crash would name it).
                 self._release_gate()
+            if behind:
+                return  # acked once its settlement commits (_settled)
         for delivery in routed:
             if delivery.tag in suspects:
                 self._run_suspect(delivery, suspects[delivery.tag], stop)
@@ -226,12 +257,14 @@ class Lane:
     def _run(self, deliveries: list[Delivery], stop: threading.Event, *,
              archived: list[Delivery] | None = None,
              crashed: tuple[int, CrashedWorker, CrashMarker, list[dict[str, Any]]] | None = None,
-             marker_row: str | None = None, chain: bool = False) -> None:
+             marker_row: str | None = None, chain: bool = False, behind: bool = False) -> bool:
         """Execute and settle ``deliveries`` (not ack). They are marked executing first (one
         marker row), unless ``marker_row`` (a suspect's own row, taken over, or the row the
         batch before wrote for them) already stands or the one delivery is ``crashed`` (tag,
         error, marker, history: dead-lettered unrun). ``chain``: the settlement may mark the
-        next batch too (:meth:`_premark`)."""
+        next batch too (:meth:`_premark`). ``behind``: the settlement may be left committing
+        while the lane goes on (store/behind.py); True when it was, and ``deliveries`` are
+        then acked by :meth:`_settled`, not by the caller."""
         ctx = self.ctx
         unmark: list[Unmark] = []
         if ctx.markers and crashed is not None:
@@ -250,7 +283,9 @@ class Lane:
                             crashed={crashed[0]: (crashed[1], crashed[3])} if crashed else None,
                             tracing=ctx.tracing)
         try:
-            self._until_stored(lambda: batch.claim_and_deliver(ctx.store), stop)
+            store = (ctx.store if self._behind is None
+                     else cast(Store, _SettledFirst(self, ctx.store, stop)))
+            self._until_stored(lambda: batch.claim_and_deliver(store), stop)
             if marker_row is not None:
                 # A suspect handed back unrun (its route is held) keeps its row and crash count.
                 suspect_held = not marker_row.startswith("b:") and any(
@@ -258,8 +293,14 @@ class Lane:
                 if not suspect_held:
                     unmark.append((marker_row, None))
             batch.settlement.unmark.extend(unmark)
+            # the batch before: committed and acked before this one's settlement goes
+            self._settled(stop)
+            if behind and crashed is None and self._send_behind(batch, chain and ctx.markers):
+                self._settling = deliveries, batch
+                return True
             reuse = marker_row if marker_row and marker_row.startswith("b:") else None
-            following = self._premark(reuse) if chain and ctx.markers else None
+            following = (self._premark(reuse)
+                         if chain and ctx.markers and self._behind is None else None)
             if following is not None:
                 batch.settlement.mark = following[1]
                 # from here on the lane's: handled next, even if this settlement fails
@@ -268,13 +309,114 @@ class Lane:
             if batch.archive:
                 self._until_stored(lambda: ctx.store.settle(batch.archive), stop)
             self._retry(batch)
-        finally:
+        except BaseException:
             batch.end_spans()
+            raise
+        batch.end_spans()
         for route, hold_ms in batch.holds().items():
             self._hold(route, hold_ms)
         batch.count_settled()
         if ctx.on_batch is not None:
             ctx.on_batch(batch)
+        return False
+
+    # -- settling behind (PostgreSQL, store/behind.py) -------------------------------------------
+    def _send_behind(self, batch: Batch, chain: bool) -> bool:
+        """Send the settlement of ``batch`` to commit while the lane goes on, when it is one
+        the statement can write and nothing has to follow it before the ack (retries, holds,
+        archived dead letters); False: settle it inline. ``chain``: the next batch, when the
+        read-ahead buffer holds it, is marked by a statement sent first (:meth:`_premark`),
+        whose commit alone is waited for."""
+        if (self._behind is None or batch.archive or not eligible(batch.settlement)
+                or any(isinstance(item.fate, Retry | Hold) for item in batch.items)):
+            return False
+        following = self._premark(None) if chain else None
+        mark = following[1] if following is not None else None
+        try:
+            self._behind.send(batch.settlement, mark=mark)
+        except StoreUnavailable:
+            if following is not None:  # taken from the buffer: handled next, marked then
+                self._next = following[0], None
+            return False  # written inline, which waits for the store
+        if following is not None:
+            self._next = following[0], mark[0] if mark is not None else None
+            try:
+                self._behind.marked()
+            except StoreUnavailable as exc:
+                log.warning("worker.mark_failed", lane=self.name, error=str(exc),
+                            hint="the next batch is marked on its own before it runs")
+                self._next = following[0], None
+        return True
+
+    def _settled(self, stop: threading.Event) -> None:
+        """Wait for the settlement in flight, if any, then ack its batch. One that did not
+        commit (or may not have) is written again inline."""
+        if self._settling is None:
+            return
+        assert self._behind is not None
+        failed = self._settle_failed
+        while failed is None:
+            try:
+                if self._behind.done(0.5):
+                    break
+            except SettleFailed as exc:
+                failed = exc
+                break
+        self._settle_failed = None
+        if failed is not None:
+            _deliveries, batch = self._settling
+            log.warning("worker.settle_again", lane=self.name, error=str(failed),
+                        hint="writing the batch's settlement again inline")
+            self._until_stored(lambda: self.ctx.store.settle(batch.settlement), stop)
+        self._ack_settled()
+
+    def _poll_settled(self) -> None:
+        """:meth:`_settled` without waiting, while a sink call waits: the sooner a settled
+        batch is acked, the sooner the broker sends the lane more. Never raises."""
+        if self._settling is None or self._settle_failed is not None:
+            return
+        assert self._behind is not None
+        try:
+            if not self._behind.done(0.0):
+                return
+        except SettleFailed as exc:
+            self._settle_failed = exc  # written again by the next _settled
+            return
+        try:
+            self._ack_settled()
+        except BrokerUnavailable:
+            pass  # the connection is broken: the next fetch or ack says so
+
+    def _ack_settled(self) -> None:
+        settling, self._settling = self._settling, None
+        assert settling is not None
+        deliveries, batch = settling
+        batch.end_spans()
+        batch.count_settled()
+        if self.ctx.on_batch is not None:
+            self.ctx.on_batch(batch)
+        self.ctx.state.batches += 1
+        self.ctx.state.handled += len(deliveries)
+        if not self._taking:
+            self.ctx.metrics.flow.settled(id(self))
+        self._consumer.ack(deliveries)  # type: ignore[union-attr]
+
+    def _abandon_settling(self) -> None:
+        """The connection is gone: the batch settling is redelivered whatever its settlement
+        does (the ledger keeps its effects single); wait for that settlement's end."""
+        settling, self._settling = self._settling, None
+        self._settle_failed = None
+        if settling is None or self._behind is None:
+            return
+        deadline = time.monotonic() + ABANDON_WAIT
+        try:
+            while not self._behind.done(0.5):
+                if time.monotonic() > deadline:
+                    self._behind.close()  # a new connection for the next settlement
+                    return
+        except SettleFailed as exc:
+            log.warning("worker.settle_lost", lane=self.name, error=str(exc),
+                        hint="its messages come back from the broker and settle again")
 
     def _hold_gate(self) -> None:
         if self._gate_held is None:
@@ -302,6 +444,7 @@ class Lane:
         """While a sink call waits (a republish for its confirms), read the next batch's
         deliveries off the socket: the broker sent them when the last batch was acked. Only
         buffered here; the next fetch hands them out, so nothing about them changes."""
+        self._poll_settled()
         consumer = self._consumer
         if consumer is None or self._cautious:
             return False
@@ -464,3 +607,33 @@ def _envelope_id(delivery: Delivery) -> str:
     except (orjson.JSONDecodeError, AttributeError):
         return ""
     return value if isinstance(value, str) and len(value) <= 64 else ""
+
+
+class _SettledFirst:
+    """The store as a batch's delivery uses it (``claim`` alone) while the batch before may
+    still be settling: a claim found busy may be held by that batch (a copy of the same key,
+    one batch earlier, whose ``done`` is in the settlement in flight). Those are claimed again
+    once that settlement has committed, so that such a copy is a duplicate, as it was when
+    every batch waited for its own commit, not a retry."""
+
+    def __init__(self, lane: Lane, store: Store, stop: threading.Event) -> None:
+        self._lane, self._store, self._stop = lane, store, stop
+
+    def claim(self, claims: Sequence[Claim], *, lease: timedelta) -> list[ClaimOutcome]:
+        outcomes = self._store.claim(claims, lease=lease)
+        busy = [i for i, outcome in enumerate(outcomes) if outcome is ClaimOutcome.BUSY]
+        if busy and self._lane._settling is not None:
+            self._lane._settled(self._stop)
+            again = self._store.claim([claims[i] for i in busy], lease=lease)
+            for i, outcome in zip(busy, again, strict=True):
+                outcomes[i] = outcome
+        return outcomes
+
+
+def _settle_behind(ctx: LaneContext) -> SettleBehind | None:
+    """PostgreSQL behind RabbitMQ: settlements commit while the lane goes on (store/behind.py),
+    unless the options say otherwise."""
+    db = ctx.store.db
+    if db.dialect != "postgresql" or ctx.transport.embedded or not ctx.options.settle_behind:
+        return None
+    return SettleBehind(db.url, redaction=ctx.store.redaction)

@@ -251,7 +251,9 @@ class Bus:
     def worker(self, routes: Sequence[str] | None = None, *,
                options: WorkerOptions | None = None, **kwargs: Any) -> Worker:
         broker = self.config.settings.broker
-        options = options or WorkerOptions(batch_size=broker.batch_size, prefetch=broker.prefetch)
+        options = options or WorkerOptions(
+            batch_size=broker.batch_size, prefetch=broker.prefetch,
+            settle_behind=self.config.settings.store.settle_behind)
         kwargs.setdefault("gate", self.gate)
         return Worker(self.transport, self.store, self.routes(routes), self.topology,
                       metrics=self.metrics, options=options, tracing=self.tracing, **kwargs)

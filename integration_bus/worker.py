@@ -47,6 +47,9 @@ class WorkerOptions:
     fetch_timeout: float = 0.25
     archive_dead_letters: bool = True
     drain_timeout: float = 10.0  # graceful stop: reading late deliveries ends by then
+    #: PostgreSQL: a batch's settlement commits while the lane runs the next one, and the
+    #: batch is acked once it has (integration_bus/store/behind.py)
+    settle_behind: bool = True
 
 
 @dataclass

@@ -84,6 +84,10 @@ class StoreSettings(_Model):
     url: str = Field("sqlite:///var/bus.db",
                      description="SQLAlchemy URL; relative SQLite paths are under the project dir")
     pool_size: int = Field(5, ge=1)
+    settle_behind: bool = Field(
+        True, description="PostgreSQL behind RabbitMQ: a batch's settlement commits while the "
+                          "worker runs the next batch, and the batch is acked once it has "
+                          "(off: each batch waits for its own commit)")
     journal_retention: Millis | None = Field(
         None, description="the scheduler deletes journal rows, published outbox rows, seen "
                           "keys and ledger entries older than this, e.g. '30d'; none = keep them")

@@ -1,0 +1,299 @@
+"""Settling behind on PostgreSQL (integration_bus/store/behind.py): a lane's settlement commits
+while the lane runs its next batch, and the batch is acked only once it has. Against a real
+PostgreSQL (and RabbitMQ for the worker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import make_url, select
+
+from integration_bus.envelope import Envelope, new_id
+from integration_bus.runtime import Bus
+from integration_bus.store import Claim, JournalEntry, Settlement, Store, utcnow
+from integration_bus.store.behind import SettleBehind, SettleFailed, eligible
+from integration_bus.store.schema import crash_markers, journal, ledger
+from integration_bus.testing import wait_for
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.postgres
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def _settlement(prefix: str, now: Any) -> Settlement:
+    ids = [f"{prefix}-{i}" for i in range(4)]
+    return Settlement(journal=[
+        JournalEntry(ids[0], "received", now, route="orders", attempt=0, mapping_version="v1",
+                     detail={"type": "order.created", "redelivered": False,
+                             "delivery_count": 0, "key": "k0"}),
+        JournalEntry(ids[0], "delivered", now, route="orders", sink="erp", attempt=0,
+                     detail={"output_id": "o1", "key": "k0", "recovered": True}),
+        JournalEntry(ids[1], "received", now, route="orders", attempt=2,
+                     detail={"type": "Bestellung für Zoë ✓", "nested": {"a": [1, 2.5, None]},
+                             "amount": Decimal("12.30")}),
+        JournalEntry(ids[2], "filtered", now, route="orders"),  # no detail at all
+        JournalEntry(ids[3], "duplicate", now, route="orders", sink="erp",
+                     detail={"output_id": "o3", "key": "x" * 5000}),  # clipped
+    ])
+
+
+def _rows(store: Store, prefix: str) -> list[tuple[Any, ...]]:
+    with store.db.begin(read_only=True) as conn:
+        rows = conn.execute(select(journal).where(journal.c.envelope_id.like(f"{prefix}-%"))
+                            .order_by(journal.c.id)).all()
+    return [(r.envelope_id.split("-", 1)[1], r.event, r.route, r.sink, r.attempt, r.at,
+             r.mapping_version, r.detail) for r in rows]
+
+
+def test_a_settlement_sent_behind_stores_what_an_inline_one_stores(postgres_url: str) -> None:
+    store = Store.open(postgres_url)
+    behind = SettleBehind(make_url(postgres_url), redaction=store.redaction)
+    try:
+        now = utcnow()
+        # Given the same settlement twice, with a claim to complete and a marker to remove each
+        inline, sent = _settlement("inline", now), _settlement("behind", now)
+        for settlement, tag in ((inline, "a"), (sent, "b")):
+            store.claim([Claim("erp", f"key-{tag}", f"owner-{tag}", f"env-{tag}")],
+                        lease=timedelta(minutes=5))
+            store.mark_executing(f"b:{tag}", [("orders", f"env-{tag}")], "me")
+            settlement.done.append(("erp", f"key-{tag}", f"owner-{tag}"))
+            settlement.unmark.append((f"b:{tag}", None))
+        assert eligible(sent)
+        # When one is written inline and the other sent behind
+        store.settle(inline)
+        behind.send(sent)
+        wait_for(lambda: behind.done(0.1), timeout=10, message="the settlement committed")
+        # Then the journal rows are the same, value for value (detail clipped and encoded by
+        # the bus's encoder alike, a missing detail stored alike)
+        assert _rows(store, "behind") == _rows(store, "inline")
+        assert len(_rows(store, "behind")) == 5
+        with store.db.begin(read_only=True) as conn:
+            states = dict(conn.execute(select(ledger.c.idempotency_key, ledger.c.state)).all())
+            marks = conn.execute(select(crash_markers.c.id)).scalars().all()
+        assert states == {"key-a": "done", "key-b": "done"}
+        assert marks == []
+    finally:
+        behind.close()
+        store.close()
+
+
+def test_the_next_batch_is_marked_first_and_on_its_own(postgres_url: str) -> None:
+    store = Store.open(postgres_url)
+    behind = SettleBehind(make_url(postgres_url), redaction=store.redaction)
+    lock = psycopg.connect(_libpq(postgres_url))
+    try:
+        # Given the journal locked, so that a settlement cannot commit
+        lock.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
+        keys = [("orders", new_id()) for _ in range(3)]
+        behind.send(_settlement("held", utcnow()), mark=("b:next", keys, "me"))
+        # Then the next batch's marker commits all the same, before the settlement
+        behind.marked()
+        found = store.crash_markers(keys, "someone else")
+        assert set(found) == set(keys) and {m.row for m in found.values()} == {"b:next"}
+        assert behind.done(0.3) is False
+        lock.rollback()
+        wait_for(lambda: behind.done(0.1), timeout=10, message="the settlement committed")
+        assert len(_rows(store, "held")) == 5
+    finally:
+        lock.close()
+        behind.close()
+        store.close()
+
+
+def test_a_value_the_server_refuses_fails_the_settlement_whole(postgres_url: str) -> None:
+    store = Store.open(postgres_url)
+    behind = SettleBehind(make_url(postgres_url), redaction=store.redaction)
+    try:
+        settlement = _settlement("nul", utcnow())
+        settlement.journal[0] = JournalEntry("nul-0", "received", utcnow(), route="orders",
+                                             detail={"type": "order\x00created"})
+        behind.send(settlement)
+        with pytest.raises(SettleFailed, match=r"22P05|unsupported Unicode"):
+            wait_for(lambda: behind.done(0.1), timeout=10, message="an answer")
+        assert _rows(store, "nul") == []  # one statement: nothing of it was written
+        # the lane then writes it inline, which makes the value storable
+        store.settle(settlement)
+        assert _rows(store, "nul")[0][-1] == {"type": "order\ufffdcreated"}
+        # and the connection serves the next settlement
+        behind.send(_settlement("after", utcnow()))
+        wait_for(lambda: behind.done(0.1), timeout=10, message="the next one committed")
+        assert len(_rows(store, "after")) == 5
+    finally:
+        behind.close()
+        store.close()
+
+
+def test_a_connection_lost_with_a_settlement_in_flight_is_a_failure_not_a_commit(
+        postgres_url: str) -> None:
+    store = Store.open(postgres_url)
+    behind = SettleBehind(make_url(postgres_url), redaction=store.redaction)
+    lock = psycopg.connect(_libpq(postgres_url))
+    try:
+        lock.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
+        behind.send(_settlement("lost", utcnow()))
+        # When its server process is terminated while the settlement waits for the lock
+        admin = psycopg.connect(_libpq(postgres_url), autocommit=True)
+        wait_for(lambda: admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%json_to_recordset%' "
+            "AND wait_event_type = 'Lock'").fetchone()[0] == 1,  # type: ignore[index]
+            timeout=10, message="the settlement waits for the lock")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE query LIKE '%json_to_recordset%' AND pid <> pg_backend_pid()")
+        admin.close()
+        # Then the lane is told it failed (and writes it again inline), never that it committed
+        with pytest.raises(SettleFailed):
+            wait_for(lambda: behind.done(0.1), timeout=10, message="an answer")
+        lock.rollback()
+        assert _rows(store, "lost") == []
+        # and the next settlement goes over a new connection
+        behind.send(_settlement("again", utcnow()))
+        wait_for(lambda: behind.done(0.1), timeout=10, message="the next one committed")
+        assert len(_rows(store, "again")) == 5
+    finally:
+        lock.close()
+        behind.close()
+        store.close()
+
+
+def _ready(config_dir: Path, queue: str) -> int:
+    with Bus.from_config_dir(config_dir, environ={}) as bus:
+        stats = bus.transport.queue_stats(queue)
+        assert stats is not None
+        return stats.messages
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.faults
+def test_a_worker_killed_while_its_settlement_waits_has_acked_none_of_that_batch(
+        tmp_path: Path, rabbitmq_url: str, postgres_url: str) -> None:
+    # Given 300 messages for a route whose worker runs in its own process on PostgreSQL, and
+    # the journal locked, so that no settlement can commit
+    config_dir = write_config(tmp_path, f"""
+        broker: {{url: "{rabbitmq_url}", prefetch: 200, batch_size: 100}}
+        store: {{url: "{postgres_url}"}}
+        sinks:
+          out: {{connector: jsonl, path: var/out.jsonl}}
+        routes:
+          orders: {{from: [order.created], to: [out]}}
+        """)
+    envelopes = [Envelope.create("order.created", {"n": i}, source="test") for i in range(300)]
+    with Bus.from_config_dir(config_dir, environ={}) as bus:
+        publisher = bus.publisher()
+        assert publisher.publish_many(envelopes) == [None] * 300
+        publisher.close()
+    out = tmp_path / "var" / "out.jsonl"
+    lock = psycopg.connect(_libpq(postgres_url))
+    lock.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
+    log = tmp_path / "worker.log"
+    args = [sys.executable, "-m", "integration_bus", "worker", "--config-dir", str(config_dir)]
+    env = {**os.environ, "BUS_LOG_LEVEL": "info"}
+    try:
+        with log.open("ab") as sink_log:
+            worker = subprocess.Popen(args, cwd=REPO, stdout=sink_log, stderr=sink_log, env=env)
+        # When the worker has delivered messages whose settlement cannot commit, and is
+        # killed with SIGKILL there
+        wait_for(lambda: out.exists() and len(out.read_bytes().splitlines()) >= 101,
+                 timeout=60, message="two batches delivered")
+        # (an ack sent before its commit would be on the wire by now: the lane acks a batch
+        # before it takes the next, and the second batch reached the sink)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        # Then the broker holds every message again: none was acked before its commit
+        assert _ready(config_dir, "bus.route.orders") == 300
+    finally:
+        lock.rollback()
+        lock.close()
+    # And a new worker delivers each of them once (the ledger and the sink's lookup), none lost
+    wait_for(lambda: _activity(postgres_url) == 0, timeout=10,
+             message="the killed worker's statement ended")
+    with log.open("ab") as sink_log:
+        worker = subprocess.Popen(args, cwd=REPO, stdout=sink_log, stderr=sink_log, env=env)
+    try:
+        wait_for(lambda: len({line for line in out.read_bytes().splitlines()}) >= 300
+                 and _ready(config_dir, "bus.route.orders") == 0, timeout=90,
+                 message="all 300 delivered")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    import orjson
+
+    keys = [orjson.loads(line)["idempotency_key"] for line in out.read_bytes().splitlines()]
+    assert sorted(keys) == sorted(e.idempotency_key for e in envelopes)
+    store = Store.open(postgres_url)
+    try:
+        assert store.dead_letters() == []
+        assert store.count_events("delivered", route="orders") == 300
+    finally:
+        store.close()
+
+
+def _activity(url: str) -> int:
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                           "'%json_to_recordset%' AND pid <> pg_backend_pid() "
+                           "AND state = 'active'").fetchone()
+    return int(row[0]) if row else 0
+
+
+
+def test_a_copy_claimed_while_its_original_settles_is_claimed_again_once_it_has(
+        postgres_url: str) -> None:
+    from integration_bus.lane import _SettledFirst
+    from integration_bus.store import ClaimOutcome
+
+    store = Store.open(postgres_url)
+    behind = SettleBehind(make_url(postgres_url), redaction=store.redaction)
+    lock = psycopg.connect(_libpq(postgres_url))
+    lease = timedelta(minutes=5)
+    try:
+        # Given an original delivered, its claim's "done" in a settlement still in flight
+        # (the journal locked, so that it cannot commit yet)
+        assert store.claim([Claim("erp", "sale-1", "original#0", "original")],
+                           lease=lease) == [ClaimOutcome.CLAIMED]
+        lock.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
+        settlement = _settlement("first", utcnow())
+        settlement.done.append(("erp", "sale-1", "original#0"))
+        behind.send(settlement)
+
+        class Lane:  # what _SettledFirst asks of its lane: the batch settling, and waiting
+            _settling: object = "the original's batch"
+
+            def _settled(self, stop: object) -> None:
+                lock.rollback()
+                wait_for(lambda: behind.done(0.1), timeout=10, message="committed")
+                self._settling = None
+
+        lane = Lane()
+        claims = [Claim("erp", "sale-1", "copy#0", "copy"),
+                  Claim("erp", "sale-2", "other#0", "other")]
+        # When the next batch, with a copy of it, claims through the lane
+        outcomes = _SettledFirst(lane, store, None).claim(claims, lease=lease)  # type: ignore[arg-type]
+        # Then the copy was claimed again after the commit: a duplicate, not a busy retry
+        assert outcomes == [ClaimOutcome.DONE, ClaimOutcome.CLAIMED]
+        assert lane._settling is None
+        # (as it was busy before: the store alone answers so while the original is pending)
+        assert store.claim([Claim("erp", "sale-3", "a#0", "a")], lease=lease) == \
+            [ClaimOutcome.CLAIMED]
+        assert store.claim([Claim("erp", "sale-3", "b#0", "b")], lease=lease) == \
+            [ClaimOutcome.BUSY]
+    finally:
+        lock.close()
+        behind.close()
+        store.close()
