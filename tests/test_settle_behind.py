@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from sqlalchemy import make_url, select
@@ -59,114 +61,114 @@ def _rows(store: Store, prefix: str) -> list[tuple[Any, ...]]:
              r.mapping_version, r.detail) for r in rows]
 
 
-def test_a_settlement_sent_behind_stores_what_an_inline_one_stores(postgres_url: str) -> None:
-    store = Store.open(postgres_url)
-    behind = SettleBehind(make_url(postgres_url), redaction=store.redaction)
+class Parts:
+    """A store, a lane's SettleBehind on it, and a connection that can lock the journal."""
+
+    def __init__(self, url: str) -> None:
+        self.store = Store.open(url)
+        self.behind = SettleBehind(make_url(url), redaction=self.store.redaction)
+        self.lock = psycopg.connect(_libpq(url))
+
+    def lock_journal(self) -> None:
+        """Until ``lock.rollback()``, no settlement can commit."""
+        self.lock.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
+
+    def committed(self, message: str = "the settlement committed") -> None:
+        wait_for(lambda: self.behind.done(0.1), timeout=10, message=message)
+
+    def close(self) -> None:
+        self.lock.close()
+        self.behind.close()
+        self.store.close()
+
+
+@pytest.fixture
+def parts(postgres_url: str) -> Iterator[Parts]:
+    parts = Parts(postgres_url)
     try:
-        now = utcnow()
-        # Given the same settlement twice, with a claim to complete and a marker to remove each
-        inline, sent = _settlement("inline", now), _settlement("behind", now)
-        for settlement, tag in ((inline, "a"), (sent, "b")):
-            store.claim([Claim("erp", f"key-{tag}", f"owner-{tag}", f"env-{tag}")],
-                        lease=timedelta(minutes=5))
-            store.mark_executing(f"b:{tag}", [("orders", f"env-{tag}")], "me")
-            settlement.done.append(("erp", f"key-{tag}", f"owner-{tag}"))
-            settlement.unmark.append((f"b:{tag}", None))
-        assert eligible(sent)
-        # When one is written inline and the other sent behind
-        store.settle(inline)
-        behind.send(sent)
-        wait_for(lambda: behind.done(0.1), timeout=10, message="the settlement committed")
-        # Then the journal rows are the same, value for value (detail clipped and encoded by
-        # the bus's encoder alike, a missing detail stored alike)
-        assert _rows(store, "behind") == _rows(store, "inline")
-        assert len(_rows(store, "behind")) == 5
-        with store.db.begin(read_only=True) as conn:
-            states = dict(conn.execute(select(ledger.c.idempotency_key, ledger.c.state)).all())
-            marks = conn.execute(select(crash_markers.c.id)).scalars().all()
-        assert states == {"key-a": "done", "key-b": "done"}
-        assert marks == []
+        yield parts
     finally:
-        behind.close()
-        store.close()
+        parts.close()
 
 
-def test_the_next_batch_is_marked_first_and_on_its_own(postgres_url: str) -> None:
-    store = Store.open(postgres_url)
-    behind = SettleBehind(make_url(postgres_url), redaction=store.redaction)
-    lock = psycopg.connect(_libpq(postgres_url))
-    try:
-        # Given the journal locked, so that a settlement cannot commit
-        lock.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
-        keys = [("orders", new_id()) for _ in range(3)]
-        behind.send(_settlement("held", utcnow()), mark=("b:next", keys, "me"))
-        # Then the next batch's marker commits all the same, before the settlement
-        behind.marked()
-        found = store.crash_markers(keys, "someone else")
-        assert set(found) == set(keys) and {m.row for m in found.values()} == {"b:next"}
-        assert behind.done(0.3) is False
-        lock.rollback()
-        wait_for(lambda: behind.done(0.1), timeout=10, message="the settlement committed")
-        assert len(_rows(store, "held")) == 5
-    finally:
-        lock.close()
-        behind.close()
-        store.close()
+def test_a_settlement_sent_behind_stores_what_an_inline_one_stores(parts: Parts) -> None:
+    store, behind = parts.store, parts.behind
+    now = utcnow()
+    # Given the same settlement twice, with a claim to complete and a marker to remove each
+    inline, sent = _settlement("inline", now), _settlement("behind", now)
+    for settlement, tag in ((inline, "a"), (sent, "b")):
+        store.claim([Claim("erp", f"key-{tag}", f"owner-{tag}", f"env-{tag}")],
+                    lease=timedelta(minutes=5))
+        store.mark_executing(f"b:{tag}", [("orders", f"env-{tag}")], "me")
+        settlement.done.append(("erp", f"key-{tag}", f"owner-{tag}"))
+        settlement.unmark.append((f"b:{tag}", None))
+    assert eligible(sent)
+    # When one is written inline and the other sent behind
+    store.settle(inline)
+    behind.send(sent)
+    parts.committed()
+    # Then the journal rows are the same, value for value (detail clipped and encoded by
+    # the bus's encoder alike, a missing detail stored alike)
+    assert _rows(store, "behind") == _rows(store, "inline")
+    assert len(_rows(store, "behind")) == 5
+    with store.db.begin(read_only=True) as conn:
+        states = dict(conn.execute(select(ledger.c.idempotency_key, ledger.c.state)).all())
+        marks = conn.execute(select(crash_markers.c.id)).scalars().all()
+    assert states == {"key-a": "done", "key-b": "done"}
+    assert marks == []
 
 
-def test_a_value_the_server_refuses_fails_the_settlement_whole(postgres_url: str) -> None:
-    store = Store.open(postgres_url)
-    behind = SettleBehind(make_url(postgres_url), redaction=store.redaction)
-    try:
-        settlement = _settlement("nul", utcnow())
-        settlement.journal[0] = JournalEntry("nul-0", "received", utcnow(), route="orders",
-                                             detail={"type": "order\x00created"})
-        behind.send(settlement)
-        with pytest.raises(SettleFailed, match=r"22P05|unsupported Unicode"):
-            wait_for(lambda: behind.done(0.1), timeout=10, message="an answer")
-        assert _rows(store, "nul") == []  # one statement: nothing of it was written
-        # the lane then writes it inline, which makes the value storable
-        store.settle(settlement)
-        assert _rows(store, "nul")[0][-1] == {"type": "order\ufffdcreated"}
-        # and the connection serves the next settlement
-        behind.send(_settlement("after", utcnow()))
-        wait_for(lambda: behind.done(0.1), timeout=10, message="the next one committed")
-        assert len(_rows(store, "after")) == 5
-    finally:
-        behind.close()
-        store.close()
+def test_the_next_batch_is_marked_first_and_on_its_own(parts: Parts) -> None:
+    # Given the journal locked, so that a settlement cannot commit
+    parts.lock_journal()
+    keys = [("orders", new_id()) for _ in range(3)]
+    parts.behind.send(_settlement("held", utcnow()), mark=("b:next", keys, "me"))
+    # Then the next batch's marker commits all the same, before the settlement
+    parts.behind.marked()
+    found = parts.store.crash_markers(keys, "someone else")
+    assert set(found) == set(keys) and {m.row for m in found.values()} == {"b:next"}
+    assert parts.behind.done(0.3) is False
+    parts.lock.rollback()
+    parts.committed()
+    assert len(_rows(parts.store, "held")) == 5
+
+
+def test_a_value_the_server_refuses_fails_the_settlement_whole(parts: Parts) -> None:
+    settlement = _settlement("nul", utcnow())
+    settlement.journal[0] = JournalEntry("nul-0", "received", utcnow(), route="orders",
+                                         detail={"type": "order\x00created"})
+    parts.behind.send(settlement)
+    with pytest.raises(SettleFailed, match=r"22P05|unsupported Unicode"):
+        parts.committed("an answer")
+    assert _rows(parts.store, "nul") == []  # one statement: nothing of it was written
+    # the lane then writes it inline, which makes the value storable
+    parts.store.settle(settlement)
+    assert _rows(parts.store, "nul")[0][-1] == {"type": "order\ufffdcreated"}
+    # and the connection serves the next settlement
+    parts.behind.send(_settlement("after", utcnow()))
+    parts.committed()
+    assert len(_rows(parts.store, "after")) == 5
 
 
 def test_a_connection_lost_with_a_settlement_in_flight_is_a_failure_not_a_commit(
-        postgres_url: str) -> None:
-    store = Store.open(postgres_url)
-    behind = SettleBehind(make_url(postgres_url), redaction=store.redaction)
-    lock = psycopg.connect(_libpq(postgres_url))
-    try:
-        lock.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
-        behind.send(_settlement("lost", utcnow()))
-        # When its server process is terminated while the settlement waits for the lock
-        admin = psycopg.connect(_libpq(postgres_url), autocommit=True)
-        wait_for(lambda: admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%json_to_recordset%' "
-            "AND wait_event_type = 'Lock'").fetchone()[0] == 1,  # type: ignore[index]
-            timeout=10, message="the settlement waits for the lock")
+        parts: Parts, postgres_url: str) -> None:
+    parts.lock_journal()
+    parts.behind.send(_settlement("lost", utcnow()))
+    # When its server process is terminated while the settlement waits for the lock
+    wait_for(lambda: _activity(postgres_url, "Lock") == 1, timeout=10,
+             message="the settlement waits for the lock")
+    with psycopg.connect(_libpq(postgres_url), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                       "WHERE query LIKE '%json_to_recordset%' AND pid <> pg_backend_pid()")
-        admin.close()
-        # Then the lane is told it failed (and writes it again inline), never that it committed
-        with pytest.raises(SettleFailed):
-            wait_for(lambda: behind.done(0.1), timeout=10, message="an answer")
-        lock.rollback()
-        assert _rows(store, "lost") == []
-        # and the next settlement goes over a new connection
-        behind.send(_settlement("again", utcnow()))
-        wait_for(lambda: behind.done(0.1), timeout=10, message="the next one committed")
-        assert len(_rows(store, "again")) == 5
-    finally:
-        lock.close()
-        behind.close()
-        store.close()
+    # Then the lane is told it failed (and writes it again inline), never that it committed
+    with pytest.raises(SettleFailed):
+        parts.committed("an answer")
+    parts.lock.rollback()
+    assert _rows(parts.store, "lost") == []
+    # and the next settlement goes over a new connection
+    parts.behind.send(_settlement("again", utcnow()))
+    parts.committed()
+    assert len(_rows(parts.store, "again")) == 5
 
 
 def _ready(config_dir: Path, queue: str) -> int:
@@ -180,8 +182,8 @@ def _ready(config_dir: Path, queue: str) -> int:
 @pytest.mark.faults
 def test_a_worker_killed_while_its_settlement_waits_has_acked_none_of_that_batch(
         tmp_path: Path, rabbitmq_url: str, postgres_url: str) -> None:
-    # Given 300 messages for a route whose worker runs in its own process on PostgreSQL, and
-    # the journal locked, so that no settlement can commit
+    # Given a worker in its own process on PostgreSQL, past its first message (a lane starts
+    # cautious, with prefetch 1), and then the journal locked, so that no settlement commits
     config_dir = write_config(tmp_path, f"""
         broker: {{url: "{rabbitmq_url}", prefetch: 200, batch_size: 100}}
         store: {{url: "{postgres_url}"}}
@@ -190,29 +192,29 @@ def test_a_worker_killed_while_its_settlement_waits_has_acked_none_of_that_batch
         routes:
           orders: {{from: [order.created], to: [out]}}
         """)
-    envelopes = [Envelope.create("order.created", {"n": i}, source="test") for i in range(300)]
-    with Bus.from_config_dir(config_dir, environ={}) as bus:
-        publisher = bus.publisher()
-        assert publisher.publish_many(envelopes) == [None] * 300
-        publisher.close()
+    envelopes = [Envelope.create("order.created", {"n": i}, source="test") for i in range(301)]
+    _publish(config_dir, envelopes[:1])
     out = tmp_path / "var" / "out.jsonl"
-    lock = psycopg.connect(_libpq(postgres_url))
-    lock.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
     log = tmp_path / "worker.log"
     args = [sys.executable, "-m", "integration_bus", "worker", "--config-dir", str(config_dir)]
     env = {**os.environ, "BUS_LOG_LEVEL": "info"}
+    store = Store.open(postgres_url)
+    lock = psycopg.connect(_libpq(postgres_url))
     try:
         with log.open("ab") as sink_log:
             worker = subprocess.Popen(args, cwd=REPO, stdout=sink_log, stderr=sink_log, env=env)
-        # When the worker has delivered messages whose settlement cannot commit, and is
-        # killed with SIGKILL there
-        wait_for(lambda: out.exists() and len(out.read_bytes().splitlines()) >= 101,
-                 timeout=60, message="two batches delivered")
-        # (an ack sent before its commit would be on the wire by now: the lane acks a batch
-        # before it takes the next, and the second batch reached the sink)
+        wait_for(lambda: store.count_events("delivered", route="orders") == 1, timeout=60,
+                 message="the first message settled")
+        lock.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
+        _publish(config_dir, envelopes[1:])
+        # When it has delivered messages whose settlement waits for the lock, and is killed
+        # with SIGKILL there (an ack sent before the commit would be on the wire by then: the
+        # lane would have sent it right after the settlement)
+        wait_for(lambda: len(_lines(out)) >= 2 and _activity(postgres_url, "Lock") >= 1,
+                 timeout=60, message="a settlement waiting for the lock")
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
-        # Then the broker holds every message again: none was acked before its commit
+        # Then the broker holds every one of them again: none was acked before its commit
         assert _ready(config_dir, "bus.route.orders") == 300
     finally:
         lock.rollback()
@@ -223,77 +225,78 @@ def test_a_worker_killed_while_its_settlement_waits_has_acked_none_of_that_batch
     with log.open("ab") as sink_log:
         worker = subprocess.Popen(args, cwd=REPO, stdout=sink_log, stderr=sink_log, env=env)
     try:
-        wait_for(lambda: len({line for line in out.read_bytes().splitlines()}) >= 300
+        wait_for(lambda: len(set(_lines(out))) >= 301
                  and _ready(config_dir, "bus.route.orders") == 0, timeout=90,
-                 message="all 300 delivered")
+                 message="all 301 delivered")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
     finally:
         if worker.poll() is None:
             worker.kill()
             worker.wait(10)
-    import orjson
-
-    keys = [orjson.loads(line)["idempotency_key"] for line in out.read_bytes().splitlines()]
+    keys = [orjson.loads(line)["idempotency_key"] for line in _lines(out)]
     assert sorted(keys) == sorted(e.idempotency_key for e in envelopes)
-    store = Store.open(postgres_url)
     try:
         assert store.dead_letters() == []
-        assert store.count_events("delivered", route="orders") == 300
+        assert store.count_events("delivered", route="orders") == 301
     finally:
         store.close()
 
 
-def _activity(url: str) -> int:
+def _publish(config_dir: Path, envelopes: list[Envelope]) -> None:
+    with Bus.from_config_dir(config_dir, environ={}) as bus:
+        publisher = bus.publisher()
+        assert publisher.publish_many(envelopes) == [None] * len(envelopes)
+        publisher.close()
+
+
+def _lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines() if path.exists() else []
+
+
+def _activity(url: str, waiting_on: str | None = None) -> int:
+    """Settlements the server is executing (or, with ``waiting_on``, waiting in)."""
     with psycopg.connect(_libpq(url), autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
-                           "'%json_to_recordset%' AND pid <> pg_backend_pid() "
-                           "AND state = 'active'").fetchone()
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s "
+                           "AND pid <> pg_backend_pid() AND state = 'active' AND "
+                           "(%s::text IS NULL OR wait_event_type = %s)",
+                           ("%json_to_recordset%", waiting_on, waiting_on)).fetchone()
     return int(row[0]) if row else 0
 
 
-
 def test_a_copy_claimed_while_its_original_settles_is_claimed_again_once_it_has(
-        postgres_url: str) -> None:
+        parts: Parts) -> None:
     from integration_bus.lane import _SettledFirst
     from integration_bus.store import ClaimOutcome
 
-    store = Store.open(postgres_url)
-    behind = SettleBehind(make_url(postgres_url), redaction=store.redaction)
-    lock = psycopg.connect(_libpq(postgres_url))
-    lease = timedelta(minutes=5)
-    try:
-        # Given an original delivered, its claim's "done" in a settlement still in flight
-        # (the journal locked, so that it cannot commit yet)
-        assert store.claim([Claim("erp", "sale-1", "original#0", "original")],
-                           lease=lease) == [ClaimOutcome.CLAIMED]
-        lock.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
-        settlement = _settlement("first", utcnow())
-        settlement.done.append(("erp", "sale-1", "original#0"))
-        behind.send(settlement)
+    store, behind, lease = parts.store, parts.behind, timedelta(minutes=5)
+    # Given an original delivered, its claim's "done" in a settlement still in flight
+    # (the journal locked, so that it cannot commit yet)
+    assert store.claim([Claim("erp", "sale-1", "original#0", "original")],
+                       lease=lease) == [ClaimOutcome.CLAIMED]
+    parts.lock_journal()
+    settlement = _settlement("first", utcnow())
+    settlement.done.append(("erp", "sale-1", "original#0"))
+    behind.send(settlement)
 
-        class Lane:  # what _SettledFirst asks of its lane: the batch settling, and waiting
-            _settling: object = "the original's batch"
+    class Lane:  # what _SettledFirst asks of its lane: the batch settling, and waiting
+        _settling: object = "the original's batch"
 
-            def _settled(self, stop: object) -> None:
-                lock.rollback()
-                wait_for(lambda: behind.done(0.1), timeout=10, message="committed")
-                self._settling = None
+        def _settled(self, stop: object) -> None:
+            parts.lock.rollback()
+            parts.committed()
+            self._settling = None
 
-        lane = Lane()
-        claims = [Claim("erp", "sale-1", "copy#0", "copy"),
-                  Claim("erp", "sale-2", "other#0", "other")]
-        # When the next batch, with a copy of it, claims through the lane
-        outcomes = _SettledFirst(lane, store, None).claim(claims, lease=lease)  # type: ignore[arg-type]
-        # Then the copy was claimed again after the commit: a duplicate, not a busy retry
-        assert outcomes == [ClaimOutcome.DONE, ClaimOutcome.CLAIMED]
-        assert lane._settling is None
-        # (as it was busy before: the store alone answers so while the original is pending)
-        assert store.claim([Claim("erp", "sale-3", "a#0", "a")], lease=lease) == \
-            [ClaimOutcome.CLAIMED]
-        assert store.claim([Claim("erp", "sale-3", "b#0", "b")], lease=lease) == \
-            [ClaimOutcome.BUSY]
-    finally:
-        lock.close()
-        behind.close()
-        store.close()
+    lane = Lane()
+    claims = [Claim("erp", "sale-1", "copy#0", "copy"),
+              Claim("erp", "sale-2", "other#0", "other")]
+    # When the next batch, with a copy of it, claims through the lane
+    outcomes = _SettledFirst(lane, store, None).claim(claims, lease=lease)  # type: ignore[arg-type]
+    # Then the copy was claimed again after the commit: a duplicate, not a busy retry
+    assert outcomes == [ClaimOutcome.DONE, ClaimOutcome.CLAIMED]
+    assert lane._settling is None
+    # (as it was busy before: the store alone answers so while the original is pending)
+    assert store.claim([Claim("erp", "sale-3", "a#0", "a")], lease=lease) == \
+        [ClaimOutcome.CLAIMED]
+    assert store.claim([Claim("erp", "sale-3", "b#0", "b")], lease=lease) == \
+        [ClaimOutcome.BUSY]
