@@ -417,6 +417,10 @@ class Lane:
         except SettleFailed as exc:
             log.warning("worker.settle_lost", lane=self.name, error=str(exc),
                         hint="its messages come back from the broker and settle again")
+        except Exception as exc:  # a bug: start over on a new connection
+            log.exception("worker.settle_lost", lane=self.name,
+                          error=f"{type(exc).__name__}: {exc}")
+            self._behind.close()
 
     def _hold_gate(self) -> None:
         if self._gate_held is None:

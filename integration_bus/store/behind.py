@@ -98,10 +98,6 @@ class SettleBehind:
         self._lost = False
 
     # -- settlements -----------------------------------------------------------------------------
-    @property
-    def in_flight(self) -> bool:
-        return "settle" in self._waiting
-
     def send(self, batch: Settlement, *,
              mark: tuple[str, Sequence[MarkerKey], str] | None = None) -> None:
         """Send ``batch`` (:func:`eligible`) to be committed, after ``mark`` (row, keys, owner:
@@ -161,6 +157,7 @@ class SettleBehind:
         from psycopg import pq
 
         pg = self._settles.pgconn
+        ended = False  # the last result was the end of a statement's results
         try:
             pg.consume_input()
             while True:
@@ -172,7 +169,11 @@ class SettleBehind:
                     pg.consume_input()
                 result = pg.get_result()
                 if result is None:
-                    continue  # the end of one statement's results
+                    if ended:  # nothing more will come: what we wait for is not there
+                        raise ConnectionError("the server answered nothing more")
+                    ended = True  # the end of one statement's results
+                    continue
+                ended = False
                 if result.status == pq.ExecStatus.PIPELINE_SYNC:
                     break
                 if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK) \
