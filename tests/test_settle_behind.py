@@ -300,3 +300,33 @@ def test_a_copy_claimed_while_its_original_settles_is_claimed_again_once_it_has(
         [ClaimOutcome.CLAIMED]
     assert store.claim([Claim("erp", "sale-3", "b#0", "b")], lease=lease) == \
         [ClaimOutcome.BUSY]
+
+
+def test_a_connection_numbered_past_fd_setsize_is_waited_on_all_the_same(
+        postgres_url: str) -> None:
+    import resource
+
+    # Given a process with more than 1,024 descriptors open (a worker with many lanes, files
+    # and sockets), so that the lane's connection gets a number select() cannot take
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit of open files ({hard}) is below 1,200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    spare = []
+    try:
+        with open(os.devnull) as devnull:
+            while not spare or spare[-1] < 1100:
+                spare.append(os.dup(devnull.fileno()))
+        parts = Parts(postgres_url)
+        try:
+            parts.behind.send(_settlement("high", utcnow()))
+            assert parts.behind._settles.pgconn.socket > 1024
+            # Then its settlement is waited for and committed, not failed as a lost connection
+            parts.committed()
+            assert len(_rows(parts.store, "high")) == 5
+        finally:
+            parts.close()
+    finally:
+        for fd in spare:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -165,7 +165,10 @@ class SettleBehind:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return False
-                    select.select([pg.socket], [], [], left)
+                    # poll, not select: a worker's descriptors may be numbered past FD_SETSIZE
+                    readable = select.poll()
+                    readable.register(pg.socket, select.POLLIN)
+                    readable.poll(None if left is None else left * 1000)
                     pg.consume_input()
                 result = pg.get_result()
                 if result is None:

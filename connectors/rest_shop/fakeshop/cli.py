@@ -50,7 +50,8 @@ def shop_command(host: str, port: int, orders: int, token_env: str, rate: float 
     where = f"${token_env}" if os.environ.get(token_env) else f"{token_env} unset: {token!r}"
     state = ShopState(token=token, rate=rate)
     made = state.add_orders(orders, skus=SCENARIO_SKUS)
-    with AppServer(build_shop_app(state), host, port) as server:
+    # `kill` or Ctrl-C stops it, exit 0: handled from before its server and ready line exist
+    with stop_on_signals() as stop, AppServer(build_shop_app(state), host, port) as server:
         click.echo(f"fake shop on {server.url} with {len(made)} orders (API token: {where})",
                    err=True)
         if webhook_url:
@@ -61,10 +62,11 @@ def shop_command(host: str, port: int, orders: int, token_env: str, rate: float 
             sender = WebhookSender()
             answered = 0
             for order in made:
+                if stop.is_set():
+                    break
                 attempts = sender.send(sender.delivery(sub, order.render(platform)))
                 answered += bool(attempts and attempts[-1].status == 200)
             sender.close()
             click.echo(f"webhooks: {answered}/{len(made)} answered 200 by {webhook_url}",
                        err=True)
-        with stop_on_signals() as stop:  # `kill` or Ctrl-C stops it: exit 0
-            wait_for_stop(stop, duration)  # in slices: the handler runs whichever thread got it
+        wait_for_stop(stop, duration)  # in slices: the handler runs whichever thread got it

@@ -57,12 +57,12 @@ def erp_command(host: str, port: int, scenario_stock: bool, materials: int, on_h
     server = ErpServer(state, host=host, port=port, plan=plan,
                        users={wsse_user: password} if wsse_user else None,
                        basic=(basic_user, password) if basic_user else None)
-    with server:
+    # `kill` or Ctrl-C stops it, exit 0: handled from before its server and ready line exist
+    with stop_on_signals() as stop, server:
         click.echo(f"fake ERP on {server.url} (WSDL: {server.url}?wsdl, files in {WSDL_DIR}); "
                    f"{rows} stock rows of the reference scenario and {materials} materials seeded",
                    err=True)
-        with stop_on_signals() as stop:  # `kill` or Ctrl-C stops it: exit 0
-            wait_for_stop(stop, duration)  # in slices: the handler runs whichever thread got it
+        wait_for_stop(stop, duration)  # in slices: the handler runs whichever thread got it
         with state.lock:
             kinds = Counter(d.type for d in state.documents.values())
         click.echo(f"documents: {state.document_count()} {dict(sorted(kinds.items()))}, "
