@@ -312,7 +312,7 @@ def test_a_connection_numbered_past_fd_setsize_is_waited_on_all_the_same(
     if hard != resource.RLIM_INFINITY and hard < 1200:
         pytest.skip(f"the hard limit of open files ({hard}) is below 1,200")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
-    spare = []
+    spare: list[int] = []
     try:
         with open(os.devnull) as devnull:
             while not spare or spare[-1] < 1100:
@@ -330,3 +330,26 @@ def test_a_connection_numbered_past_fd_setsize_is_waited_on_all_the_same(
         for fd in spare:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("setting", [True, False])
+def test_store_settle_behind_turns_it_on_and_off(
+        tmp_path: Path, rabbitmq_url: str, postgres_url: str, setting: bool) -> None:
+    def lanes_behind(root: Path, store: str) -> list[bool]:
+        config_dir = write_config(root, f"""
+            broker: {{url: "{rabbitmq_url}"}}
+            store: {{url: "{store}", settle_behind: {str(setting).lower()}}}
+            sinks:
+              out: {{connector: jsonl, path: var/out.jsonl}}
+            routes:
+              orders: {{from: [order.created], to: [out]}}
+            """)
+        with Bus.from_config_dir(config_dir, environ={}) as bus:
+            worker = bus.worker()
+            assert worker.options.settle_behind is setting
+            return [lane._behind is not None for lane in worker.lanes]
+
+    assert lanes_behind(tmp_path / "pg", postgres_url) == [setting, setting]  # + dead letters
+    # SQLite settles inline whatever the setting says
+    assert lanes_behind(tmp_path / "sqlite", "sqlite:///var/bus.db") == [False, False]
