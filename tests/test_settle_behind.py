@@ -198,11 +198,18 @@ def test_a_worker_killed_while_its_settlement_waits_has_acked_none_of_that_batch
     log = tmp_path / "worker.log"
     args = [sys.executable, "-m", "integration_bus", "worker", "--config-dir", str(config_dir)]
     env = {**os.environ, "BUS_LOG_LEVEL": "info"}
+    workers: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as sink_log:
+            workers.append(subprocess.Popen(args, cwd=REPO, stdout=sink_log, stderr=sink_log,
+                                            env=env))
+        return workers[-1]
+
     store = Store.open(postgres_url)
     lock = psycopg.connect(_libpq(postgres_url))
     try:
-        with log.open("ab") as sink_log:
-            worker = subprocess.Popen(args, cwd=REPO, stdout=sink_log, stderr=sink_log, env=env)
+        worker = start()
         wait_for(lambda: store.count_events("delivered", route="orders") == 1, timeout=60,
                  message="the first message settled")
         lock.execute("LOCK TABLE journal IN EXCLUSIVE MODE")
@@ -216,30 +223,27 @@ def test_a_worker_killed_while_its_settlement_waits_has_acked_none_of_that_batch
         worker.wait(10)
         # Then the broker holds every one of them again: none was acked before its commit
         assert _ready(config_dir, "bus.route.orders") == 300
-    finally:
         lock.rollback()
-        lock.close()
-    # And a new worker delivers each of them once (the ledger and the sink's lookup), none lost
-    wait_for(lambda: _activity(postgres_url) == 0, timeout=10,
-             message="the killed worker's statement ended")
-    with log.open("ab") as sink_log:
-        worker = subprocess.Popen(args, cwd=REPO, stdout=sink_log, stderr=sink_log, env=env)
-    try:
+        # And a new worker delivers each of them once (the ledger and the sink's lookup), none
+        # lost
+        wait_for(lambda: _activity(postgres_url) == 0, timeout=10,
+                 message="the killed worker's statement ended")
+        worker = start()
         wait_for(lambda: len(set(_lines(out))) >= 301
                  and _ready(config_dir, "bus.route.orders") == 0, timeout=90,
                  message="all 301 delivered")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(10)
-    keys = [orjson.loads(line)["idempotency_key"] for line in _lines(out)]
-    assert sorted(keys) == sorted(e.idempotency_key for e in envelopes)
-    try:
+        keys = [orjson.loads(line)["idempotency_key"] for line in _lines(out)]
+        assert sorted(keys) == sorted(e.idempotency_key for e in envelopes)
         assert store.dead_letters() == []
         assert store.count_events("delivered", route="orders") == 301
     finally:
+        lock.close()
+        for process in workers:  # a failed step leaves none running
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
         store.close()
 
 
