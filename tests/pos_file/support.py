@@ -119,6 +119,7 @@ class PosBus:
                 source.run(publisher, stop)
             finally:
                 publisher.close()
+                source.close()  # its folders' descriptors, as `bus serve` closes it on a stop
         with running(body) as stop:
             yield stop
 
