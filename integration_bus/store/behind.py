@@ -35,7 +35,7 @@ from sqlalchemy.engine import URL
 from integration_bus.envelope import dumps
 from integration_bus.errors import StoreUnavailable
 from integration_bus.redact import Redaction
-from integration_bus.store.markers import MarkerKey
+from integration_bus.store.markers import MarkerKey, upsert_sql
 from integration_bus.store.records import utcnow
 from integration_bus.store.schema import crash_markers, journal, ledger
 from integration_bus.store.settlement import Settlement, redacted
@@ -60,10 +60,7 @@ WITH rows AS (
 SELECT 1
 """.encode()
 
-_MARK = (f"INSERT INTO {crash_markers.name} (id, owner, crashes, started_at, members, history) "
-         "VALUES ($1, $2, 0, $3, $4::jsonb, NULL) ON CONFLICT (id) DO UPDATE SET "
-         "owner = excluded.owner, crashes = 0, started_at = excluded.started_at, "
-         "members = excluded.members, history = NULL").encode()
+_MARK = upsert_sql("$1", "$2", "$3", "$4::jsonb").encode()
 
 #: SQLSTATE classes of a connection that is gone or a server that is going away
 _UNAVAILABLE_STATES = ("08", "57P", "53")

@@ -62,12 +62,18 @@ def _upsert(dialect: Dialect) -> tuple[str, Callable[[Any], Any], Callable[[Any]
     """The marker upsert in the driver's parameter style, and the bind processors of its
     ``started_at`` and ``members`` columns for this dialect."""
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    sql = (f"INSERT INTO {crash_markers.name} (id, owner, crashes, started_at, members, "
-           f"history) VALUES ({mark}, {mark}, 0, {mark}, {mark}, NULL) ON CONFLICT (id) DO "
-           "UPDATE SET owner = excluded.owner, crashes = 0, started_at = excluded.started_at, "
-           "members = excluded.members, history = NULL")
-    return sql, bind_processor(crash_markers.c.started_at, dialect), \
+    return upsert_sql(mark, mark, mark, mark), \
+        bind_processor(crash_markers.c.started_at, dialect), \
         bind_processor(crash_markers.c.members, dialect)
+
+
+def upsert_sql(row: str, owner: str, started_at: str, members: str) -> str:
+    """The marker upsert of :func:`add`, its four values written as given (placeholders of
+    the caller's driver: ``%s``, ``?``, or libpq's ``$1``.. in ``store/behind.py``)."""
+    return (f"INSERT INTO {crash_markers.name} (id, owner, crashes, started_at, members, "
+            f"history) VALUES ({row}, {owner}, 0, {started_at}, {members}, NULL) ON CONFLICT "
+            "(id) DO UPDATE SET owner = excluded.owner, crashes = 0, started_at = "
+            "excluded.started_at, members = excluded.members, history = NULL")
 
 
 def find(conn: Any, keys: Sequence[MarkerKey], me: str) -> dict[MarkerKey, CrashMarker]:
