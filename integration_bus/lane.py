@@ -11,7 +11,9 @@ only its lane. A batch goes through these steps (``docs/lifecycle.md`` has the f
 4. deliver: claimed → sink (within the route's deadline); done → duplicate; in doubt (our own
    claim, redelivered after a crash) → ask a LookupSink first; busy → retry later; then each
    message's fate (deliver / retry / hold / dead-letter) from ``integration_bus.fate``. While
-   a sink call waits, the lane reads the next batch's deliveries into its consumer's buffer;
+   a sink call waits, the lane reads the next batch's deliveries into its consumer's buffer,
+   and once it holds a whole batch of fresh ones, marks that batch and runs step 2 for it
+   (``_prepare_ahead``);
 5. settle — journal, ledger outcomes, dead letters, crash markers — in one transaction;
 6. hand failed-but-retryable envelopes to a retry tier (publisher-confirmed);
 7. ack the whole fetch.
@@ -101,6 +103,11 @@ class Lane:
         self._settling: tuple[list[Delivery], Batch] | None = None
         self._settle_failed: SettleFailed | None = None  # seen while a sink call waited
         self._taking = False  # within _handle: a batch's flow gauge stands for it
+        #: a sink call of a batch that may chain the next is under way (see _prepare_ahead)
+        self._may_prepare = False
+        #: the next batch (``_next``), marked and decoded with its pipelines run while the
+        #: sink call of the batch before waited: its delivery tags, paused queues then, batch
+        self._prepared: tuple[list[int], frozenset[str], Batch] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -158,6 +165,7 @@ class Lane:
                 part.close()
         self._consumer = self._publisher = None
         following, self._next = self._next, None  # its deliveries go back with the connection
+        self._drop_prepared()
         if following is not None and following[1] is not None:
             self._unmark_quietly(following[1])  # marked ahead, never run
         self._release_gate()
@@ -275,17 +283,28 @@ class Lane:
             marker_row = f"b:{new_id()}"
             row = marker_row
             self._until_stored(lambda: ctx.store.mark_executing(row, keys, ctx.owner), stop)
-        now = time.monotonic()
-        held = {queue: max(1, int((at - now) * 1000)) for queue, at in self._paused.items()}
-        batch = Batch.build(deliveries, self.routes, archived=archived or [],
-                            claim_lease=ctx.options.claim_lease, metrics=ctx.metrics,
-                            held=held, calls=self.calls,
-                            crashed={crashed[0]: (crashed[1], crashed[3])} if crashed else None,
-                            tracing=ctx.tracing)
+        prepared = (self._take_prepared(deliveries)
+                    if marker_row is not None and not archived and crashed is None else None)
+        if prepared is not None:
+            batch = prepared
+        else:
+            now = time.monotonic()
+            held = {queue: max(1, int((at - now) * 1000)) for queue, at in self._paused.items()}
+            batch = Batch.build(
+                deliveries, self.routes, archived=archived or [],
+                claim_lease=ctx.options.claim_lease, metrics=ctx.metrics, held=held,
+                calls=self.calls,
+                crashed={crashed[0]: (crashed[1], crashed[3])} if crashed else None,
+                tracing=ctx.tracing)
         try:
             store = (ctx.store if self._behind is None
                      else cast(Store, _SettledFirst(self, ctx.store, stop)))
-            self._until_stored(lambda: batch.claim_and_deliver(store), stop)
+            # the next batch may be taken, marked and built while this one's sink call waits
+            self._may_prepare = chain and ctx.markers and self._next is None
+            try:
+                self._until_stored(lambda: batch.claim_and_deliver(store), stop)
+            finally:
+                self._may_prepare = False
             if marker_row is not None:
                 # A suspect handed back unrun (its route is held) keeps its row and crash count.
                 suspect_held = not marker_row.startswith("b:") and any(
@@ -299,8 +318,8 @@ class Lane:
                 self._settling = deliveries, batch
                 return True
             reuse = marker_row if marker_row and marker_row.startswith("b:") else None
-            following = (self._premark(reuse)
-                         if chain and ctx.markers and self._behind is None else None)
+            following = (self._premark(reuse) if chain and ctx.markers and self._behind is None
+                         and self._next is None else None)
             if following is not None:
                 batch.settlement.mark = following[1]
                 # from here on the lane's: handled next, even if this settlement fails
@@ -330,7 +349,7 @@ class Lane:
         if (self._behind is None or batch.archive or not eligible(batch.settlement)
                 or any(isinstance(item.fate, Retry | Hold) for item in batch.items)):
             return False
-        following = self._premark(None) if chain else None
+        following = self._premark(None) if chain and self._next is None else None
         mark = following[1] if following is not None else None
         try:
             self._behind.send(batch.settlement, mark=mark)
@@ -452,7 +471,63 @@ class Lane:
         consumer = self._consumer
         if consumer is None or self._cautious:
             return False
-        return consumer.read_ahead(self.ctx.options.batch_size, wait)
+        more = consumer.read_ahead(self.ctx.options.batch_size, wait)
+        if not more and self._may_prepare:
+            self._may_prepare = False  # once per sink call
+            self._prepare_ahead()
+        return more
+
+    def _prepare_ahead(self) -> None:
+        """While a sink call waits and the read-ahead buffer holds a whole batch: take it as
+        the next batch (``_next``), mark it executing (its own transaction, off the batch's
+        path) and run step 2 for it, so that it goes straight to its claims once this batch is
+        settled. Marked first, as every batch is before its pipelines run: a crash from here
+        on names it. Deliveries that cannot run so (redelivered, archived) are handed on
+        unmarked. Never raises: at worst the next batch is marked and built on its own."""
+        following = self._premark(None)
+        if following is None:
+            return
+        deliveries, mark = following
+        self._next = deliveries, None
+        if mark is None:
+            return
+        row, keys, owner = mark
+        ctx = self.ctx
+        try:
+            ctx.store.mark_executing(row, keys, owner)
+        except Exception as exc:  # StoreUnavailable: marked on its own once it is its turn
+            log.info("worker.mark_failed", lane=self.name, error=f"{type(exc).__name__}: {exc}",
+                     hint="the next batch is marked on its own before it runs")
+            return
+        self._next = deliveries, row
+        now = time.monotonic()
+        held = {queue: max(1, int((at - now) * 1000)) for queue, at in self._paused.items()}
+        try:
+            batch = Batch.build(deliveries, self.routes, archived=[],
+                                claim_lease=ctx.options.claim_lease, metrics=ctx.metrics,
+                                held=held, calls=self.calls, tracing=ctx.tracing)
+        except Exception as exc:  # a bug: built again in its turn, where it is reported
+            log.info("worker.prepare_failed", lane=self.name,
+                     error=f"{type(exc).__name__}: {exc}")
+            return
+        self._prepared = [d.tag for d in deliveries], frozenset(self._paused), batch
+
+    def _take_prepared(self, deliveries: list[Delivery]) -> Batch | None:
+        """The batch :meth:`_prepare_ahead` built for ``deliveries``, unless a route was
+        paused or resumed since (its held items would differ): then None, built again."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is None:
+            return None
+        tags, paused, batch = prepared
+        if tags == [d.tag for d in deliveries] and paused == frozenset(self._paused):
+            return batch
+        batch.end_spans()
+        return None
+
+    def _drop_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared[2].end_spans()
 
     def _premark(self, row: str | None) -> \
             tuple[list[Delivery], tuple[str, list[tuple[str, str]], str] | None] | None:

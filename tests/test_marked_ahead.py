@@ -1,7 +1,9 @@
-"""A lane marks its next batch in the settlement of the batch before (docs/lifecycle.md): on
-RabbitMQ, every envelope is still marked executing while its sink runs, the marks are gone once
-everything is settled, and most batches start without a marker transaction of their own; no
-batch stands marked ahead while a crash suspect runs alone, nor after its connection is lost."""
+"""A lane marks its next batch ahead (docs/lifecycle.md): in the settlement of the batch before,
+or, once the read-ahead buffer holds it whole, while the sink call of the batch before waits,
+and then runs its pipelines there too. On RabbitMQ every envelope is still marked executing
+before its pipeline runs and while its sink runs, the marks are gone once everything is
+settled, and most batches start without a marker transaction on their path; no batch stands
+marked ahead while a crash suspect runs alone, nor after its connection is lost."""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import insert, select
 
+from integration_bus.batch import Batch
 from integration_bus.connector import ConnectorContext, ConnectorPlugin, Envelope
 from integration_bus.errors import BrokerUnavailable
+from integration_bus.lane import Lane
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
 from integration_bus.store import Settlement, Store, markers
@@ -86,8 +90,8 @@ def watch_plugin(watch: Watch) -> ConnectorPlugin:
                            create_sink=lambda cfg, ctx: WatchSink(ctx, watch))
 
 
-def test_each_batch_is_marked_while_it_runs_most_by_the_settlement_before(
-        rabbitmq_url: str, tmp_path: Path) -> None:
+def test_each_batch_is_marked_while_it_runs_most_ahead_of_it(
+        rabbitmq_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     watch = Watch(tmp_path / "var" / "bus.db")
     registry = registry_with(watch_plugin(watch))
     config_dir = write_config(tmp_path, CONFIG.format(broker=rabbitmq_url))
@@ -107,6 +111,15 @@ def test_each_batch_is_marked_while_it_runs_most_by_the_settlement_before(
             own_mark(*args)
 
         bus.store.mark_executing = counted  # type: ignore[method-assign,assignment]
+        ahead = [0]  # of them, written while the sink call of the batch before waited
+        prepare = Lane._prepare_ahead
+
+        def prepare_counted(lane: Lane) -> None:
+            before = marks[0]
+            prepare(lane)
+            ahead[0] += marks[0] - before
+
+        monkeypatch.setattr(Lane, "_prepare_ahead", prepare_counted)
         batches = [0]
 
         def on_batch(batch: Any) -> None:
@@ -121,10 +134,11 @@ def test_each_batch_is_marked_while_it_runs_most_by_the_settlement_before(
         # ... the marks are gone once everything is settled ...
         ids = [("orders", e.id) for e in envelopes]
         assert bus.store.crash_markers(ids, "someone-else") == {}
-        # ... and most batches were marked by the settlement of the one before them (the
-        # first batch, taken one message at a time until a fresh one shows, never is)
+        # ... and most batches were marked ahead, off their own path: by the settlement of
+        # the one before them or while its sink call waited (the first batch, taken one
+        # message at a time until a fresh one shows, never is)
         assert batches[0] >= 20
-        assert marks[0] < batches[0] // 2, (marks[0], batches[0])
+        assert marks[0] - ahead[0] < batches[0] // 2, (marks[0], ahead[0], batches[0])
 
 
 def test_a_settlement_marks_the_next_batch_in_the_row_it_leaves(store_url: str,
@@ -253,3 +267,72 @@ def test_a_batch_marked_ahead_loses_its_mark_with_its_connection(
             wait_for(lambda: bus.store.count_events("received", route="orders") >= 1000
                      and marker_rows(bus) == [], message="no marks left")
         assert "injected" in (worker.state.last_error or "")  # it did reconnect
+
+
+class Gate:
+    """A sink whose first call waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.delivered: list[str] = []
+
+    def deliver(self, envelope: Envelope) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(30), "the test never let the first sink call go"
+        self.delivered.append(envelope.id)
+
+
+def test_the_next_batch_is_marked_then_built_while_the_sink_call_before_waits(
+        rabbitmq_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = Gate()
+
+    class GateSink:
+        def __init__(self, context: ConnectorContext) -> None:
+            self.name = context.instance
+
+        def deliver(self, envelope: Envelope) -> None:
+            gate.deliver(envelope)
+
+        def close(self) -> None:
+            pass
+
+    registry = registry_with(ConnectorPlugin(
+        name="watch", summary="test sink held on its first call", sink_config=WatchConfig,
+        create_sink=lambda cfg, ctx: GateSink(ctx)))
+    # each build records which deliveries it decoded, and what the store had marked then
+    built: list[tuple[list[str], bool, bool]] = []  # ids, first call waiting, all marked
+    build = Batch.build.__func__  # type: ignore[attr-defined]
+    config_dir = write_config(tmp_path, CONFIG.format(broker=rabbitmq_url))
+    with Bus(load_config(config_dir, registry, {}), registry=registry).open() as bus:
+
+        def recorded(cls: type[Batch], deliveries: Any, *args: Any, **kwargs: Any) -> Batch:
+            ids = [d.message_id for d in deliveries]
+            found = bus.store.crash_markers([("orders", i) for i in ids], "someone-else")
+            built.append((ids, gate.entered.is_set() and not gate.release.is_set(),
+                          len(found) == len(ids)))
+            return build(cls, deliveries, *args, **kwargs)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(Batch, "build", classmethod(recorded))
+        envelopes = [Envelope.create("order.created", {"n": i}, source="test")
+                     for i in range(300)]
+        publisher = bus.publisher()
+        try:
+            assert publisher.publish_many(envelopes) == [None] * len(envelopes)
+        finally:
+            publisher.close()
+        with running(bus.worker(["orders"]).run):
+            assert gate.entered.wait(30), "the first sink call never started"
+            # while it waits, the next batch (50: batch_size) is taken whole, marked, built
+            wait_for(lambda: any(waiting for _ids, waiting, _marked in built),
+                     message="a batch built while the sink call before it waited")
+            gate.release.set()
+            wait_for(lambda: bus.store.count_events("delivered", route="orders") == 300,
+                     message="300 deliveries settled")
+        ahead = [(ids, marked) for ids, waiting, marked in built if waiting]
+        assert len(ahead) == 1 and len(ahead[0][0]) == 50
+        assert ahead[0][1], "built before its crash markers were written"
+        # every delivery decoded once (the one built ahead not again), delivered once
+        assert sorted(i for ids, _w, _m in built for i in ids) == sorted(e.id for e in envelopes)
+        assert sorted(gate.delivered) == sorted(e.id for e in envelopes)
+        assert marker_rows(bus) == []
