@@ -96,13 +96,7 @@ def test_each_batch_is_marked_while_it_runs_most_ahead_of_it(
     registry = registry_with(watch_plugin(watch))
     config_dir = write_config(tmp_path, CONFIG.format(broker=rabbitmq_url))
     with Bus(load_config(config_dir, registry, {}), registry=registry).open() as bus:
-        envelopes = [Envelope.create("order.created", {"n": i}, source="test")
-                     for i in range(1000)]
-        publisher = bus.publisher()
-        try:
-            assert publisher.publish_many(envelopes) == [None] * len(envelopes)
-        finally:
-            publisher.close()
+        envelopes = publish_orders(bus, 1000)
         marks = [0]
         own_mark = bus.store.mark_executing
 
@@ -196,6 +190,18 @@ def test_a_mark_stores_what_sqlalchemy_stores(store_url: str, tmp_path: Path) ->
         store.close()
 
 
+def publish_orders(bus: Bus, count: int) -> list[Envelope]:
+    """Publish ``count`` order.created envelopes (confirmed); return them."""
+    envelopes = [Envelope.create("order.created", {"n": i}, source="test")
+                 for i in range(count)]
+    publisher = bus.publisher()
+    try:
+        assert publisher.publish_many(envelopes) == [None] * count
+    finally:
+        publisher.close()
+    return envelopes
+
+
 def marker_rows(bus: Bus) -> list[tuple[str, int]]:
     """Every crash-marker row: its id and how many envelopes it names."""
     with bus.store.db.begin(read_only=True) as conn:
@@ -208,13 +214,7 @@ def published_bus(tmp_path: Path, rabbitmq_url: str, count: int) -> Bus:
     registry = registry_with(watch_plugin(watch))
     config_dir = write_config(tmp_path, CONFIG.format(broker=rabbitmq_url))
     bus = Bus(load_config(config_dir, registry, {}), registry=registry).open()
-    publisher = bus.publisher()
-    try:
-        envelopes = [Envelope.create("order.created", {"n": i}, source="test")
-                     for i in range(count)]
-        assert publisher.publish_many(envelopes) == [None] * count
-    finally:
-        publisher.close()
+    publish_orders(bus, count)
     return bus
 
 
@@ -314,13 +314,7 @@ def test_the_next_batch_is_marked_then_built_while_the_sink_call_before_waits(
             return build(cls, deliveries, *args, **kwargs)  # type: ignore[no-any-return]
 
         monkeypatch.setattr(Batch, "build", classmethod(recorded))
-        envelopes = [Envelope.create("order.created", {"n": i}, source="test")
-                     for i in range(300)]
-        publisher = bus.publisher()
-        try:
-            assert publisher.publish_many(envelopes) == [None] * len(envelopes)
-        finally:
-            publisher.close()
+        envelopes = publish_orders(bus, 300)
         with running(bus.worker(["orders"]).run):
             assert gate.entered.wait(30), "the first sink call never started"
             # while it waits, the next batch (50: batch_size) is taken whole, marked, built
