@@ -465,8 +465,9 @@ class Lane:
 
     def _read_ahead(self, wait: float) -> bool:
         """While a sink call waits (a republish for its confirms), read the next batch's
-        deliveries off the socket: the broker sent them when the last batch was acked. Only
-        buffered here; the next fetch hands them out, so nothing about them changes."""
+        deliveries off the socket: the broker sent them when the last batch was acked. They
+        are buffered; the next fetch hands them out, unless the buffer holds a whole batch
+        while the call still waits: then that batch starts here (:meth:`_prepare_ahead`)."""
         self._poll_settled()
         consumer = self._consumer
         if consumer is None or self._cautious:

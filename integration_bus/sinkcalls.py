@@ -9,9 +9,11 @@ the effect single), the ones not yet sent fail the same way without having been 
 sink counts as busy. While its abandoned call still hangs, the next batches are held back
 (:class:`CircuitOpen`: no attempt counted, the route pauses) instead of stacking up behind it.
 
-While it waits, the lane's thread may do work of its own that has no effect (``meanwhile``):
-the lane reads the next batch's deliveries off its socket while a republish waits for its
-publisher confirms.
+While it waits, the lane's thread may do work of its own that has no effect on the batch whose
+call it waits for (``meanwhile``): the lane reads the next batch's deliveries off its socket
+while a republish waits for its publisher confirms, and once it holds the whole next batch,
+marks it and runs its pipelines (``Lane._prepare_ahead``; a store transaction, so that step
+may block longer than a slice: the call's end or deadline is then seen a little later).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ Around = Callable[[int], AbstractContextManager[Any]]
 #: work for the waiting thread: given the longest it may block, True while it has more to do
 Meanwhile = Callable[[float], bool]
 
-MEANWHILE_SLICE = 0.0005  # s a ``meanwhile`` step may block before the call is looked at again
+MEANWHILE_SLICE = 0.0005  # s a ``meanwhile`` step may wait for I/O before the call is looked at
 
 __all__ = ["MEANWHILE_SLICE", "Meanwhile", "SinkCalls"]
 
@@ -55,7 +57,8 @@ class SinkCalls:
     def __init__(self, lane: str, meanwhile: Meanwhile | None = None) -> None:
         self._lane = lane
         #: run on the waiting (lane's) thread while a call is under way; it must have no effect
-        #: a batch could see (reading ahead into a buffer is fine), and never raise
+        #: on the batch whose call is under way (reading ahead, starting the next batch's
+        #: step 1 and 2 are fine), and never raise
         self.meanwhile = meanwhile
         self._executors: dict[int, ThreadPoolExecutor] = {}
         self._busy: dict[int, Future[Any]] = {}  # id(sink) -> an abandoned call still running
