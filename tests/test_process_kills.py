@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,6 +146,18 @@ def test_worker_killed_five_times_loses_and_doubles_nothing(tmp_path: Path,
     assert worker.starts == 6
 
 
+def until_poison_archived(worker: WorkerProcess, store: Store, out: Path, others: int) -> None:
+    """Start the worker again whenever it dies (as a supervisor would) until a dead letter is
+    stored and ``others`` lines are delivered; then stop it with SIGTERM."""
+    def settled() -> bool:
+        if worker.died():
+            worker.start()
+        return len(store.dead_letters()) >= 1 and len(sink_lines(out)) >= others
+
+    wait_for(settled, timeout=120, message="poison archived and the rest delivered")
+    assert worker.stop() == 0
+
+
 def test_message_that_kills_the_worker_ends_as_crashed_worker_dead_letter(
         tmp_path: Path, rabbitmq_url: str) -> None:
     # Given a poison message among 300 that kills the worker process whenever it is handled,
@@ -161,16 +174,10 @@ def test_message_that_kills_the_worker_ends_as_crashed_worker_dead_letter(
     worker = WorkerProcess([sys.executable, "-m", "tests.support.crashing_worker",
                             str(config_dir)], tmp_path / "worker.log")
 
-    def settled() -> bool:
-        if worker.died():
-            worker.start()  # a supervisor (systemd, k8s) restarts crashed workers
-        return len(store.dead_letters()) >= 1 and len(sink_lines(out)) >= 299
-
     try:
         worker.start()
         # When the worker keeps dying on it and being restarted
-        wait_for(settled, timeout=120, message="poison archived and the rest delivered")
-        assert worker.stop() == 0
+        until_poison_archived(worker, store, out, 299)
     finally:
         worker.cleanup()
     # Then the bus itself moved it to the dead-letter table (crash markers), and only it
@@ -182,6 +189,56 @@ def test_message_that_kills_the_worker_ends_as_crashed_worker_dead_letter(
     assert [a["attempt"] for a in letter["attempts"]] == [1, 2]
     keys = [line["idempotency_key"] for line in sink_lines(out)]
     assert len(keys) == 299 and poison.idempotency_key not in keys
+    assert worker.starts == 3  # it died twice (crash_limit 2), the third start archived it
+
+
+def test_a_crash_names_the_batch_prepared_ahead_which_runs_alone_once(
+        tmp_path: Path, rabbitmq_url: str) -> None:
+    # Given 400 messages on a route of batches of 100, one of them poison (at the 101st), whose
+    # sink kills the worker only once the store holds two marker rows: its own batch's and the
+    # next batch's, prepared ahead while the poison's sink call runs
+    config_dir = config_for(tmp_path, rabbitmq_url, "crasher", delivery_limit=3)
+    registry = registry_with(CRASHER)
+    Bus.from_config_dir(config_dir, environ={}, registry=registry).open().close()
+    db = tmp_path / "var" / "bus.db"
+    envelopes = [Envelope.create("order.created", {"n": i}, source="test") for i in range(400)]
+    poison = envelopes[100] = Envelope.create(
+        "order.created", {"n": 100, "poison": True, "marked_rows": 2, "store": str(db)},
+        source="test")
+    publish_in_background(config_dir, envelopes, registry).join(60)
+    out = tmp_path / "var" / "out.jsonl"
+    worker = WorkerProcess([sys.executable, "-m", "tests.support.crashing_worker",
+                            str(config_dir)], tmp_path / "worker.log")
+    store = Store.open(f"sqlite:///{db}")
+    try:
+        worker.start()
+        wait_for(worker.died, timeout=60, message="the worker killed by the poison")
+        # When it died, two batches stood marked: the poison's and the one prepared ahead
+        ids = [("orders", e.id) for e in envelopes]
+        marked = store.crash_markers(ids, "someone-else")
+        rows: dict[str, set[str]] = {}
+        for (_route, envelope_id), marker in marked.items():
+            rows.setdefault(marker.row, set()).add(envelope_id)
+        assert len(rows) == 2, {row: len(members) for row, members in rows.items()}
+        (ahead,) = [members for members in rows.values() if poison.id not in members]
+        assert len(ahead) == 100
+        key_of = {e.id: e.idempotency_key for e in envelopes}
+        delivered_then = {line["idempotency_key"] for line in sink_lines(out)}
+        assert not {key_of[i] for i in ahead} & delivered_then  # its sink had not run
+        until_poison_archived(worker, store, out, 399)
+    finally:
+        worker.cleanup()
+    # Then the batch prepared ahead ran alone once, message by message, and was delivered:
+    # only the poison is a dead letter, nothing was delivered twice
+    (letter,) = store.dead_letters()
+    store.close()
+    assert letter["envelope_id"] == poison.id and letter["reason"] == "crashed_worker"
+    lines = sink_lines(out)
+    assert sorted(line["idempotency_key"] for line in lines) == sorted(
+        e.idempotency_key for e in envelopes if e is not poison)
+    suspects = set(re.findall(r"worker\.crash_suspect\s.*?envelope_id=(\S+)",
+                              (tmp_path / "worker.log").read_text(errors="replace")))
+    assert ahead <= suspects, len(ahead - suspects)
     assert worker.starts == 3  # it died twice (crash_limit 2), the third start archived it
 
 

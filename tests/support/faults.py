@@ -1,7 +1,9 @@
 """Fault tools shared by the fault experiments (``python -m pytest -m faults``).
 
 - :data:`CRASHER`: a jsonl sink that SIGKILLs its own process on ``"poison": true`` — the way a
-  segfaulting native library or the OOM killer ends a worker.
+  segfaulting native library or the OOM killer ends a worker. With ``"marked_rows": N`` and
+  ``"store": <SQLite file>`` in the payload too, it first waits (up to 30 s) until the store
+  holds N crash-marker rows, so the crash lands while the next batch stands marked ahead.
 - :data:`TCP_SINK` / :class:`Blackhole`: a sink that sends each envelope as one line over TCP and
   waits for ``ok``; and a TCP server that accepts and never answers (until told to answer).
 - :class:`Supervised`: ``bus worker --supervise`` (or the crashing worker under the same
@@ -41,9 +43,28 @@ class CrashingSink(JsonlSink):
     """jsonl sink (each line also carries the time it was written) that dies on poison."""
 
     def deliver(self, envelope: Envelope) -> None:
-        if isinstance(envelope.payload, dict) and envelope.payload.get("poison"):
+        payload = envelope.payload
+        if isinstance(payload, dict) and payload.get("poison"):
+            if payload.get("marked_rows"):
+                _wait_for_marker_rows(payload["store"], int(payload["marked_rows"]))
             os.kill(os.getpid(), signal.SIGKILL)
         super().deliver(envelope)
+
+
+def _wait_for_marker_rows(store: str, rows: int, timeout: float = 30.0) -> None:
+    """Until the SQLite store at ``store`` holds ``rows`` crash-marker rows (or ``timeout``)."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = sqlite3.connect(store, timeout=5)
+        try:
+            count = conn.execute("SELECT count(*) FROM crash_markers").fetchone()[0]
+        finally:
+            conn.close()
+        if count >= rows:
+            return
+        threading.Event().wait(0.01)  # polled: the worker writes the row on its lane's thread
 
 
 def _create_crasher(config: JsonlSinkConfig, context: ConnectorContext) -> CrashingSink:
