@@ -64,11 +64,10 @@ routes:
 
 def serve_erp(port: int) -> None:
     from connectors.soap_erp.fakeerp import ErpServer
+    from integration_bus.threads import stop_on_signals, wait_for_stop
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with ErpServer(port=port):
-        stop.wait()
+    with stop_on_signals() as stop, ErpServer(port=port):
+        wait_for_stop(stop)  # in slices; its handler takes no lock (integration_bus/threads)
 
 
 def _request(n: int, tag: str) -> dict[str, Any]:

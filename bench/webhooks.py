@@ -72,11 +72,12 @@ def _bus(url: str, port: int) -> object:
 
 def serve_receiver(url: str, port: int) -> None:
     from integration_bus.runtime import Bus
+    from integration_bus.threads import stop_on_signals
 
-    stop = _stop_on_sigterm()
     bus = _bus(url, port)
     assert isinstance(bus, Bus)
-    with bus:
+    # as `bus serve` (a handler calling stop.set() itself can deadlock: integration_bus/threads)
+    with stop_on_signals() as stop, bus:
         bus.run(stop, workers=0)  # as `bus serve`: the receiver and the relay, no workers
 
 
@@ -106,12 +107,6 @@ def serve_baseline(url: str, port: int) -> None:
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
                 lifespan="off", http="h11")
-
-
-def _stop_on_sigterm() -> threading.Event:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    return stop
 
 
 # -- the client --------------------------------------------------------------------------------

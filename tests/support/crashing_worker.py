@@ -10,15 +10,14 @@ supervisor loop of ``bus worker --supervise``.
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from integration_bus.registry import Registry
 from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
 from integration_bus.supervisor import supervise
+from integration_bus.threads import stop_on_signals
 from tests.support.faults import CRASHER, TCP_SINK
 
 PLUGIN = CRASHER
@@ -28,9 +27,10 @@ def main(config_dir: str) -> None:
     registry = Registry.from_entry_points()
     registry.add(CRASHER)
     registry.add(TCP_SINK)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Bus(load_config(Path(config_dir), registry), registry=registry) as bus:
+    # as `bus worker` does: a handler that calls stop.set() itself deadlocks when a second
+    # SIGTERM comes while the first is inside set() (the supervisor sends two; threads.py)
+    with stop_on_signals() as stop, \
+            Bus(load_config(Path(config_dir), registry), registry=registry) as bus:
         bus.worker().run(stop)
 
 
