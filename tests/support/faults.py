@@ -52,19 +52,21 @@ class CrashingSink(JsonlSink):
 
 
 def _wait_for_marker_rows(store: str, rows: int, timeout: float = 30.0) -> None:
-    """Until the SQLite store at ``store`` holds ``rows`` crash-marker rows (or ``timeout``)."""
+    """Until the SQLite store at ``store`` holds ``rows`` crash-marker rows, or ``timeout``
+    passed: the sink dies either way, and the test then finds how many stood."""
     import sqlite3
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def marked() -> bool:
         conn = sqlite3.connect(store, timeout=5)
         try:
-            count = conn.execute("SELECT count(*) FROM crash_markers").fetchone()[0]
+            return bool(conn.execute("SELECT count(*) FROM crash_markers").fetchone()[0] >= rows)
         finally:
             conn.close()
-        if count >= rows:
-            return
-        threading.Event().wait(0.01)  # polled: the worker writes the row on its lane's thread
+
+    try:
+        wait_for(marked, timeout=timeout, interval=0.01, message=f"{rows} marker rows")
+    except AssertionError:
+        pass
 
 
 def _create_crasher(config: JsonlSinkConfig, context: ConnectorContext) -> CrashingSink:
