@@ -467,12 +467,20 @@ class Lane:
         """While a sink call waits (a republish for its confirms), read the next batch's
         deliveries off the socket: the broker sent them when the last batch was acked. They
         are buffered; the next fetch hands them out, unless the buffer holds a whole batch
-        while the call still waits: then that batch starts here (:meth:`_prepare_ahead`)."""
+        while the call still waits: then that batch starts here (:meth:`_prepare_ahead`).
+        Waits up to ``wait`` s for deliveries, less when the call ends or the settlement in
+        flight answers (their descriptors wake it): a settled batch is acked at once."""
         self._poll_settled()
         consumer = self._consumer
         if consumer is None or self._cautious:
             return False
-        more = consumer.read_ahead(self.ctx.options.batch_size, wait)
+        # the wait ends at once when the call ends or the settlement in flight answers
+        wake = [self.calls.wake_fd]
+        if self._settling is not None and self._settle_failed is None:
+            settling = self._behind.fileno()  # type: ignore[union-attr]
+            if settling is not None:
+                wake.append(settling)
+        more = consumer.read_ahead(self.ctx.options.batch_size, wait, wake)
         if not more and self._may_prepare:
             self._may_prepare = False  # once per sink call
             self._prepare_ahead()

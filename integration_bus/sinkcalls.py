@@ -13,11 +13,14 @@ While it waits, the lane's thread may do work of its own that has no effect on t
 call it waits for (``meanwhile``): the lane reads the next batch's deliveries off its socket
 while a republish waits for its publisher confirms, and once it holds the whole next batch,
 marks it and runs its pipelines (``Lane._prepare_ahead``; a store transaction, so that step
-may block longer than a slice: the call's end or deadline is then seen a little later).
+may block longer than a slice: the call's end or deadline is then seen a little later). A
+``meanwhile`` that waits on descriptors adds :attr:`SinkCalls.wake_fd` to them: it is
+readable as soon as a call makes progress, so the wait ends then, not at the slice's end.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,17 +38,56 @@ Around = Callable[[int], AbstractContextManager[Any]]
 #: work for the waiting thread: given the longest it may block, True while it has more to do
 Meanwhile = Callable[[float], bool]
 
-MEANWHILE_SLICE = 0.0005  # s a ``meanwhile`` step may wait for I/O before the call is looked at
+#: s a ``meanwhile`` step may wait for I/O before the call is looked at (it ends sooner when the
+#: call makes progress: :attr:`SinkCalls.wake_fd`)
+MEANWHILE_SLICE = 0.05
 
 __all__ = ["MEANWHILE_SLICE", "Meanwhile", "SinkCalls"]
 
 
+class _WakePipe:
+    """A non-blocking pipe: a sink's thread writes a byte when its call makes progress, the
+    waiting thread watches the read end. Closed when no one holds it any more (a hung call's
+    thread may write long after its lane stopped waiting: never into a descriptor number
+    that was closed and given to another file since)."""
+
+    def __init__(self) -> None:
+        self.read, self.write = os.pipe()
+        os.set_blocking(self.read, False)
+        os.set_blocking(self.write, False)
+
+    def wake(self) -> None:
+        try:
+            os.write(self.write, b"\0")
+        except BlockingIOError:  # full: the waiting thread has plenty to see already
+            pass
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def __del__(self) -> None:
+        for fd in (getattr(self, "read", None), getattr(self, "write", None)):
+            if fd is not None:
+                os.close(fd)
+
+
 class _Progress:
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, wake: _WakePipe | None = None) -> None:
         self.results: list[BaseException | object | None] = [_PENDING] * count
         self.done = 0
         self.cancelled = False
         self.cond = threading.Condition()
+        self.wake = wake  # written to each time the call makes progress
+
+    def notify(self) -> None:
+        """Wake the waiting thread (call with ``cond`` held)."""
+        self.cond.notify_all()
+        if self.wake is not None:
+            self.wake.wake()
 
 
 _PENDING = object()
@@ -62,6 +104,18 @@ class SinkCalls:
         self.meanwhile = meanwhile
         self._executors: dict[int, ThreadPoolExecutor] = {}
         self._busy: dict[int, Future[Any]] = {}  # id(sink) -> an abandoned call still running
+        self._pipe: _WakePipe | None = None  # see wake_fd
+
+    @property
+    def wake_fd(self) -> int:
+        """A descriptor that is readable while a call under way has made progress the waiting
+        thread has not looked at yet (a ``meanwhile`` adds it to what it waits on)."""
+        return self._wake().read
+
+    def _wake(self) -> _WakePipe:
+        if self._pipe is None:
+            self._pipe = _WakePipe()
+        return self._pipe
 
     def deliver(self, sink: Sink, envelopes: Sequence[Envelope], deadline: float,
                 around: Around | None = None) -> list[BaseException | None]:
@@ -78,9 +132,13 @@ class SinkCalls:
                                    sink=sink.name, retry_after_ms=int(deadline * 1000))
                 return [busy] * len(envelopes)
             del self._busy[key]
-        progress = _Progress(len(envelopes))
+        wake = self._wake() if self.meanwhile is not None else None
+        if wake is not None:
+            wake.drain()  # a late call's progress, looked at long ago
+        progress = _Progress(len(envelopes), wake)
         future = self._executor(sink).submit(_run, sink, list(envelopes), progress, around)
-        if not _wait(progress, len(envelopes), deadline, self.meanwhile):
+        if not _wait(progress, len(envelopes), deadline, self.meanwhile,
+                     wake.drain if wake is not None else None):
             self._busy[key] = future
             late = SinkDeadlineExceeded(
                 f"sink {sink.name} did not answer within its {deadline:g} s deadline",
@@ -128,12 +186,14 @@ class SinkCalls:
             executor.shutdown(wait=False, cancel_futures=True)
         self._executors.clear()
         self._busy.clear()
+        self._pipe = None  # closed once a call still running lets go of it too
 
 
 def _wait(progress: _Progress, count: int, deadline: float,
-          meanwhile: Meanwhile | None = None) -> bool:
+          meanwhile: Meanwhile | None = None, drain: Callable[[], None] | None = None) -> bool:
     """Wait until all ``count`` results are in; False when no call finished for ``deadline``.
-    ``meanwhile`` runs in slices between looks at the call until it has nothing left to do."""
+    ``meanwhile`` runs in slices between looks at the call until it has nothing left to do;
+    ``drain`` after each (what woke it is looked at now)."""
     with progress.cond:
         seen = progress.done
         until = time.monotonic() + deadline
@@ -145,6 +205,8 @@ def _wait(progress: _Progress, count: int, deadline: float,
                 progress.cond.release()  # the sink's thread reports progress meanwhile
                 try:
                     more = meanwhile(min(left, MEANWHILE_SLICE))
+                    if drain is not None:
+                        drain()
                 finally:
                     progress.cond.acquire()
                 if not more:
@@ -168,7 +230,7 @@ def _run(sink: Sink, envelopes: list[Envelope], progress: _Progress,
             if not progress.cancelled:
                 progress.results[:] = errors
                 progress.done = len(envelopes)
-            progress.cond.notify_all()
+            progress.notify()
         return
     for index, envelope in enumerate(envelopes):
         with progress.cond:
@@ -186,11 +248,11 @@ def _run(sink: Sink, envelopes: list[Envelope], progress: _Progress,
                 for rest in range(index, len(envelopes)):
                     progress.results[rest] = error
                 progress.done = len(envelopes)
-                progress.cond.notify_all()
+                progress.notify()
                 return
             progress.results[index] = error
             progress.done += 1
-            progress.cond.notify_all()
+            progress.notify()
 
 
 def _deliver_one(sink: Sink, envelope: Envelope) -> BaseException | None:

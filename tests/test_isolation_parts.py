@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from integration_bus.runtime import Bus
 from integration_bus.settings import load_config
 from integration_bus.sinkcalls import MEANWHILE_SLICE, SinkCalls
 from integration_bus.store import CrashMarker, Settlement, Store
+from integration_bus.testing import wait_for
 from tests.conftest import write_config
 
 
@@ -126,6 +128,51 @@ def test_meanwhile_work_stops_once_it_has_nothing_left() -> None:
         assert len(asked) == 1  # then only waiting, not polling
     finally:
         timer.cancel()
+        calls.close()
+
+
+def test_a_call_that_ends_wakes_a_meanwhile_waiting_on_its_descriptor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given work for the waiting thread that waits on descriptors, in slices far longer than
+    # the test is willing to wait (as the lane waits on its sockets for the next deliveries)
+    monkeypatch.setattr("integration_bus.sinkcalls.MEANWHILE_SLICE", 60.0)
+    slices: list[float] = []
+
+    def meanwhile(wait: float) -> bool:
+        slices.append(wait)
+        watch = select.poll()
+        watch.register(calls.wake_fd, select.POLLIN)
+        watch.poll(wait * 1000)
+        return True
+
+    sink, calls = GatedSink(), SinkCalls("orders", meanwhile=meanwhile)
+    slow, results = envelope(hang=True), []
+    caller = threading.Thread(target=lambda: results.append(
+        calls.deliver(sink, [slow], deadline=120)))
+    try:
+        caller.start()
+        wait_for(lambda: slices, message="the waiting thread waiting on its descriptors")
+        # When the call ends
+        sink.release.set()
+        # Then the waiting thread sees it at once, not at the end of its minute-long slice
+        caller.join(timeout=10)
+        assert not caller.is_alive(), "the end of the call did not wake the waiting thread"
+        assert results == [[None]]
+        assert slices[0] == 60.0
+        # ... and a call made later does not wake it early with what the first one wrote
+        sink.release.clear()
+        results.clear()
+        del slices[:]
+        later = threading.Thread(target=lambda: results.append(
+            calls.deliver(sink, [envelope(hang=True)], deadline=120)))
+        later.start()
+        wait_for(lambda: slices, message="waiting on the second call")
+        assert later.is_alive() and not results  # still waiting, woken by nothing stale
+        sink.release.set()
+        later.join(timeout=10)
+        assert results == [[None]] and len(slices) == 1
+    finally:
+        sink.release.set()
         calls.close()
 
 

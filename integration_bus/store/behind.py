@@ -147,6 +147,12 @@ class SettleBehind:
                 raise SettleFailed(error)
         return True
 
+    def fileno(self) -> int | None:
+        """The connection's socket while something is in flight on it (readable when its
+        answer comes), else None."""
+        conn = self._settles
+        return conn.pgconn.socket if self._waiting and conn is not None else None
+
     def _read(self, deadline: float | None) -> str | bool | None:
         """Read back the first statement in :attr:`_waiting`: its error (None: committed), or
         False when ``deadline`` passed first. Raises SettleFailed when the connection broke

@@ -19,9 +19,11 @@ from integration_bus.transport.amqp_frames import Deliver, route_deliveries
 from integration_bus.transport.amqp_io import BufferedTCPTransport, Connection
 from integration_bus.transport.base import Delivery
 
-__all__ = ["KEEP_CANCELLED", "AmqpConsumer"]
+__all__ = ["KEEP_CANCELLED", "WAKE_LESS_WAIT", "AmqpConsumer"]
 
 KEEP_CANCELLED = 60.0  # seconds a cancelled consumer's tag still takes late deliveries
+#: s a read ahead waits at most on a transport that cannot watch wake-up descriptors (TLS)
+WAKE_LESS_WAIT = 0.0005
 
 
 def _never(message: Any) -> None:
@@ -101,18 +103,19 @@ class AmqpConsumer:
         count = min(max_count, len(self._buffer))
         return [self._buffer.popleft() for _ in range(count)]
 
-    def _take_ready(self, max_count: int, wait: float = 0.0) -> None:
+    def _take_ready(self, max_count: int, wait: float = 0.0, wake: Sequence[int] = ()) -> None:
         """Buffer the deliveries the socket holds (up to ``max_count``); when it holds too few,
         wait up to ``wait`` s once for more. On a buffered transport the frames are taken from
         its buffer in a loop, each handed to the connection's frame handler (the deliveries'
         own, ``amqp_frames.route_deliveries``, which passes every other frame to py-amqp), not
         through py-amqp's ``drain_events``: that costs a socket-timeout context, a header, a
         payload and a frame-end read per frame, three frames per message (docs/benchmarks.md,
-        issue 16)."""
+        issue 16). The one wait also ends when a ``wake`` descriptor is readable; py-amqp's
+        own transport (TLS) cannot watch them, and waits at most WAKE_LESS_WAIT then."""
         wire = self._wire  # the py-amqp connection (None once closed)
         transport = getattr(wire, "transport", None)
         if not isinstance(transport, BufferedTCPTransport):
-            self._drain_ready(max_count, wait)
+            self._drain_ready(max_count, min(wait, WAKE_LESS_WAIT) if wake else wait)
             return
         handle = wire.on_inbound_frame
         buffer = self._buffer
@@ -122,7 +125,7 @@ class AmqpConsumer:
             if frame is not None:
                 handle(frame)
             elif not transport.pull():
-                if waited or not transport.pull(wait):
+                if waited or not transport.pull(wait, wake):
                     return
                 waited = True
 
@@ -139,14 +142,15 @@ class AmqpConsumer:
             except TimeoutError:
                 pass
 
-    def read_ahead(self, max_count: int, wait: float) -> bool:
+    def read_ahead(self, max_count: int, wait: float, wake: Sequence[int] = ()) -> bool:
         """Parse the deliveries the socket holds into the buffer (up to ``max_count``), then
-        wait up to ``wait`` s for more. The lane calls it while a sink call of the previous
-        batch waits for its broker, so the next :meth:`fetch` finds its batch read."""
+        wait up to ``wait`` s for more, or until a ``wake`` descriptor is readable. The lane
+        calls it while a sink call of the previous batch waits for its broker, so the next
+        :meth:`fetch` finds its batch read."""
         if self._conn is None or self._broken is not None or len(self._buffer) >= max_count:
             return False
         try:
-            self._take_ready(max_count, wait)
+            self._take_ready(max_count, wait, wake)
         except self._errors as exc:
             # py-amqp reads nothing more from a connection after such an error, without
             # raising it again: kept for the next fetch, ack or keepalive to raise, once the

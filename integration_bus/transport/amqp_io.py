@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import select
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from struct import Struct
 from typing import Any
@@ -51,15 +51,28 @@ class BufferedTCPTransport(amqp.transport.TCPTransport):  # type: ignore[misc]
         self._poll.register(self.sock, select.POLLIN)
 
     # -- reads in bulk: the frames the buffer holds, without a socket call each ---------------
-    def pull(self, wait: float = 0.0) -> bool:
+    def pull(self, wait: float = 0.0, wake: Sequence[int] = ()) -> bool:
         """Append what the socket holds now to the buffer (one ``recv``), after waiting up to
-        ``wait`` s for it to hold something. False when it held nothing. The socket's own
-        timeout is left alone (no ``fcntl`` pair as ``having_timeout`` costs)."""
+        ``wait`` s for it to hold something, or for one of the ``wake`` descriptors to be
+        readable (then False at once, unless the socket is readable too). False when it held
+        nothing. The socket's own timeout is left alone (no ``fcntl`` pair as
+        ``having_timeout`` costs)."""
         sock = self.sock
         if sock is None:  # closed under us: as py-amqp's own reads fail then
             raise OSError("the connection to the broker is closed")
-        if wait > 0 and not self._poll.poll(wait * 1000):
-            return False
+        if wait > 0:
+            if not wake:
+                if not self._poll.poll(wait * 1000):
+                    return False
+            else:
+                # poll, not select: a worker's descriptors may be numbered past FD_SETSIZE
+                watch = select.poll()
+                watch.register(sock, select.POLLIN)
+                for fd in wake:
+                    watch.register(fd, select.POLLIN)
+                mine = sock.fileno()
+                if not any(fd == mine for fd, _event in watch.poll(wait * 1000)):
+                    return False
         try:
             if sock.gettimeout() is None:  # blocking mode, as py-amqp leaves it
                 chunk = sock.recv(READ_SIZE, socket.MSG_DONTWAIT)

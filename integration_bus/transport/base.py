@@ -107,11 +107,13 @@ class Consumer(Protocol):
     def keepalive(self, timeout: float) -> None:
         """Serve heartbeats for ``timeout`` s (while paused) without handing deliveries out."""
 
-    def read_ahead(self, max_count: int, wait: float) -> bool:
+    def read_ahead(self, max_count: int, wait: float, wake: Sequence[int] = ()) -> bool:
         """Take in deliveries already on their way, without handing any out (the next
-        :meth:`fetch` does), waiting at most ``wait`` s for one; False once ``max_count`` are
-        buffered or nothing can be read ahead. Never raises: a broken connection shows at the
-        next :meth:`fetch` or :meth:`ack`."""
+        :meth:`fetch` does), waiting at most ``wait`` s for one, and no longer once one of the
+        ``wake`` descriptors is readable (a transport that cannot watch them waits a fraction
+        of a millisecond at most); False once ``max_count`` are buffered or nothing can be
+        read ahead. Never raises: a broken connection shows at the next :meth:`fetch` or
+        :meth:`ack`."""
 
     def take_read(self, max_count: int) -> list[Delivery]:
         """Up to ``max_count`` of the deliveries already read (see :meth:`read_ahead`), with

@@ -242,7 +242,7 @@ class EmbeddedConsumer:
         """Nothing to keep alive in-process; just let the time pass."""
         threading.Event().wait(timeout)
 
-    def read_ahead(self, max_count: int, wait: float) -> bool:
+    def read_ahead(self, max_count: int, wait: float, wake: Sequence[int] = ()) -> bool:
         """Rows are claimed by :meth:`fetch` itself: nothing to read ahead."""
         return False
 
