@@ -72,7 +72,10 @@ class _WakePipe:
     def __del__(self) -> None:
         for fd in (getattr(self, "read", None), getattr(self, "write", None)):
             if fd is not None:
-                os.close(fd)
+                try:
+                    os.close(fd)
+                except OSError:  # at interpreter exit: nothing to do
+                    pass
 
 
 class _Progress:
