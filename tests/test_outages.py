@@ -44,6 +44,10 @@ def make_bus(tmp_path: Path, broker_url: str, store_url: str, sink: str,
 def test_store_outage_pauses_the_worker_and_loses_nothing(tmp_path: Path,
                                                           rabbitmq_url: str) -> None:
     target = Target()
+    # the sink holds its 101st effect until the store is down: messages are still flowing
+    # then (else the worker could deliver all 300 before the server stops, and sit idle)
+    store_down = threading.Event()
+    target.before_effect = lambda effects: effects < 100 or store_down.wait(30)
     with PrivatePostgres(tmp_path / "pg") as pg:
         bus = make_bus(tmp_path, rabbitmq_url, pg.url, "{connector: probe}", target)
         publisher = bus.publisher()
@@ -56,6 +60,7 @@ def test_store_outage_pauses_the_worker_and_loses_nothing(tmp_path: Path,
                 wait_for(lambda: target.count() >= 100, message="deliveries before the outage")
                 # Given the store goes away while messages flow
                 pg.stop()
+                store_down.set()
                 wait_for(lambda: worker.state.paused, timeout=30, message="worker paused")
                 effects_at_pause = target.count()
                 assert publisher.publish_many(later) == [None] * 300  # the broker is fine

@@ -149,9 +149,14 @@ class SettleBehind:
 
     def fileno(self) -> int | None:
         """The connection's socket while something is in flight on it (readable when its
-        answer comes), else None."""
+        answer comes), else None. Never raises."""
         conn = self._settles
-        return conn.pgconn.socket if self._waiting and conn is not None else None
+        if not self._waiting or conn is None:
+            return None
+        try:
+            return int(conn.pgconn.socket)
+        except Exception:  # psycopg.OperationalError: libpq has no socket for it any more
+            return None
 
     def _read(self, deadline: float | None) -> str | bool | None:
         """Read back the first statement in :attr:`_waiting`: its error (None: committed), or

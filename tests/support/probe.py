@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +35,9 @@ class Target:
         self.effects: dict[str, int] = defaultdict(int)
         self.attempts: dict[str, list[float]] = defaultdict(list)
         self.envelopes: list[Envelope] = []
+        #: called (on the sink's thread) before each effect, with the number of effects so
+        #: far: a test may hold the sink there
+        self.before_effect: Callable[[int], object] | None = None
 
     def count(self) -> int:
         with self.lock:
@@ -67,6 +71,8 @@ class ProbeSink:
             raise RuntimeError("unexpected failure in the target client")
         if tries <= int(payload.get("fail_times", 0)):
             raise TransientError(f"target timed out (try {tries})")
+        if self._target.before_effect is not None:
+            self._target.before_effect(self._target.count())
         with self._target.lock:
             self._target.effects[key] += 1
             self._target.envelopes.append(envelope)
