@@ -285,17 +285,9 @@ class Lane:
             self._until_stored(lambda: ctx.store.mark_executing(row, keys, ctx.owner), stop)
         prepared = (self._take_prepared(deliveries)
                     if marker_row is not None and not archived and crashed is None else None)
-        if prepared is not None:
-            batch = prepared
-        else:
-            now = time.monotonic()
-            held = {queue: max(1, int((at - now) * 1000)) for queue, at in self._paused.items()}
-            batch = Batch.build(
-                deliveries, self.routes, archived=archived or [],
-                claim_lease=ctx.options.claim_lease, metrics=ctx.metrics, held=held,
-                calls=self.calls,
-                crashed={crashed[0]: (crashed[1], crashed[3])} if crashed else None,
-                tracing=ctx.tracing)
+        batch = prepared if prepared is not None else self._build(
+            deliveries, archived or [],
+            {crashed[0]: (crashed[1], crashed[3])} if crashed else None)
         try:
             store = (ctx.store if self._behind is None
                      else cast(Store, _SettledFirst(self, ctx.store, stop)))
@@ -501,25 +493,31 @@ class Lane:
         if mark is None:
             return
         row, keys, owner = mark
-        ctx = self.ctx
         try:
-            ctx.store.mark_executing(row, keys, owner)
+            self.ctx.store.mark_executing(row, keys, owner)
         except Exception as exc:  # StoreUnavailable: marked on its own once it is its turn
             log.info("worker.mark_failed", lane=self.name, error=f"{type(exc).__name__}: {exc}",
                      hint="the next batch is marked on its own before it runs")
             return
         self._next = deliveries, row
-        now = time.monotonic()
-        held = {queue: max(1, int((at - now) * 1000)) for queue, at in self._paused.items()}
         try:
-            batch = Batch.build(deliveries, self.routes, archived=[],
-                                claim_lease=ctx.options.claim_lease, metrics=ctx.metrics,
-                                held=held, calls=self.calls, tracing=ctx.tracing)
+            batch = self._build(deliveries, [])
         except Exception as exc:  # a bug: built again in its turn, where it is reported
             log.info("worker.prepare_failed", lane=self.name,
                      error=f"{type(exc).__name__}: {exc}")
             return
         self._prepared = [d.tag for d in deliveries], frozenset(self._paused), batch
+
+    def _build(self, deliveries: list[Delivery], archived: list[Delivery],
+               crashed: Mapping[int, tuple[CrashedWorker, list[dict[str, Any]]]] | None = None
+               ) -> Batch:
+        """Step 2 for ``deliveries``: decoded, pipelines run; items of a paused route held
+        for what is left of its pause."""
+        ctx, now = self.ctx, time.monotonic()
+        held = {queue: max(1, int((at - now) * 1000)) for queue, at in self._paused.items()}
+        return Batch.build(deliveries, self.routes, archived=archived,
+                           claim_lease=ctx.options.claim_lease, metrics=ctx.metrics, held=held,
+                           calls=self.calls, crashed=crashed, tracing=ctx.tracing)
 
     def _take_prepared(self, deliveries: list[Delivery]) -> Batch | None:
         """The batch :meth:`_prepare_ahead` built for ``deliveries``, unless a route was
