@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from amqp.basic_message import Message
 from amqp.method_framing import frame_handler, frame_writer
-from amqp.serialization import dumps, loads
+from amqp.serialization import decode_properties_basic, dumps, loads
 
 from integration_bus.envelope import Envelope
 from integration_bus.errors import BrokerUnavailable
@@ -116,6 +116,28 @@ def test_deliveries_read_off_the_wire_and_everything_else_left_to_pyamqp() -> No
     assert (got[0].exchange, got[0].routing_key) == ("ex", "rk")
     assert [f[0:2] for f in other] == [(8, 0), (1, 1), (2, 1), (3, 1), (1, 2)]
     assert answers.count(True) == 3 + len(other)  # each whole delivery, and py-amqp's answers
+
+
+@pytest.mark.parametrize("properties", [
+    {"content_type": "application/json", "delivery_mode": 2, "message_id": "01ABC"},  # the bus's
+    {"content_type": "tëxt", "delivery_mode": 1, "message_id": ""},  # same flags, odd values
+    {"content_type": "application/json", "delivery_mode": 2, "message_id": "ïd-é"},
+    {"content_type": "application/json", "delivery_mode": 2, "message_id": "x",
+     "application_headers": {"x-delivery-count": 2}},
+    {"content_type": "text/plain", "message_id": "only two"},
+    {"delivery_mode": 2, "message_id": "m", "priority": 5, "timestamp": 1700000000},
+    {},
+])
+def test_a_deliverys_properties_read_as_pyamqp_reads_them(properties: dict[str, Any]) -> None:
+    out = bytearray()
+    write = frame_writer(SimpleNamespace(frame_max=FRAME_MAX, bytes_sent=0),
+                         SimpleNamespace(write=out.extend))
+    write(1, 1, (60, 60), dumps("sLbss", ("ctag", 1, False, "ex", "rk")),
+          Message(b"{}", **properties))
+    [(_, _, method), (_, _, header), _body] = split_frames(bytes(out))
+    delivery = Deliver(method)
+    delivery.header(header)
+    assert delivery.properties == decode_properties_basic(header, 12)[0] == properties
 
 
 @contextmanager

@@ -34,9 +34,10 @@ def append_many(conn: Connection, rows: Sequence[JournalEntry]) -> None:
     On the hot path of every message (two rows each). On PostgreSQL the rows go in through
     one binary ``COPY … FROM STDIN`` (:func:`_copy`): per batch of 200 rows 1.9 ms, where a
     pipelined ``executemany`` of the same INSERT took 3.2 (docs/benchmarks.md, issue 16).
-    Elsewhere the INSERT goes to the driver as it is,
-    its values run through the columns' own bind processors (what SQLAlchemy would store: the
-    same text), a batch's shared timestamp converted once; SQLAlchemy's compiled ``insert()``
+    Elsewhere the INSERT goes to the driver as it is, with what SQLAlchemy would store: the
+    time through the column's own bind processor (a batch's shared timestamp converted once),
+    the detail as the bus's JSON text (``JournalEntry.detail_json``, the text the column's
+    JSON type writes); SQLAlchemy's compiled ``insert()``
     spent about as long building parameters as SQLite spent writing them. Errors are
     SQLAlchemy's either way (``DBAPIError``)."""
     if not rows:
@@ -44,7 +45,7 @@ def append_many(conn: Connection, rows: Sequence[JournalEntry]) -> None:
     if conn.dialect.name == "postgresql":
         _copy(conn, rows)
         return
-    sql, stamp, as_json = _writer(conn.dialect)
+    sql, stamp = _writer(conn.dialect)
     stamps: dict[datetime, Any] = {}
     params = []
     for e in rows:
@@ -52,7 +53,7 @@ def append_many(conn: Connection, rows: Sequence[JournalEntry]) -> None:
         if at is None:
             at = stamps[e.at] = stamp(e.at)
         params.append((e.envelope_id, e.event, e.route, e.sink, e.attempt, at,
-                       e.mapping_version, as_json(e.clipped_detail())))
+                       e.mapping_version, e.detail_json()))
     conn.exec_driver_sql(sql, params)
 
 
@@ -98,15 +99,14 @@ def _json_text(value: Any) -> str:
 
 
 @lru_cache(maxsize=8)
-def _writer(dialect: Dialect) -> tuple[str, Callable[[Any], Any], Callable[[Any], Any]]:
-    """The journal's INSERT in the driver's parameter style, and the bind processors of its
-    ``at`` and ``detail`` columns for this dialect."""
+def _writer(dialect: Dialect) -> tuple[str, Callable[[Any], Any]]:
+    """The journal's INSERT in the driver's parameter style, and the bind processor of its
+    ``at`` column for this dialect (``detail`` is the bus's JSON text,
+    ``JournalEntry.detail_json``: what the column's JSON type stores, without its calls)."""
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     sql = (f"INSERT INTO {journal.name} ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join([mark] * len(_COLUMNS))})")
-    stamp = bind_processor(journal.c.at, dialect)
-    detail = bind_processor(journal.c.detail, dialect)
-    return sql, stamp, detail
+    return sql, bind_processor(journal.c.at, dialect)
 
 
 def entries(conn: Connection, envelope_id: str) -> list[dict[str, Any]]:
