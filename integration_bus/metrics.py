@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 
 from integration_bus.redact import known
 
-__all__ = ["Flow", "Metrics", "RedactingRegistry", "ulid_seconds"]
+__all__ = ["Flow", "Metrics", "RedactingRegistry", "observe_many", "ulid_seconds"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                     5, 10, 30)
@@ -47,6 +49,34 @@ def ulid_seconds(ident: str) -> float | None:
     if len(ident) != 26 or not _ULID_TIME.fullmatch(ident, 0, 10):
         return None
     return int(ident[:10].translate(_TO_BASE32), 32) / 1000
+
+
+def observe_many(histogram: Any, amounts: Sequence[float]) -> None:
+    """``histogram.observe(amount)`` for each of ``amounts``, on a labelled child: the same
+    counts, and the same sum but for float rounding. A worker observes two histograms per
+    delivered message; ``observe`` takes a lock for the sum and one for the bucket each time,
+    this takes one per bucket touched and one for the sum, per sink call (docs/benchmarks.md).
+    It reads prometheus_client's ``_upper_bounds``, ``_buckets`` (a bucket per bound, each
+    counting the amounts up to it that no lower bound took) and ``_sum``; without them it
+    observes one by one. ``tests/test_metrics_observe.py`` holds both ways to the same
+    exposition."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    histogram._raise_if_not_observable()
+    counts: dict[int, int] = {}
+    for amount in amounts:
+        if amount == amount:  # NaN counts in no bucket (observe's ``<=`` is never true)
+            index = bisect_left(bounds, amount)  # the first bound >= amount: the last is +Inf
+            counts[index] = counts.get(index, 0) + 1
+    if amounts:
+        total.inc(sum(amounts))
+    for index, count in counts.items():
+        buckets[index].inc(count)
 
 
 class Flow:

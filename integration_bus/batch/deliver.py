@@ -22,7 +22,7 @@ from integration_bus.batch.item import Item, SinkCall, SinkResult
 from integration_bus.connector import LookupSink, Sink, deduplicated_downstream
 from integration_bus.envelope import Envelope
 from integration_bus.errors import CircuitOpen, ClaimBusy
-from integration_bus.metrics import Metrics, ulid_seconds
+from integration_bus.metrics import Metrics, observe_many, ulid_seconds
 from integration_bus.sinkcalls import SinkCalls
 from integration_bus.store import Claim, ClaimOutcome, Store
 from integration_bus.store.records import clip_text
@@ -103,23 +103,17 @@ def _send(work: list[_Work], indexes: list[int], results: list[SinkResult | None
                 tracing.failed(span, error)
             span.end()
     now = time.time()
-    latency: dict[str, Any] = {}  # route -> its labelled child (labels() costs a lock each)
-    age: dict[str, Any] = {}
+    latency: dict[str, int] = {}  # route -> envelopes sent (observed once the call is counted)
+    ages: dict[str, list[float]] = {}  # route -> flow ages of what was delivered
     for i, error in zip(indexes, errors, strict=True):
         item = work[i][0]
         route = item.route.name
-        observe = latency.get(route)
-        if observe is None:
-            observe = latency[route] = metrics.sink_latency.labels(route, sink.name).observe
-        observe(per_envelope)
+        latency[route] = latency.get(route, 0) + 1
         if error is None:
             results[i] = SinkResult.DELIVERED
             began = ulid_seconds(work[i][2].correlation_id)
             if began is not None:
-                observe_age = age.get(route)
-                if observe_age is None:
-                    observe_age = age[route] = metrics.flow_age.labels(route, sink.name).observe
-                observe_age(max(0.0, now - began))
+                ages.setdefault(route, []).append(max(0.0, now - began))
             continue
         results[i] = SinkResult.FAILED
         item.fail(error, sink=sink.name)
@@ -127,6 +121,11 @@ def _send(work: list[_Work], indexes: list[int], results: list[SinkResult | None
             continue  # the rest of a held batch: route.paused says it once
         log.info("sink.failed", route=item.route.name, sink=sink.name,
                  envelope_id=work[i][2].id, error=clip_text(f"{type(error).__name__}: {error}"))
+    # per route, not per envelope: labels() takes a lock, observe() two (metrics.observe_many)
+    for route, count in latency.items():
+        observe_many(metrics.sink_latency.labels(route, sink.name), [per_envelope] * count)
+    for route, values in ages.items():
+        observe_many(metrics.flow_age.labels(route, sink.name), values)
 
 
 def _sink_spans(tracing: Tracing, sink: str, items: list[Item],
