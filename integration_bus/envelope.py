@@ -147,17 +147,10 @@ class Envelope:
         """A fresh envelope entering the bus. Without an idempotency key, the id is used."""
         now_ns, created_at = _now()
         envelope_id = new_id(now_ns)
-        return cls(
-            id=envelope_id,
-            type=check_type(type),
-            source=source,
-            correlation_id=correlation_id or envelope_id,
-            idempotency_key=idempotency_key or envelope_id,
-            payload=payload,
-            created_at=created_at,
-            schema=schema,
-            headers=dict(headers or {}),
-        )
+        values = (envelope_id, check_type(type), source, correlation_id or envelope_id,
+                  idempotency_key or envelope_id, payload, created_at, None, schema,
+                  dict(headers or {}), 0, None)
+        return _assemble(values) if cls is Envelope else cls(*values)
 
     def derive(
         self,

@@ -97,3 +97,16 @@ def test_a_derived_envelope_is_the_dataclass_a_constructor_would_build() -> None
 def test_a_bad_field_is_named(field: str, value: Any, words: str) -> None:
     with pytest.raises(EnvelopeError, match=words):
         Envelope.from_json(orjson.dumps({**_written(), field: value}))
+
+
+def test_a_created_envelope_is_the_dataclass_a_constructor_would_build() -> None:
+    created = Envelope.create("order.created", {"n": 1}, source="shop", idempotency_key="K-1",
+                              schema="order@1", headers={"a": 1})
+    assert created == Envelope(id=created.id, type="order.created", source="shop",
+                               correlation_id=created.id, idempotency_key="K-1",
+                               payload={"n": 1}, created_at=created.created_at,
+                               schema="order@1", headers={"a": 1})
+    plain = Envelope.create("order.created", {}, source="shop")
+    assert plain.idempotency_key == plain.correlation_id == plain.id
+    assert (plain.causation_id, plain.schema, plain.headers, plain.attempt, plain.replay_of) == (
+        None, None, {}, 0, None)
