@@ -115,7 +115,7 @@ class JournalEntry:
         """:meth:`clipped_detail` as JSON text (the bus's encoder; ``null`` for none). Two
         rows per message are written so: the detail is encoded once and walked only when its
         text is longer than the clip limit, since no string in a shorter text can be over it
-        (the walk and a second encoding were 2 µs of a row; docs/benchmarks.md)."""
+        (0.25 µs a row where the walk and the JSON type's calls took 0.96; docs/benchmarks.md)."""
         text = dumps(self.detail)
         if len(text) > _NET * MAX_MESSAGE_CHARS:
             text = dumps(_clip_values(self.detail))
