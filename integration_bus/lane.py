@@ -494,7 +494,9 @@ class Lane:
             return
         row, keys, owner = mark
         try:
-            self.ctx.store.mark_executing(row, keys, owner)
+            # on the lane's own connection when it is idle (PostgreSQL), else through the pool
+            if self._behind is None or not self._behind.mark(row, keys, owner):
+                self.ctx.store.mark_executing(row, keys, owner)
         except Exception as exc:  # StoreUnavailable: marked on its own once it is its turn
             log.info("worker.mark_failed", lane=self.name, error=f"{type(exc).__name__}: {exc}",
                      hint="the next batch is marked on its own before it runs")

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import make_url, select
 
 from integration_bus.envelope import Envelope, new_id
+from integration_bus.errors import StoreUnavailable
 from integration_bus.runtime import Bus
 from integration_bus.store import Claim, JournalEntry, Settlement, Store, utcnow
 from integration_bus.store.behind import SettleBehind, SettleFailed, eligible
@@ -131,6 +132,51 @@ def test_the_next_batch_is_marked_first_and_on_its_own(parts: Parts) -> None:
     parts.lock.rollback()
     parts.committed()
     assert len(_rows(parts.store, "held")) == 5
+
+
+def test_a_batch_prepared_ahead_is_marked_on_the_idle_connection_and_committed(
+        parts: Parts, postgres_url: str) -> None:
+    keys = [("orders", new_id()) for _ in range(3)]
+    # Given nothing in flight: the marker is written and committed before mark returns
+    assert parts.behind.mark("b:ahead", keys + keys[:1], "me") is True
+    with psycopg.connect(_libpq(postgres_url)) as other:  # seen from another connection
+        [(owner, members)] = other.execute(
+            "SELECT owner, members FROM crash_markers WHERE id = 'b:ahead'").fetchall()
+    assert owner == "me" and [tuple(m) for m in members] == keys  # each key once
+    found = parts.store.crash_markers(keys, "someone else")
+    assert {m.row for m in found.values()} == {"b:ahead"}
+    # and the settlement that removes it goes the same way afterwards
+    settlement = _settlement("ahead", utcnow())
+    settlement.unmark.append(("b:ahead", None))
+    parts.behind.send(settlement)
+    parts.committed()
+    assert parts.store.crash_markers(keys, "someone else") == {}
+    # While a settlement is in flight (held by a lock), nothing is marked on the connection:
+    # the caller marks through the pool instead
+    parts.lock_journal()
+    parts.behind.send(_settlement("held", utcnow()))
+    assert parts.behind.mark("b:other", keys, "me") is False
+    assert parts.store.crash_markers(keys, "someone else") == {}
+    parts.lock.rollback()
+    parts.committed()
+    assert len(_rows(parts.store, "held")) == 5
+
+
+def test_a_marker_on_a_lost_connection_is_an_outage_then_the_next_one_reconnects(
+        parts: Parts, postgres_url: str) -> None:
+    keys = [("orders", new_id())]
+    assert parts.behind.mark("b:first", keys, "me")
+    with psycopg.connect(_libpq(postgres_url), autocommit=True) as admin:
+        # its server process ends (waited for, up to 5 s) while the connection is idle
+        admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                      "WHERE query LIKE 'INSERT INTO crash_markers%' "
+                      "AND pid <> pg_backend_pid()")
+    with pytest.raises(StoreUnavailable):
+        parts.behind.mark("b:second", keys, "me")
+    assert parts.behind.mark("b:third", keys, "me")  # over a new connection
+    with parts.store.db.begin(read_only=True) as conn:
+        rows = conn.execute(select(crash_markers.c.id).order_by(crash_markers.c.id)).scalars()
+        assert list(rows) == ["b:first", "b:third"]
 
 
 def test_a_value_the_server_refuses_fails_the_settlement_whole(parts: Parts) -> None:
