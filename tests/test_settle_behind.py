@@ -169,8 +169,8 @@ def test_a_marker_on_a_lost_connection_is_an_outage_then_the_next_one_reconnects
     with psycopg.connect(_libpq(postgres_url), autocommit=True) as admin:
         # its server process ends (waited for, up to 5 s) while the connection is idle
         admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                      "WHERE query LIKE 'INSERT INTO crash_markers%' "
-                      "AND pid <> pg_backend_pid()")
+                      "WHERE datname = current_database() "
+                      "AND query LIKE 'INSERT INTO crash_markers%' AND pid <> pg_backend_pid()")
     with pytest.raises(StoreUnavailable):
         parts.behind.mark("b:second", keys, "me")
     assert parts.behind.mark("b:third", keys, "me")  # over a new connection
@@ -205,7 +205,8 @@ def test_a_connection_lost_with_a_settlement_in_flight_is_a_failure_not_a_commit
              message="the settlement waits for the lock")
     with psycopg.connect(_libpq(postgres_url), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE query LIKE '%json_to_recordset%' AND pid <> pg_backend_pid()")
+                      "WHERE datname = current_database() "
+                      "AND query LIKE '%json_to_recordset%' AND pid <> pg_backend_pid()")
     # Then the lane is told it failed (and writes it again inline), never that it committed
     with pytest.raises(SettleFailed):
         parts.committed("an answer")
