@@ -306,9 +306,11 @@ def _lines(path: Path) -> list[bytes]:
 
 
 def _activity(url: str, waiting_on: str | None = None) -> int:
-    """Settlements the server is executing (or, with ``waiting_on``, waiting in)."""
+    """Settlements the server is executing in this database (or, with ``waiting_on``, waiting
+    in)."""
     with psycopg.connect(_libpq(url), autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s "
+                           "AND datname = current_database() "
                            "AND pid <> pg_backend_pid() AND state = 'active' AND "
                            "(%s::text IS NULL OR wait_event_type = %s)",
                            ("%json_to_recordset%", waiting_on, waiting_on)).fetchone()
