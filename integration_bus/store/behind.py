@@ -104,21 +104,8 @@ class SettleBehind:
         Raises StoreUnavailable when the server cannot be reached (nothing was sent)."""
         assert not self._waiting, "read back what is in flight first"
         params = _params(redacted(batch, self._redaction))
-        conn = self._connection("_settles")
-        pg = conn.pgconn
-        try:
-            if mark is not None:
-                row, keys, owner = mark
-                pg.send_query_params(_MARK, [
-                    row.encode(), owner.encode(), utcnow().isoformat().encode(),
-                    dumps([list(k) for k in dict.fromkeys(keys)])])
-                pg.pipeline_sync()
-            pg.send_query_params(_SETTLE, params)
-            pg.pipeline_sync()
-            pg.flush()
-        except Exception as exc:  # psycopg.OperationalError: the connection is gone
-            self._drop("_settles")
-            raise StoreUnavailable(f"store connection lost: {_first_line(exc)}") from exc
+        statements = [(_MARK, _mark_params(*mark))] if mark is not None else []
+        self._send([*statements, (_SETTLE, params)])
         self._waiting = ["mark", "settle"] if mark is not None else ["settle"]
 
     def mark(self, row: str, keys: Sequence[MarkerKey], owner: str) -> bool:
@@ -131,20 +118,24 @@ class SettleBehind:
         twelfth round). Raises StoreUnavailable when it did not commit."""
         if self._waiting or self._lost:
             return False
-        conn = self._connection("_settles")
-        pg = conn.pgconn
+        self._send([(_MARK, _mark_params(row, keys, owner))])
+        self._waiting = ["mark"]
+        self.marked()
+        return True
+
+    def _send(self, statements: list[tuple[bytes, list[bytes]]]) -> None:
+        """Send each statement with its parameters, each its own transaction (a pipeline
+        sync after each), without waiting. Raises StoreUnavailable when the connection is
+        gone (nothing was sent then)."""
+        pg = self._connection("_settles").pgconn
         try:
-            pg.send_query_params(_MARK, [
-                row.encode(), owner.encode(), utcnow().isoformat().encode(),
-                dumps([list(k) for k in dict.fromkeys(keys)])])
-            pg.pipeline_sync()
+            for sql, params in statements:
+                pg.send_query_params(sql, params)
+                pg.pipeline_sync()
             pg.flush()
         except Exception as exc:  # psycopg.OperationalError: the connection is gone
             self._drop("_settles")
             raise StoreUnavailable(f"store connection lost: {_first_line(exc)}") from exc
-        self._waiting = ["mark"]
-        self.marked()
-        return True
 
     def marked(self) -> None:
         """Wait for the marker sent with the settlement in flight. Raises StoreUnavailable
@@ -263,6 +254,12 @@ class SettleBehind:
                 conn.close()
             except Exception:  # closing a broken connection: nothing to do
                 pass
+
+
+def _mark_params(row: str, keys: Sequence[MarkerKey], owner: str) -> list[bytes]:
+    """The parameters of ``_MARK``: the row, its owner, now, and each key once."""
+    return [row.encode(), owner.encode(), utcnow().isoformat().encode(),
+            dumps([list(k) for k in dict.fromkeys(keys)])]
 
 
 def _params(batch: Settlement) -> list[bytes]:
