@@ -27,7 +27,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from integration_bus.envelope import dumps
 from integration_bus.errors import ConfigError, StoreUnavailable
 
-__all__ = ["Database", "Revision", "bind_processor", "dialect_insert"]
+__all__ = ["Database", "Revision", "bind_processor", "dialect_insert", "placeholder"]
 
 _UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -194,6 +194,12 @@ def bind_processor(column: Any, dialect: Any) -> Any:
     that go to the driver as they are (the journal's insert and the crash-marker upsert on the
     hot path): the column type's bind processor, or the value unchanged."""
     return column.type.dialect_impl(dialect).bind_processor(dialect) or _unchanged
+
+
+def placeholder(dialect: Any) -> str:
+    """The driver's placeholder for one value, for statements that go to it as they are:
+    ``?`` (sqlite3) or ``%s`` (psycopg)."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
 
 
 def _unchanged(value: Any) -> Any:

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Dialect, delete, func, select
 from sqlalchemy.exc import DBAPIError
 
 from integration_bus.envelope import dumps
-from integration_bus.store.database import bind_processor
+from integration_bus.store.database import bind_processor, placeholder
 from integration_bus.store.records import JournalEntry
 from integration_bus.store.schema import journal
 
@@ -103,7 +103,7 @@ def _writer(dialect: Dialect) -> tuple[str, Callable[[Any], Any]]:
     """The journal's INSERT in the driver's parameter style, and the bind processor of its
     ``at`` column for this dialect (``detail`` is the bus's JSON text,
     ``JournalEntry.detail_json``: what the column's JSON type stores, without its calls)."""
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    mark = placeholder(dialect)
     sql = (f"INSERT INTO {journal.name} ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join([mark] * len(_COLUMNS))})")
     return sql, bind_processor(journal.c.at, dialect)

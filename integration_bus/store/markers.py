@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Dialect, delete, select, update
 
-from integration_bus.store.database import bind_processor, dialect_insert
+from integration_bus.store.database import bind_processor, dialect_insert, placeholder
 from integration_bus.store.schema import crash_markers
 
 __all__ = ["CrashMarker", "MarkerKey", "Unmark", "add", "find", "purge", "remove", "single_id",
@@ -61,7 +61,7 @@ def add(conn: Any, row: str, keys: Sequence[MarkerKey], owner: str, now: datetim
 def _upsert(dialect: Dialect) -> tuple[str, Callable[[Any], Any], Callable[[Any], Any]]:
     """The marker upsert in the driver's parameter style, and the bind processors of its
     ``started_at`` and ``members`` columns for this dialect."""
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    mark = placeholder(dialect)
     return upsert_sql(mark, mark, mark, mark), \
         bind_processor(crash_markers.c.started_at, dialect), \
         bind_processor(crash_markers.c.members, dialect)
@@ -111,7 +111,7 @@ def remove(conn: Any, unmark: Sequence[Unmark]) -> None:
     (15 µs of CPU where SQLAlchemy's ``delete().where(in_())`` took 100; docs/benchmarks.md)."""
     whole = list(dict.fromkeys(row for row, member in unmark if member is None))
     if whole:
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        mark = placeholder(conn.dialect)
         conn.exec_driver_sql(f"DELETE FROM {crash_markers.name} WHERE id IN "
                              f"({', '.join([mark] * len(whole))})", tuple(whole))
     for row, member in unmark:
