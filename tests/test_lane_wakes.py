@@ -21,7 +21,7 @@ from integration_bus.settings import load_config
 from integration_bus.testing import running, wait_for
 from tests.conftest import write_config
 from tests.support.probe import registry_with
-from tests.test_marked_ahead import publish_orders
+from tests.support.publishing import publish_orders
 
 pytestmark = pytest.mark.rabbitmq
 

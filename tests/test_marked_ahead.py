@@ -28,6 +28,7 @@ from integration_bus.testing import running, wait_for
 from integration_bus.transport.amqp_consume import AmqpConsumer
 from tests.conftest import write_config
 from tests.support.probe import registry_with
+from tests.support.publishing import publish_orders
 
 CONFIG = """
 broker:
@@ -188,18 +189,6 @@ def test_a_mark_stores_what_sqlalchemy_stores(store_url: str, tmp_path: Path) ->
             ("orders", "E1"): ("b:1", 0, at), ("orders", "E2"): ("b:1", 0, at)}
     finally:
         store.close()
-
-
-def publish_orders(bus: Bus, count: int) -> list[Envelope]:
-    """Publish ``count`` order.created envelopes (confirmed); return them."""
-    envelopes = [Envelope.create("order.created", {"n": i}, source="test")
-                 for i in range(count)]
-    publisher = bus.publisher()
-    try:
-        assert publisher.publish_many(envelopes) == [None] * count
-    finally:
-        publisher.close()
-    return envelopes
 
 
 def marker_rows(bus: Bus) -> list[tuple[str, int]]:
